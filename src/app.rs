@@ -1,0 +1,334 @@
+//! The composition root: configuration → store → migrations → index rebuild → sockets → tasks
+//! → shutdown. The only module that knows every other one. Tests and benches build the same
+//! `Application` on port 0.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClientConfig, Config, Secret};
+use crate::ingest::{self, Writer, WriterOptions};
+use crate::metrics::Stats;
+use crate::radius::clients::{Client, ClientAddr, ClientTable};
+use crate::radius::listener::{self, Listener, SharedClients};
+use crate::radius::reply::{ReplyCache, Responder};
+use crate::sessions::{ResellerResolver, Session, SessionIndex};
+use crate::store::{Store, StoreOptions};
+
+/// The client configured when radacctd runs without a config file (FreeRADIUS's convention).
+pub fn quickstart_client() -> ClientConfig {
+    ClientConfig {
+        address: ClientAddr {
+            addr: [127, 0, 0, 1].into(),
+            prefix: 32,
+        },
+        secret: Secret::new("testing123"),
+        name: Some("localhost (quick start)".into()),
+    }
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let opts = StoreOptions {
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
+    };
+    Store::open(config.database.url.expose(), &opts)
+        .await
+        .context("opening the database")
+}
+
+/// A built, not yet running daemon: sockets bound, database migrated, index loaded.
+pub struct Application {
+    config: Config,
+    store: Store,
+    index: Arc<SessionIndex>,
+    stats: Arc<Stats>,
+    clients: SharedClients,
+    radius_socket: Arc<tokio::net::UdpSocket>,
+    radius_addr: SocketAddr,
+    cache: Arc<ReplyCache>,
+    resolver: Arc<dyn ResellerResolver>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("store", &self.store.kind())
+            .field("radius_addr", &self.radius_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens the store, migrates, rebuilds the index and binds the listener. The listener does
+    /// not answer anything before the index holds every open session.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = open_store(&config).await?;
+        if config.database.migrate_on_start {
+            store.migrate().await.context("running migrations")?;
+        }
+        let resolver: Arc<dyn ResellerResolver> = Arc::new(());
+        let index = Arc::new(SessionIndex::new());
+        rebuild_index(&store, &index, resolver.as_ref())
+            .await
+            .context("loading open sessions")?;
+        let clients = Arc::new(RwLock::new(Arc::new(
+            load_clients(&config.radius.clients, &store).await,
+        )));
+        let socket = listener::bind(config.radius.listen, config.radius.recv_buffer_bytes)
+            .with_context(|| format!("binding RADIUS accounting on {}", config.radius.listen))?;
+        let radius_addr = socket.local_addr()?;
+        tracing::info!(
+            address = %radius_addr,
+            store = store.kind(),
+            open_sessions = index.len(),
+            "accounting listener bound"
+        );
+        Ok(Application {
+            cache: Arc::new(ReplyCache::new(Duration::from_secs(
+                config.radius.dedup_window_secs,
+            ))),
+            config,
+            store,
+            index,
+            stats: Arc::new(Stats::default()),
+            clients,
+            radius_socket: Arc::new(socket),
+            radius_addr,
+            resolver,
+        })
+    }
+
+    pub fn radius_addr(&self) -> SocketAddr {
+        self.radius_addr
+    }
+
+    pub fn index(&self) -> Arc<SessionIndex> {
+        self.index.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled or a core task fails. On shutdown the listener stops
+    /// first, then the writer commits and answers everything already accepted.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (tx, rx) = ingest::queue(self.config.radius.queue_capacity);
+        let responder = Responder::new(
+            self.radius_socket.clone(),
+            self.cache.clone(),
+            self.stats.clone(),
+        );
+        let writer = Writer::new(
+            self.store.clone(),
+            self.index.clone(),
+            self.resolver.clone(),
+            responder.clone(),
+            self.stats.clone(),
+            WriterOptions {
+                max_batch: self.config.radius.max_batch,
+                commit_timeout: self.config.commit_timeout(),
+            },
+        );
+        let listener = Listener::new(
+            self.radius_socket.clone(),
+            self.clients.clone(),
+            responder,
+            tx,
+            self.stats.clone(),
+            self.config.radius.max_clock_skew_secs as i64,
+        );
+        let stop_listener = shutdown.child_token();
+        let mut listener_task: JoinHandle<std::io::Result<()>> =
+            tokio::spawn(listener.run(stop_listener.clone()));
+        let mut writer_task = tokio::spawn(writer.run(rx));
+        let background = shutdown.child_token();
+        let housekeeping = tokio::spawn(housekeeping(
+            background.clone(),
+            self.cache.clone(),
+            self.clients.clone(),
+            self.config.radius.clients.clone(),
+            self.store.clone(),
+            Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
+        ));
+
+        let mut failure: Option<anyhow::Error> = None;
+        let mut writer_done = false;
+        let mut listener_done = false;
+        // Biased: once shutdown is requested the listener and writer end on purpose, which must
+        // not be mistaken for a failure.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {}
+            r = &mut listener_task => {
+                listener_done = true;
+                failure = Some(match r {
+                    Ok(Ok(())) => anyhow::anyhow!("accounting listener stopped"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("accounting listener failed"),
+                    Err(e) => anyhow::Error::new(e).context("accounting listener panicked"),
+                });
+            }
+            r = &mut writer_task => {
+                writer_done = true;
+                failure = Some(match r {
+                    Ok(()) => anyhow::anyhow!("ingest writer stopped"),
+                    Err(e) => anyhow::Error::new(e).context("ingest writer panicked"),
+                });
+            }
+        }
+        tracing::info!("shutting down: draining accepted accounting");
+        stop_listener.cancel();
+        background.cancel();
+        if !listener_done {
+            let _ = listener_task.await;
+        }
+        if !writer_done {
+            let _ = writer_task.await;
+        }
+        let _ = housekeeping.await;
+        self.store.close().await;
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Replaces the index with the open rows of the database (start-up, invariant B).
+pub async fn rebuild_index(
+    store: &Store,
+    index: &SessionIndex,
+    resolver: &dyn ResellerResolver,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut sessions = Vec::new();
+    store
+        .for_each_open_row(|row| {
+            let reseller = row.username.as_deref().and_then(|u| resolver.reseller_of(u));
+            sessions.push(Session::from_row(&row, reseller));
+        })
+        .await?;
+    let n = sessions.len();
+    index.replace_all(sessions);
+    tracing::info!(open_sessions = n, elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
+    Ok(())
+}
+
+/// Configured clients first (they win), then the `nas` table. A `nas` row whose name is a
+/// hostname is resolved now; one that cannot be read is skipped with a warning.
+pub async fn load_clients(configured: &[ClientConfig], store: &Store) -> ClientTable {
+    let mut table = ClientTable::default();
+    for c in configured {
+        table.add(
+            c.address,
+            Client {
+                name: c.name.clone().unwrap_or_else(|| c.address.to_string()),
+                secret: Arc::from(c.secret.expose().as_bytes()),
+                nas_id: None,
+            },
+        );
+    }
+    match store.nas_rows().await {
+        Ok(rows) => {
+            for row in rows {
+                let client = Client {
+                    name: row.shortname.clone(),
+                    secret: Arc::from(row.secret.as_bytes()),
+                    nas_id: Some(row.id),
+                };
+                if let Ok(addr) = row.nasname.parse::<ClientAddr>() {
+                    table.add(addr, client);
+                    continue;
+                }
+                match tokio::net::lookup_host((row.nasname.as_str(), 0)).await {
+                    Ok(addrs) => {
+                        for a in addrs {
+                            let addr = ClientAddr {
+                                addr: a.ip(),
+                                prefix: if a.is_ipv4() { 32 } else { 128 },
+                            };
+                            table.add(addr, client.clone());
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        nas = %row.nasname,
+                        error = %e,
+                        "nas row skipped: not an address, block or resolvable name"
+                    ),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the nas table; keeping configured clients"),
+    }
+    table
+}
+
+async fn housekeeping(
+    cancel: CancellationToken,
+    cache: Arc<ReplyCache>,
+    clients: SharedClients,
+    configured: Vec<ClientConfig>,
+    store: Store,
+    reload_every: Duration,
+) {
+    let mut purge = tokio::time::interval(Duration::from_secs(5));
+    let mut reload = tokio::time::interval(reload_every);
+    reload.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = purge.tick() => cache.purge(),
+            _ = reload.tick() => {
+                let table = load_clients(&configured, &store).await;
+                *clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+            }
+        }
+    }
+}
+
+/// `radacctd serve`: builds the application and runs it until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    app.run_until_stopped(shutdown).await
+}
+
+/// `radacctd migrate`: applies pending migrations and exits.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    store.migrate().await.context("running migrations")?;
+    println!("migrations applied ({})", store.kind());
+    store.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

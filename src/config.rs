@@ -1,0 +1,333 @@
+//! Typed configuration: a TOML file (optional) with `RADACCTD__SECTION__KEY` environment
+//! overrides, defaults for everything, unknown keys rejected, secrets hidden from `Debug`.
+//! Every key is documented in `config.toml.example`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::radius::clients::ClientAddr;
+
+/// Environment variables with this prefix override file values: `RADACCTD__DATABASE__URL`.
+pub const ENV_PREFIX: &str = "RADACCTD__";
+
+/// A secret string: usable, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub radius: RadiusConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://radacctd.db` (embedded) or `postgres://user:pass@host/db`.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// Seconds to wait for a connection from the pool.
+    pub acquire_timeout_secs: u64,
+    /// Run pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RadiusConfig {
+    /// UDP address the accounting listener binds.
+    pub listen: SocketAddr,
+    /// SO_RCVBUF for the listener socket: bursts overflow the kernel default.
+    pub recv_buffer_bytes: usize,
+    /// Accepted events waiting for the writer; past this, packets are dropped (NAS retransmits).
+    pub queue_capacity: usize,
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// A commit slower than this is abandoned: no responses, the NAS retransmits.
+    pub commit_timeout_secs: u64,
+    /// How long a request is remembered to recognise retransmissions.
+    pub dedup_window_secs: u64,
+    /// Event-Timestamps further than this from the receive time are not trusted.
+    pub max_clock_skew_secs: u64,
+    /// How often the `nas` table is re-read for clients.
+    pub nas_reload_secs: u64,
+    /// Clients besides the `nas` table rows.
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// An IP address or a CIDR block (`192.0.2.0/24`).
+    pub address: ClientAddr,
+    pub secret: Secret,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (journald adds timestamps) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `radacctd=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: Secret::new("sqlite://radacctd.db"),
+            max_connections: 8,
+            acquire_timeout_secs: 5,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for RadiusConfig {
+    fn default() -> Self {
+        RadiusConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1813)),
+            recv_buffer_bytes: 8 << 20,
+            queue_capacity: 65_536,
+            max_batch: 1024,
+            commit_timeout_secs: 10,
+            dedup_window_secs: 30,
+            max_clock_skew_secs: 86_400,
+            nas_reload_secs: 60,
+            clients: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: DatabaseConfig::default(),
+            radius: RadiusConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Config {
+    /// Loads `path` (or nothing) and applies the environment overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    origin: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "configuration".to_owned()),
+        };
+        let mut overridden = Vec::new();
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Invalid {
+                    origin: key.clone(),
+                    message: "expected RADACCTD__SECTION__KEY".into(),
+                });
+            }
+            set_path(&mut table, &path, env_value(&raw));
+            overridden.push(key);
+        }
+        let origin = if overridden.is_empty() {
+            origin
+        } else {
+            format!("{origin} (with {})", overridden.join(", "))
+        };
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: e.message().to_owned(),
+                })?;
+        config.validate().map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err("database.url must start with sqlite: or postgres://".into());
+        }
+        if self.database.max_connections == 0 {
+            return Err("database.max_connections must be at least 1".into());
+        }
+        if self.radius.max_batch == 0 || self.radius.queue_capacity == 0 {
+            return Err("radius.max_batch and radius.queue_capacity must be at least 1".into());
+        }
+        for (i, c) in self.radius.clients.iter().enumerate() {
+            if c.secret.expose().is_empty() {
+                return Err(format!("radius.clients[{i}].secret must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_secs(self.radius.commit_timeout_secs.max(1))
+    }
+}
+
+/// An environment value as TOML when it parses as a TOML value, else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut t = table;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        t = next;
+    }
+    t.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::load(None, env(&[])).expect("loads");
+        assert_eq!(c.database.url.expose(), "sqlite://radacctd.db");
+        assert_eq!(c.radius.listen.port(), 1813);
+        assert!(c.radius.clients.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[radius]\nlisten = \"127.0.0.1:1813\"\n[[radius.clients]]\naddress = \"10.0.0.0/8\"\nsecret = \"s\"\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            Some(&p),
+            env(&[
+                ("RADACCTD__RADIUS__LISTEN", "127.0.0.1:9999"),
+                ("RADACCTD__DATABASE__URL", "postgres://u@h/db"),
+                ("RADACCTD__RADIUS__MAX_BATCH", "7"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.radius.listen.port(), 9999);
+        assert_eq!(c.radius.max_batch, 7);
+        assert_eq!(c.database.url.expose(), "postgres://u@h/db");
+        assert_eq!(c.radius.clients.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_explained() {
+        let err = Config::load(None, env(&[("RADACCTD__RADIUS__LISTN", "x")]))
+            .expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("listn") && msg.contains("RADACCTD__RADIUS__LISTN"), "{msg}");
+        let err = Config::load(None, env(&[("RADACCTD__DATABASE__URL", "mysql://x")]))
+            .expect_err("bad url");
+        assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = Config::load(None, env(&[("RADACCTD__DATABASE__URL", "postgres://u:pw@h/d")]))
+            .expect("loads");
+        assert!(!format!("{c:?}").contains("pw"));
+    }
+}

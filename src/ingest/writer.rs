@@ -1,0 +1,242 @@
+//! The group-commit writer: takes whatever is queued (up to a batch), folds the events of each
+//! session in arrival order, writes the batch in one transaction, and only after COMMIT updates
+//! the live index and sends the Accounting-Responses (invariant A: no response before the
+//! record is durable).
+//!
+//! A batch whose transaction fails on a statement is retried in halves until the failing event
+//! is isolated; that one gets no response, the others are committed and answered. A database
+//! that is unreachable fails the whole batch: nothing is answered and the NAS retransmits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::semantics::{self, Effect};
+use super::{IngestReceiver, Item};
+use crate::metrics::{DropReason, Stats};
+use crate::radius::accounting::EventKind;
+use crate::radius::reply::Responder;
+use crate::sessions::{ResellerResolver, Row, Session, SessionIndex};
+use crate::store::{Store, StoreError};
+
+/// Writer tuning.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// A transaction that takes longer than this is abandoned (no responses).
+    pub commit_timeout: Duration,
+}
+
+/// A change to the live index, applied after the transaction committed.
+#[derive(Debug)]
+enum IndexChange {
+    Upsert(Row),
+    Remove(String),
+}
+
+/// The single writer.
+pub struct Writer {
+    store: Store,
+    index: Arc<SessionIndex>,
+    resolver: Arc<dyn ResellerResolver>,
+    responder: Responder,
+    stats: Arc<Stats>,
+    opts: WriterOptions,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("store", &self.store.kind())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub fn new(
+        store: Store,
+        index: Arc<SessionIndex>,
+        resolver: Arc<dyn ResellerResolver>,
+        responder: Responder,
+        stats: Arc<Stats>,
+        opts: WriterOptions,
+    ) -> Self {
+        Writer {
+            store,
+            index,
+            resolver,
+            responder,
+            stats,
+            opts,
+        }
+    }
+
+    /// Runs until every sender is gone and the queue is drained: on shutdown the listener
+    /// stops first, so everything already accepted is committed and answered (or not answered).
+    pub async fn run(self, mut rx: IngestReceiver) {
+        let max = self.opts.max_batch.max(1);
+        let mut batch = Vec::with_capacity(max);
+        while rx.recv_many(&mut batch, max).await > 0 {
+            self.process(std::mem::take(&mut batch)).await;
+            batch.reserve(max);
+        }
+        tracing::debug!("ingest writer drained");
+    }
+
+    /// Commits one batch, splitting it on statement failures, and answers what committed.
+    pub async fn process(&self, items: Vec<Item>) {
+        // Ranges still to try, last = next; halves are pushed second-half first to keep order.
+        let mut todo = vec![0..items.len()];
+        while let Some(range) = todo.pop() {
+            let part = &items[range.clone()];
+            let result = tokio::time::timeout(self.opts.commit_timeout, self.commit(part)).await;
+            let error = match result {
+                Ok(Ok((changes, unchanged))) => {
+                    self.apply_to_index(changes);
+                    Stats::add(&self.stats.batches, 1);
+                    Stats::add(&self.stats.batch_events, part.len() as u64);
+                    Stats::add(&self.stats.unchanged, unchanged);
+                    for item in part {
+                        if let Some(reply) = &item.reply {
+                            self.responder.answer(reply);
+                        }
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => StoreError::Config(format!(
+                    "commit took longer than {:?}",
+                    self.opts.commit_timeout
+                )),
+            };
+            Stats::add(&self.stats.batch_failures, 1);
+            let splittable = !error.is_unavailable() && !matches!(error, StoreError::Config(_));
+            if splittable && part.len() > 1 {
+                let mid = range.start + part.len() / 2;
+                todo.push(mid..range.end);
+                todo.push(range.start..mid);
+                continue;
+            }
+            if part.len() == 1 {
+                let ev = &part[0].event;
+                tracing::error!(
+                    error = %error,
+                    kind = ev.kind.as_str(),
+                    acctuniqueid = %ev.acctuniqueid,
+                    "accounting event not recorded; no response"
+                );
+            } else {
+                tracing::error!(error = %error, events = part.len(), "batch not recorded; no responses");
+            }
+            for item in part {
+                self.stats.dropped(DropReason::WriteFailed);
+                if let Some(reply) = &item.reply {
+                    self.responder.abandon(reply);
+                }
+            }
+        }
+    }
+
+    /// One transaction for `items`; returns the index changes and how many events changed
+    /// nothing.
+    async fn commit(&self, items: &[Item]) -> Result<(Vec<IndexChange>, u64), StoreError> {
+        let mut tx = self.store.begin().await?;
+        let mut changes = Vec::new();
+        let mut unchanged = 0;
+        let mut run_start = 0;
+        for (i, item) in items.iter().enumerate() {
+            let ev = &item.event;
+            if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
+                // A barrier: everything queued before it is applied first.
+                unchanged += fold_and_write(&mut tx, &items[run_start..i], &mut changes).await?;
+                run_start = i + 1;
+                let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
+                let closed = tx
+                    .close_nas(&ev.nasipaddress.to_string(), ev.time, cause)
+                    .await?;
+                changes.extend(closed.into_iter().map(IndexChange::Remove));
+            }
+        }
+        unchanged += fold_and_write(&mut tx, &items[run_start..], &mut changes).await?;
+        tx.commit().await?;
+        Ok((changes, unchanged))
+    }
+
+    fn apply_to_index(&self, changes: Vec<IndexChange>) {
+        for change in changes {
+            match change {
+                IndexChange::Upsert(row) => {
+                    let reseller = row
+                        .username
+                        .as_deref()
+                        .and_then(|u| self.resolver.reseller_of(u));
+                    self.index.upsert(Session::from_row(&row, reseller));
+                }
+                IndexChange::Remove(key) => {
+                    self.index.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Loads the rows of a run of per-session events, folds the events in order, writes the rows
+/// that changed. Returns how many events changed nothing.
+async fn fold_and_write(
+    tx: &mut crate::store::Tx,
+    items: &[Item],
+    changes: &mut Vec<IndexChange>,
+) -> Result<u64, StoreError> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    // Keys in first-seen order, so writes are deterministic.
+    let mut order: Vec<&str> = Vec::new();
+    let mut seen: HashMap<&str, ()> = HashMap::with_capacity(items.len());
+    for item in items {
+        let k = item.event.acctuniqueid.as_str();
+        if seen.insert(k, ()).is_none() {
+            order.push(k);
+        }
+    }
+    let mut loaded = tx.load(&order).await?;
+    let mut state: HashMap<&str, (bool, Option<Row>, bool)> = HashMap::with_capacity(order.len());
+    for k in &order {
+        let row = loaded.remove(*k);
+        state.insert(k, (row.is_some(), row, false));
+    }
+    let mut unchanged = 0;
+    for item in items {
+        let ev = &item.event;
+        let Some((_, row, dirty)) = state.get_mut(ev.acctuniqueid.as_str()) else {
+            continue;
+        };
+        match semantics::apply(row, ev) {
+            Effect::Unchanged => unchanged += 1,
+            _ => *dirty = true,
+        }
+    }
+    let mut inserts = Vec::new();
+    let mut updates = Vec::new();
+    for k in &order {
+        if let Some((existed, Some(row), true)) = state.remove(*k) {
+            if existed {
+                updates.push(row);
+            } else {
+                inserts.push(row);
+            }
+        }
+    }
+    tx.insert(&mut inserts).await?;
+    tx.update(&updates).await?;
+    for row in inserts.into_iter().chain(updates) {
+        if row.is_open() {
+            changes.push(IndexChange::Upsert(row));
+        } else {
+            changes.push(IndexChange::Remove(row.acctuniqueid));
+        }
+    }
+    Ok(unchanged)
+}

@@ -1,0 +1,17 @@
+//! radacctd: a RADIUS accounting daemon for ISPs running PPPoE with FreeRADIUS.
+//!
+//! # Layout
+//! - [`radius`]: the packet codec (pure), dictionary, client table, accounting semantics of a
+//!   packet, the UDP listener and the reply cache.
+//! - [`ingest`]: the bounded queue and the single group-commit writer; row semantics.
+//! - [`sessions`]: the live index of open sessions and the radacct row model (no I/O).
+//! - [`store`]: all SQL, PostgreSQL and SQLite behind one interface.
+//! - [`config`], [`metrics`], and [`app`], the composition root that wires them.
+
+pub mod app;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod radius;
+pub mod sessions;
+pub mod store;

@@ -1,0 +1,175 @@
+//! The accounting listener: receives datagrams, checks client, authenticators and
+//! retransmissions, turns accepted requests into events and queues them for the writer.
+//!
+//! One bad datagram never disturbs the loop: every rejection is counted and dropped silently
+//! (RFC 2865 §3, RFC 2866 §2). Nothing here writes to the database or answers before commit.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use super::accounting::{self, Parsed};
+use super::clients::ClientTable;
+use super::codec::{Code, Packet};
+use super::dictionary as d;
+use super::reply::{Reply, Responder, Seen};
+use crate::ingest::{IngestSender, Item};
+use crate::metrics::{DropReason, Stats};
+
+/// The client table, swapped whole when clients are reloaded.
+pub type SharedClients = Arc<RwLock<Arc<ClientTable>>>;
+
+/// Binds the accounting socket with a large receive buffer (bursts overflow the default).
+pub fn bind(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(recv_buffer_bytes) {
+        tracing::warn!(error = %e, "could not set the UDP receive buffer size");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// The accounting listener.
+#[derive(Debug)]
+pub struct Listener {
+    socket: Arc<UdpSocket>,
+    clients: SharedClients,
+    responder: Responder,
+    queue: IngestSender,
+    stats: Arc<Stats>,
+    max_clock_skew: i64,
+}
+
+impl Listener {
+    pub fn new(
+        socket: Arc<UdpSocket>,
+        clients: SharedClients,
+        responder: Responder,
+        queue: IngestSender,
+        stats: Arc<Stats>,
+        max_clock_skew: i64,
+    ) -> Self {
+        Listener {
+            socket,
+            clients,
+            responder,
+            queue,
+            stats,
+            max_clock_skew,
+        }
+    }
+
+    /// Receives until cancelled. Dropping `self` at the end releases the queue sender, which
+    /// lets the writer drain and stop.
+    pub async fn run(self, cancel: CancellationToken) -> std::io::Result<()> {
+        // Larger than any RADIUS packet, so an oversized datagram is seen whole and rejected.
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (len, peer) = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    // ICMP errors from earlier sends surface here on some systems; not fatal.
+                    Err(e) if is_transient(&e) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            self.handle(&buf[..len], peer);
+        }
+    }
+
+    fn handle(&self, datagram: &[u8], peer: SocketAddr) {
+        let packet = match Packet::decode(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%peer, reason = e.reason(), "malformed datagram dropped");
+                return self.stats.dropped(DropReason::Malformed);
+            }
+        };
+        let client = {
+            let table = self.clients.read().unwrap_or_else(|e| e.into_inner());
+            table.lookup(peer.ip()).cloned()
+        };
+        let Some(client) = client else {
+            tracing::debug!(%peer, "packet from unknown client dropped");
+            return self.stats.dropped(DropReason::UnknownClient);
+        };
+        if packet.code() != Code::AccountingRequest {
+            return self.stats.dropped(DropReason::NotAccounting);
+        }
+        if !packet.verify_request_authenticator(&client.secret) {
+            tracing::debug!(%peer, client = %client.name, "bad request authenticator");
+            return self.stats.dropped(DropReason::BadAuthenticator);
+        }
+        if packet.verify_message_authenticator(&client.secret, None) == Some(false) {
+            return self.stats.dropped(DropReason::BadMessageAuthenticator);
+        }
+        let reply = Reply {
+            peer,
+            identifier: packet.identifier(),
+            authenticator: *packet.authenticator(),
+            secret: client.secret.clone(),
+            proxy_state: packet
+                .attributes()
+                .filter(|a| a.typ == d::PROXY_STATE)
+                .map(|a| Box::from(a.value))
+                .collect(),
+        };
+        match self.responder.cache().begin(&reply) {
+            Seen::New => {}
+            Seen::InFlight => return self.stats.dropped(DropReason::Duplicate),
+            Seen::Answered(bytes) => return self.responder.resend(peer, &bytes),
+        }
+        let event = match accounting::parse(&packet, peer.ip(), now_secs(), self.max_clock_skew) {
+            Parsed::Event(ev) => ev,
+            Parsed::Ignored { status } => {
+                tracing::debug!(%peer, ?status, "accounting status not recorded; answered");
+                self.stats.received(None);
+                Stats::add(&self.stats.unchanged, 1);
+                return self.responder.answer(&reply);
+            }
+        };
+        self.stats.received(Some(event.kind));
+        if event.clock_skewed {
+            Stats::add(&self.stats.clock_skew, 1);
+        }
+        let item = Item {
+            event,
+            reply: Some(reply),
+        };
+        if let Err(e) = self.queue.try_send(item) {
+            let item = match e {
+                TrySendError::Full(item) => {
+                    self.stats.dropped(DropReason::QueueFull);
+                    item
+                }
+                TrySendError::Closed(item) => item,
+            };
+            if let Some(reply) = &item.reply {
+                self.responder.abandon(reply);
+            }
+        }
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionRefused | K::ConnectionReset | K::Interrupted | K::WouldBlock
+    )
+}
+
+/// Receive time in whole seconds.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

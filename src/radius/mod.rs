@@ -1,0 +1,9 @@
+//! RADIUS: the packet codec (pure bytes ↔ packet), the dictionary, the client table, what an
+//! Accounting-Request means, the reply cache and the UDP listener.
+
+pub mod accounting;
+pub mod clients;
+pub mod codec;
+pub mod dictionary;
+pub mod listener;
+pub mod reply;

@@ -1,0 +1,194 @@
+//! Accounting-Responses: building and sending them, and the reply cache that recognises
+//! retransmissions (same source address and port, identifier and Request Authenticator within
+//! the window), so that a retransmission has no second effect and gets the same answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::codec::{Code, PacketBuilder};
+use super::dictionary as d;
+use crate::metrics::Stats;
+
+/// Where and how to answer one request.
+#[derive(Clone)]
+pub struct Reply {
+    pub peer: SocketAddr,
+    pub identifier: u8,
+    pub authenticator: [u8; 16],
+    pub secret: Arc<[u8]>,
+    /// Proxy-State values, copied into the response in order (RFC 2865 §5.33).
+    pub proxy_state: Vec<Box<[u8]>>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("peer", &self.peer)
+            .field("identifier", &self.identifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reply {
+    fn key(&self) -> CacheKey {
+        (self.peer, self.identifier, self.authenticator)
+    }
+
+    /// The signed Accounting-Response (RFC 2866 §3).
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut b = PacketBuilder::new(Code::AccountingResponse, self.identifier);
+        for ps in &self.proxy_state {
+            b.attr(d::PROXY_STATE, ps).ok()?;
+        }
+        b.encode_response(&self.authenticator, &self.secret).ok()
+    }
+}
+
+type CacheKey = (SocketAddr, u8, [u8; 16]);
+
+#[derive(Debug, Clone)]
+enum Entry {
+    InFlight(Instant),
+    Answered(Instant, Arc<[u8]>),
+}
+
+impl Entry {
+    fn at(&self) -> Instant {
+        match self {
+            Entry::InFlight(t) | Entry::Answered(t, _) => *t,
+        }
+    }
+}
+
+/// What the cache knows about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// First time (or the earlier copy expired): process it.
+    New,
+    /// A copy is being processed: drop this one.
+    InFlight,
+    /// Already answered: send this response again.
+    Answered(Arc<[u8]>),
+}
+
+/// Recent requests and their answers.
+#[derive(Debug)]
+pub struct ReplyCache {
+    map: DashMap<CacheKey, Entry>,
+    window: Duration,
+}
+
+impl ReplyCache {
+    pub fn new(window: Duration) -> Self {
+        ReplyCache {
+            map: DashMap::with_shard_amount(64),
+            window,
+        }
+    }
+
+    /// Looks the request up and, when it is new, marks it in flight (atomically).
+    pub fn begin(&self, reply: &Reply) -> Seen {
+        let now = Instant::now();
+        match self.map.entry(reply.key()) {
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Entry::InFlight(now));
+                Seen::New
+            }
+            dashmap::Entry::Occupied(mut o) => {
+                if now.duration_since(o.get().at()) > self.window {
+                    o.insert(Entry::InFlight(now));
+                    return Seen::New;
+                }
+                match o.get() {
+                    Entry::InFlight(_) => Seen::InFlight,
+                    Entry::Answered(_, bytes) => Seen::Answered(bytes.clone()),
+                }
+            }
+        }
+    }
+
+    fn answered(&self, reply: &Reply, bytes: Arc<[u8]>) {
+        self.map
+            .insert(reply.key(), Entry::Answered(Instant::now(), bytes));
+    }
+
+    /// The request was not recorded: let a retransmission be processed afresh.
+    pub fn forget(&self, reply: &Reply) {
+        self.map.remove(&reply.key());
+    }
+
+    /// Drops entries older than the window.
+    pub fn purge(&self) {
+        let now = Instant::now();
+        self.map
+            .retain(|_, e| now.duration_since(e.at()) <= self.window);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Sends Accounting-Responses on the listener's socket and records them in the cache.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    socket: Arc<UdpSocket>,
+    cache: Arc<ReplyCache>,
+    stats: Arc<Stats>,
+}
+
+impl Responder {
+    pub fn new(socket: Arc<UdpSocket>, cache: Arc<ReplyCache>, stats: Arc<Stats>) -> Self {
+        Responder {
+            socket,
+            cache,
+            stats,
+        }
+    }
+
+    pub fn cache(&self) -> &ReplyCache {
+        &self.cache
+    }
+
+    /// Answers a request whose event is durable (or needed no write).
+    pub fn answer(&self, reply: &Reply) {
+        let Some(bytes) = reply.encode() else {
+            // Only an oversized Proxy-State list can fail to encode; the NAS will retransmit.
+            tracing::warn!(peer = %reply.peer, "response could not be encoded");
+            self.cache.forget(reply);
+            return;
+        };
+        let bytes: Arc<[u8]> = bytes.into();
+        // Cache first: a retransmission racing the send must find the answer, not "in flight".
+        self.cache.answered(reply, bytes.clone());
+        self.send(reply.peer, &bytes);
+        Stats::add(&self.stats.responses, 1);
+    }
+
+    /// Sends a cached response again.
+    pub fn resend(&self, peer: SocketAddr, bytes: &[u8]) {
+        self.send(peer, bytes);
+        Stats::add(&self.stats.responses_resent, 1);
+    }
+
+    /// The event was not recorded: no answer (RFC 2866 §2), and a retransmission is processed.
+    pub fn abandon(&self, reply: &Reply) {
+        self.cache.forget(reply);
+    }
+
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) {
+        // A full socket buffer drops the answer; the NAS retransmits and the cache answers.
+        if let Err(e) = self.socket.try_send_to(bytes, peer) {
+            tracing::debug!(%peer, error = %e, "response not sent");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The live index of open sessions (DESIGN §3) and the radacct row model.
+//!
+//! Pure data and in-memory state: nothing here performs I/O. Only the ingest writer mutates the
+//! index, after its transaction committed, so the index always follows SQL (invariant B).
+
+mod index;
+mod row;
+
+pub use index::{IndexCounts, ResellerResolver, SessionIndex};
+pub use row::{Row, Session};

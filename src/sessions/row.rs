@@ -1,0 +1,97 @@
+//! `Row`: one radacct row with every FreeRADIUS 3.2 column, and `Session`: the part of an open
+//! row the live index keeps. Times are whole seconds since the Unix epoch (UTC).
+
+use std::net::IpAddr;
+
+/// A radacct row as radacctd reads and writes it. Column names are FreeRADIUS's, lower-case.
+/// Addresses are kept as text in PostgreSQL's `inet` output form (`host()` for addresses, the
+/// `addr/len` form for prefixes), so both stores round-trip them unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Row {
+    /// `None` until the row has been inserted.
+    pub radacctid: Option<i64>,
+    pub acctsessionid: String,
+    pub acctuniqueid: String,
+    pub username: Option<String>,
+    pub realm: Option<String>,
+    pub nasipaddress: String,
+    pub nasportid: Option<String>,
+    pub nasporttype: Option<String>,
+    pub acctstarttime: Option<i64>,
+    pub acctupdatetime: Option<i64>,
+    pub acctstoptime: Option<i64>,
+    pub acctinterval: Option<i64>,
+    pub acctsessiontime: Option<i64>,
+    pub acctauthentic: Option<String>,
+    pub connectinfo_start: Option<String>,
+    pub connectinfo_stop: Option<String>,
+    pub acctinputoctets: Option<i64>,
+    pub acctoutputoctets: Option<i64>,
+    pub calledstationid: Option<String>,
+    pub callingstationid: Option<String>,
+    pub acctterminatecause: Option<String>,
+    pub servicetype: Option<String>,
+    pub framedprotocol: Option<String>,
+    pub framedipaddress: Option<String>,
+    pub framedipv6address: Option<String>,
+    pub framedipv6prefix: Option<String>,
+    pub framedinterfaceid: Option<String>,
+    pub delegatedipv6prefix: Option<String>,
+    pub class: Option<String>,
+}
+
+impl Row {
+    /// An open row has no stop time.
+    pub fn is_open(&self) -> bool {
+        self.acctstoptime.is_none()
+    }
+}
+
+/// An open session as the live index holds it: what the Sessions API lists, filters and sorts
+/// on, plus the scope key (`reseller_id`). Built from a committed [`Row`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `None` only for sessions that exist solely in the journal (DESIGN §10).
+    pub radacctid: Option<i64>,
+    pub acctuniqueid: String,
+    pub username: String,
+    pub acctsessionid: String,
+    pub nasipaddress: String,
+    pub nasportid: Option<String>,
+    pub framedipaddress: Option<String>,
+    pub callingstationid: Option<String>,
+    pub acctstarttime: Option<i64>,
+    pub acctupdatetime: Option<i64>,
+    pub acctinputoctets: Option<i64>,
+    pub acctoutputoctets: Option<i64>,
+    pub acctsessiontime: Option<i64>,
+    /// The reseller that owns the subscriber, resolved when the session enters the index.
+    pub reseller_id: Option<i64>,
+}
+
+impl Session {
+    /// The index entry for an open row.
+    pub fn from_row(row: &Row, reseller_id: Option<i64>) -> Session {
+        Session {
+            radacctid: row.radacctid,
+            acctuniqueid: row.acctuniqueid.clone(),
+            username: row.username.clone().unwrap_or_default(),
+            acctsessionid: row.acctsessionid.clone(),
+            nasipaddress: row.nasipaddress.clone(),
+            nasportid: row.nasportid.clone(),
+            framedipaddress: row.framedipaddress.clone(),
+            callingstationid: row.callingstationid.clone(),
+            acctstarttime: row.acctstarttime,
+            acctupdatetime: row.acctupdatetime,
+            acctinputoctets: row.acctinputoctets,
+            acctoutputoctets: row.acctoutputoctets,
+            acctsessiontime: row.acctsessiontime,
+            reseller_id,
+        }
+    }
+
+    /// The NAS address parsed, when it is one (it always is for rows we wrote).
+    pub fn nas_ip(&self) -> Option<IpAddr> {
+        self.nasipaddress.parse().ok()
+    }
+}

@@ -1,0 +1,430 @@
+//! All SQL lives here: PostgreSQL (production, FreeRADIUS's shared `radacct`) and SQLite (the
+//! embedded default) behind one `Store` / `Tx` interface, so everything above is store-blind.
+//!
+//! Callers never build SQL; identifiers come from fixed lists in this module only.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::sessions::Row;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A store failure, split by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or gave up the connection: retrying the same work later
+    /// may succeed; splitting a batch will not help.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The statement itself failed (constraint, missing table, bad value, lock timeout).
+    #[error("database error: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Protocol(_) => StoreError::Unavailable(e),
+            E::Database(db) => match db.code().as_deref() {
+                // Class 08 connection exception, 57P0x operator intervention (shutdown),
+                // 53xxx insufficient resources.
+                Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
+                    StoreError::Unavailable(e)
+                }
+                _ => StoreError::Query(e),
+            },
+            _ => StoreError::Query(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A row of the `nas` table (FreeRADIUS's columns that matter here, plus radacctd's).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NasRow {
+    pub id: i64,
+    pub nasname: String,
+    pub shortname: String,
+    pub secret: String,
+    pub coa_port: Option<i64>,
+    pub api_port: Option<i64>,
+    pub api_username: Option<String>,
+    pub api_password: Option<String>,
+}
+
+impl std::fmt::Debug for NasRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NasRow")
+            .field("id", &self.id)
+            .field("nasname", &self.nasname)
+            .field("shortname", &self.shortname)
+            .field("secret", &"***")
+            .field("coa_port", &self.coa_port)
+            .field("api_port", &self.api_port)
+            .field("api_username", &self.api_username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection settings the stores share.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// The database behind radacctd.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+/// One transaction on either store.
+#[derive(Debug)]
+pub enum Tx {
+    Postgres(postgres::PgTx),
+    Sqlite(sqlite::SqliteTx),
+}
+
+impl Store {
+    /// Opens a pool for `url` (`postgres://…` or `sqlite://…`). PostgreSQL connects lazily, so
+    /// a daemon can start while the database is down; SQLite creates the file when missing.
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::open(url, opts)?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::open(url, opts).await?))
+        } else {
+            Err(StoreError::Config(format!(
+                "database.url must start with postgres:// or sqlite: (got {:?})",
+                url.split(':').next().unwrap_or_default()
+            )))
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Runs pending migrations (`migrations/postgres` or `migrations/sqlite`).
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.migrate().await,
+            Store::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.ping().await,
+            Store::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Every open row (`acctstoptime IS NULL`), streamed to `f` (the index rebuild).
+    pub async fn for_each_open_row(&self, f: impl FnMut(Row) + Send) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.for_each_open_row(f).await,
+            Store::Sqlite(s) => s.for_each_open_row(f).await,
+        }
+    }
+
+    /// The row with this key, if any (tests, tools).
+    pub async fn row_by_key(&self, acctuniqueid: &str) -> Result<Option<Row>> {
+        let mut tx = self.begin().await?;
+        let mut rows = tx.load(&[acctuniqueid]).await?;
+        tx.rollback().await?;
+        Ok(rows.remove(acctuniqueid))
+    }
+
+    /// All rows of the `nas` table.
+    pub async fn nas_rows(&self) -> Result<Vec<NasRow>> {
+        match self {
+            Store::Postgres(s) => s.nas_rows().await,
+            Store::Sqlite(s) => s.nas_rows().await,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        match self {
+            Store::Postgres(s) => Ok(Tx::Postgres(s.begin().await?)),
+            Store::Sqlite(s) => Ok(Tx::Sqlite(s.begin().await?)),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(s) => s.close().await,
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// The rows with these keys, locked for this transaction where the store can.
+    pub async fn load(&mut self, keys: &[&str]) -> Result<HashMap<String, Row>> {
+        match self {
+            Tx::Postgres(t) => t.load(keys).await,
+            Tx::Sqlite(t) => t.load(keys).await,
+        }
+    }
+
+    /// Inserts new rows and fills in their `radacctid`.
+    pub async fn insert(&mut self, rows: &mut [Row]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tx::Postgres(t) => t.insert(rows).await,
+            Tx::Sqlite(t) => t.insert(rows).await,
+        }
+    }
+
+    /// Writes every column of existing rows (matched by `radacctid`).
+    pub async fn update(&mut self, rows: &[Row]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tx::Postgres(t) => t.update(rows).await,
+            Tx::Sqlite(t) => t.update(rows).await,
+        }
+    }
+
+    /// Accounting-On/Off: closes the open rows of `nas` started at or before `time`, session
+    /// time recomputed from the start, with `cause`. Returns the keys it closed.
+    pub async fn close_nas(&mut self, nas: &str, time: i64, cause: &str) -> Result<Vec<String>> {
+        match self {
+            Tx::Postgres(t) => t.close_nas(nas, time, cause).await,
+            Tx::Sqlite(t) => t.close_nas(nas, time, cause).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Postgres(t) => t.commit().await,
+            Tx::Sqlite(t) => t.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Tx::Postgres(t) => t.rollback().await,
+            Tx::Sqlite(t) => t.rollback().await,
+        }
+    }
+}
+
+/// The radacct columns radacctd writes, in one fixed order (all but `radacctid`).
+pub(crate) const WRITE_COLUMNS: [&str; 28] = [
+    "acctsessionid",
+    "acctuniqueid",
+    "username",
+    "realm",
+    "nasipaddress",
+    "nasportid",
+    "nasporttype",
+    "acctstarttime",
+    "acctupdatetime",
+    "acctstoptime",
+    "acctinterval",
+    "acctsessiontime",
+    "acctauthentic",
+    "connectinfo_start",
+    "connectinfo_stop",
+    "acctinputoctets",
+    "acctoutputoctets",
+    "calledstationid",
+    "callingstationid",
+    "acctterminatecause",
+    "servicetype",
+    "framedprotocol",
+    "framedipaddress",
+    "framedipv6address",
+    "framedipv6prefix",
+    "framedinterfaceid",
+    "delegatedipv6prefix",
+    "class",
+];
+
+/// How a column is stored, for the per-store SQL that converts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnKind {
+    Text,
+    Int,
+    Time,
+    /// `inet` in PostgreSQL: an address (read back with `host()`).
+    Addr,
+    /// `inet` holding a prefix (read back with `::text`, which keeps the length).
+    Prefix,
+}
+
+pub(crate) fn column_kind(name: &str) -> ColumnKind {
+    match name {
+        "acctstarttime" | "acctupdatetime" | "acctstoptime" => ColumnKind::Time,
+        "acctinterval" | "acctsessiontime" | "acctinputoctets" | "acctoutputoctets" => {
+            ColumnKind::Int
+        }
+        "nasipaddress" | "framedipaddress" | "framedipv6address" => ColumnKind::Addr,
+        "framedipv6prefix" | "delegatedipv6prefix" => ColumnKind::Prefix,
+        _ => ColumnKind::Text,
+    }
+}
+
+/// A column value of a row, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+/// The value of write column `i` of `row` (same order as [`WRITE_COLUMNS`]).
+pub(crate) fn column_value(row: &Row, i: usize) -> Value<'_> {
+    fn t(v: &Option<String>) -> Option<&str> {
+        v.as_deref()
+    }
+    match i {
+        0 => Value::Text(Some(&row.acctsessionid)),
+        1 => Value::Text(Some(&row.acctuniqueid)),
+        2 => Value::Text(t(&row.username)),
+        3 => Value::Text(t(&row.realm)),
+        4 => Value::Text(Some(&row.nasipaddress)),
+        5 => Value::Text(t(&row.nasportid)),
+        6 => Value::Text(t(&row.nasporttype)),
+        7 => Value::Int(row.acctstarttime),
+        8 => Value::Int(row.acctupdatetime),
+        9 => Value::Int(row.acctstoptime),
+        10 => Value::Int(row.acctinterval),
+        11 => Value::Int(row.acctsessiontime),
+        12 => Value::Text(t(&row.acctauthentic)),
+        13 => Value::Text(t(&row.connectinfo_start)),
+        14 => Value::Text(t(&row.connectinfo_stop)),
+        15 => Value::Int(row.acctinputoctets),
+        16 => Value::Int(row.acctoutputoctets),
+        17 => Value::Text(t(&row.calledstationid)),
+        18 => Value::Text(t(&row.callingstationid)),
+        19 => Value::Text(t(&row.acctterminatecause)),
+        20 => Value::Text(t(&row.servicetype)),
+        21 => Value::Text(t(&row.framedprotocol)),
+        22 => Value::Text(t(&row.framedipaddress)),
+        23 => Value::Text(t(&row.framedipv6address)),
+        24 => Value::Text(t(&row.framedipv6prefix)),
+        25 => Value::Text(t(&row.framedinterfaceid)),
+        26 => Value::Text(t(&row.delegatedipv6prefix)),
+        _ => Value::Text(t(&row.class)),
+    }
+}
+
+/// Builds a `Row` from values read in `radacctid` + [`WRITE_COLUMNS`] order.
+pub(crate) struct RowReader {
+    pub texts: Vec<Option<String>>,
+    pub ints: Vec<Option<i64>>,
+}
+
+impl RowReader {
+    /// `texts` and `ints` hold the text and integer columns in [`WRITE_COLUMNS`] order.
+    pub(crate) fn into_row(self, radacctid: i64) -> Row {
+        let mut texts = self.texts.into_iter();
+        let mut ints = self.ints.into_iter();
+        let mut t = || texts.next().flatten();
+        let mut n = || ints.next().flatten();
+        Row {
+            radacctid: Some(radacctid),
+            acctsessionid: t().unwrap_or_default(),
+            acctuniqueid: t().unwrap_or_default(),
+            username: t(),
+            realm: t(),
+            nasipaddress: t().unwrap_or_default(),
+            nasportid: t(),
+            nasporttype: t(),
+            acctstarttime: n(),
+            acctupdatetime: n(),
+            acctstoptime: n(),
+            acctinterval: n(),
+            acctsessiontime: n(),
+            acctauthentic: t(),
+            connectinfo_start: t(),
+            connectinfo_stop: t(),
+            acctinputoctets: n(),
+            acctoutputoctets: n(),
+            calledstationid: t(),
+            callingstationid: t(),
+            acctterminatecause: t(),
+            servicetype: t(),
+            framedprotocol: t(),
+            framedipaddress: t(),
+            framedipv6address: t(),
+            framedipv6prefix: t(),
+            framedinterfaceid: t(),
+            delegatedipv6prefix: t(),
+            class: t(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_values_round_trip_through_the_reader() {
+        let row = Row {
+            radacctid: Some(7),
+            acctsessionid: "s".into(),
+            acctuniqueid: "u".into(),
+            username: Some("bob".into()),
+            nasipaddress: "192.0.2.1".into(),
+            acctstarttime: Some(10),
+            acctinputoctets: Some(99),
+            class: Some("0x01".into()),
+            framedipv6prefix: Some("2001:db8::/64".into()),
+            ..Row::default()
+        };
+        let mut texts = Vec::new();
+        let mut ints = Vec::new();
+        for i in 0..WRITE_COLUMNS.len() {
+            match column_value(&row, i) {
+                Value::Text(v) => texts.push(v.map(str::to_owned)),
+                Value::Int(v) => ints.push(v),
+            }
+        }
+        assert_eq!(RowReader { texts, ints }.into_row(7), row);
+    }
+
+    #[test]
+    fn column_kinds_match_values() {
+        let row = Row::default();
+        for (i, name) in WRITE_COLUMNS.iter().enumerate() {
+            let is_int = matches!(column_value(&row, i), Value::Int(_));
+            let kind = column_kind(name);
+            assert_eq!(is_int, matches!(kind, ColumnKind::Int | ColumnKind::Time), "{name}");
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The accounting core end to end: real UDP, the real application, a real SQLite file or a
+//! fresh PostgreSQL database per test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Attr, Backend, Nas, Sess, TestApp, TestDb, eventually, nas_onoff, now, test_config};
+use radacctd::metrics::{DropReason, Stats};
+use radacctd::radius::dictionary as d;
+use radacctd::sessions::Row;
+
+both_stores!(
+    start_interim_stop_write_the_expected_rows,
+    rejected_packets_get_no_response_and_are_counted,
+    retransmission_has_one_effect_and_the_same_response,
+    repeat_with_new_identifier_changes_nothing,
+    interim_without_start_backdates_start,
+    stop_without_start_inserts_closed_row,
+    stop_twice_and_interim_after_stop,
+    interim_after_sweeper_close_reopens_the_row,
+    accounting_on_closes_only_that_nas,
+    gigawords_give_64_bit_totals,
+    index_after_restart_equals_open_rows,
+    failed_transaction_gets_no_response_then_recovers,
+    proxy_state_is_echoed_in_order,
+    ignored_status_types_are_answered_without_a_row,
+);
+
+async fn setup(backend: Backend) -> Option<(TestDb, TestApp, Nas)> {
+    let db = TestDb::new(backend).await?;
+    let app = TestApp::start(test_config(&db)).await;
+    let nas = Nas::new(app.addr).await;
+    Some((db, app, nas))
+}
+
+fn row_for<'a>(rows: &'a [Row], s: &Sess) -> &'a Row {
+    rows.iter()
+        .find(|r| r.acctuniqueid == s.key())
+        .unwrap_or_else(|| panic!("no row for {}", s.user))
+}
+
+async fn start_interim_stop_write_the_expected_rows(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let t0 = now() - 1000;
+    let sessions: Vec<Sess> = (1..=3).map(Sess::new).collect();
+    for s in &sessions {
+        assert!(nas.send(&s.start(t0)).await.is_some(), "start answered");
+    }
+    assert_eq!(app.index.len(), 3);
+    for s in &sessions {
+        assert!(nas.send(&s.interim(t0 + 300, 300, 1000, 2000)).await.is_some());
+    }
+    let s = &sessions[0];
+    assert!(nas.send(&s.stop(t0 + 400, 400, 1500, 2500, 1)).await.is_some());
+
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 3);
+    let r = row_for(&rows, s);
+    assert_eq!(r.username.as_deref(), Some(s.user.as_str()));
+    assert_eq!(r.acctsessionid, s.session_id);
+    assert_eq!(r.nasipaddress, "192.0.2.10");
+    assert_eq!(r.nasportid.as_deref(), Some(s.port_id.as_str()));
+    assert_eq!(r.nasporttype.as_deref(), Some("Ethernet"));
+    assert_eq!(r.servicetype.as_deref(), Some("Framed-User"));
+    assert_eq!(r.framedprotocol.as_deref(), Some("PPP"));
+    assert_eq!(r.acctauthentic.as_deref(), Some("RADIUS"));
+    assert_eq!(r.callingstationid.as_deref(), Some(s.mac.as_str()));
+    assert_eq!(r.framedipaddress, Some(s.framed_ip.to_string()));
+    assert_eq!(r.acctstarttime, Some(i64::from(t0)));
+    assert_eq!(r.acctstoptime, Some(i64::from(t0 + 400)));
+    assert_eq!(r.acctupdatetime, Some(i64::from(t0 + 400)));
+    assert_eq!(r.acctinterval, Some(300));
+    assert_eq!(r.acctsessiontime, Some(400));
+    assert_eq!(r.acctinputoctets, Some(1500));
+    assert_eq!(r.acctoutputoctets, Some(2500));
+    assert_eq!(r.acctterminatecause.as_deref(), Some("User-Request"));
+    assert_eq!(r.connectinfo_start.as_deref(), Some(""));
+    assert_eq!(r.connectinfo_stop.as_deref(), Some(""));
+    assert_eq!(r.realm, None);
+
+    let open = row_for(&rows, &sessions[1]);
+    assert!(open.is_open());
+    assert_eq!(open.acctinputoctets, Some(1000));
+    assert_eq!(open.acctsessiontime, Some(300));
+    assert_eq!(app.index.len(), 2);
+    assert!(app.index.get(&s.key()).is_none());
+    let live = app.index.get(&sessions[1].key()).expect("in index");
+    assert_eq!(live.radacctid, open.radacctid);
+    assert_eq!(live.acctinputoctets, Some(1000));
+    assert_eq!(app.stats.received_count(Some(radacctd::radius::accounting::EventKind::Start)), 3);
+    assert_eq!(Stats::get(&app.stats.responses), 7);
+    app.stop().await;
+}
+
+async fn rejected_packets_get_no_response_and_are_counted(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let short = Duration::from_millis(700);
+
+    // Wrong secret.
+    let mut wrong = Nas::with_secret(app.addr, "not-the-secret").await;
+    let req = wrong.request(&s.start(now()));
+    assert_eq!(wrong.exchange(&req, short).await, None);
+
+    // Malformed: truncated, lying length, attribute length 1, garbage.
+    let good = nas.request(&s.start(now()));
+    let mut lying = good.clone();
+    lying[2..4].copy_from_slice(&(good.len() as u16 + 10).to_be_bytes());
+    let mut bad_attr = good.clone();
+    bad_attr[21] = 1;
+    for bytes in [&good[..15], &lying[..], &bad_attr[..], &[0xff; 64][..]] {
+        assert_eq!(nas.exchange(bytes, short).await, None);
+    }
+
+    // Not an Accounting-Request (an Access-Request).
+    let mut access = good.clone();
+    access[0] = 1;
+    assert_eq!(nas.exchange(&access, short).await, None);
+
+    assert!(eventually(|| app.stats.dropped_count(DropReason::Malformed) == 4).await);
+    assert_eq!(app.stats.dropped_count(DropReason::BadAuthenticator), 1);
+    assert_eq!(app.stats.dropped_count(DropReason::NotAccounting), 1);
+    assert!(db.rows().await.is_empty(), "nothing written");
+
+    // Unknown client: the same packet from a source address no client matches. Bind a
+    // socket on another loopback address when the system allows it.
+    if let Ok(sock) = tokio::net::UdpSocket::bind("127.0.0.2:0").await {
+        sock.send_to(&good, app.addr).await.expect("send");
+        let mut buf = [0u8; 100];
+        let got = tokio::time::timeout(short, sock.recv_from(&mut buf)).await;
+        assert!(got.is_err(), "no response to an unknown client");
+        assert!(eventually(|| app.stats.dropped_count(DropReason::UnknownClient) == 1).await);
+    }
+
+    // A well-formed packet right after is answered.
+    assert!(nas.send_bytes(&good).await.is_some());
+    assert_eq!(db.rows().await.len(), 1);
+    app.stop().await;
+}
+
+async fn retransmission_has_one_effect_and_the_same_response(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let t = now() - 100;
+    nas.send(&s.start(t - 300)).await.expect("start");
+    let interim = nas.request(&s.interim(t, 300, 10, 20));
+    let first = nas.send_bytes(&interim).await.expect("answered");
+    let before = db.rows().await;
+    let second = nas.send_bytes(&interim).await.expect("answered again");
+    assert_eq!(first, second, "identical response");
+    assert_eq!(
+        Stats::get(&app.stats.responses_resent),
+        1,
+        "responses {} dup {}",
+        Stats::get(&app.stats.responses),
+        app.stats.dropped_count(DropReason::Duplicate)
+    );
+    assert_eq!(db.rows().await, before, "no second effect");
+    assert_eq!(before[0].acctinterval, Some(300));
+    app.stop().await;
+}
+
+async fn repeat_with_new_identifier_changes_nothing(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let t = now() - 100;
+    nas.send(&s.start(t - 300)).await.expect("start");
+    let mut interim = s.interim(t, 300, 10, 20);
+    nas.send(&interim).await.expect("interim");
+    let before = db.rows().await;
+    // The NAS re-sends with a new identifier and a bumped Acct-Delay-Time.
+    interim.push(Attr::U32(d::ACCT_DELAY_TIME, 5));
+    nas.send(&interim).await.expect("answered");
+    let stop = s.stop(t + 10, 310, 15, 25, 1);
+    nas.send(&stop).await.expect("stop");
+    let after_stop = db.rows().await;
+    let mut stop_again = stop.clone();
+    stop_again.push(Attr::U32(d::ACCT_DELAY_TIME, 3));
+    nas.send(&stop_again).await.expect("answered");
+    assert_eq!(db.rows().await, after_stop);
+    assert_eq!(before[0].acctinterval, Some(300));
+    assert_eq!(after_stop[0].acctinterval, Some(300), "the repeat did not reset the interval");
+    assert!(Stats::get(&app.stats.unchanged) >= 2);
+    app.stop().await;
+}
+
+async fn interim_without_start_backdates_start(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let t = now() - 50;
+    nas.send(&s.interim(t, 100, (2 << 32) + 5, 7)).await.expect("answered");
+    let rows = db.rows().await;
+    let r = row_for(&rows, &s);
+    assert!(r.is_open());
+    assert_eq!(r.acctstarttime, Some(i64::from(t) - 100), "deviation 2");
+    assert_eq!(r.acctupdatetime, Some(i64::from(t)));
+    assert_eq!(r.acctsessiontime, Some(100));
+    assert_eq!(r.acctinputoctets, Some(8_589_934_597));
+    assert_eq!(r.acctinterval, None);
+    assert_eq!(r.acctterminatecause, None);
+    assert!(app.index.contains(&s.key()));
+    app.stop().await;
+}
+
+async fn stop_without_start_inserts_closed_row(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let t = now() - 50;
+    nas.send(&s.stop(t, 100, 0, 0, 2)).await.expect("answered");
+    let rows = db.rows().await;
+    let r = row_for(&rows, &s);
+    assert_eq!(r.acctstarttime, Some(i64::from(t) - 100));
+    assert_eq!(r.acctstoptime, Some(i64::from(t)));
+    assert_eq!(r.acctupdatetime, Some(i64::from(t)));
+    assert_eq!(r.acctsessiontime, Some(100));
+    assert_eq!(r.acctterminatecause.as_deref(), Some("Lost-Carrier"));
+    assert_eq!(r.connectinfo_stop, None);
+    assert!(app.index.is_empty());
+    app.stop().await;
+}
+
+async fn stop_twice_and_interim_after_stop(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    // E3 of the reference: start −400, stop −100 (300 s), stop again −90 (310 s), interim −80.
+    let s = Sess::new(1);
+    let n = now();
+    nas.send(&s.start(n - 400)).await.expect("start");
+    nas.send(&s.stop(n - 100, 300, 0, 0, 1)).await.expect("stop");
+    nas.send(&s.stop(n - 90, 310, 0, 0, 4)).await.expect("second stop answered");
+    nas.send(&s.interim(n - 80, 320, 0, 0)).await.expect("late interim answered");
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r.acctstarttime, Some(i64::from(n) - 400));
+    assert_eq!(r.acctstoptime, Some(i64::from(n) - 90));
+    assert_eq!(r.acctsessiontime, Some(310));
+    assert_eq!(r.acctterminatecause.as_deref(), Some("Idle-Timeout"));
+    assert!(app.index.is_empty(), "a late interim does not reopen a stopped session");
+    // A late Start for the closed row changes nothing (deviation 4).
+    nas.send(&s.start(n - 50)).await.expect("late start answered");
+    assert_eq!(db.rows().await, rows);
+    app.stop().await;
+}
+
+async fn interim_after_sweeper_close_reopens_the_row(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let n = now();
+    nas.send(&s.start(n - 4000)).await.expect("start");
+    // What the stale sweeper does: close at the last update with NAS-Idle-Timeout.
+    let stop_sql = match backend {
+        Backend::Postgres => "acctstoptime = acctupdatetime",
+        Backend::Sqlite => "acctstoptime = acctupdatetime",
+    };
+    db.exec(&format!(
+        "UPDATE radacct SET {stop_sql}, acctterminatecause = 'NAS-Idle-Timeout'"
+    ))
+    .await;
+    nas.send(&s.interim(n - 100, 3900, 100, 200)).await.expect("interim");
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 1, "the same row, not a second one");
+    let r = &rows[0];
+    assert!(r.is_open(), "reopened");
+    assert_eq!(r.acctterminatecause, None);
+    assert_eq!(r.acctsessiontime, Some(3900));
+    assert!(app.index.contains(&s.key()));
+    nas.send(&s.stop(n - 50, 3950, 150, 250, 1)).await.expect("stop");
+    let r = &db.rows().await[0];
+    assert_eq!(r.acctstoptime, Some(i64::from(n) - 50));
+    assert_eq!(r.acctterminatecause.as_deref(), Some("User-Request"));
+    assert!(!app.index.contains(&s.key()));
+    app.stop().await;
+}
+
+async fn accounting_on_closes_only_that_nas(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let n = now();
+    let a: Vec<Sess> = (1..=3).map(|i| Sess::new(i).on_nas("192.0.2.20")).collect();
+    let b: Vec<Sess> = (4..=5).map(|i| Sess::new(i).on_nas("192.0.2.21")).collect();
+    for s in a.iter().chain(&b) {
+        nas.send(&s.start(n - 500)).await.expect("start");
+    }
+    // One session of NAS a started after the reboot event: it stays open.
+    let late = Sess::new(6).on_nas("192.0.2.20");
+    nas.send(&late.start(n - 5)).await.expect("start");
+    nas.send(&nas_onoff("192.0.2.20", d::STATUS_ACCOUNTING_ON, n - 10))
+        .await
+        .expect("accounting-on answered");
+    let rows = db.rows().await;
+    for s in &a {
+        let r = row_for(&rows, s);
+        assert_eq!(r.acctstoptime, Some(i64::from(n) - 10));
+        assert_eq!(r.acctupdatetime, Some(i64::from(n) - 10));
+        assert_eq!(r.acctsessiontime, Some(490));
+        assert_eq!(r.acctterminatecause.as_deref(), Some("NAS-Reboot"));
+    }
+    for s in b.iter().chain([&late]) {
+        assert!(row_for(&rows, s).is_open());
+    }
+    assert_eq!(app.index.len(), 3);
+    assert_eq!(app.index.count_for_nas("192.0.2.20"), 1);
+    assert_eq!(app.index.count_for_nas("192.0.2.21"), 2);
+    // Accounting-Off with its own cause.
+    let mut off = nas_onoff("192.0.2.21", d::STATUS_ACCOUNTING_OFF, n);
+    off.push(Attr::U32(d::ACCT_TERMINATE_CAUSE, 7));
+    nas.send(&off).await.expect("accounting-off answered");
+    let rows = db.rows().await;
+    for s in &b {
+        assert_eq!(row_for(&rows, s).acctterminatecause.as_deref(), Some("Admin-Reboot"));
+    }
+    assert_eq!(app.index.len(), 1);
+    app.stop().await;
+}
+
+async fn gigawords_give_64_bit_totals(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let n = now();
+    nas.send(&s.start(n - 600)).await.expect("start");
+    let input = (3u64 << 32) + 123;
+    let output = (70u64 << 32) + 4_000_000_000;
+    nas.send(&s.interim(n - 300, 300, input, output)).await.expect("interim");
+    let r = &db.rows().await[0];
+    assert_eq!(r.acctinputoctets, Some(input as i64));
+    assert_eq!(r.acctoutputoctets, Some(output as i64));
+    assert_eq!(app.index.get(&s.key()).expect("open").acctoutputoctets, Some(output as i64));
+    app.stop().await;
+}
+
+async fn index_after_restart_equals_open_rows(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    let mut nas = Nas::new(app.addr).await;
+    let n = now();
+    for i in 1..=20 {
+        let s = Sess::new(i);
+        nas.send(&s.start(n - 1000)).await.expect("start");
+        if i % 3 == 0 {
+            nas.send(&s.stop(n - 10, 990, 5, 5, 1)).await.expect("stop");
+        } else if i % 3 == 1 {
+            nas.send(&s.interim(n - 500, 500, 9, 9)).await.expect("interim");
+        }
+    }
+    let before: Vec<_> = sorted_index(&app);
+    app.stop().await;
+
+    let app = TestApp::start(test_config(&db)).await;
+    let open = db.open_rows().await;
+    let after = sorted_index(&app);
+    assert_eq!(open.len(), 14);
+    assert_eq!(after.len(), open.len());
+    for (s, r) in after.iter().zip(&open) {
+        assert_eq!(s, &radacctd::sessions::Session::from_row(r, None));
+    }
+    assert_eq!(before, after, "the rebuilt index equals the one before the restart");
+    app.stop().await;
+}
+
+fn sorted_index(app: &TestApp) -> Vec<radacctd::sessions::Session> {
+    let mut v = app.index.collect(|_| true);
+    v.sort_by(|a, b| a.acctuniqueid.cmp(&b.acctuniqueid));
+    v
+}
+
+async fn failed_transaction_gets_no_response_then_recovers(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let s = Sess::new(1);
+    let n = now();
+    nas.send(&s.start(n - 100)).await.expect("start");
+    db.exec("ALTER TABLE radacct RENAME TO radacct_gone").await;
+    let stop = nas.request(&s.stop(n - 10, 90, 1, 1, 1));
+    assert_eq!(
+        nas.exchange(&stop, Duration::from_millis(1500)).await,
+        None,
+        "no response while the table is gone"
+    );
+    assert!(eventually(|| app.stats.dropped_count(DropReason::WriteFailed) >= 1).await);
+    assert!(app.index.contains(&s.key()), "the index did not change");
+    db.exec("ALTER TABLE radacct_gone RENAME TO radacct").await;
+    // The NAS retransmits the same packet: now it is recorded and answered.
+    nas.send_bytes(&stop).await.expect("answered once the table is back");
+    let r = &db.rows().await[0];
+    assert_eq!(r.acctstoptime, Some(i64::from(n) - 10));
+    assert!(!app.index.contains(&s.key()));
+    app.stop().await;
+}
+
+async fn proxy_state_is_echoed_in_order(backend: Backend) {
+    let Some((_db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let mut attrs = Sess::new(1).start(now());
+    attrs.push(Attr::Raw(d::PROXY_STATE, b"first".to_vec()));
+    attrs.push(Attr::Raw(d::PROXY_STATE, b"second".to_vec()));
+    let resp = nas.send(&attrs).await.expect("answered");
+    let p = radacctd::radius::codec::Packet::decode(&resp).expect("decodes");
+    let states: Vec<&[u8]> = p
+        .attributes()
+        .filter(|a| a.typ == d::PROXY_STATE)
+        .map(|a| a.value)
+        .collect();
+    assert_eq!(states, vec![&b"first"[..], &b"second"[..]]);
+    app.stop().await;
+}
+
+async fn ignored_status_types_are_answered_without_a_row(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let mut attrs = Sess::new(1).start(now());
+    attrs[0] = Attr::U32(d::ACCT_STATUS_TYPE, 15); // Failed
+    nas.send(&attrs).await.expect("answered");
+    attrs.remove(0); // no Acct-Status-Type at all
+    nas.send(&attrs).await.expect("answered");
+    assert!(db.rows().await.is_empty());
+    assert_eq!(app.stats.received_count(None), 2);
+    app.stop().await;
+}

@@ -1,0 +1,504 @@
+//! Test support: a fresh database per test (a SQLite file or a new PostgreSQL database), the
+//! real application on port 0, and a small NAS that speaks RADIUS over real UDP.
+#![allow(dead_code)]
+
+pub mod freeradius;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use radacctd::app::Application;
+use radacctd::config::{ClientConfig, Config, Secret};
+use radacctd::metrics::Stats;
+use radacctd::radius::codec::{Code, Packet, PacketBuilder};
+use radacctd::radius::dictionary as d;
+use radacctd::sessions::{Row, SessionIndex};
+use radacctd::store::Store;
+use sqlx::Connection;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "testing123";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The admin URL tests create their databases from.
+pub fn pg_admin_url() -> String {
+    std::env::var("RADACCTD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns false) on a developer machine without `what`; fails under CI.
+pub fn require(available: bool, what: &str) -> bool {
+    if available {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} is required when CI=true");
+    }
+    eprintln!("skipping: {what} is not available (set CI=true to make this a failure)");
+    false
+}
+
+/// Replaces the database name of a PostgreSQL URL (keeps any `?host=` socket parameter).
+pub fn pg_url_with_db(admin: &str, db: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// `None` when the backend is unavailable outside CI.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("radacctd.db").display());
+                Some(TestDb {
+                    backend,
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    sqlx::PgConnection::connect(&admin),
+                )
+                .await;
+                let mut conn = match conn {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        require(false, &format!("PostgreSQL at {admin} ({e})"));
+                        return None;
+                    }
+                    Err(_) => {
+                        require(false, &format!("PostgreSQL at {admin} (timeout)"));
+                        return None;
+                    }
+                };
+                let name = format!(
+                    "radacctd_t_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_nanos())
+                        .unwrap_or(0)
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                Some(TestDb {
+                    backend,
+                    url: pg_url_with_db(&admin, &name),
+                    pg_name: Some(name),
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    /// Runs SQL text (several statements allowed) on this database.
+    pub async fn exec(&self, sql: &str) {
+        let store = self.open_store().await;
+        match &store {
+            Store::Postgres(s) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(s.pool())
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            Store::Sqlite(s) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(s.pool())
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+        store.close().await;
+    }
+
+    /// A store on this database (a separate pool from the application's).
+    pub async fn open_store(&self) -> Store {
+        Store::open(
+            &self.url,
+            &radacctd::store::StoreOptions {
+                max_connections: 2,
+                acquire_timeout: Duration::from_secs(5),
+            },
+        )
+        .await
+        .expect("open store")
+    }
+
+    /// Every radacct row, by key.
+    pub async fn rows(&self) -> Vec<Row> {
+        let store = self.open_store().await;
+        let keys: Vec<String> = match &store {
+            Store::Postgres(s) => {
+                sqlx::query_scalar("SELECT acctuniqueid FROM radacct ORDER BY radacctid")
+                    .fetch_all(s.pool())
+                    .await
+                    .expect("keys")
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_scalar("SELECT acctuniqueid FROM radacct ORDER BY radacctid")
+                    .fetch_all(s.pool())
+                    .await
+                    .expect("keys")
+            }
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            out.push(store.row_by_key(&k).await.expect("row").expect("exists"));
+        }
+        store.close().await;
+        out
+    }
+
+    /// The open rows as the database has them, sorted by key.
+    pub async fn open_rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self.rows().await.into_iter().filter(Row::is_open).collect();
+        rows.sort_by(|a, b| a.acctuniqueid.cmp(&b.acctuniqueid));
+        rows
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let admin = pg_admin_url();
+        // Drop runs inside the test's runtime; use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The configuration tests run the daemon with.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut c = Config::default();
+    c.database.url = Secret::new(db.url.clone());
+    c.radius.listen = "127.0.0.1:0".parse().expect("addr");
+    c.radius.recv_buffer_bytes = 1 << 20;
+    c.radius.commit_timeout_secs = 5;
+    c.radius.clients = vec![ClientConfig {
+        address: "127.0.0.1".parse().expect("addr"),
+        secret: Secret::new(SECRET),
+        name: Some("test-nas".into()),
+    }];
+    c
+}
+
+/// A running application.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    pub index: Arc<SessionIndex>,
+    pub store: Store,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn start(config: Config) -> TestApp {
+        let app = Application::build(config).await.expect("application builds");
+        let addr = app.radius_addr();
+        let stats = app.stats();
+        let index = app.index();
+        let store = app.store();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        TestApp {
+            addr,
+            stats,
+            index,
+            store,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful stop; panics if the daemon failed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("stops in time")
+            .expect("task joins")
+            .expect("daemon exits cleanly");
+    }
+}
+
+/// A NAS on a real UDP socket.
+pub struct Nas {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    pub secret: Vec<u8>,
+    next_id: u8,
+}
+
+impl Nas {
+    pub async fn new(server: SocketAddr) -> Nas {
+        Nas::with_secret(server, SECRET).await
+    }
+
+    pub async fn with_secret(server: SocketAddr, secret: &str) -> Nas {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        Nas {
+            socket,
+            server,
+            secret: secret.as_bytes().to_vec(),
+            next_id: 0,
+        }
+    }
+
+    /// Signs an Accounting-Request with the next identifier.
+    pub fn request(&mut self, attrs: &[Attr]) -> Vec<u8> {
+        self.next_id = self.next_id.wrapping_add(1);
+        build_request(self.next_id, &self.secret, attrs)
+    }
+
+    /// Sends raw bytes and waits up to `wait` for a response.
+    pub async fn exchange(&self, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+        self.socket.send_to(bytes, self.server).await.expect("send");
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Sends a request and returns the verified Accounting-Response, if any.
+    pub async fn send(&mut self, attrs: &[Attr]) -> Option<Vec<u8>> {
+        let req = self.request(attrs);
+        self.send_bytes(&req).await
+    }
+
+    pub async fn send_bytes(&self, req: &[u8]) -> Option<Vec<u8>> {
+        let resp = self.exchange(req, Duration::from_secs(3)).await?;
+        let p = Packet::decode(&resp).expect("response decodes");
+        let rq = Packet::decode(req).expect("request decodes");
+        assert_eq!(p.code(), Code::AccountingResponse);
+        assert_eq!(p.identifier(), rq.identifier());
+        assert!(
+            p.verify_response_authenticator(rq.authenticator(), &self.secret),
+            "response authenticator verifies"
+        );
+        Some(resp)
+    }
+}
+
+/// An attribute for a test packet.
+#[derive(Debug, Clone)]
+pub enum Attr {
+    Str(u8, String),
+    U32(u8, u32),
+    Ip(u8, std::net::Ipv4Addr),
+    Raw(u8, Vec<u8>),
+}
+
+pub fn build_request(id: u8, secret: &[u8], attrs: &[Attr]) -> Vec<u8> {
+    let mut b = PacketBuilder::new(Code::AccountingRequest, id);
+    for a in attrs {
+        match a {
+            Attr::Str(t, v) => b.attr(*t, v.as_bytes()),
+            Attr::U32(t, v) => b.attr_u32(*t, *v),
+            Attr::Ip(t, v) => b.attr_ipv4(*t, *v),
+            Attr::Raw(t, v) => b.attr(*t, v),
+        }
+        .expect("attribute fits");
+    }
+    b.encode_request(secret).expect("encodes")
+}
+
+/// A subscriber session as a MikroTik BNG reports it.
+#[derive(Debug, Clone)]
+pub struct Sess {
+    pub user: String,
+    pub session_id: String,
+    pub nas_ip: std::net::Ipv4Addr,
+    pub nas_identifier: String,
+    pub port_id: String,
+    pub framed_ip: std::net::Ipv4Addr,
+    pub mac: String,
+}
+
+impl Sess {
+    pub fn new(n: u32) -> Sess {
+        Sess {
+            user: format!("user{n}@example.lb"),
+            session_id: format!("{:08x}", 0x8a3f_0000 + n),
+            nas_ip: "192.0.2.10".parse().expect("ip"),
+            nas_identifier: "bng-lab-1".into(),
+            port_id: format!("ether{}", 2 + n % 4),
+            framed_ip: std::net::Ipv4Addr::from(0x0a40_0000 + n),
+            mac: format!("AA:BB:CC:DD:{:02X}:{:02X}", (n >> 8) & 0xff, n & 0xff),
+        }
+    }
+
+    pub fn on_nas(mut self, ip: &str) -> Sess {
+        self.nas_ip = ip.parse().expect("ip");
+        self
+    }
+
+    /// The acctuniqueid FreeRADIUS computes for this session.
+    pub fn key(&self) -> String {
+        use md5::Digest;
+        let s = format!(
+            "{},{},{},{},{},",
+            self.user, self.session_id, self.nas_ip, self.nas_identifier, self.port_id
+        );
+        radacctd::radius::accounting::hex(&md5::Md5::digest(s.as_bytes()))
+    }
+
+    fn base(&self, status: u32) -> Vec<Attr> {
+        vec![
+            Attr::U32(d::ACCT_STATUS_TYPE, status),
+            Attr::Str(d::USER_NAME, self.user.clone()),
+            Attr::Str(d::ACCT_SESSION_ID, self.session_id.clone()),
+            Attr::Ip(d::NAS_IP_ADDRESS, self.nas_ip),
+            Attr::Str(d::NAS_IDENTIFIER, self.nas_identifier.clone()),
+            Attr::Str(d::NAS_PORT_ID, self.port_id.clone()),
+            Attr::U32(d::NAS_PORT_TYPE, 15),
+            Attr::U32(d::SERVICE_TYPE, 2),
+            Attr::U32(d::FRAMED_PROTOCOL, 1),
+            Attr::Str(d::CALLING_STATION_ID, self.mac.clone()),
+            Attr::Str(d::CALLED_STATION_ID, "pppoe-service".into()),
+            Attr::U32(d::ACCT_AUTHENTIC, 1),
+            Attr::Ip(d::FRAMED_IP_ADDRESS, self.framed_ip),
+        ]
+    }
+
+    pub fn start(&self, at: u32) -> Vec<Attr> {
+        let mut a = self.base(d::STATUS_START);
+        a.push(Attr::U32(d::EVENT_TIMESTAMP, at));
+        a
+    }
+
+    pub fn interim(&self, at: u32, session_time: u32, input: u64, output: u64) -> Vec<Attr> {
+        let mut a = self.base(d::STATUS_INTERIM_UPDATE);
+        a.push(Attr::U32(d::EVENT_TIMESTAMP, at));
+        a.extend(counters(session_time, input, output));
+        a
+    }
+
+    pub fn stop(&self, at: u32, session_time: u32, input: u64, output: u64, cause: u32) -> Vec<Attr> {
+        let mut a = self.base(d::STATUS_STOP);
+        a.push(Attr::U32(d::EVENT_TIMESTAMP, at));
+        a.extend(counters(session_time, input, output));
+        a.push(Attr::U32(d::ACCT_TERMINATE_CAUSE, cause));
+        a
+    }
+}
+
+fn counters(session_time: u32, input: u64, output: u64) -> Vec<Attr> {
+    vec![
+        Attr::U32(d::ACCT_SESSION_TIME, session_time),
+        Attr::U32(d::ACCT_INPUT_OCTETS, input as u32),
+        Attr::U32(d::ACCT_INPUT_GIGAWORDS, (input >> 32) as u32),
+        Attr::U32(d::ACCT_OUTPUT_OCTETS, output as u32),
+        Attr::U32(d::ACCT_OUTPUT_GIGAWORDS, (output >> 32) as u32),
+    ]
+}
+
+/// An Accounting-On/Off for a NAS.
+pub fn nas_onoff(nas_ip: &str, status: u32, at: u32) -> Vec<Attr> {
+    vec![
+        Attr::U32(d::ACCT_STATUS_TYPE, status),
+        Attr::Ip(d::NAS_IP_ADDRESS, nas_ip.parse().expect("ip")),
+        Attr::Str(d::ACCT_SESSION_ID, "00000000".into()),
+        Attr::U32(d::EVENT_TIMESTAMP, at),
+    ]
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// Waits (up to 5 s) until `f` holds; returns whether it did.
+pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// Runs a test body once per store.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
