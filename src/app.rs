@@ -53,6 +53,8 @@ pub struct Application {
     radius_addr: SocketAddr,
     cache: Arc<ReplyCache>,
     resolver: Arc<dyn ResellerResolver>,
+    ingest_tx: ingest::IngestSender,
+    ingest_rx: ingest::IngestReceiver,
 }
 
 impl std::fmt::Debug for Application {
@@ -89,7 +91,10 @@ impl Application {
             open_sessions = index.len(),
             "accounting listener bound"
         );
+        let (ingest_tx, ingest_rx) = ingest::queue(config.radius.queue_capacity);
         Ok(Application {
+            ingest_tx,
+            ingest_rx,
             cache: Arc::new(ReplyCache::new(Duration::from_secs(
                 config.radius.dedup_window_secs,
             ))),
@@ -120,10 +125,16 @@ impl Application {
         self.store.clone()
     }
 
+    /// A sender into the writer's queue (for close requests). Drop it before shutdown: the
+    /// writer drains and stops once every sender is gone.
+    pub fn ingest(&self) -> ingest::IngestSender {
+        self.ingest_tx.clone()
+    }
+
     /// Runs until `shutdown` is cancelled or a core task fails. On shutdown the listener stops
     /// first, then the writer commits and answers everything already accepted.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (tx, rx) = ingest::queue(self.config.radius.queue_capacity);
+        let (tx, rx) = (self.ingest_tx, self.ingest_rx);
         let responder = Responder::new(
             self.radius_socket.clone(),
             self.cache.clone(),

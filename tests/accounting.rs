@@ -25,6 +25,7 @@ both_stores!(
     failed_transaction_gets_no_response_then_recovers,
     proxy_state_is_echoed_in_order,
     ignored_status_types_are_answered_without_a_row,
+    close_requests_close_only_due_rows_through_the_writer,
 );
 
 async fn setup(backend: Backend) -> Option<(TestDb, TestApp, Nas)> {
@@ -439,5 +440,38 @@ async fn ignored_status_types_are_answered_without_a_row(backend: Backend) {
     nas.send(&attrs).await.expect("answered");
     assert!(db.rows().await.is_empty());
     assert_eq!(app.stats.received_count(None), 2);
+    app.stop().await;
+}
+
+async fn close_requests_close_only_due_rows_through_the_writer(backend: Backend) {
+    let Some((db, app, mut nas)) = setup(backend).await else {
+        return;
+    };
+    let n = now();
+    let stale = Sess::new(1);
+    let fresh = Sess::new(2);
+    nas.send(&stale.start(n - 4000)).await.expect("start");
+    nas.send(&stale.interim(n - 3700, 300, 10, 10)).await.expect("interim");
+    nas.send(&fresh.start(n - 10)).await.expect("start");
+    let cutoff = Some(i64::from(n) - 1800);
+    let mut outcomes = Vec::new();
+    for key in [stale.key(), fresh.key(), "no-such-key".to_owned()] {
+        let (req, rx) =
+            radacctd::ingest::CloseRequest::new(key, None, "NAS-Idle-Timeout", cutoff);
+        app.ingest
+            .send(radacctd::ingest::Item::Close(req))
+            .await
+            .expect("queued");
+        outcomes.push(rx.await.expect("committed"));
+    }
+    assert_eq!(outcomes, vec![true, false, false]);
+    let rows = db.rows().await;
+    let r = row_for(&rows, &stale);
+    assert_eq!(r.acctstoptime, Some(i64::from(n) - 3700), "stopped at the last update");
+    assert_eq!(r.acctsessiontime, Some(300));
+    assert_eq!(r.acctterminatecause.as_deref(), Some("NAS-Idle-Timeout"));
+    assert!(row_for(&rows, &fresh).is_open());
+    assert!(!app.index.contains(&stale.key()));
+    assert!(app.index.contains(&fresh.key()));
     app.stop().await;
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::semantics::{self, Effect};
-use super::{IngestReceiver, Item};
+use super::{CloseRequest, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::accounting::EventKind;
 use crate::radius::reply::Responder;
@@ -93,14 +93,18 @@ impl Writer {
             let part = &items[range.clone()];
             let result = tokio::time::timeout(self.opts.commit_timeout, self.commit(part)).await;
             let error = match result {
-                Ok(Ok((changes, unchanged))) => {
-                    self.apply_to_index(changes);
+                Ok(Ok(outcome)) => {
+                    self.apply_to_index(outcome.changes);
                     Stats::add(&self.stats.batches, 1);
                     Stats::add(&self.stats.batch_events, part.len() as u64);
-                    Stats::add(&self.stats.unchanged, unchanged);
-                    for item in part {
-                        if let Some(reply) = &item.reply {
-                            self.responder.answer(reply);
+                    Stats::add(&self.stats.unchanged, outcome.unchanged);
+                    for (item, closed) in part.iter().zip(outcome.closed) {
+                        match item {
+                            Item::Event {
+                                reply: Some(reply), ..
+                            } => self.responder.answer(reply),
+                            Item::Event { reply: None, .. } => {}
+                            Item::Close(c) => c.answer(closed),
                         }
                     }
                     continue;
@@ -120,48 +124,62 @@ impl Writer {
                 continue;
             }
             if part.len() == 1 {
-                let ev = &part[0].event;
+                let kind = match &part[0] {
+                    Item::Event { event, .. } => event.kind.as_str(),
+                    Item::Close(_) => "close",
+                };
                 tracing::error!(
                     error = %error,
-                    kind = ev.kind.as_str(),
-                    acctuniqueid = %ev.acctuniqueid,
-                    "accounting event not recorded; no response"
+                    kind,
+                    acctuniqueid = %part[0].key(),
+                    "accounting change not recorded; no response"
                 );
             } else {
                 tracing::error!(error = %error, events = part.len(), "batch not recorded; no responses");
             }
             for item in part {
-                self.stats.dropped(DropReason::WriteFailed);
-                if let Some(reply) = &item.reply {
-                    self.responder.abandon(reply);
+                match item {
+                    Item::Event { reply, .. } => {
+                        self.stats.dropped(DropReason::WriteFailed);
+                        if let Some(reply) = reply {
+                            self.responder.abandon(reply);
+                        }
+                    }
+                    // Dropping the sender tells the requester the close did not happen.
+                    Item::Close(c) => c.abandon(),
                 }
             }
         }
     }
 
-    /// One transaction for `items`; returns the index changes and how many events changed
-    /// nothing.
-    async fn commit(&self, items: &[Item]) -> Result<(Vec<IndexChange>, u64), StoreError> {
+    /// One transaction for `items`.
+    async fn commit(&self, items: &[Item]) -> Result<Outcome, StoreError> {
         let mut tx = self.store.begin().await?;
-        let mut changes = Vec::new();
-        let mut unchanged = 0;
+        let mut out = Outcome {
+            changes: Vec::new(),
+            unchanged: 0,
+            closed: vec![false; items.len()],
+        };
         let mut run_start = 0;
         for (i, item) in items.iter().enumerate() {
-            let ev = &item.event;
+            let Item::Event { event: ev, .. } = item else {
+                continue;
+            };
             if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
                 // A barrier: everything queued before it is applied first.
-                unchanged += fold_and_write(&mut tx, &items[run_start..i], &mut changes).await?;
+                fold_and_write(&mut tx, items, run_start..i, &mut out).await?;
                 run_start = i + 1;
                 let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
                 let closed = tx
                     .close_nas(&ev.nasipaddress.to_string(), ev.time, cause)
                     .await?;
-                changes.extend(closed.into_iter().map(IndexChange::Remove));
+                out.changes
+                    .extend(closed.into_iter().map(IndexChange::Remove));
             }
         }
-        unchanged += fold_and_write(&mut tx, &items[run_start..], &mut changes).await?;
+        fold_and_write(&mut tx, items, run_start..items.len(), &mut out).await?;
         tx.commit().await?;
-        Ok((changes, unchanged))
+        Ok(out)
     }
 
     fn apply_to_index(&self, changes: Vec<IndexChange>) {
@@ -182,40 +200,60 @@ impl Writer {
     }
 }
 
-/// Loads the rows of a run of per-session events, folds the events in order, writes the rows
-/// that changed. Returns how many events changed nothing.
+/// What a committed transaction did.
+#[derive(Debug)]
+struct Outcome {
+    changes: Vec<IndexChange>,
+    /// Events that changed nothing.
+    unchanged: u64,
+    /// Per item: whether a close request closed its row.
+    closed: Vec<bool>,
+}
+
+/// Loads the rows of a run of per-session items, folds them in order, writes the rows that
+/// changed.
 async fn fold_and_write(
     tx: &mut crate::store::Tx,
     items: &[Item],
-    changes: &mut Vec<IndexChange>,
-) -> Result<u64, StoreError> {
-    if items.is_empty() {
-        return Ok(0);
+    range: std::ops::Range<usize>,
+    out: &mut Outcome,
+) -> Result<(), StoreError> {
+    if range.is_empty() {
+        return Ok(());
     }
     // Keys in first-seen order, so writes are deterministic.
     let mut order: Vec<&str> = Vec::new();
-    let mut seen: HashMap<&str, ()> = HashMap::with_capacity(items.len());
-    for item in items {
-        let k = item.event.acctuniqueid.as_str();
-        if seen.insert(k, ()).is_none() {
+    let mut state: HashMap<&str, (bool, Option<Row>, bool)> = HashMap::new();
+    for item in &items[range.clone()] {
+        let k = item.key();
+        if !state.contains_key(k) {
+            state.insert(k, (false, None, false));
             order.push(k);
         }
     }
     let mut loaded = tx.load(&order).await?;
-    let mut state: HashMap<&str, (bool, Option<Row>, bool)> = HashMap::with_capacity(order.len());
     for k in &order {
-        let row = loaded.remove(*k);
-        state.insert(k, (row.is_some(), row, false));
+        if let Some(row) = loaded.remove(*k) {
+            state.insert(k, (true, Some(row), false));
+        }
     }
-    let mut unchanged = 0;
-    for item in items {
-        let ev = &item.event;
-        let Some((_, row, dirty)) = state.get_mut(ev.acctuniqueid.as_str()) else {
+    for i in range {
+        let item = &items[i];
+        let Some((_, row, dirty)) = state.get_mut(item.key()) else {
             continue;
         };
-        match semantics::apply(row, ev) {
-            Effect::Unchanged => unchanged += 1,
-            _ => *dirty = true,
+        let changed = match item {
+            Item::Event { event, .. } => semantics::apply(row, event) != Effect::Unchanged,
+            Item::Close(c) => {
+                let closed = row.as_mut().is_some_and(|r| close_if_due(r, c));
+                out.closed[i] = closed;
+                closed
+            }
+        };
+        if changed {
+            *dirty = true;
+        } else {
+            out.unchanged += 1;
         }
     }
     let mut inserts = Vec::new();
@@ -233,10 +271,24 @@ async fn fold_and_write(
     tx.update(&updates).await?;
     for row in inserts.into_iter().chain(updates) {
         if row.is_open() {
-            changes.push(IndexChange::Upsert(row));
+            out.changes.push(IndexChange::Upsert(row));
         } else {
-            changes.push(IndexChange::Remove(row.acctuniqueid));
+            out.changes.push(IndexChange::Remove(row.acctuniqueid));
         }
     }
-    Ok(unchanged)
+    Ok(())
+}
+
+/// Applies a close request to the row as it is now.
+fn close_if_due(r: &mut Row, c: &CloseRequest) -> bool {
+    let last = r.acctupdatetime.or(r.acctstarttime);
+    if let (Some(cutoff), Some(last)) = (c.if_updated_before, last)
+        && last >= cutoff
+    {
+        return false;
+    }
+    let Some(stop) = c.stop_time.or(last) else {
+        return false;
+    };
+    semantics::close(r, stop, &c.cause)
 }

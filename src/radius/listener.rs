@@ -139,7 +139,7 @@ impl Listener {
         if event.clock_skewed {
             Stats::add(&self.stats.clock_skew, 1);
         }
-        let item = Item {
+        let item = Item::Event {
             event,
             reply: Some(reply),
         };
@@ -151,7 +151,10 @@ impl Listener {
                 }
                 TrySendError::Closed(item) => item,
             };
-            if let Some(reply) = &item.reply {
+            if let Item::Event {
+                reply: Some(reply), ..
+            } = &item
+            {
                 self.responder.abandon(reply);
             }
         }

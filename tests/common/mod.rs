@@ -249,6 +249,8 @@ pub struct TestApp {
     pub stats: Arc<Stats>,
     pub index: Arc<SessionIndex>,
     pub store: Store,
+    /// A sender into the writer's queue; dropped first on `stop`.
+    pub ingest: radacctd::ingest::IngestSender,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -260,6 +262,7 @@ impl TestApp {
         let stats = app.stats();
         let index = app.index();
         let store = app.store();
+        let ingest = app.ingest();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         TestApp {
@@ -267,6 +270,7 @@ impl TestApp {
             stats,
             index,
             store,
+            ingest,
             shutdown,
             task,
         }
@@ -274,8 +278,15 @@ impl TestApp {
 
     /// Graceful stop; panics if the daemon failed.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
+        let TestApp {
+            ingest,
+            shutdown,
+            task,
+            ..
+        } = self;
+        drop(ingest);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), task)
             .await
             .expect("stops in time")
             .expect("task joins")
