@@ -228,13 +228,20 @@ pub async fn rebuild_index(
     let mut sessions = Vec::new();
     store
         .for_each_open_row(|row| {
-            let reseller = row.username.as_deref().and_then(|u| resolver.reseller_of(u));
+            let reseller = row
+                .username
+                .as_deref()
+                .and_then(|u| resolver.reseller_of(u));
             sessions.push(Session::from_row(&row, reseller));
         })
         .await?;
     let n = sessions.len();
     index.replace_all(sessions);
-    tracing::info!(open_sessions = n, elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
+    tracing::info!(
+        open_sessions = n,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index rebuilt"
+    );
     Ok(())
 }
 
@@ -282,7 +289,9 @@ pub async fn load_clients(configured: &[ClientConfig], store: &Store) -> ClientT
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not read the nas table; keeping configured clients"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the nas table; keeping configured clients")
+        }
     }
     table
 }
@@ -333,8 +342,10 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

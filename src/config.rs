@@ -3,7 +3,7 @@
 //! Every key is documented in `config.toml.example`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,6 +38,7 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     pub database: DatabaseConfig,
     pub radius: RadiusConfig,
+    pub api: ApiConfig,
     pub log: LogConfig,
 }
 
@@ -86,6 +87,56 @@ pub struct ClientConfig {
     pub name: Option<String>,
 }
 
+/// The Sessions API (DESIGN §4).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// TCP address of the HTTP API.
+    pub listen: SocketAddr,
+    /// HS256 secret the panel signs its bearer tokens with. Empty: no HS256 token verifies
+    /// (every authenticated call is 401) and `radacctd token` needs `--key`.
+    pub jwt_secret: Secret,
+    /// `HS256` (with `jwt_secret`), `RS256` or `ES256` (with `jwt_public_key`). Tokens signed
+    /// with any other algorithm, `none` included, are refused.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// PEM public key file for RS256 / ES256 tokens.
+    pub jwt_public_key: Option<PathBuf>,
+    /// When set, tokens must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Rate limit per client IP (GCRA): this many requests at once...
+    pub rate_limit_burst: u32,
+    /// ...then one more every this many milliseconds (300 and 200: 300 requests/min).
+    pub rate_limit_period_ms: u64,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ClientAddr>,
+    /// A request without a response after this many seconds gets 503 (an export's body may
+    /// stream for longer).
+    pub request_timeout_secs: u64,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Longest request target (path and query) accepted.
+    pub max_uri_bytes: usize,
+    /// Most rows one CSV export may hold; more is 413 (narrow the date range).
+    pub export_max_rows: u64,
+    /// Exports running at once; each holds one database connection while it streams.
+    pub export_concurrency: u32,
+    /// List and get requests answered from the database at once (the index path is unlimited).
+    pub query_concurrency: u32,
+    /// How often the reseller tree, subscriber owners and `nas` ids are re-read, in seconds.
+    pub scope_refresh_secs: u64,
+}
+
+/// Token signature algorithms the API can be pinned to.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -130,6 +181,29 @@ impl Default for RadiusConfig {
     }
 }
 
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            jwt_secret: Secret::new(""),
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_public_key: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            rate_limit_burst: 300,
+            rate_limit_period_ms: 200,
+            trusted_proxies: Vec::new(),
+            request_timeout_secs: 30,
+            max_body_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
+            export_max_rows: 500_000,
+            export_concurrency: 2,
+            query_concurrency: 4,
+            scope_refresh_secs: 60,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -144,6 +218,7 @@ impl Default for Config {
         Config {
             database: DatabaseConfig::default(),
             radius: RadiusConfig::default(),
+            api: ApiConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -173,10 +248,11 @@ impl Config {
                     path: p.display().to_string(),
                     source,
                 })?;
-                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                    origin: p.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                        origin: p.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 (table, p.display().to_string())
             }
             None => (toml::Table::new(), "configuration".to_owned()),
@@ -208,7 +284,9 @@ impl Config {
                     origin: origin.clone(),
                     message: e.message().to_owned(),
                 })?;
-        config.validate().map_err(|message| ConfigError::Invalid { origin, message })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
         Ok(config)
     }
 
@@ -232,6 +310,33 @@ impl Config {
                 return Err(format!("radius.clients[{i}].secret must not be empty"));
             }
         }
+        let api = &self.api;
+        if api.jwt_algorithm != JwtAlgorithm::HS256 && api.jwt_public_key.is_none() {
+            return Err("api.jwt_algorithm RS256/ES256 needs api.jwt_public_key".into());
+        }
+        if api.rate_limit_burst == 0 || api.rate_limit_period_ms == 0 {
+            return Err(
+                "api.rate_limit_burst and api.rate_limit_period_ms must be at least 1".into(),
+            );
+        }
+        if api.export_concurrency == 0 || api.query_concurrency == 0 {
+            return Err(
+                "api.export_concurrency and api.query_concurrency must be at least 1".into(),
+            );
+        }
+        if api.export_concurrency + api.query_concurrency >= self.database.max_connections {
+            return Err(format!(
+                "api.export_concurrency + api.query_concurrency ({}) must be below \
+                 database.max_connections ({}), so that ingest always has a connection",
+                api.export_concurrency + api.query_concurrency,
+                self.database.max_connections
+            ));
+        }
+        if api.request_timeout_secs == 0 || api.scope_refresh_secs == 0 {
+            return Err(
+                "api.request_timeout_secs and api.scope_refresh_secs must be at least 1".into(),
+            );
+        }
         Ok(())
     }
 
@@ -244,7 +349,9 @@ impl Config {
 fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -315,19 +422,36 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_explained() {
-        let err = Config::load(None, env(&[("RADACCTD__RADIUS__LISTN", "x")]))
-            .expect_err("unknown key");
+        let err =
+            Config::load(None, env(&[("RADACCTD__RADIUS__LISTN", "x")])).expect_err("unknown key");
         let msg = err.to_string();
-        assert!(msg.contains("listn") && msg.contains("RADACCTD__RADIUS__LISTN"), "{msg}");
+        assert!(
+            msg.contains("listn") && msg.contains("RADACCTD__RADIUS__LISTN"),
+            "{msg}"
+        );
         let err = Config::load(None, env(&[("RADACCTD__DATABASE__URL", "mysql://x")]))
             .expect_err("bad url");
         assert!(err.to_string().contains("database.url"), "{err}");
     }
 
     #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        let c = Config::load(Some(&path), env(&[])).expect("example parses");
+        assert_eq!(
+            c,
+            Config::default(),
+            "config.toml.example documents the defaults"
+        );
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
-        let c = Config::load(None, env(&[("RADACCTD__DATABASE__URL", "postgres://u:pw@h/d")]))
-            .expect("loads");
+        let c = Config::load(
+            None,
+            env(&[("RADACCTD__DATABASE__URL", "postgres://u:pw@h/d")]),
+        )
+        .expect("loads");
         assert!(!format!("{c:?}").contains("pw"));
     }
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use radacctd::config::{Config, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "radacctd", version, about = "RADIUS accounting daemon for ISPs")]
+#[command(
+    name = "radacctd",
+    version,
+    about = "RADIUS accounting daemon for ISPs"
+)]
 struct Cli {
     /// Configuration file (TOML). Without one, defaults apply: SQLite `radacctd.db`, RADIUS on
     /// 0.0.0.0:1813 and a loopback client 127.0.0.1 with secret `testing123`.
@@ -39,7 +43,10 @@ fn main() -> ExitCode {
     init_logging(&config);
     let quickstart = cli.config.is_none() && config.radius.clients.is_empty();
     if quickstart {
-        config.radius.clients.push(radacctd::app::quickstart_client());
+        config
+            .radius
+            .clients
+            .push(radacctd::app::quickstart_client());
     }
     if let Command::CheckConfig = cli.command {
         println!("configuration OK");

@@ -52,10 +52,18 @@ async fn start_interim_stop_write_the_expected_rows(backend: Backend) {
     }
     assert_eq!(app.index.len(), 3);
     for s in &sessions {
-        assert!(nas.send(&s.interim(t0 + 300, 300, 1000, 2000)).await.is_some());
+        assert!(
+            nas.send(&s.interim(t0 + 300, 300, 1000, 2000))
+                .await
+                .is_some()
+        );
     }
     let s = &sessions[0];
-    assert!(nas.send(&s.stop(t0 + 400, 400, 1500, 2500, 1)).await.is_some());
+    assert!(
+        nas.send(&s.stop(t0 + 400, 400, 1500, 2500, 1))
+            .await
+            .is_some()
+    );
 
     let rows = db.rows().await;
     assert_eq!(rows.len(), 3);
@@ -91,7 +99,11 @@ async fn start_interim_stop_write_the_expected_rows(backend: Backend) {
     let live = app.index.get(&sessions[1].key()).expect("in index");
     assert_eq!(live.radacctid, open.radacctid);
     assert_eq!(live.acctinputoctets, Some(1000));
-    assert_eq!(app.stats.received_count(Some(radacctd::radius::accounting::EventKind::Start)), 3);
+    assert_eq!(
+        app.stats
+            .received_count(Some(radacctd::radius::accounting::EventKind::Start)),
+        3
+    );
     assert_eq!(Stats::get(&app.stats.responses), 7);
     app.stop().await;
 }
@@ -189,7 +201,11 @@ async fn repeat_with_new_identifier_changes_nothing(backend: Backend) {
     nas.send(&stop_again).await.expect("answered");
     assert_eq!(db.rows().await, after_stop);
     assert_eq!(before[0].acctinterval, Some(300));
-    assert_eq!(after_stop[0].acctinterval, Some(300), "the repeat did not reset the interval");
+    assert_eq!(
+        after_stop[0].acctinterval,
+        Some(300),
+        "the repeat did not reset the interval"
+    );
     assert!(Stats::get(&app.stats.unchanged) >= 2);
     app.stop().await;
 }
@@ -200,7 +216,9 @@ async fn interim_without_start_backdates_start(backend: Backend) {
     };
     let s = Sess::new(1);
     let t = now() - 50;
-    nas.send(&s.interim(t, 100, (2 << 32) + 5, 7)).await.expect("answered");
+    nas.send(&s.interim(t, 100, (2 << 32) + 5, 7))
+        .await
+        .expect("answered");
     let rows = db.rows().await;
     let r = row_for(&rows, &s);
     assert!(r.is_open());
@@ -241,9 +259,15 @@ async fn stop_twice_and_interim_after_stop(backend: Backend) {
     let s = Sess::new(1);
     let n = now();
     nas.send(&s.start(n - 400)).await.expect("start");
-    nas.send(&s.stop(n - 100, 300, 0, 0, 1)).await.expect("stop");
-    nas.send(&s.stop(n - 90, 310, 0, 0, 4)).await.expect("second stop answered");
-    nas.send(&s.interim(n - 80, 320, 0, 0)).await.expect("late interim answered");
+    nas.send(&s.stop(n - 100, 300, 0, 0, 1))
+        .await
+        .expect("stop");
+    nas.send(&s.stop(n - 90, 310, 0, 0, 4))
+        .await
+        .expect("second stop answered");
+    nas.send(&s.interim(n - 80, 320, 0, 0))
+        .await
+        .expect("late interim answered");
     let rows = db.rows().await;
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
@@ -251,9 +275,14 @@ async fn stop_twice_and_interim_after_stop(backend: Backend) {
     assert_eq!(r.acctstoptime, Some(i64::from(n) - 90));
     assert_eq!(r.acctsessiontime, Some(310));
     assert_eq!(r.acctterminatecause.as_deref(), Some("Idle-Timeout"));
-    assert!(app.index.is_empty(), "a late interim does not reopen a stopped session");
+    assert!(
+        app.index.is_empty(),
+        "a late interim does not reopen a stopped session"
+    );
     // A late Start for the closed row changes nothing (deviation 4).
-    nas.send(&s.start(n - 50)).await.expect("late start answered");
+    nas.send(&s.start(n - 50))
+        .await
+        .expect("late start answered");
     assert_eq!(db.rows().await, rows);
     app.stop().await;
 }
@@ -274,7 +303,9 @@ async fn interim_after_sweeper_close_reopens_the_row(backend: Backend) {
         "UPDATE radacct SET {stop_sql}, acctterminatecause = 'NAS-Idle-Timeout'"
     ))
     .await;
-    nas.send(&s.interim(n - 100, 3900, 100, 200)).await.expect("interim");
+    nas.send(&s.interim(n - 100, 3900, 100, 200))
+        .await
+        .expect("interim");
     let rows = db.rows().await;
     assert_eq!(rows.len(), 1, "the same row, not a second one");
     let r = &rows[0];
@@ -282,7 +313,9 @@ async fn interim_after_sweeper_close_reopens_the_row(backend: Backend) {
     assert_eq!(r.acctterminatecause, None);
     assert_eq!(r.acctsessiontime, Some(3900));
     assert!(app.index.contains(&s.key()));
-    nas.send(&s.stop(n - 50, 3950, 150, 250, 1)).await.expect("stop");
+    nas.send(&s.stop(n - 50, 3950, 150, 250, 1))
+        .await
+        .expect("stop");
     let r = &db.rows().await[0];
     assert_eq!(r.acctstoptime, Some(i64::from(n) - 50));
     assert_eq!(r.acctterminatecause.as_deref(), Some("User-Request"));
@@ -326,7 +359,10 @@ async fn accounting_on_closes_only_that_nas(backend: Backend) {
     nas.send(&off).await.expect("accounting-off answered");
     let rows = db.rows().await;
     for s in &b {
-        assert_eq!(row_for(&rows, s).acctterminatecause.as_deref(), Some("Admin-Reboot"));
+        assert_eq!(
+            row_for(&rows, s).acctterminatecause.as_deref(),
+            Some("Admin-Reboot")
+        );
     }
     assert_eq!(app.index.len(), 1);
     app.stop().await;
@@ -341,11 +377,16 @@ async fn gigawords_give_64_bit_totals(backend: Backend) {
     nas.send(&s.start(n - 600)).await.expect("start");
     let input = (3u64 << 32) + 123;
     let output = (70u64 << 32) + 4_000_000_000;
-    nas.send(&s.interim(n - 300, 300, input, output)).await.expect("interim");
+    nas.send(&s.interim(n - 300, 300, input, output))
+        .await
+        .expect("interim");
     let r = &db.rows().await[0];
     assert_eq!(r.acctinputoctets, Some(input as i64));
     assert_eq!(r.acctoutputoctets, Some(output as i64));
-    assert_eq!(app.index.get(&s.key()).expect("open").acctoutputoctets, Some(output as i64));
+    assert_eq!(
+        app.index.get(&s.key()).expect("open").acctoutputoctets,
+        Some(output as i64)
+    );
     app.stop().await;
 }
 
@@ -362,7 +403,9 @@ async fn index_after_restart_equals_open_rows(backend: Backend) {
         if i % 3 == 0 {
             nas.send(&s.stop(n - 10, 990, 5, 5, 1)).await.expect("stop");
         } else if i % 3 == 1 {
-            nas.send(&s.interim(n - 500, 500, 9, 9)).await.expect("interim");
+            nas.send(&s.interim(n - 500, 500, 9, 9))
+                .await
+                .expect("interim");
         }
     }
     let before: Vec<_> = sorted_index(&app);
@@ -376,7 +419,10 @@ async fn index_after_restart_equals_open_rows(backend: Backend) {
     for (s, r) in after.iter().zip(&open) {
         assert_eq!(s, &radacctd::sessions::Session::from_row(r, None));
     }
-    assert_eq!(before, after, "the rebuilt index equals the one before the restart");
+    assert_eq!(
+        before, after,
+        "the rebuilt index equals the one before the restart"
+    );
     app.stop().await;
 }
 
@@ -404,7 +450,9 @@ async fn failed_transaction_gets_no_response_then_recovers(backend: Backend) {
     assert!(app.index.contains(&s.key()), "the index did not change");
     db.exec("ALTER TABLE radacct_gone RENAME TO radacct").await;
     // The NAS retransmits the same packet: now it is recorded and answered.
-    nas.send_bytes(&stop).await.expect("answered once the table is back");
+    nas.send_bytes(&stop)
+        .await
+        .expect("answered once the table is back");
     let r = &db.rows().await[0];
     assert_eq!(r.acctstoptime, Some(i64::from(n) - 10));
     assert!(!app.index.contains(&s.key()));
@@ -451,13 +499,14 @@ async fn close_requests_close_only_due_rows_through_the_writer(backend: Backend)
     let stale = Sess::new(1);
     let fresh = Sess::new(2);
     nas.send(&stale.start(n - 4000)).await.expect("start");
-    nas.send(&stale.interim(n - 3700, 300, 10, 10)).await.expect("interim");
+    nas.send(&stale.interim(n - 3700, 300, 10, 10))
+        .await
+        .expect("interim");
     nas.send(&fresh.start(n - 10)).await.expect("start");
     let cutoff = Some(i64::from(n) - 1800);
     let mut outcomes = Vec::new();
     for key in [stale.key(), fresh.key(), "no-such-key".to_owned()] {
-        let (req, rx) =
-            radacctd::ingest::CloseRequest::new(key, None, "NAS-Idle-Timeout", cutoff);
+        let (req, rx) = radacctd::ingest::CloseRequest::new(key, None, "NAS-Idle-Timeout", cutoff);
         app.ingest
             .send(radacctd::ingest::Item::Close(req))
             .await
@@ -467,7 +516,11 @@ async fn close_requests_close_only_due_rows_through_the_writer(backend: Backend)
     assert_eq!(outcomes, vec![true, false, false]);
     let rows = db.rows().await;
     let r = row_for(&rows, &stale);
-    assert_eq!(r.acctstoptime, Some(i64::from(n) - 3700), "stopped at the last update");
+    assert_eq!(
+        r.acctstoptime,
+        Some(i64::from(n) - 3700),
+        "stopped at the last update"
+    );
     assert_eq!(r.acctsessiontime, Some(300));
     assert_eq!(r.acctterminatecause.as_deref(), Some("NAS-Idle-Timeout"));
     assert!(row_for(&rows, &fresh).is_open());

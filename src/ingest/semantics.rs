@@ -243,7 +243,10 @@ mod tests {
     #[test]
     fn start_interim_stop() {
         let mut row = None;
-        assert_eq!(apply(&mut row, &ev(EventKind::Start, 1000)), Effect::Inserted);
+        assert_eq!(
+            apply(&mut row, &ev(EventKind::Start, 1000)),
+            Effect::Inserted
+        );
         let interim = with(ev(EventKind::InterimUpdate, 1300), |e| {
             e.sessiontime = Some(300);
             e.inputoctets = 10;
@@ -252,7 +255,11 @@ mod tests {
         assert_eq!(apply(&mut row, &interim), Effect::Updated);
         let r = row.clone().expect("row");
         assert_eq!(r.acctinterval, Some(300));
-        assert_eq!(r.framedipaddress.as_deref(), Some("10.0.0.1"), "deviation 3");
+        assert_eq!(
+            r.framedipaddress.as_deref(),
+            Some("10.0.0.1"),
+            "deviation 3"
+        );
         // The same interim again changes nothing.
         assert_eq!(apply(&mut row, &interim), Effect::Unchanged);
         let stop = with(ev(EventKind::Stop, 1400), |e| {
@@ -262,12 +269,19 @@ mod tests {
         assert_eq!(apply(&mut row, &stop), Effect::Updated);
         let r = row.clone().expect("row");
         assert_eq!(r.acctstoptime, Some(1400));
-        assert_eq!(r.acctsessiontime, Some(400), "computed from the start when absent");
+        assert_eq!(
+            r.acctsessiontime,
+            Some(400),
+            "computed from the start when absent"
+        );
         assert_eq!(r.acctinputoctets, Some(20));
         assert_eq!(r.connectinfo_stop.as_deref(), Some(""));
         // Interim after Stop, late Start: nothing.
         assert_eq!(apply(&mut row, &interim), Effect::Unchanged);
-        assert_eq!(apply(&mut row, &ev(EventKind::Start, 900)), Effect::Unchanged);
+        assert_eq!(
+            apply(&mut row, &ev(EventKind::Start, 900)),
+            Effect::Unchanged
+        );
         // Stop again: the same values, nothing to write.
         assert_eq!(apply(&mut row, &stop), Effect::Unchanged);
     }
@@ -309,7 +323,9 @@ mod tests {
         let r = row.as_mut().expect("row");
         assert!(close(r, 1000, SWEEPER_CAUSE));
         assert!(!close(r, 1000, SWEEPER_CAUSE));
-        let e = with(ev(EventKind::InterimUpdate, 4000), |e| e.sessiontime = Some(3000));
+        let e = with(ev(EventKind::InterimUpdate, 4000), |e| {
+            e.sessiontime = Some(3000)
+        });
         assert_eq!(apply(&mut row, &e), Effect::Reopened);
         let r = row.clone().expect("row");
         assert!(r.is_open());
@@ -324,7 +340,10 @@ mod tests {
     fn stale_interim_is_ignored() {
         let mut row = None;
         apply(&mut row, &ev(EventKind::Start, 1000));
-        apply(&mut row, &with(ev(EventKind::InterimUpdate, 1600), |e| e.inputoctets = 9));
+        apply(
+            &mut row,
+            &with(ev(EventKind::InterimUpdate, 1600), |e| e.inputoctets = 9),
+        );
         let older = with(ev(EventKind::InterimUpdate, 1300), |e| e.inputoctets = 5);
         assert_eq!(apply(&mut row, &older), Effect::Unchanged);
         assert_eq!(row.expect("row").acctinputoctets, Some(9));
@@ -335,7 +354,10 @@ mod tests {
         let mut row = None;
         apply(&mut row, &ev(EventKind::Start, 1000));
         apply(&mut row, &ev(EventKind::InterimUpdate, 1300));
-        assert_eq!(apply(&mut row, &ev(EventKind::Start, 1000)), Effect::Unchanged);
+        assert_eq!(
+            apply(&mut row, &ev(EventKind::Start, 1000)),
+            Effect::Unchanged
+        );
         assert_eq!(row.expect("row").acctupdatetime, Some(1300));
     }
 }

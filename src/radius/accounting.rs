@@ -76,7 +76,9 @@ pub enum Parsed {
     Event(Box<AccountingEvent>),
     /// A status type radacctd records nothing for (absent, Failed, Tunnel-*, …): answered,
     /// counted, not written (DESIGN §10).
-    Ignored { status: Option<u32> },
+    Ignored {
+        status: Option<u32>,
+    },
 }
 
 /// Reads an Accounting-Request whose authenticator was already verified.
@@ -101,7 +103,10 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
         .or_else(|| packet.attr_ipv4(d::NAS_IP_ADDRESS).map(IpAddr::V4))
         .unwrap_or(source);
 
-    let delay = packet.attr_u32(d::ACCT_DELAY_TIME).map(i64::from).unwrap_or(0);
+    let delay = packet
+        .attr_u32(d::ACCT_DELAY_TIME)
+        .map(i64::from)
+        .unwrap_or(0);
     let fallback_time = received_at - delay;
     let (time, clock_skewed) = match packet.attr_u32(d::EVENT_TIMESTAMP).map(i64::from) {
         Some(ts) if (ts - received_at).abs() <= max_clock_skew => (ts, false),
@@ -140,8 +145,12 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
         callingstationid: string_attr(packet, d::CALLING_STATION_ID),
         servicetype: enum_text(packet, d::SERVICE_TYPE),
         framedprotocol: enum_text(packet, d::FRAMED_PROTOCOL),
-        framedipaddress: packet.attr_ipv4(d::FRAMED_IP_ADDRESS).map(|a| a.to_string()),
-        framedipv6address: packet.attr_ipv6(d::FRAMED_IPV6_ADDRESS).map(|a| a.to_string()),
+        framedipaddress: packet
+            .attr_ipv4(d::FRAMED_IP_ADDRESS)
+            .map(|a| a.to_string()),
+        framedipv6address: packet
+            .attr_ipv6(d::FRAMED_IPV6_ADDRESS)
+            .map(|a| a.to_string()),
         framedipv6prefix: packet
             .attr_ipv6_prefix(d::FRAMED_IPV6_PREFIX)
             .map(|(a, l)| format!("{a}/{l}")),
@@ -300,14 +309,18 @@ mod tests {
         let bytes = packet(|b| {
             b.attr(d::USER_NAME, b"bob").unwrap();
             b.attr(d::ACCT_SESSION_ID, b"S1").unwrap();
-            b.attr_ipv4(d::NAS_IP_ADDRESS, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+            b.attr_ipv4(d::NAS_IP_ADDRESS, Ipv4Addr::new(192, 0, 2, 10))
+                .unwrap();
             b.attr(d::NAS_IDENTIFIER, b"bng-lab-1").unwrap();
             b.attr(d::NAS_PORT_ID, b"ether2").unwrap();
             b.attr_u32(d::NAS_PORT, 15).unwrap();
             b.attr_u32(d::ACCT_STATUS_TYPE, d::STATUS_START).unwrap();
         });
         let e = event(&bytes, 1_000);
-        assert_eq!(e.acctuniqueid, md5_hex("bob,S1,192.0.2.10,bng-lab-1,ether2,15"));
+        assert_eq!(
+            e.acctuniqueid,
+            md5_hex("bob,S1,192.0.2.10,bng-lab-1,ether2,15")
+        );
         assert_eq!(e.nasportid.as_deref(), Some("ether2"));
     }
 
@@ -331,7 +344,8 @@ mod tests {
         let bytes = packet(|b| {
             b.attr(d::USER_NAME, b"bob").unwrap();
             b.attr(d::ACCT_SESSION_ID, b"S1").unwrap();
-            b.attr_ipv4(d::NAS_IP_ADDRESS, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+            b.attr_ipv4(d::NAS_IP_ADDRESS, Ipv4Addr::new(192, 0, 2, 10))
+                .unwrap();
             let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
             b.attr(d::NAS_IPV6_ADDRESS, &v6.octets()).unwrap();
             b.attr_u32(d::NAS_PORT, 7).unwrap();
@@ -353,14 +367,18 @@ mod tests {
             b.attr_u32(d::ACCT_STATUS_TYPE, d::STATUS_START).unwrap();
         });
         let e = event(&bytes, 1_000);
-        assert_eq!(e.acctuniqueid, md5_hex("0123456789abcdefABCDEF0123456789,S1"));
+        assert_eq!(
+            e.acctuniqueid,
+            md5_hex("0123456789abcdefABCDEF0123456789,S1")
+        );
         assert_eq!(e.class, Some(format!("0x{}", hex(class))));
     }
 
     #[test]
     fn gigawords_and_enumerations() {
         let bytes = packet(|b| {
-            b.attr_u32(d::ACCT_STATUS_TYPE, d::STATUS_INTERIM_UPDATE).unwrap();
+            b.attr_u32(d::ACCT_STATUS_TYPE, d::STATUS_INTERIM_UPDATE)
+                .unwrap();
             b.attr_u32(d::ACCT_INPUT_OCTETS, 5).unwrap();
             b.attr_u32(d::ACCT_INPUT_GIGAWORDS, 2).unwrap();
             b.attr_u32(d::ACCT_OUTPUT_OCTETS, 7).unwrap();

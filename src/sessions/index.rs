@@ -179,7 +179,11 @@ impl SessionIndex {
 
     /// Open sessions on one NAS address.
     pub fn count_for_nas(&self, nasipaddress: &str) -> i64 {
-        self.counters().per_nas.get(nasipaddress).copied().unwrap_or(0)
+        self.counters()
+            .per_nas
+            .get(nasipaddress)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn counts(&self) -> IndexCounts {
@@ -261,7 +265,10 @@ mod tests {
         assert_eq!(idx.count_for_nas("10.0.0.1"), 1);
         assert_eq!(idx.count_for_resellers(&[7]), 2);
         assert_eq!(idx.count_for_resellers(&[8]), 0);
-        assert_eq!(idx.get_by_id(2).map(|s| s.nasipaddress), Some("10.0.0.2".into()));
+        assert_eq!(
+            idx.get_by_id(2).map(|s| s.nasipaddress),
+            Some("10.0.0.2".into())
+        );
         assert!(idx.remove("b").is_some());
         assert!(idx.remove("b").is_none());
         assert_eq!(idx.get_by_id(2), None);

@@ -3,6 +3,7 @@
 //! Pure data and in-memory state: nothing here performs I/O. Only the ingest writer mutates the
 //! index, after its transaction committed, so the index always follows SQL (invariant B).
 
+pub mod filter;
 mod index;
 mod row;
 

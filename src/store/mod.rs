@@ -4,6 +4,7 @@
 //! Callers never build SQL; identifiers come from fixed lists in this module only.
 
 mod postgres;
+mod query;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use crate::sessions::Row;
 
 pub use postgres::PgStore;
+pub use query::{ExportStart, SessionQuery, SessionRecord};
 pub use sqlite::SqliteStore;
 
 /// A store failure, split by what the caller should do about it.
@@ -424,7 +426,11 @@ mod tests {
         for (i, name) in WRITE_COLUMNS.iter().enumerate() {
             let is_int = matches!(column_value(&row, i), Value::Int(_));
             let kind = column_kind(name);
-            assert_eq!(is_int, matches!(kind, ColumnKind::Int | ColumnKind::Time), "{name}");
+            assert_eq!(
+                is_int,
+                matches!(kind, ColumnKind::Int | ColumnKind::Time),
+                "{name}"
+            );
         }
     }
 }

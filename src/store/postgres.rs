@@ -37,7 +37,10 @@ static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {} FROM radacct WHERE acctstoptime IS NULL", *SELECT_LIST)
+    format!(
+        "SELECT {} FROM radacct WHERE acctstoptime IS NULL",
+        *SELECT_LIST
+    )
 });
 
 fn array_type(kind: ColumnKind) -> &'static str {
@@ -86,7 +89,10 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
         params.push(format!("${}::{}", i + 2, array_type(kind)));
         aliases.push(format!("c{}", i + 1));
         if *c != "acctuniqueid" {
-            sets.push(format!("{c} = {}", from_unnested(kind, &format!("u.c{}", i + 1))));
+            sets.push(format!(
+                "{c} = {}",
+                from_unnested(kind, &format!("u.c{}", i + 1))
+            ));
         }
     }
     format!(

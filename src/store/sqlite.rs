@@ -38,7 +38,10 @@ static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {} FROM radacct WHERE acctstoptime IS NULL", *SELECT_LIST)
+    format!(
+        "SELECT {} FROM radacct WHERE acctstoptime IS NULL",
+        *SELECT_LIST
+    )
 });
 
 fn placeholder(kind: ColumnKind, n: usize) -> String {

@@ -257,7 +257,9 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(config: Config) -> TestApp {
-        let app = Application::build(config).await.expect("application builds");
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
         let addr = app.radius_addr();
         let stats = app.stats();
         let index = app.index();
@@ -447,7 +449,14 @@ impl Sess {
         a
     }
 
-    pub fn stop(&self, at: u32, session_time: u32, input: u64, output: u64, cause: u32) -> Vec<Attr> {
+    pub fn stop(
+        &self,
+        at: u32,
+        session_time: u32,
+        input: u64,
+        output: u64,
+        cause: u32,
+    ) -> Vec<Attr> {
         let mut a = self.base(d::STATUS_STOP);
         a.push(Attr::U32(d::EVENT_TIMESTAMP, at));
         a.extend(counters(session_time, input, output));

@@ -1,0 +1,234 @@
+//! Bearer-token authentication (DESIGN §4): a JWT signed with the configured HS256 secret or
+//! RS256/ES256 key, algorithm pinned, `exp` required, small leeway. The verified claims become
+//! a [`Caller`]; permissions are checked by handlers, scope by `scope::ScopeCache`.
+//!
+//! Also issues tokens for `radacctd token`. Nothing here touches the database.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::config::{ApiConfig, JwtAlgorithm};
+
+/// List, count, get and export sessions.
+pub const SESSIONS_VIEW: &str = "sessions.view";
+/// See every reseller's sessions (a reseller then has the admin's scope).
+pub const SESSIONS_VIEW_ALL: &str = "sessions.view_all";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Reseller,
+}
+
+/// The claims radacctd reads (others are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Expiry, seconds since the epoch. Required.
+    pub exp: u64,
+    pub role: Role,
+    /// Required for resellers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseller_id: Option<i64>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub subject: Option<String>,
+    pub role: Role,
+    pub reseller_id: Option<i64>,
+    pub permissions: Vec<String>,
+}
+
+impl Caller {
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+
+    /// 403 `<permission> denied` unless the token grants it (admins too: the role only widens
+    /// the scope).
+    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
+        if self.has(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("{permission} denied")))
+        }
+    }
+
+    /// Admins and holders of `sessions.view_all` see every session.
+    pub fn sees_everything(&self) -> bool {
+        self.role == Role::Admin || self.has(SESSIONS_VIEW_ALL)
+    }
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+/// Verifies bearer tokens.
+pub struct Authenticator {
+    /// `None` when no key is configured: every token is refused.
+    key: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("algorithms", &self.validation.algorithms)
+            .field("configured", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn from_config(config: &ApiConfig) -> anyhow::Result<Authenticator> {
+        let alg = algorithm(config.jwt_algorithm);
+        let key = match (config.jwt_algorithm, &config.jwt_public_key) {
+            (JwtAlgorithm::HS256, _) => {
+                let secret = config.jwt_secret.expose();
+                if secret.is_empty() {
+                    tracing::warn!("api.jwt_secret is not set: every API token will be refused");
+                    None
+                } else {
+                    if secret.len() < 32 {
+                        tracing::warn!("api.jwt_secret is shorter than 32 bytes (RFC 7518 §3.2)");
+                    }
+                    Some(DecodingKey::from_secret(secret.as_bytes()))
+                }
+            }
+            (other, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading api.jwt_public_key {}", path.display()))?;
+                let key = match other {
+                    JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                    _ => DecodingKey::from_ec_pem(&pem),
+                }
+                .with_context(|| format!("api.jwt_public_key {} is not a PEM public key", path.display()))?;
+                Some(key)
+            }
+            (_, None) => anyhow::bail!("api.jwt_algorithm RS256/ES256 needs api.jwt_public_key"),
+        };
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.leeway = config.jwt_leeway_secs;
+        validation.validate_exp = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &config.jwt_audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.set_required_spec_claims(&["exp", "aud"]);
+            }
+            None => validation.validate_aud = false,
+        }
+        Ok(Authenticator { key, validation })
+    }
+
+    /// The caller a bearer token stands for, or 401.
+    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let Some(key) = &self.key else {
+            return Err(ApiError::Unauthorized("invalid token"));
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::Unauthorized("token expired"),
+                _ => ApiError::Unauthorized("invalid token"),
+            }
+        })?;
+        let c = data.claims;
+        if c.role == Role::Reseller && c.reseller_id.is_none() {
+            return Err(ApiError::Unauthorized("invalid token"));
+        }
+        Ok(Caller {
+            subject: c.sub,
+            role: c.role,
+            reseller_id: c.reseller_id,
+            permissions: c.permissions,
+        })
+    }
+
+    /// The caller of a request, from its `Authorization: Bearer …` header.
+    pub fn authenticate(&self, parts: &Parts) -> Result<Caller, ApiError> {
+        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized("missing token"));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed token"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+                t.trim()
+            }
+            _ => return Err(ApiError::Unauthorized("malformed token")),
+        };
+        self.verify(token)
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        state.auth().authenticate(parts)
+    }
+}
+
+/// Where `radacctd token` gets its signing key.
+#[derive(Debug, Clone, Copy)]
+pub enum SigningKey<'a> {
+    /// The configured HS256 `api.jwt_secret`.
+    ConfiguredSecret,
+    /// A PEM private key file, for RS256 or ES256.
+    PrivateKey(&'a Path, JwtAlgorithm),
+}
+
+/// Signs `claims` (for operators and tests).
+pub fn issue_token(config: &ApiConfig, claims: &Claims, key: SigningKey<'_>) -> anyhow::Result<String> {
+    let (alg, key) = match key {
+        SigningKey::ConfiguredSecret => {
+            let secret = config.jwt_secret.expose();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "api.jwt_secret is not set: configure it or pass --key with a private key"
+            );
+            (Algorithm::HS256, EncodingKey::from_secret(secret.as_bytes()))
+        }
+        SigningKey::PrivateKey(path, alg) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let key = match alg {
+                JwtAlgorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                JwtAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                JwtAlgorithm::HS256 => anyhow::bail!("--key needs --alg RS256 or ES256"),
+            }
+            .with_context(|| format!("{} is not a PEM private key", path.display()))?;
+            (algorithm(alg), key)
+        }
+    };
+    jsonwebtoken::encode(&Header::new(alg), claims, &key).context("signing the token")
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,100 @@
+//! `ApiError`: every failure the API answers, as the seed's `{"success": false, "message"}`
+//! body with its status. 5xx causes are logged here once and never sent to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter (named in the message) is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing, malformed, badly signed or expired token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A missing permission (`<permission> denied`) or an out-of-scope session.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("session not found")]
+    NotFound,
+    #[error("too many rows, narrow date range")]
+    TooManyRows,
+    /// The API cannot answer yet or now (index loading, too many concurrent exports).
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        retry_after_secs: Option<u64>,
+    },
+    #[error("database unavailable")]
+    Database(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(message.into())
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } | ApiError::Database(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Database(e)
+        } else {
+            ApiError::Internal(anyhow::Error::new(e))
+        }
+    }
+}
+
+/// The error body, for responses built outside handlers (rate limit, fallbacks).
+pub fn error_body(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "success": false, "message": message }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        match &self {
+            ApiError::Database(e) => tracing::warn!(error = %e, "API request failed: database"),
+            ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "API request failed"),
+            _ => {}
+        }
+        let mut response = error_body(status, &self.to_string());
+        match self {
+            ApiError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unavailable {
+                retry_after_secs: Some(s),
+                ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            _ => {}
+        }
+        response
+    }
+}

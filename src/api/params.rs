@@ -1,0 +1,305 @@
+//! Query-string parsing for the sessions endpoints, exactly as the seed lists the parameters.
+//! Every invalid value is a 400 whose message names the parameter; unknown parameters are
+//! ignored; an empty value counts as absent (what HTML forms send for an unset filter).
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::error::ApiError;
+use crate::sessions::filter::{Order, Page, Search, Sort, SortKey, Status};
+
+/// Most rows on one page.
+pub const MAX_LIMIT: u64 = 500;
+pub const DEFAULT_LIMIT: u64 = 50;
+/// Longest accepted `search` term, in characters.
+pub const MAX_SEARCH_CHARS: usize = 256;
+
+/// The fields of the seed's session object, in its order: the JSON keys and the CSV columns.
+pub const FIELDS: [&str; 15] = [
+    "radacctid",
+    "username",
+    "acctsessionid",
+    "nasipaddress",
+    "nas_id",
+    "nasportid",
+    "framedipaddress",
+    "callingstationid",
+    "acctstarttime",
+    "acctstoptime",
+    "acctupdatetime",
+    "acctinputoctets",
+    "acctoutputoctets",
+    "acctsessiontime",
+    "acctterminatecause",
+];
+
+/// The export's default columns: the seed sample's ten, in its order.
+pub const DEFAULT_COLUMNS: [&str; 10] = [
+    "radacctid",
+    "username",
+    "nasipaddress",
+    "framedipaddress",
+    "acctstarttime",
+    "acctstoptime",
+    "acctsessiontime",
+    "acctinputoctets",
+    "acctoutputoctets",
+    "acctterminatecause",
+];
+
+/// The parameters of `GET /api/sessions` (and, without `page`/`limit`, of the export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListParams {
+    pub status: Status,
+    pub page: Page,
+    pub search: Option<Search>,
+    pub nas_id: Option<i64>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub sort: Sort,
+}
+
+/// `format` and `columns` of the export (indexes into [`FIELDS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportParams {
+    pub list: ListParams,
+    pub columns: Vec<usize>,
+}
+
+/// The decoded `name=value` pairs of a query string.
+#[derive(Debug, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    pub fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
+        let pairs = match raw {
+            Some(q) => serde_urlencoded_pairs(q)?,
+            None => Vec::new(),
+        };
+        Ok(Query { pairs })
+    }
+
+    /// The value of `name`, `None` when absent or empty; 400 when given twice.
+    fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found = self.pairs.iter().filter(|(k, _)| k == name);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(ApiError::bad_request(format!("invalid {name}, given more than once")));
+        }
+        Ok(first.map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()))
+    }
+}
+
+fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let uri: axum::http::Uri = format!("/?{q}")
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid query string"))?;
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|_| ApiError::bad_request("invalid query string"))
+}
+
+/// A date-time bound: RFC 3339 (any offset, converted to UTC) or a bare `YYYY-MM-DD` (UTC
+/// midnight). `round_up` rounds fractional seconds up (for `from`), else down (for `to`), as
+/// session times are whole seconds.
+pub fn parse_time(s: &str, round_up: bool) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        let t = t.with_timezone(&Utc);
+        let extra = i64::from(round_up && t.timestamp_subsec_nanos() > 0);
+        return Some(t.timestamp() + extra);
+    }
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    // `%Y` takes any number of digits; keep to what RFC 3339 can also say.
+    if s.len() != 10 {
+        return None;
+    }
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+}
+
+fn positive(q: &Query, name: &str, default: u64, max: u64, rule: &str) -> Result<u64, ApiError> {
+    match q.get(name)? {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("invalid {name}, {rule}"))),
+    }
+}
+
+impl ListParams {
+    pub fn parse(q: &Query) -> Result<ListParams, ApiError> {
+        let status = match q.get("status")? {
+            None => Status::Active,
+            Some(v) => Status::parse(v)
+                .ok_or_else(|| ApiError::bad_request("invalid status, must be active/closed/all"))?,
+        };
+        // Pages beyond this could not be reached with any real data and would overflow offsets.
+        let page = positive(q, "page", 1, 1 << 40, "must be an integer >= 1")?;
+        let limit = positive(q, "limit", DEFAULT_LIMIT, MAX_LIMIT, "must be between 1 and 500")?;
+        let search = match q.get("search")? {
+            None => None,
+            Some(v) => {
+                if v.chars().count() > MAX_SEARCH_CHARS || v.chars().any(char::is_control) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid search, must be at most {MAX_SEARCH_CHARS} characters without control characters"
+                    )));
+                }
+                Search::new(v)
+            }
+        };
+        let nas_id = match q.get("nas_id")? {
+            None => None,
+            Some(v) => Some(
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request("invalid nas_id, must be an integer"))?,
+            ),
+        };
+        let time = |name: &str, round_up: bool| -> Result<Option<i64>, ApiError> {
+            match q.get(name)? {
+                None => Ok(None),
+                Some(v) => parse_time(v, round_up).map(Some).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid {name}, must be an RFC 3339 date-time or a YYYY-MM-DD date"
+                    ))
+                }),
+            }
+        };
+        let from = time("from", true)?;
+        let to = time("to", false)?;
+        if let (Some(f), Some(t)) = (from, to)
+            && t < f
+        {
+            return Err(ApiError::bad_request("invalid to, must not be earlier than from"));
+        }
+        let key = match q.get("sort")? {
+            None => SortKey::default(),
+            Some(v) => SortKey::parse(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid sort, must be acctstarttime/acctinputoctets/acctoutputoctets/acctsessiontime",
+                )
+            })?,
+        };
+        let order = match q.get("order")? {
+            None => Order::default(),
+            Some(v) => {
+                Order::parse(v).ok_or_else(|| ApiError::bad_request("invalid order, must be asc/desc"))?
+            }
+        };
+        Ok(ListParams {
+            status,
+            page: Page { page, limit },
+            search,
+            nas_id,
+            from,
+            to,
+            sort: Sort { key, order },
+        })
+    }
+}
+
+impl ExportParams {
+    pub fn parse(q: &Query) -> Result<ExportParams, ApiError> {
+        match q.get("format")? {
+            None | Some("csv") => {}
+            Some("xlsx") => {
+                return Err(ApiError::bad_request(
+                    "invalid format, xlsx is not supported yet (use csv)",
+                ));
+            }
+            Some(_) => return Err(ApiError::bad_request("invalid format, must be csv")),
+        }
+        let columns = match q.get("columns")? {
+            None => DEFAULT_COLUMNS
+                .iter()
+                .filter_map(|c| FIELDS.iter().position(|f| f == c))
+                .collect(),
+            Some(v) => {
+                let mut cols = Vec::new();
+                for name in v.split(',').map(str::trim) {
+                    let Some(i) = FIELDS.iter().position(|f| *f == name) else {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid columns, unknown column {:?} (allowed: {})",
+                            name.chars().take(64).collect::<String>(),
+                            FIELDS.join(", ")
+                        )));
+                    };
+                    if cols.contains(&i) {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid columns, {name} given more than once"
+                        )));
+                    }
+                    cols.push(i);
+                }
+                cols
+            }
+        };
+        Ok(ExportParams {
+            list: ListParams::parse(q)?,
+            columns,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> Result<ListParams, String> {
+        ListParams::parse(&Query::parse(Some(q)).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let p = parse("").expect("ok");
+        assert_eq!(p.status, Status::Active);
+        assert_eq!(p.page, Page { page: 1, limit: 50 });
+        assert_eq!(p.sort, Sort::default());
+        assert_eq!(p.sort.key, SortKey::AcctStartTime);
+        assert_eq!(p.sort.order, Order::Desc);
+        assert!(parse("unknown=1&status=").is_ok());
+    }
+
+    #[test]
+    fn invalid_values_name_their_parameter() {
+        for (q, name) in [
+            ("status=open", "invalid status, must be active/closed/all"),
+            ("page=0", "invalid page"),
+            ("page=-1", "invalid page"),
+            ("limit=501", "invalid limit"),
+            ("limit=x", "invalid limit"),
+            ("nas_id=one", "invalid nas_id"),
+            ("from=yesterday", "invalid from"),
+            ("to=2026-13-01", "invalid to"),
+            ("from=2026-05-02&to=2026-05-01", "invalid to"),
+            ("sort=username", "invalid sort"),
+            ("order=up", "invalid order"),
+            ("search=%00", "invalid search"),
+            ("status=all&status=closed", "invalid status"),
+        ] {
+            let e = parse(q).expect_err(q);
+            assert!(e.starts_with(name), "{q}: {e}");
+        }
+    }
+
+    #[test]
+    fn times_accept_rfc3339_and_bare_dates() {
+        assert_eq!(parse_time("1970-01-02", false), Some(86_400));
+        assert_eq!(parse_time("1970-01-01T01:00:00+01:00", false), Some(0));
+        assert_eq!(parse_time("1970-01-01T00:00:00.5Z", true), Some(1));
+        assert_eq!(parse_time("1970-01-01T00:00:00.5Z", false), Some(0));
+        assert_eq!(parse_time("19700-01-01", false), None);
+        assert_eq!(parse_time("2026-05-12 08:00:00", false), None);
+    }
+
+    #[test]
+    fn export_columns_are_validated() {
+        let q = |s: &str| ExportParams::parse(&Query::parse(Some(s)).expect("q"));
+        assert_eq!(q("").expect("ok").columns.len(), 10);
+        assert_eq!(q("columns=username,nas_id").expect("ok").columns, vec![1, 4]);
+        assert!(q("columns=username,password").is_err());
+        assert!(q("columns=username;DROP TABLE radacct").is_err());
+        assert!(q("format=xlsx").expect_err("xlsx").to_string().contains("not supported yet"));
+    }
+}

@@ -1,0 +1,502 @@
+//! The Sessions API's matching, sorting and paging rules as pure functions over [`Session`], so
+//! that the live index answers exactly what the SQL in `store::query` answers (DESIGN §10
+//! "API"): ASCII-only case folding, NULLs last in both orders, ties broken by `radacctid`
+//! ascending. No I/O here; the SQL twin of every rule sits next to its name in `store::query`.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use super::index::SessionIndex;
+use super::row::Session;
+
+/// Which sessions a list or export covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Status {
+    /// Open sessions (`acctstoptime IS NULL`): the live index.
+    #[default]
+    Active,
+    /// Closed sessions: the database.
+    Closed,
+    /// Both: the database.
+    All,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "active" => Some(Status::Active),
+            "closed" => Some(Status::Closed),
+            "all" => Some(Status::All),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Closed => "closed",
+            Status::All => "all",
+        }
+    }
+}
+
+/// The columns a list may be sorted by (the seed's allow-list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    AcctStartTime,
+    AcctInputOctets,
+    AcctOutputOctets,
+    AcctSessionTime,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 4] = [
+        SortKey::AcctStartTime,
+        SortKey::AcctInputOctets,
+        SortKey::AcctOutputOctets,
+        SortKey::AcctSessionTime,
+    ];
+
+    pub fn parse(s: &str) -> Option<SortKey> {
+        SortKey::ALL.into_iter().find(|k| k.column() == s)
+    }
+
+    /// The radacct column, which is also the query parameter value.
+    pub fn column(self) -> &'static str {
+        match self {
+            SortKey::AcctStartTime => "acctstarttime",
+            SortKey::AcctInputOctets => "acctinputoctets",
+            SortKey::AcctOutputOctets => "acctoutputoctets",
+            SortKey::AcctSessionTime => "acctsessiontime",
+        }
+    }
+
+    /// The session's value for this key.
+    pub fn value(self, s: &Session) -> Option<i64> {
+        match self {
+            SortKey::AcctStartTime => s.acctstarttime,
+            SortKey::AcctInputOctets => s.acctinputoctets,
+            SortKey::AcctOutputOctets => s.acctoutputoctets,
+            SortKey::AcctSessionTime => s.acctsessiontime,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+impl Order {
+    pub fn parse(s: &str) -> Option<Order> {
+        match s {
+            "asc" => Some(Order::Asc),
+            "desc" => Some(Order::Desc),
+            _ => None,
+        }
+    }
+}
+
+/// Sort column and direction. NULLs come last in both directions; ties by `radacctid` asc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sort {
+    pub key: SortKey,
+    pub order: Order,
+}
+
+impl Sort {
+    /// Compares two sessions by `(sort value, radacctid)`.
+    pub fn compare(self, a: (Option<i64>, Option<i64>), b: (Option<i64>, Option<i64>)) -> Ordering {
+        let primary = match (a.0, b.0) {
+            (Some(x), Some(y)) => match self.order {
+                Order::Asc => x.cmp(&y),
+                Order::Desc => y.cmp(&x),
+            },
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        };
+        primary.then_with(|| nulls_last(a.1, b.1))
+    }
+}
+
+fn nulls_last(a: Option<i64>, b: Option<i64>) -> Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+/// A `search` term: a case-insensitive substring of `username`, a prefix of `framedipaddress`,
+/// or a substring of `callingstationid` once MAC separators are removed from both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    text: String,
+    mac: String,
+}
+
+impl Search {
+    /// `None` for an empty term (no filter).
+    pub fn new(raw: &str) -> Option<Search> {
+        if raw.is_empty() {
+            return None;
+        }
+        Some(Search {
+            text: raw.to_ascii_lowercase(),
+            mac: normalise_mac(raw),
+        })
+    }
+
+    /// The term, ASCII-lower-cased.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The term without MAC separators, ASCII-lower-cased; empty when nothing is left, in which
+    /// case the `callingstationid` branch matches nothing.
+    pub fn mac(&self) -> &str {
+        &self.mac
+    }
+
+    pub fn matches(
+        &self,
+        username: Option<&str>,
+        framedipaddress: Option<&str>,
+        callingstationid: Option<&str>,
+    ) -> bool {
+        username.is_some_and(|u| contains_ascii_ci(u, &self.text))
+            || framedipaddress.is_some_and(|f| {
+                f.len() >= self.text.len()
+                    && f.as_bytes()[..self.text.len()].eq_ignore_ascii_case(self.text.as_bytes())
+            })
+            || (!self.mac.is_empty()
+                && callingstationid.is_some_and(|c| normalise_mac(c).contains(&self.mac)))
+    }
+}
+
+/// MAC separators `:`, `-` and `.` removed, ASCII letters lower-cased: `AA:BB:CC:DD:EE:01`,
+/// `aa-bb-cc-dd-ee-01` and `aabb.ccdd.ee01` all become `aabbccddee01`.
+pub fn normalise_mac(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether `needle` (already ASCII-lower-case) occurs in `hay`, folding ASCII letters only.
+/// Byte windows are enough: UTF-8 never matches in the middle of a character.
+fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    if n.is_empty() {
+        return true;
+    }
+    hay.as_bytes()
+        .windows(n.len())
+        .any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// Whose sessions a caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Everything (admin, or `sessions.view_all`).
+    #[default]
+    All,
+    /// Sessions whose username belongs to a subscriber of one of these resellers (sorted,
+    /// without duplicates): a reseller's subtree.
+    Resellers(Arc<[i64]>),
+}
+
+impl Scope {
+    /// A scope over these resellers (sorted and deduplicated here).
+    pub fn resellers(mut ids: Vec<i64>) -> Scope {
+        ids.sort_unstable();
+        ids.dedup();
+        Scope::Resellers(ids.into())
+    }
+
+    pub fn contains(&self, reseller_id: Option<i64>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Resellers(ids) => reseller_id.is_some_and(|r| ids.binary_search(&r).is_ok()),
+        }
+    }
+}
+
+/// The `nas_id` filter, resolved against the `nas` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NasMatch {
+    /// Sessions whose `nasipaddress` is this address (the `nas` row's `nasname`).
+    Address(String),
+    /// The id names no `nas` row with an address: nothing matches.
+    Nothing,
+}
+
+/// Everything a list, export or count filters on, except the open/closed status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionFilter {
+    pub search: Option<Search>,
+    pub nas: Option<NasMatch>,
+    /// `acctstarttime >= from` (epoch seconds).
+    pub from: Option<i64>,
+    /// `acctstarttime <= to` (epoch seconds).
+    pub to: Option<i64>,
+    pub scope: Scope,
+}
+
+impl SessionFilter {
+    /// Whether an open session passes (scope by its resolved `reseller_id`).
+    pub fn matches(&self, s: &Session) -> bool {
+        if !self.scope.contains(s.reseller_id) {
+            return false;
+        }
+        match &self.nas {
+            Some(NasMatch::Nothing) => return false,
+            Some(NasMatch::Address(a)) if *a != s.nasipaddress => return false,
+            _ => {}
+        }
+        if let Some(from) = self.from
+            && s.acctstarttime.is_none_or(|t| t < from)
+        {
+            return false;
+        }
+        if let Some(to) = self.to
+            && s.acctstarttime.is_none_or(|t| t > to)
+        {
+            return false;
+        }
+        match &self.search {
+            Some(search) => search.matches(
+                Some(s.username.as_str()).filter(|u| !u.is_empty()),
+                s.framedipaddress.as_deref(),
+                s.callingstationid.as_deref(),
+            ),
+            None => true,
+        }
+    }
+}
+
+/// A 1-based page of `limit` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u64,
+    pub limit: u64,
+}
+
+impl Page {
+    /// Rows before this page (saturating: a page past any real data is simply empty).
+    pub fn offset(self) -> u64 {
+        self.page.saturating_sub(1).saturating_mul(self.limit)
+    }
+}
+
+/// One page of open sessions from the index and the number of matches. Only the sort keys of
+/// the matches are copied during the scan; the page's sessions are fetched afterwards (one that
+/// closed in between is left out of the page).
+pub fn select_page(
+    index: &SessionIndex,
+    filter: &SessionFilter,
+    sort: Sort,
+    page: Page,
+) -> (Vec<Session>, u64) {
+    struct Entry {
+        key: Option<i64>,
+        id: Option<i64>,
+        /// Only for sessions without a `radacctid` (journal-only), which cannot be found by id.
+        uid: Option<String>,
+    }
+    let mut entries = Vec::new();
+    index.for_each(|s| {
+        if filter.matches(s) {
+            entries.push(Entry {
+                key: sort.key.value(s),
+                id: s.radacctid,
+                uid: s.radacctid.is_none().then(|| s.acctuniqueid.clone()),
+            });
+        }
+    });
+    let total = entries.len() as u64;
+    let offset = page.offset();
+    if offset >= total {
+        return (Vec::new(), total);
+    }
+    let offset = offset as usize;
+    let end = (offset as u64).saturating_add(page.limit).min(total) as usize;
+    let cmp = |a: &Entry, b: &Entry| sort.compare((a.key, a.id), (b.key, b.id));
+    if end < entries.len() {
+        entries.select_nth_unstable_by(end, cmp);
+    }
+    let head = &mut entries[..end];
+    if offset > 0 {
+        head.select_nth_unstable_by(offset, cmp);
+    }
+    let window = &mut head[offset..];
+    window.sort_unstable_by(cmp);
+    let sessions = window
+        .iter()
+        .filter_map(|e| match (e.id, &e.uid) {
+            (Some(id), _) => index.get_by_id(id),
+            (None, Some(uid)) => index.get(uid),
+            (None, None) => None,
+        })
+        .collect();
+    (sessions, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: i64, user: &str, start: Option<i64>, input: Option<i64>) -> Session {
+        Session {
+            radacctid: Some(id),
+            acctuniqueid: format!("k{id}"),
+            username: user.into(),
+            acctsessionid: "s".into(),
+            nasipaddress: "192.0.2.1".into(),
+            nasportid: None,
+            framedipaddress: Some(format!("10.0.0.{id}")),
+            callingstationid: Some("AA:BB:CC:DD:EE:01".into()),
+            acctstarttime: start,
+            acctupdatetime: start,
+            acctinputoctets: input,
+            acctoutputoctets: None,
+            acctsessiontime: None,
+            reseller_id: Some(id % 3),
+        }
+    }
+
+    #[test]
+    fn search_folds_ascii_only_and_normalises_macs() {
+        let s = Search::new("USER").expect("term");
+        assert!(s.matches(Some("a-user-b"), None, None));
+        assert!(!Search::new("É").expect("t").matches(Some("é"), None, None));
+        assert!(
+            Search::new("10.0.")
+                .expect("t")
+                .matches(None, Some("10.0.0.1"), None)
+        );
+        assert!(
+            !Search::new("0.0.1")
+                .expect("t")
+                .matches(None, Some("10.0.0.1"), None)
+        );
+        for term in [
+            "aa-bb-cc-dd-ee-01",
+            "aabb.ccdd.ee01",
+            "AA:BB:CC:DD:EE:01",
+            "ee:01",
+        ] {
+            let s = Search::new(term).expect("t");
+            assert!(s.matches(None, None, Some("aa:bb:cc:dd:ee:01")), "{term}");
+        }
+        // Only separators left: the MAC branch matches nothing.
+        assert!(
+            !Search::new("::")
+                .expect("t")
+                .matches(None, None, Some("aa:bb"))
+        );
+        assert_eq!(Search::new(""), None);
+    }
+
+    #[test]
+    fn nulls_come_last_in_both_orders_and_ties_go_by_id() {
+        let mut v = vec![
+            (None, Some(1)),
+            (Some(5), Some(3)),
+            (Some(5), Some(2)),
+            (Some(9), Some(4)),
+        ];
+        let asc = Sort {
+            key: SortKey::AcctStartTime,
+            order: Order::Asc,
+        };
+        v.sort_by(|a, b| asc.compare(*a, *b));
+        assert_eq!(
+            v,
+            vec![
+                (Some(5), Some(2)),
+                (Some(5), Some(3)),
+                (Some(9), Some(4)),
+                (None, Some(1))
+            ]
+        );
+        let desc = Sort {
+            order: Order::Desc,
+            ..asc
+        };
+        v.sort_by(|a, b| desc.compare(*a, *b));
+        assert_eq!(
+            v,
+            vec![
+                (Some(9), Some(4)),
+                (Some(5), Some(2)),
+                (Some(5), Some(3)),
+                (None, Some(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn pages_come_out_in_order_with_the_total() {
+        let index = SessionIndex::new();
+        for id in 1..=10 {
+            let start = if id == 4 { None } else { Some(100 + (id % 4)) };
+            index.upsert(session(id, &format!("u{id}"), start, Some(id)));
+        }
+        let sort = Sort {
+            key: SortKey::AcctStartTime,
+            order: Order::Asc,
+        };
+        let all: Vec<i64> = (1..=4)
+            .flat_map(|p| {
+                let (s, total) = select_page(
+                    &index,
+                    &SessionFilter::default(),
+                    sort,
+                    Page { page: p, limit: 3 },
+                );
+                assert_eq!(total, 10);
+                s.into_iter()
+                    .filter_map(|s| s.radacctid)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(all, vec![8, 1, 5, 9, 2, 6, 10, 3, 7, 4]);
+        let (past, total) = select_page(
+            &index,
+            &SessionFilter::default(),
+            sort,
+            Page { page: 5, limit: 3 },
+        );
+        assert!(past.is_empty());
+        assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn filter_applies_scope_nas_and_time_window() {
+        let s = session(4, "bob", Some(100), None);
+        let mut f = SessionFilter {
+            scope: Scope::resellers(vec![2, 1, 1]),
+            ..SessionFilter::default()
+        };
+        assert!(f.matches(&s));
+        f.scope = Scope::resellers(vec![0]);
+        assert!(!f.matches(&s));
+        f.scope = Scope::All;
+        f.from = Some(100);
+        f.to = Some(100);
+        assert!(f.matches(&s));
+        f.to = Some(99);
+        assert!(!f.matches(&s));
+        f.to = None;
+        f.nas = Some(NasMatch::Address("192.0.2.1".into()));
+        assert!(f.matches(&s));
+        f.nas = Some(NasMatch::Nothing);
+        assert!(!f.matches(&s));
+    }
+}
