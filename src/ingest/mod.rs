@@ -21,6 +21,18 @@ pub enum Item {
     },
     /// radacctd's own decision to close a session (stale sweeper, disconnect).
     Close(CloseRequest),
+    /// Re-read the open rows and make the index equal them (other writers exist: FreeRADIUS
+    /// for other NASes, old panel jobs). Done by the writer, between two batches, so no commit
+    /// of ours can race it.
+    Reconcile(tokio::sync::oneshot::Sender<Drift>),
+}
+
+/// What a reconciliation found: sessions the index lacked or held wrongly (added or
+/// replaced), and sessions it held that are no longer open in SQL (removed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drift {
+    pub added: u64,
+    pub removed: u64,
 }
 
 impl Item {
@@ -29,6 +41,7 @@ impl Item {
         match self {
             Item::Event { event, .. } => &event.acctuniqueid,
             Item::Close(c) => &c.acctuniqueid,
+            Item::Reconcile(_) => "",
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::semantics::{self, Effect};
-use super::{CloseRequest, IngestReceiver, Item};
+use super::{CloseRequest, Drift, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::accounting::EventKind;
 use crate::radius::reply::Responder;
@@ -40,7 +40,7 @@ pub struct Writer {
     store: Store,
     index: Arc<SessionIndex>,
     resolver: Arc<dyn ResellerResolver>,
-    responder: Responder,
+    responder: Option<Responder>,
     stats: Arc<Stats>,
     opts: WriterOptions,
 }
@@ -59,7 +59,7 @@ impl Writer {
         store: Store,
         index: Arc<SessionIndex>,
         resolver: Arc<dyn ResellerResolver>,
-        responder: Responder,
+        responder: Option<Responder>,
         stats: Arc<Stats>,
         opts: WriterOptions,
     ) -> Self {
@@ -85,8 +85,69 @@ impl Writer {
         tracing::debug!("ingest writer drained");
     }
 
-    /// Commits one batch, splitting it on statement failures, and answers what committed.
+    /// Commits one batch in order; a reconciliation request splits it.
     pub async fn process(&self, items: Vec<Item>) {
+        let mut start = 0;
+        for (i, item) in items.iter().enumerate() {
+            if let Item::Reconcile(_) = item {
+                self.process_range(&items[start..i]).await;
+                start = i + 1;
+            }
+        }
+        self.process_range(&items[start..]).await;
+        for item in items {
+            if let Item::Reconcile(done) = item {
+                match self.reconcile().await {
+                    Ok(drift) => {
+                        let _ = done.send(drift);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "index reconciliation failed"),
+                }
+            }
+        }
+    }
+
+    /// Makes the index equal the open rows in SQL; returns the differences it fixed.
+    async fn reconcile(&self) -> Result<Drift, StoreError> {
+        let mut open: HashMap<String, Session> = HashMap::new();
+        self.store
+            .for_each_open_row(|row| {
+                let reseller = row
+                    .username
+                    .as_deref()
+                    .and_then(|u| self.resolver.reseller_of(u));
+                open.insert(row.acctuniqueid.clone(), Session::from_row(&row, reseller));
+            })
+            .await?;
+        let mut drift = Drift::default();
+        let stale: Vec<String> = self
+            .index
+            .collect(|s| !open.contains_key(&s.acctuniqueid))
+            .into_iter()
+            .map(|s| s.acctuniqueid)
+            .collect();
+        for key in stale {
+            self.index.remove(&key);
+            drift.removed += 1;
+        }
+        for (key, session) in open {
+            if self.index.get(&key).as_ref() != Some(&session) {
+                self.index.upsert(session);
+                drift.added += 1;
+            }
+        }
+        if drift != Drift::default() {
+            tracing::info!(added = drift.added, removed = drift.removed, "index reconciled with SQL");
+        }
+        Stats::add(&self.stats.drift, drift.added + drift.removed);
+        Ok(drift)
+    }
+
+    /// Commits items, splitting them on statement failures, and answers what committed.
+    async fn process_range(&self, items: &[Item]) {
+        if items.is_empty() {
+            return;
+        }
         // Ranges still to try, last = next; halves are pushed second-half first to keep order.
         let mut todo = vec![0..items.len()];
         while let Some(range) = todo.pop() {
@@ -102,8 +163,12 @@ impl Writer {
                         match item {
                             Item::Event {
                                 reply: Some(reply), ..
-                            } => self.responder.answer(reply),
-                            Item::Event { reply: None, .. } => {}
+                            } => {
+                                if let Some(r) = &self.responder {
+                                    r.answer(reply);
+                                }
+                            }
+                            Item::Event { reply: None, .. } | Item::Reconcile(_) => {}
                             Item::Close(c) => c.answer(closed),
                         }
                     }
@@ -127,6 +192,7 @@ impl Writer {
                 let kind = match &part[0] {
                     Item::Event { event, .. } => event.kind.as_str(),
                     Item::Close(_) => "close",
+                    Item::Reconcile(_) => "reconcile",
                 };
                 tracing::error!(
                     error = %error,
@@ -141,12 +207,13 @@ impl Writer {
                 match item {
                     Item::Event { reply, .. } => {
                         self.stats.dropped(DropReason::WriteFailed);
-                        if let Some(reply) = reply {
-                            self.responder.abandon(reply);
+                        if let (Some(reply), Some(r)) = (reply, &self.responder) {
+                            r.abandon(reply);
                         }
                     }
                     // Dropping the sender tells the requester the close did not happen.
                     Item::Close(c) => c.abandon(),
+                    Item::Reconcile(_) => {}
                 }
             }
         }
@@ -249,6 +316,7 @@ async fn fold_and_write(
                 out.closed[i] = closed;
                 closed
             }
+            Item::Reconcile(_) => false,
         };
         if changed {
             *dirty = true;

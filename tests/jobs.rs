@@ -1,0 +1,373 @@
+//! Housekeeping jobs against real stores: the stale sweeper (through the real writer), the
+//! online flag sync, the archiver, EnsureIndexes and the one-shot CLI commands.
+
+mod common;
+
+use common::{Backend, Nas, Sess, TestApp, TestDb, now, test_config};
+use radacctd::jobs::{Archiver, JobsConfig, Sweeper};
+use radacctd::store::Store;
+
+both_stores!(
+    sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags,
+    late_interim_after_a_sweep_reopens_the_same_row,
+    sweeper_reconciles_the_index_with_other_writers,
+    archiver_moves_exactly_the_eligible_rows,
+    interrupted_archive_batch_leaves_both_tables_consistent,
+    dry_runs_change_nothing,
+    ensure_indexes_creates_what_is_missing_once,
+);
+
+fn jobs() -> JobsConfig {
+    JobsConfig {
+        stale_after_secs: 1800,
+        archive_after_days: 90,
+        archive_batch: 3,
+        ..JobsConfig::default()
+    }
+}
+
+fn sweeper(app: &TestApp) -> Sweeper {
+    Sweeper::new(app.store.clone(), app.ingest.clone(), jobs(), app.stats.clone())
+}
+
+fn ts(backend: Backend, secs: i64) -> String {
+    match backend {
+        Backend::Postgres => format!("to_timestamp({secs})"),
+        Backend::Sqlite => format!("datetime({secs}, 'unixepoch')"),
+    }
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    let store = db.open_store().await;
+    let n = match &store {
+        Store::Postgres(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(s.pool())
+            .await
+            .expect("count"),
+        Store::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(s.pool())
+            .await
+            .expect("count"),
+    };
+    store.close().await;
+    n
+}
+
+async fn online(db: &TestDb, user: &str) -> bool {
+    count(
+        db,
+        &format!("SELECT count(*) FROM subscribers WHERE username = '{user}' AND is_online"),
+    )
+    .await
+        == 1
+}
+
+async fn sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    let mut nas = Nas::new(app.addr).await;
+    let n = now();
+    let a = Sess::new(1); // stale: last interim 3700 s ago
+    let b = Sess::new(2); // stale: started 2000 s ago, never updated
+    let c = Sess::new(3); // fresh: interim a minute ago
+    nas.send(&a.start(n - 4000)).await.expect("start");
+    nas.send(&a.interim(n - 3700, 300, 10, 10)).await.expect("interim");
+    nas.send(&b.start(n - 2000)).await.expect("start");
+    nas.send(&c.start(n - 4000)).await.expect("start");
+    nas.send(&c.interim(n - 60, 3940, 10, 10)).await.expect("interim");
+    let online_literal = if backend == Backend::Postgres { "true" } else { "1" };
+    let offline_literal = if backend == Backend::Postgres { "false" } else { "0" };
+    db.exec(&format!(
+        "INSERT INTO subscribers (username, is_online) VALUES ('{}', {online_literal}), \
+         ('{}', {offline_literal}), ('{}', {offline_literal}), ('ghost@example.lb', {online_literal})",
+        a.user, b.user, c.user
+    ))
+    .await;
+
+    let report = sweeper(&app).run_once().await.expect("sweep");
+    assert_eq!((report.candidates, report.closed), (2, 2));
+    let rows = db.rows().await;
+    let row = |s: &Sess| rows.iter().find(|r| r.acctuniqueid == s.key()).expect("row").clone();
+    let (ra, rb, rc) = (row(&a), row(&b), row(&c));
+    assert_eq!(ra.acctstoptime, Some(i64::from(n) - 3700), "stopped at the last update");
+    assert_eq!(ra.acctsessiontime, Some(300));
+    assert_eq!(ra.acctterminatecause.as_deref(), Some("NAS-Idle-Timeout"));
+    assert_eq!(rb.acctstoptime, Some(i64::from(n) - 2000), "no update: the start");
+    assert_eq!(rb.acctsessiontime, Some(0));
+    assert!(rc.is_open(), "fresh sessions are left alone");
+    assert_eq!(app.index.len(), 1);
+    assert!(app.index.contains(&c.key()));
+    assert!(!online(&db, &a.user).await);
+    assert!(!online(&db, &b.user).await);
+    assert!(online(&db, &c.user).await, "open session: online");
+    assert!(!online(&db, "ghost@example.lb").await, "no open session: offline");
+    assert_eq!((report.marked_online, report.marked_offline), (1, 2));
+    // A second sweep finds nothing.
+    let again = sweeper(&app).run_once().await.expect("sweep");
+    assert_eq!((again.candidates, again.closed), (0, 0));
+    app.stop().await;
+}
+
+async fn late_interim_after_a_sweep_reopens_the_same_row(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    let mut nas = Nas::new(app.addr).await;
+    let n = now();
+    let s = Sess::new(1);
+    nas.send(&s.start(n - 4000)).await.expect("start");
+    assert_eq!(sweeper(&app).run_once().await.expect("sweep").closed, 1);
+    assert!(app.index.is_empty());
+    nas.send(&s.interim(n - 30, 3970, 500, 600)).await.expect("interim");
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 1, "no second row");
+    assert!(rows[0].is_open());
+    assert_eq!(rows[0].acctinputoctets, Some(500));
+    assert!(app.index.contains(&s.key()));
+    nas.send(&s.stop(n - 5, 3995, 700, 800, 1)).await.expect("stop");
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].acctterminatecause.as_deref(), Some("User-Request"));
+    assert_eq!(rows[0].acctstoptime, Some(i64::from(n) - 5));
+    assert!(app.index.is_empty());
+    app.stop().await;
+}
+
+async fn sweeper_reconciles_the_index_with_other_writers(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    let mut nas = Nas::new(app.addr).await;
+    let n = i64::from(now());
+    let s = Sess::new(1);
+    nas.send(&s.start(now() - 100)).await.expect("start");
+    // Another writer (FreeRADIUS for another NAS) opens one session and closes ours.
+    db.exec(&format!(
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, acctupdatetime) \
+         VALUES ('x1', 'other-writer-key', 'elsewhere', '198.51.100.1', {t}, {t})",
+        t = ts(backend, n - 60)
+    ))
+    .await;
+    db.exec(&format!(
+        "UPDATE radacct SET acctstoptime = {}, acctterminatecause = 'User-Request' WHERE acctuniqueid = '{}'",
+        ts(backend, n - 10),
+        s.key()
+    ))
+    .await;
+    let report = sweeper(&app).run_once().await.expect("sweep");
+    assert_eq!((report.drift.added, report.drift.removed), (1, 1));
+    assert!(app.index.contains("other-writer-key"));
+    assert!(!app.index.contains(&s.key()));
+    assert_eq!(app.index.count_for_nas("198.51.100.1"), 1);
+    app.stop().await;
+}
+
+/// Inserts a closed row stopped `age` seconds ago and returns nothing.
+async fn insert_closed(db: &TestDb, backend: Backend, key: &str, age: i64) {
+    let n = i64::from(now());
+    db.exec(&format!(
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, \
+         acctupdatetime, acctstoptime, acctsessiontime, acctterminatecause) \
+         VALUES ('s', '{key}', 'u-{key}', '192.0.2.1', {start}, {stop}, {stop}, 100, 'User-Request')",
+        start = ts(backend, n - age - 100),
+        stop = ts(backend, n - age),
+    ))
+    .await;
+}
+
+async fn insert_open(db: &TestDb, backend: Backend, key: &str, age: i64) {
+    let n = i64::from(now());
+    db.exec(&format!(
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, acctupdatetime) \
+         VALUES ('s', '{key}', 'u-{key}', '192.0.2.1', {t}, {t})",
+        t = ts(backend, n - age)
+    ))
+    .await;
+}
+
+const DAY: i64 = 86_400;
+
+async fn archiver_moves_exactly_the_eligible_rows(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    for i in 0..7 {
+        insert_closed(&db, backend, &format!("old{i}"), 91 * DAY + i).await;
+    }
+    for i in 0..2 {
+        insert_closed(&db, backend, &format!("recent{i}"), 89 * DAY + i).await;
+    }
+    // An open session that started long ago never moves.
+    insert_open(&db, backend, "open-ancient", 200 * DAY).await;
+    let before = db.rows().await;
+    let archiver = Archiver::new(app.store.clone(), jobs(), app.stats.clone());
+    let report = archiver.run_once().await.expect("archive");
+    assert_eq!(report.moved, 7);
+    assert_eq!(report.batches, 3, "batches of 3");
+    let left: Vec<String> = db.rows().await.into_iter().map(|r| r.acctuniqueid).collect();
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|k| k.starts_with("recent") || k == "open-ancient"));
+    assert_eq!(count(&db, "SELECT count(*) FROM radacct_archive").await, 7);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM radacct_archive WHERE acctuniqueid LIKE 'old%'").await,
+        7
+    );
+    // Ids and values moved unchanged.
+    let moved_id = before.iter().find(|r| r.acctuniqueid == "old3").expect("row").radacctid;
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM radacct_archive WHERE radacctid = {} AND acctsessiontime = 100 \
+                 AND acctterminatecause = 'User-Request' AND username = 'u-old3'",
+                moved_id.expect("id")
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(archiver.run_once().await.expect("again").moved, 0);
+    app.stop().await;
+}
+
+async fn interrupted_archive_batch_leaves_both_tables_consistent(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    for i in 0..8 {
+        insert_closed(&db, backend, &format!("old{i}"), 100 * DAY - i).await;
+    }
+    // A forced error on the 5th oldest row: its batch (rows 4..6) fails as a whole.
+    let victim = "old3";
+    match backend {
+        Backend::Postgres => {
+            db.exec(&format!(
+                "CREATE FUNCTION fail_archive() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.acctuniqueid = '{victim}' THEN RAISE EXCEPTION 'forced archive failure'; END IF; \
+                 RETURN NEW; END $$; \
+                 CREATE TRIGGER fail_archive BEFORE INSERT ON radacct_archive FOR EACH ROW EXECUTE FUNCTION fail_archive();"
+            ))
+            .await
+        }
+        Backend::Sqlite => {
+            db.exec(&format!(
+                "CREATE TRIGGER fail_archive BEFORE INSERT ON radacct_archive \
+                 WHEN NEW.acctuniqueid = '{victim}' BEGIN SELECT RAISE(ABORT, 'forced archive failure'); END;"
+            ))
+            .await
+        }
+    }
+    let archiver = Archiver::new(app.store.clone(), jobs(), app.stats.clone());
+    let err = archiver.run_once().await.expect_err("forced failure");
+    assert!(format!("{err:#}").contains("moved 3 rows"), "{err:#}");
+    let live = count(&db, "SELECT count(*) FROM radacct").await;
+    let archived = count(&db, "SELECT count(*) FROM radacct_archive").await;
+    assert_eq!((live, archived), (5, 3), "the first batch moved, the failed one did not");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM radacct r JOIN radacct_archive a ON a.radacctid = r.radacctid"
+        )
+        .await,
+        0,
+        "no row in both tables"
+    );
+    // Once the cause is gone, the next run finishes the job.
+    db.exec(match backend {
+        Backend::Postgres => "DROP TRIGGER fail_archive ON radacct_archive",
+        Backend::Sqlite => "DROP TRIGGER fail_archive",
+    })
+    .await;
+    let report = archiver.run_once().await.expect("archive");
+    assert_eq!(report.moved, 5);
+    assert_eq!(count(&db, "SELECT count(*) FROM radacct_archive").await, 8);
+    app.stop().await;
+}
+
+async fn dry_runs_change_nothing(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    let mut nas = Nas::new(app.addr).await;
+    let s = Sess::new(1);
+    nas.send(&s.start(now() - 4000)).await.expect("start");
+    insert_closed(&db, backend, "old", 100 * DAY).await;
+    let before = db.rows().await;
+    let stale = sweeper(&app).dry_run(10).await.expect("dry run");
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].acctuniqueid, s.key());
+    let archiver = Archiver::new(app.store.clone(), jobs(), app.stats.clone());
+    let (n, rows) = archiver.dry_run(10).await.expect("dry run");
+    assert_eq!((n, rows.len()), (1, 1));
+    assert_eq!(db.rows().await, before);
+    assert_eq!(count(&db, "SELECT count(*) FROM radacct_archive").await, 0);
+    assert!(app.index.contains(&s.key()));
+
+    // The CLI's --dry-run says the same and changes nothing either.
+    for (cmd, expect) in [("sweep", "1 open session(s)"), ("archive", "dry run: 1 closed")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+            .args([cmd, "--dry-run"])
+            .env("RADACCTD__DATABASE__URL", &db.url)
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(expect), "{cmd}: {stdout}");
+    }
+    assert_eq!(db.rows().await, before);
+    app.stop().await;
+}
+
+async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    if backend == Backend::Postgres {
+        // A bare FreeRADIUS database: its own schema.sql, no radacctd migration.
+        let path = common::freeradius::freeradius_pg_schema_path();
+        if !common::require(path.exists(), "FreeRADIUS's schema.sql (freeradius-config)") {
+            return;
+        }
+        db.exec(&std::fs::read_to_string(path).expect("schema")).await;
+    } else {
+        store.migrate().await.expect("migrate");
+    }
+    let created = store.ensure_indexes().await.expect("ensure");
+    for ix in [
+        "radacct_open_last_seen_idx",
+        "radacct_open_username_idx",
+        "radacct_stop_idx",
+        "radacct_nas_start_idx",
+        "radacct_username_idx",
+    ] {
+        assert!(created.iter().any(|c| c == ix), "{ix} created: {created:?}");
+    }
+    assert!(
+        !created.iter().any(|c| c == "radacct_active_session_idx"),
+        "FreeRADIUS's own index already existed"
+    );
+    assert_eq!(store.ensure_indexes().await.expect("again"), Vec::<String>::new());
+    if backend == Backend::Postgres {
+        // An INVALID index (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt.
+        db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'radacct_stop_idx'::regclass")
+            .await;
+        assert_eq!(store.ensure_indexes().await.expect("rebuild"), vec!["radacct_stop_idx"]);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM pg_index WHERE indexrelid = 'radacct_stop_idx'::regclass AND indisvalid"
+            )
+            .await,
+            1
+        );
+    }
+    store.close().await;
+}
