@@ -3,6 +3,7 @@
 //! `Application` on port 0.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -10,8 +11,11 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::scope::ScopeCache;
+use crate::api::{self, ApiDeps, ApiState};
 use crate::config::{ClientConfig, Config, Secret};
 use crate::ingest::{self, Writer, WriterOptions};
+use crate::jobs::{Archiver, Sweeper};
 use crate::metrics::Stats;
 use crate::radius::clients::{Client, ClientAddr, ClientTable};
 use crate::radius::listener::{self, Listener, SharedClients};
@@ -53,6 +57,10 @@ pub struct Application {
     radius_addr: SocketAddr,
     cache: Arc<ReplyCache>,
     resolver: Arc<dyn ResellerResolver>,
+    /// The reseller tree, subscriber owners and `nas` ids the API scopes by (also `resolver`).
+    scope: Arc<ScopeCache>,
+    api_listener: tokio::net::TcpListener,
+    api_addr: SocketAddr,
     ingest_tx: ingest::IngestSender,
     ingest_rx: ingest::IngestReceiver,
 }
@@ -62,6 +70,7 @@ impl std::fmt::Debug for Application {
         f.debug_struct("Application")
             .field("store", &self.store.kind())
             .field("radius_addr", &self.radius_addr)
+            .field("api_addr", &self.api_addr)
             .finish_non_exhaustive()
     }
 }
@@ -74,8 +83,15 @@ impl Application {
         if config.database.migrate_on_start {
             store.migrate().await.context("running migrations")?;
         }
-        let resolver: Arc<dyn ResellerResolver> = Arc::new(());
         let index = Arc::new(SessionIndex::new());
+        let scope = Arc::new(ScopeCache::new());
+        if let Err(e) = scope.refresh(&store, &index).await {
+            tracing::warn!(
+                error = %e,
+                "reseller and nas tables not readable yet; resellers see nothing until a refresh succeeds"
+            );
+        }
+        let resolver: Arc<dyn ResellerResolver> = scope.clone();
         rebuild_index(&store, &index, resolver.as_ref())
             .await
             .context("loading open sessions")?;
@@ -85,12 +101,17 @@ impl Application {
         let socket = listener::bind(config.radius.listen, config.radius.recv_buffer_bytes)
             .with_context(|| format!("binding RADIUS accounting on {}", config.radius.listen))?;
         let radius_addr = socket.local_addr()?;
+        let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .with_context(|| format!("binding the API on {}", config.api.listen))?;
+        let api_addr = api_listener.local_addr()?;
         tracing::info!(
             address = %radius_addr,
             store = store.kind(),
             open_sessions = index.len(),
             "accounting listener bound"
         );
+        tracing::info!(address = %api_addr, "API listener bound");
         let (ingest_tx, ingest_rx) = ingest::queue(config.radius.queue_capacity);
         Ok(Application {
             ingest_tx,
@@ -106,7 +127,15 @@ impl Application {
             radius_socket: Arc::new(socket),
             radius_addr,
             resolver,
+            scope,
+            api_listener,
+            api_addr,
         })
+    }
+
+    /// The bound address of the HTTP API.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
     }
 
     pub fn radius_addr(&self) -> SocketAddr {
@@ -135,6 +164,7 @@ impl Application {
     /// first, then the writer commits and answers everything already accepted.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (tx, rx) = (self.ingest_tx, self.ingest_rx);
+        let jobs_ingest = tx.clone();
         let responder = Responder::new(
             self.radius_socket.clone(),
             self.cache.clone(),
@@ -144,7 +174,7 @@ impl Application {
             self.store.clone(),
             self.index.clone(),
             self.resolver.clone(),
-            responder.clone(),
+            Some(responder.clone()),
             self.stats.clone(),
             WriterOptions {
                 max_batch: self.config.radius.max_batch,
@@ -163,7 +193,37 @@ impl Application {
         let mut listener_task: JoinHandle<std::io::Result<()>> =
             tokio::spawn(listener.run(stop_listener.clone()));
         let mut writer_task = tokio::spawn(writer.run(rx));
+        let stop_jobs = shutdown.child_token();
+        let jobs = spawn_jobs(
+            &self.config,
+            &self.store,
+            jobs_ingest,
+            &self.stats,
+            stop_jobs.clone(),
+        );
         let background = shutdown.child_token();
+        let stop_api = shutdown.child_token();
+        let api_state = ApiState::new(
+            &self.config.api,
+            ApiDeps {
+                store: self.store.clone(),
+                index: self.index.clone(),
+                scope: self.scope.clone(),
+                index_ready: Arc::new(AtomicBool::new(true)),
+                queue_timeout: Duration::from_secs(self.config.database.acquire_timeout_secs.max(1)),
+            },
+            stop_api.clone(),
+        )
+        .context("configuring the API")?;
+        let router = api::router(api_state, &self.config.api, background.clone())
+            .context("configuring the API")?;
+        let mut api_task = tokio::spawn(api::serve(self.api_listener, router, stop_api.clone()));
+        let scope_refresh = tokio::spawn(self.scope.clone().run(
+            self.store.clone(),
+            self.index.clone(),
+            Duration::from_secs(self.config.api.scope_refresh_secs.max(1)),
+            background.clone(),
+        ));
         let housekeeping = tokio::spawn(housekeeping(
             background.clone(),
             self.cache.clone(),
@@ -176,6 +236,7 @@ impl Application {
         let mut failure: Option<anyhow::Error> = None;
         let mut writer_done = false;
         let mut listener_done = false;
+        let mut api_done = false;
         // Biased: once shutdown is requested the listener and writer end on purpose, which must
         // not be mistaken for a failure.
         tokio::select! {
@@ -196,12 +257,38 @@ impl Application {
                     Err(e) => anyhow::Error::new(e).context("ingest writer panicked"),
                 });
             }
+            r = &mut api_task => {
+                api_done = true;
+                failure = Some(match r {
+                    Ok(Ok(())) => anyhow::anyhow!("API server stopped"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("API server failed"),
+                    Err(e) => anyhow::Error::new(e).context("API server panicked"),
+                });
+            }
         }
         tracing::info!("shutting down: draining accepted accounting");
         stop_listener.cancel();
+        stop_api.cancel();
         background.cancel();
+        if !api_done {
+            // Requests in flight get a moment to finish; exports stop at once (they watch
+            // `stop_api`). Past that the connections are dropped.
+            if tokio::time::timeout(Duration::from_secs(10), &mut api_task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("API connections still open after 10 s; closing them");
+                api_task.abort();
+            }
+        }
+        let _ = scope_refresh.await;
         if !listener_done {
             let _ = listener_task.await;
+        }
+        // The jobs hold senders into the writer's queue: they go first, then the writer drains.
+        stop_jobs.cancel();
+        for job in jobs {
+            let _ = job.await;
         }
         if !writer_done {
             let _ = writer_task.await;
@@ -216,6 +303,42 @@ impl Application {
             }
         }
     }
+}
+
+/// Starts EnsureIndexes (once, in the background: queries work meanwhile, only slower), the
+/// stale sweeper and the archiver, as configured. They stop when `cancel` is cancelled, which
+/// releases their handles on the ingest queue.
+fn spawn_jobs(
+    config: &Config,
+    store: &Store,
+    ingest: ingest::IngestSender,
+    stats: &Arc<Stats>,
+    cancel: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if config.jobs.ensure_indexes {
+        let store = store.clone();
+        let cancel = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                r = store.ensure_indexes() => match r {
+                    Ok(created) if created.is_empty() => tracing::debug!("all indexes present"),
+                    Ok(created) => tracing::info!(indexes = ?created, "EnsureIndexes created missing indexes"),
+                    Err(e) => tracing::warn!(error = %e, "EnsureIndexes failed; queries still work, slower"),
+                },
+            }
+        }));
+    }
+    if config.jobs.sweep_enabled {
+        let sweeper = Sweeper::new(store.clone(), ingest, config.jobs.clone(), stats.clone());
+        tasks.push(tokio::spawn(sweeper.run(cancel.clone())));
+    }
+    if config.jobs.archive_enabled {
+        let archiver = Archiver::new(store.clone(), config.jobs.clone(), stats.clone());
+        tasks.push(tokio::spawn(archiver.run(cancel)));
+    }
+    tasks
 }
 
 /// Replaces the index with the open rows of the database (start-up, invariant B).
@@ -353,4 +476,88 @@ async fn wait_for_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+/// `radacctd sweep [--dry-run]`: one sweep now, through a writer of its own (the running
+/// daemon's index catches up at its next sweep, which reconciles with SQL).
+pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = ingest::queue(4096);
+    let sweeper = Sweeper::new(store.clone(), tx, config.jobs.clone(), stats.clone());
+    if dry_run {
+        let rows = sweeper.dry_run(config.jobs.sweep_limit).await?;
+        println!(
+            "dry run: {} open session(s) with no update for {} s would be closed as NAS-Idle-Timeout",
+            rows.len(),
+            config.jobs.stale_after_secs
+        );
+        for r in rows.iter().take(20) {
+            println!(
+                "  radacctid={} username={} nas={} last_seen={}",
+                r.radacctid,
+                r.username.as_deref().unwrap_or(""),
+                r.nasipaddress,
+                r.last_seen.map(format_time).unwrap_or_default()
+            );
+        }
+        store.close().await;
+        return Ok(());
+    }
+    let writer = Writer::new(
+        store.clone(),
+        Arc::new(SessionIndex::new()),
+        Arc::new(()),
+        None,
+        stats,
+        WriterOptions {
+            max_batch: config.radius.max_batch,
+            commit_timeout: config.commit_timeout(),
+        },
+    );
+    let writer = tokio::spawn(writer.run(rx));
+    let report = sweeper.run_once().await;
+    drop(sweeper);
+    let _ = writer.await;
+    store.close().await;
+    let report = report?;
+    println!(
+        "closed {} of {} stale session(s); marked {} subscriber(s) online, {} offline",
+        report.closed, report.candidates, report.marked_online, report.marked_offline
+    );
+    Ok(())
+}
+
+/// `radacctd archive [--dry-run]`: one archiver run now.
+pub async fn archive_command(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let archiver = Archiver::new(store.clone(), config.jobs.clone(), Arc::new(Stats::default()));
+    let result = if dry_run {
+        archiver.dry_run(20).await.map(|(count, rows)| {
+            println!(
+                "dry run: {count} closed session(s) stopped more than {} days ago would move to radacct_archive",
+                config.jobs.archive_after_days
+            );
+            for r in rows {
+                println!(
+                    "  radacctid={} username={} stopped={}",
+                    r.radacctid,
+                    r.username.as_deref().unwrap_or(""),
+                    r.acctstoptime.map(format_time).unwrap_or_default()
+                );
+            }
+        })
+    } else {
+        archiver.run_once().await.map(|r| {
+            println!("moved {} session(s) to radacct_archive in {} batch(es)", r.moved, r.batches);
+        })
+    };
+    store.close().await;
+    result
+}
+
+fn format_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| t.to_string())
 }

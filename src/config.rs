@@ -39,6 +39,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub radius: RadiusConfig,
     pub api: ApiConfig,
+    pub jobs: crate::jobs::JobsConfig,
     pub log: LogConfig,
 }
 
@@ -219,6 +220,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             radius: RadiusConfig::default(),
             api: ApiConfig::default(),
+            jobs: crate::jobs::JobsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -292,6 +294,7 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.jobs.validate()?;
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -29,6 +29,45 @@ enum Command {
     Migrate,
     /// Check the configuration and explain any problem.
     CheckConfig,
+    /// Print an API bearer token signed with `api.jwt_secret` (or a private key given by --key).
+    Token(TokenArgs),
+    /// Close stale sessions now (one sweep), then sync `subscribers.is_online`.
+    Sweep {
+        /// Print what would be closed (count and the first rows); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move old closed sessions to `radacct_archive` now (one run).
+    Archive {
+        /// Print what would be moved (count and the first rows); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// `admin` (sees every reseller) or `reseller` (sees its subtree).
+    #[arg(long, value_parser = ["admin", "reseller"])]
+    role: String,
+    /// The reseller's id (`resellers.id`); required with `--role reseller`.
+    #[arg(long)]
+    reseller_id: Option<i64>,
+    /// A permission such as `sessions.view`; repeat, or separate with commas.
+    #[arg(long = "perm")]
+    permissions: Vec<String>,
+    /// Lifetime: seconds, or with a unit (`15m`, `12h`, `7d`).
+    #[arg(long, default_value = "1h", value_parser = radacctd::api::auth::parse_ttl)]
+    ttl: u64,
+    /// The `sub` claim.
+    #[arg(long)]
+    sub: Option<String>,
+    /// A PEM private key to sign with instead of the HS256 secret (with --alg RS256 or ES256).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The algorithm for --key.
+    #[arg(long, value_parser = ["RS256", "ES256"], requires = "key")]
+    alg: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +92,9 @@ fn main() -> ExitCode {
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
+    if let Command::Token(args) = &cli.command {
+        return token(&config, args);
+    }
     if quickstart {
         tracing::warn!(
             "no config file: accepting accounting from 127.0.0.1 with secret \"testing123\" (quick start)"
@@ -69,7 +111,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => radacctd::app::serve(config).await,
             Command::Migrate => radacctd::app::migrate(config).await,
-            Command::CheckConfig => Ok(()),
+            Command::Sweep { dry_run } => radacctd::app::sweep_command(config, dry_run).await,
+            Command::Archive { dry_run } => radacctd::app::archive_command(config, dry_run).await,
+            Command::CheckConfig | Command::Token(_) => Ok(()),
         }
     });
     match result {
@@ -92,5 +136,41 @@ fn init_logging(config: &Config) {
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+fn token(config: &Config, args: &TokenArgs) -> ExitCode {
+    use radacctd::api::auth::{Role, TokenRequest, token_for};
+    use radacctd::config::JwtAlgorithm;
+    let role = if args.role == "admin" {
+        Role::Admin
+    } else {
+        Role::Reseller
+    };
+    let key = args.key.clone().map(|path| {
+        let alg = match args.alg.as_deref() {
+            Some("ES256") => JwtAlgorithm::ES256,
+            Some("RS256") => JwtAlgorithm::RS256,
+            _ => config.api.jwt_algorithm,
+        };
+        (path, alg)
+    });
+    let request = TokenRequest {
+        role,
+        reseller_id: args.reseller_id,
+        permissions: args.permissions.clone(),
+        ttl_secs: args.ttl,
+        subject: args.sub.clone(),
+        key,
+    };
+    match token_for(&config.api, &request) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("radacctd: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }

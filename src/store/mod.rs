@@ -3,6 +3,7 @@
 //!
 //! Callers never build SQL; identifiers come from fixed lists in this module only.
 
+mod jobs;
 mod postgres;
 mod query;
 mod sqlite;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use crate::sessions::Row;
 
+pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::PgStore;
 pub use query::{ExportStart, SessionQuery, SessionRecord};
 pub use sqlite::SqliteStore;

@@ -235,6 +235,11 @@ pub fn test_config(db: &TestDb) -> Config {
     c.radius.listen = "127.0.0.1:0".parse().expect("addr");
     c.radius.recv_buffer_bytes = 1 << 20;
     c.radius.commit_timeout_secs = 5;
+    c.api.listen = "127.0.0.1:0".parse().expect("addr");
+    // Jobs run only where a test drives them (`run_once`), so nothing races the assertions.
+    c.jobs.sweep_enabled = false;
+    c.jobs.archive_enabled = false;
+    c.jobs.ensure_indexes = false;
     c.radius.clients = vec![ClientConfig {
         address: "127.0.0.1".parse().expect("addr"),
         secret: Secret::new(SECRET),
