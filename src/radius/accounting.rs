@@ -13,7 +13,7 @@ use super::codec::Packet;
 use super::dictionary as d;
 
 /// What an Acct-Status-Type asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     Start,
     InterimUpdate,
@@ -38,7 +38,7 @@ impl EventKind {
 /// One accounting event, with every value already in the form it is written to radacct.
 /// Attributes FreeRADIUS writes as `'%{Attr}'` are `String` (empty when absent); those it writes
 /// through `NULLIF(…, '')` are `Option`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountingEvent {
     pub kind: EventKind,
     /// Event time, whole seconds since the epoch.

@@ -115,7 +115,7 @@ impl ClientTable {
             self.exact.entry(addr.addr).or_insert(client);
         } else if !self.nets.iter().any(|(a, _)| *a == addr) {
             self.nets.push((addr, client));
-            self.nets.sort_by(|a, b| b.0.prefix.cmp(&a.0.prefix));
+            self.nets.sort_by_key(|(a, _)| std::cmp::Reverse(a.prefix));
         }
     }
 
