@@ -3,7 +3,7 @@
 //! `Application` on port 0.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::scope::ScopeCache;
 use crate::api::{self, ApiDeps, ApiState};
 use crate::config::{ClientConfig, Config, Secret};
+use crate::ingest::journal::Journal;
 use crate::ingest::{self, Writer, WriterOptions};
 use crate::jobs::{Archiver, Sweeper};
 use crate::metrics::Stats;
@@ -63,6 +64,10 @@ pub struct Application {
     api_addr: SocketAddr,
     ingest_tx: ingest::IngestSender,
     ingest_rx: ingest::IngestReceiver,
+    /// The durable spool, when enabled.
+    journal: Option<ingest::SharedJournal>,
+    /// False while the index does not reflect the database (start-up with it unreachable).
+    ready: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Application {
@@ -80,21 +85,55 @@ impl Application {
     /// not answer anything before the index holds every open session.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let store = open_store(&config).await?;
-        if config.database.migrate_on_start {
-            store.migrate().await.context("running migrations")?;
+        let journal = match config.journal.enabled {
+            true => Some(Arc::new(std::sync::Mutex::new(
+                Journal::open(&config.journal.path, config.journal.max_bytes).with_context(
+                    || format!("opening the journal {}", config.journal.path.display()),
+                )?,
+            ))),
+            false => None,
+        };
+        let ready = Arc::new(AtomicBool::new(true));
+        let database = prepare_database(&store, &config).await;
+        if let Err(e) = &database {
+            if journal.is_none() || is_permanent(e) {
+                return Err(anyhow::anyhow!("{e:#}"));
+            }
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "database unavailable at start-up: answering into the journal; the API reports \
+                 `index not ready` until the database is back"
+            );
+            ready.store(false, Ordering::Relaxed);
         }
         let index = Arc::new(SessionIndex::new());
         let scope = Arc::new(ScopeCache::new());
-        if let Err(e) = scope.refresh(&store, &index).await {
+        if database.is_ok()
+            && let Err(e) = scope.refresh(&store, &index).await
+        {
             tracing::warn!(
                 error = %e,
                 "reseller and nas tables not readable yet; resellers see nothing until a refresh succeeds"
             );
         }
         let resolver: Arc<dyn ResellerResolver> = scope.clone();
-        rebuild_index(&store, &index, resolver.as_ref())
-            .await
-            .context("loading open sessions")?;
+        if database.is_ok() {
+            if let Some(j) = &journal {
+                replay_journal_at_start(&store, j, &config).await;
+            }
+            rebuild_index(&store, &index, resolver.as_ref())
+                .await
+                .context("loading open sessions")?;
+        }
+        if let Some(j) = &journal {
+            // What the journal still holds shows in the index (replayed later).
+            let pending = ingest::writer_lock(j)
+                .all_pending()
+                .context("reading the journal")?;
+            for entry in &pending {
+                ingest::apply_offline(&index, resolver.as_ref(), entry);
+            }
+        }
         let clients = Arc::new(RwLock::new(Arc::new(
             load_clients(&config.radius.clients, &store).await,
         )));
@@ -114,6 +153,8 @@ impl Application {
         tracing::info!(address = %api_addr, "API listener bound");
         let (ingest_tx, ingest_rx) = ingest::queue(config.radius.queue_capacity);
         Ok(Application {
+            journal,
+            ready,
             ingest_tx,
             ingest_rx,
             cache: Arc::new(ReplyCache::new(Duration::from_secs(
@@ -179,8 +220,15 @@ impl Application {
             WriterOptions {
                 max_batch: self.config.radius.max_batch,
                 commit_timeout: self.config.commit_timeout(),
+                replay_interval: Duration::from_millis(
+                    self.config.journal.replay_interval_ms.max(10),
+                ),
             },
         );
+        let writer = match &self.journal {
+            Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
+            None => writer,
+        };
         let listener = Listener::new(
             self.radius_socket.clone(),
             self.clients.clone(),
@@ -209,8 +257,10 @@ impl Application {
                 store: self.store.clone(),
                 index: self.index.clone(),
                 scope: self.scope.clone(),
-                index_ready: Arc::new(AtomicBool::new(true)),
-                queue_timeout: Duration::from_secs(self.config.database.acquire_timeout_secs.max(1)),
+                index_ready: self.ready.clone(),
+                queue_timeout: Duration::from_secs(
+                    self.config.database.acquire_timeout_secs.max(1),
+                ),
             },
             stop_api.clone(),
         )
@@ -300,6 +350,83 @@ impl Application {
             None => {
                 tracing::info!("stopped");
                 Ok(())
+            }
+        }
+    }
+}
+
+/// Migrations (when configured) and a round trip: the database can take our writes.
+async fn prepare_database(store: &Store, config: &Config) -> anyhow::Result<()> {
+    if config.database.migrate_on_start {
+        store.migrate().await.map_err(explain_migration_error)?;
+    }
+    store.ping().await.context("reaching the database")?;
+    Ok(())
+}
+
+/// Lacking DDL rights is not an outage: say which grant is missing.
+fn explain_migration_error(e: crate::store::StoreError) -> anyhow::Error {
+    let text = e.to_string();
+    if text.contains("permission denied") || text.contains("must be owner") {
+        anyhow::anyhow!(
+            "running migrations: {text}. The database role needs to create radacctd's tables \
+             and indexes (CREATE on the schema, or ownership of radacct/nas), or run \
+             `radacctd migrate` once as an owner and set database.migrate_on_start = false; \
+             at run time radacctd needs SELECT, INSERT, UPDATE, DELETE on radacct and \
+             radacct_archive, SELECT on nas, resellers and subscribers, and UPDATE (is_online) \
+             on subscribers"
+        )
+    } else {
+        anyhow::Error::new(e).context("running migrations")
+    }
+}
+
+/// Errors that waiting will not fix (bad credentials, missing rights): exit, do not spool.
+fn is_permanent(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    [
+        "permission denied",
+        "must be owner",
+        "password authentication failed",
+        "role \"",
+        "database \"",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
+}
+
+/// Replays a journal left by the previous run before anything is answered.
+async fn replay_journal_at_start(store: &Store, journal: &ingest::SharedJournal, config: &Config) {
+    let pending = ingest::writer_lock(journal).pending();
+    if pending == 0 {
+        return;
+    }
+    tracing::info!(
+        entries = pending,
+        "replaying the journal left by the previous run"
+    );
+    let mut attempts = 0;
+    loop {
+        match ingest::replay_chunk(
+            store,
+            journal,
+            config.radius.max_batch,
+            config.commit_timeout(),
+            &mut attempts,
+        )
+        .await
+        {
+            Ok(ingest::ReplayStep::Replayed(_)) => {}
+            Ok(ingest::ReplayStep::Drained) => {
+                if let Err(e) = ingest::writer_lock(journal).truncate() {
+                    tracing::error!(error = %e, "could not truncate the replayed journal");
+                }
+                tracing::info!("journal replayed");
+                return;
+            }
+            Ok(ingest::ReplayStep::Stuck) | Err(_) => {
+                tracing::warn!("journal replay incomplete at start-up; the writer goes on with it");
+                return;
             }
         }
     }
@@ -513,6 +640,7 @@ pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> 
         WriterOptions {
             max_batch: config.radius.max_batch,
             commit_timeout: config.commit_timeout(),
+            replay_interval: Duration::from_millis(config.journal.replay_interval_ms.max(10)),
         },
     );
     let writer = tokio::spawn(writer.run(rx));
@@ -531,7 +659,11 @@ pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> 
 /// `radacctd archive [--dry-run]`: one archiver run now.
 pub async fn archive_command(config: Config, dry_run: bool) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let archiver = Archiver::new(store.clone(), config.jobs.clone(), Arc::new(Stats::default()));
+    let archiver = Archiver::new(
+        store.clone(),
+        config.jobs.clone(),
+        Arc::new(Stats::default()),
+    );
     let result = if dry_run {
         archiver.dry_run(20).await.map(|(count, rows)| {
             println!(
@@ -549,7 +681,10 @@ pub async fn archive_command(config: Config, dry_run: bool) -> anyhow::Result<()
         })
     } else {
         archiver.run_once().await.map(|r| {
-            println!("moved {} session(s) to radacct_archive in {} batch(es)", r.moved, r.batches);
+            println!(
+                "moved {} session(s) to radacct_archive in {} batch(es)",
+                r.moved, r.batches
+            );
         })
     };
     store.close().await;

@@ -33,14 +33,41 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub database: DatabaseConfig,
     pub radius: RadiusConfig,
     pub api: ApiConfig,
     pub jobs: crate::jobs::JobsConfig,
+    pub journal: JournalConfig,
     pub log: LogConfig,
+}
+
+/// The durable spool used while the database cannot take commits (DESIGN §10 "Durability").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Journal accepted accounting when the database is unreachable or a commit fails or is
+    /// too slow, and answer after the fsync. Disabled: such packets get no answer.
+    pub enabled: bool,
+    /// The journal file (systemd: under the StateDirectory).
+    pub path: std::path::PathBuf,
+    /// Past this size, packets are not answered (the NAS retransmits) and an error is logged.
+    pub max_bytes: u64,
+    /// While the journal holds entries, how often the database is probed and replay retried.
+    pub replay_interval_ms: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            enabled: true,
+            path: "radacctd.journal".into(),
+            max_bytes: 1 << 30,
+            replay_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -210,18 +237,6 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            database: DatabaseConfig::default(),
-            radius: RadiusConfig::default(),
-            api: ApiConfig::default(),
-            jobs: crate::jobs::JobsConfig::default(),
-            log: LogConfig::default(),
         }
     }
 }

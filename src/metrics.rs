@@ -26,10 +26,12 @@ pub enum DropReason {
     QueueFull,
     /// The write of the event failed; no response, the NAS will retransmit.
     WriteFailed,
+    /// The database was unavailable and the journal is at its size cap; no response.
+    JournalFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::UnknownClient,
         DropReason::BadAuthenticator,
         DropReason::BadMessageAuthenticator,
@@ -38,6 +40,7 @@ impl DropReason {
         DropReason::Duplicate,
         DropReason::QueueFull,
         DropReason::WriteFailed,
+        DropReason::JournalFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl DropReason {
             DropReason::Duplicate => "duplicate",
             DropReason::QueueFull => "queue_full",
             DropReason::WriteFailed => "write_failed",
+            DropReason::JournalFull => "journal_full",
         }
     }
 
@@ -100,6 +104,9 @@ pub struct Stats {
     pub batch_failures: AtomicU64,
     /// Index entries fixed by reconciliation with SQL (changes made by other writers).
     pub drift: AtomicU64,
+    /// Entries appended to the journal, and entries replayed from it into the database.
+    pub journal_appended: AtomicU64,
+    pub journal_replayed: AtomicU64,
     /// The stale sweeper's and the archiver's runs.
     pub sweeper: crate::jobs::JobStats,
     pub archiver: crate::jobs::JobStats,

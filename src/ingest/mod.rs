@@ -2,13 +2,16 @@
 //! group-commit writer (DESIGN §2 step 4). Every change to open sessions goes through the
 //! writer, so SQL and the live index change in the same order.
 
+pub mod journal;
 pub mod semantics;
 mod writer;
 
 use crate::radius::accounting::AccountingEvent;
 use crate::radius::reply::Reply;
 
-pub use writer::{Writer, WriterOptions};
+pub use writer::{
+    ReplayStep, SharedJournal, Writer, WriterOptions, apply_offline, replay_chunk, writer_lock,
+};
 
 /// One unit of work for the writer.
 #[derive(Debug)]

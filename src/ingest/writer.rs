@@ -3,14 +3,21 @@
 //! the live index and sends the Accounting-Responses (invariant A: no response before the
 //! record is durable).
 //!
-//! A batch whose transaction fails on a statement is retried in halves until the failing event
-//! is isolated; that one gets no response, the others are committed and answered. A database
-//! that is unreachable fails the whole batch: nothing is answered and the NAS retransmits.
+//! Without a journal, a batch whose transaction fails on a statement is retried in halves until
+//! the failing event is isolated; that one gets no response, the others are committed and
+//! answered, and a database that is unreachable fails the whole batch (the NAS retransmits).
+//!
+//! With the journal (DESIGN §10 "Durability"), a batch that cannot be committed is appended to
+//! it and fsynced instead, and only then answered; while the journal holds anything, every new
+//! batch goes there too (first in, first out), the index follows the journaled changes, and
+//! the journal is replayed into the database as soon as it answers again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::journal::{Journal, JournalEntry, JournalError};
 use super::semantics::{self, Effect};
 use super::{CloseRequest, Drift, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
@@ -24,16 +31,22 @@ use crate::store::{Store, StoreError};
 pub struct WriterOptions {
     /// Most events committed in one transaction.
     pub max_batch: usize,
-    /// A transaction that takes longer than this is abandoned (no responses).
+    /// A transaction that takes longer than this is abandoned (journaled when the journal is
+    /// enabled, else not answered).
     pub commit_timeout: Duration,
+    /// How often, while the journal holds entries, the database is probed and replay retried.
+    pub replay_interval: Duration,
 }
 
 /// A change to the live index, applied after the transaction committed.
 #[derive(Debug)]
 enum IndexChange {
-    Upsert(Row),
+    Upsert(Box<Row>),
     Remove(String),
 }
+
+/// The journal shared with blocking tasks.
+pub type SharedJournal = Arc<Mutex<Journal>>;
 
 /// The single writer.
 pub struct Writer {
@@ -43,6 +56,17 @@ pub struct Writer {
     responder: Option<Responder>,
     stats: Arc<Stats>,
     opts: WriterOptions,
+    journal: Option<SharedJournal>,
+    /// True while the journal holds entries: new batches go there, in order.
+    spooling: bool,
+    /// Set by the prober when the database answers again.
+    db_up: Arc<AtomicBool>,
+    /// False until the index reflects the database (start-up with the database unreachable).
+    ready: Arc<AtomicBool>,
+    /// Migrations still have to run before replay (the database was down at start-up).
+    needs_migrate: bool,
+    /// Failed replay attempts of the entry at the replay position.
+    poison_attempts: u32,
 }
 
 impl std::fmt::Debug for Writer {
@@ -50,9 +74,14 @@ impl std::fmt::Debug for Writer {
         f.debug_struct("Writer")
             .field("store", &self.store.kind())
             .field("opts", &self.opts)
+            .field("spooling", &self.spooling)
             .finish_non_exhaustive()
     }
 }
+
+/// A journaled entry that keeps failing with a statement error (not an outage) this many
+/// times is moved to `<journal>.rejected` so it cannot block everything behind it.
+const POISON_ATTEMPTS: u32 = 5;
 
 impl Writer {
     pub fn new(
@@ -70,23 +99,72 @@ impl Writer {
             responder,
             stats,
             opts,
+            journal: None,
+            spooling: false,
+            db_up: Arc::new(AtomicBool::new(true)),
+            ready: Arc::new(AtomicBool::new(true)),
+            needs_migrate: false,
+            poison_attempts: 0,
         }
     }
 
+    /// Enables the journal. `ready` is the flag the API reads; when it is false (the database
+    /// was unreachable at start-up) the writer runs migrations, replays the journal and
+    /// reloads the index as soon as the database answers, then sets it.
+    pub fn with_journal(mut self, journal: SharedJournal, ready: Arc<AtomicBool>) -> Self {
+        let pending = lock(&journal).pending();
+        self.spooling = pending > 0 || !ready.load(Ordering::Relaxed);
+        self.needs_migrate = !ready.load(Ordering::Relaxed);
+        self.db_up.store(!self.spooling, Ordering::Relaxed);
+        self.journal = Some(journal);
+        self.ready = ready;
+        self
+    }
+
     /// Runs until every sender is gone and the queue is drained: on shutdown the listener
-    /// stops first, so everything already accepted is committed and answered (or not answered).
-    pub async fn run(self, mut rx: IngestReceiver) {
+    /// stops first, so everything already accepted is committed (or journaled) and answered, or
+    /// not answered at all.
+    pub async fn run(mut self, mut rx: IngestReceiver) {
         let max = self.opts.max_batch.max(1);
         let mut batch = Vec::with_capacity(max);
-        while rx.recv_many(&mut batch, max).await > 0 {
+        let prober = self.journal.as_ref().map(|_| {
+            tokio::spawn(probe(
+                self.store.clone(),
+                self.db_up.clone(),
+                self.opts.replay_interval,
+            ))
+        });
+        let mut replay_tick = tokio::time::interval(self.opts.replay_interval);
+        replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let got = if self.spooling {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, max) => n,
+                    _ = replay_tick.tick() => {
+                        self.replay_some().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv_many(&mut batch, max).await
+            };
+            if got == 0 {
+                break;
+            }
             self.process(std::mem::take(&mut batch)).await;
             batch.reserve(max);
+            if self.spooling && self.db_up.load(Ordering::Relaxed) {
+                self.replay_some().await;
+            }
+        }
+        if let Some(p) = prober {
+            p.abort();
         }
         tracing::debug!("ingest writer drained");
     }
 
     /// Commits one batch in order; a reconciliation request splits it.
-    pub async fn process(&self, items: Vec<Item>) {
+    pub async fn process(&mut self, items: Vec<Item>) {
         let mut start = 0;
         for (i, item) in items.iter().enumerate() {
             if let Item::Reconcile(_) = item {
@@ -97,6 +175,10 @@ impl Writer {
         self.process_range(&items[start..]).await;
         for item in items {
             if let Item::Reconcile(done) = item {
+                if self.spooling {
+                    // The database view is incomplete until the journal is replayed.
+                    continue;
+                }
                 match self.reconcile().await {
                     Ok(drift) => {
                         let _ = done.send(drift);
@@ -137,22 +219,31 @@ impl Writer {
             }
         }
         if drift != Drift::default() {
-            tracing::info!(added = drift.added, removed = drift.removed, "index reconciled with SQL");
+            tracing::info!(
+                added = drift.added,
+                removed = drift.removed,
+                "index reconciled with SQL"
+            );
         }
         Stats::add(&self.stats.drift, drift.added + drift.removed);
         Ok(drift)
     }
 
     /// Commits items, splitting them on statement failures, and answers what committed.
-    async fn process_range(&self, items: &[Item]) {
+    async fn process_range(&mut self, items: &[Item]) {
         if items.is_empty() {
             return;
         }
+        if self.spooling {
+            return self.spool(items).await;
+        }
         // Ranges still to try, last = next; halves are pushed second-half first to keep order.
-        let mut todo = vec![0..items.len()];
+        let mut todo: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+        todo.push(0..items.len());
         while let Some(range) = todo.pop() {
             let part = &items[range.clone()];
-            let result = tokio::time::timeout(self.opts.commit_timeout, self.commit(part)).await;
+            let result =
+                tokio::time::timeout(self.opts.commit_timeout, commit(&self.store, part)).await;
             let error = match result {
                 Ok(Ok(outcome)) => {
                     self.apply_to_index(outcome.changes);
@@ -160,28 +251,23 @@ impl Writer {
                     Stats::add(&self.stats.batch_events, part.len() as u64);
                     Stats::add(&self.stats.unchanged, outcome.unchanged);
                     for (item, closed) in part.iter().zip(outcome.closed) {
-                        match item {
-                            Item::Event {
-                                reply: Some(reply), ..
-                            } => {
-                                if let Some(r) = &self.responder {
-                                    r.answer(reply);
-                                }
-                            }
-                            Item::Event { reply: None, .. } | Item::Reconcile(_) => {}
-                            Item::Close(c) => c.answer(closed),
-                        }
+                        self.answer(item, closed);
                     }
                     continue;
                 }
                 Ok(Err(e)) => e,
-                Err(_) => StoreError::Config(format!(
-                    "commit took longer than {:?}",
-                    self.opts.commit_timeout
-                )),
+                Err(_) => StoreError::Timeout(self.opts.commit_timeout),
             };
             Stats::add(&self.stats.batch_failures, 1);
-            let splittable = !error.is_unavailable() && !matches!(error, StoreError::Config(_));
+            if self.journal.is_some() {
+                tracing::warn!(error = %error, events = part.len(), "commit failed; journaling");
+                self.spooling = true;
+                self.db_up.store(false, Ordering::Relaxed);
+                // Nothing is split when journaling, so this range runs to the end: everything
+                // not yet committed goes to the journal, in order.
+                return self.spool(&items[range.start..]).await;
+            }
+            let splittable = !error.is_unavailable() && !matches!(error, StoreError::Timeout(_));
             if splittable && part.len() > 1 {
                 let mid = range.start + part.len() / 2;
                 todo.push(mid..range.end);
@@ -204,49 +290,174 @@ impl Writer {
                 tracing::error!(error = %error, events = part.len(), "batch not recorded; no responses");
             }
             for item in part {
-                match item {
-                    Item::Event { reply, .. } => {
-                        self.stats.dropped(DropReason::WriteFailed);
-                        if let (Some(reply), Some(r)) = (reply, &self.responder) {
-                            r.abandon(reply);
-                        }
-                    }
-                    // Dropping the sender tells the requester the close did not happen.
-                    Item::Close(c) => c.abandon(),
-                    Item::Reconcile(_) => {}
-                }
+                self.abandon(item);
             }
         }
     }
 
-    /// One transaction for `items`.
-    async fn commit(&self, items: &[Item]) -> Result<Outcome, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let mut out = Outcome {
-            changes: Vec::new(),
-            unchanged: 0,
-            closed: vec![false; items.len()],
+    fn answer(&self, item: &Item, closed: bool) {
+        match item {
+            Item::Event {
+                reply: Some(reply), ..
+            } => {
+                if let Some(r) = &self.responder {
+                    r.answer(reply);
+                }
+            }
+            Item::Event { reply: None, .. } | Item::Reconcile(_) => {}
+            Item::Close(c) => c.answer(closed),
+        }
+    }
+
+    fn abandon(&self, item: &Item) {
+        match item {
+            Item::Event { reply, .. } => {
+                self.stats.dropped(DropReason::WriteFailed);
+                if let (Some(reply), Some(r)) = (reply, &self.responder) {
+                    r.abandon(reply);
+                }
+            }
+            // Dropping the sender tells the requester the close did not happen.
+            Item::Close(c) => c.abandon(),
+            Item::Reconcile(_) => {}
+        }
+    }
+
+    /// Appends items to the journal (fsync), updates the index from them, answers them.
+    async fn spool(&mut self, items: &[Item]) {
+        let Some(journal) = self.journal.clone() else {
+            return;
         };
-        let mut run_start = 0;
-        for (i, item) in items.iter().enumerate() {
-            let Item::Event { event: ev, .. } = item else {
-                continue;
+        let mut entries = Vec::with_capacity(items.len());
+        let mut accepted = Vec::with_capacity(items.len());
+        for item in items {
+            let entry = match item {
+                Item::Event { event, .. } => Some(JournalEntry::Event(event.clone())),
+                Item::Close(c) => c.stop_time.map(|stop_time| JournalEntry::Close {
+                    acctuniqueid: c.acctuniqueid.clone(),
+                    stop_time,
+                    cause: c.cause.clone(),
+                }),
+                Item::Reconcile(_) => None,
             };
-            if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
-                // A barrier: everything queued before it is applied first.
-                fold_and_write(&mut tx, items, run_start..i, &mut out).await?;
-                run_start = i + 1;
-                let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
-                let closed = tx
-                    .close_nas(&ev.nasipaddress.to_string(), ev.time, cause)
-                    .await?;
-                out.changes
-                    .extend(closed.into_iter().map(IndexChange::Remove));
+            match entry {
+                Some(e) => {
+                    entries.push(e);
+                    accepted.push(item);
+                }
+                // A close that needs the row to decide (the sweeper's) waits for the database.
+                None => self.abandon(item),
             }
         }
-        fold_and_write(&mut tx, items, run_start..items.len(), &mut out).await?;
-        tx.commit().await?;
-        Ok(out)
+        if entries.is_empty() {
+            return;
+        }
+        let appended = {
+            let entries = entries.clone();
+            tokio::task::spawn_blocking(move || lock(&journal).append(&entries)).await
+        };
+        match appended {
+            Ok(Ok(())) => {
+                Stats::add(&self.stats.journal_appended, entries.len() as u64);
+                for entry in &entries {
+                    self.apply_offline(entry);
+                }
+                for item in accepted {
+                    self.answer(item, true);
+                }
+            }
+            Ok(Err(e)) => {
+                if matches!(e, JournalError::Full { .. }) {
+                    for _ in &accepted {
+                        self.stats.dropped(DropReason::JournalFull);
+                    }
+                }
+                tracing::error!(error = %e, events = accepted.len(), "not journaled; no responses");
+                for item in accepted {
+                    if let Item::Event {
+                        reply: Some(reply), ..
+                    } = item
+                        && let Some(r) = &self.responder
+                    {
+                        r.abandon(reply);
+                    }
+                    if let Item::Close(c) = item {
+                        c.abandon();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "journal task failed; no responses"),
+        }
+    }
+
+    fn apply_offline(&self, entry: &JournalEntry) {
+        apply_offline(&self.index, self.resolver.as_ref(), entry);
+    }
+
+    /// Replays journal entries into the database for a short while (so new packets are not
+    /// starved); when the journal is empty, truncates it and returns to direct commits.
+    async fn replay_some(&mut self) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        if !self.db_up.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.needs_migrate {
+            if let Err(e) = self.store.migrate().await {
+                tracing::warn!(error = %e, "migrations failed; replay waits");
+                self.db_up.store(false, Ordering::Relaxed);
+                return;
+            }
+            self.needs_migrate = false;
+        }
+        let budget = tokio::time::Instant::now() + Duration::from_millis(250);
+        loop {
+            match replay_chunk(
+                &self.store,
+                &journal,
+                self.opts.max_batch,
+                self.opts.commit_timeout,
+                &mut self.poison_attempts,
+            )
+            .await
+            {
+                Ok(ReplayStep::Replayed(n)) => {
+                    Stats::add(&self.stats.journal_replayed, n);
+                }
+                Ok(ReplayStep::Drained) => {
+                    let truncated = {
+                        let j = journal.clone();
+                        tokio::task::spawn_blocking(move || lock(&j).truncate()).await
+                    };
+                    if !matches!(truncated, Ok(Ok(()))) {
+                        tracing::error!("journal could not be truncated; will retry");
+                        return;
+                    }
+                    match self.reconcile().await {
+                        Ok(_) => {
+                            self.spooling = false;
+                            self.ready.store(true, Ordering::Relaxed);
+                            tracing::info!("journal replayed; back to direct commits");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "index reload after replay failed; will retry");
+                            self.db_up.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    return;
+                }
+                Ok(ReplayStep::Stuck) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal replay paused: database unavailable");
+                    self.db_up.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= budget {
+                return;
+            }
+        }
     }
 
     fn apply_to_index(&self, changes: Vec<IndexChange>) {
@@ -267,6 +478,187 @@ impl Writer {
     }
 }
 
+/// The index view of a journaled change, before the database has it: the same semantics
+/// applied to what the index knows of the row. Sessions only in the journal have no
+/// `radacctid` until replayed. Also used at start-up to show what the journal holds.
+pub fn apply_offline(index: &SessionIndex, resolver: &dyn ResellerResolver, entry: &JournalEntry) {
+    if let JournalEntry::Event(ev) = entry
+        && matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff)
+    {
+        let nas = ev.nasipaddress.to_string();
+        for s in index
+            .collect(|s| s.nasipaddress == nas && s.acctstarttime.is_some_and(|t| t <= ev.time))
+        {
+            index.remove(&s.acctuniqueid);
+        }
+        return;
+    }
+    let key = entry.key();
+    let mut row = index.get(key).map(|s| row_from_session(&s));
+    match entry {
+        JournalEntry::Event(ev) => {
+            semantics::apply(&mut row, ev);
+        }
+        JournalEntry::Close {
+            stop_time, cause, ..
+        } => {
+            if let Some(r) = row.as_mut() {
+                semantics::close(r, *stop_time, cause);
+            }
+        }
+    }
+    match row {
+        Some(r) if r.is_open() => {
+            let reseller = r.username.as_deref().and_then(|u| resolver.reseller_of(u));
+            index.upsert(Session::from_row(&r, reseller));
+        }
+        _ => {
+            index.remove(key);
+        }
+    }
+}
+
+/// Locks the journal (a poisoned lock is taken over: the file is still consistent).
+pub fn writer_lock(j: &SharedJournal) -> std::sync::MutexGuard<'_, Journal> {
+    lock(j)
+}
+
+fn lock(j: &SharedJournal) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets `up` whenever the database answers a ping (checked every `every`).
+async fn probe(store: Store, up: Arc<AtomicBool>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if up.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Ok(Ok(())) =
+            tokio::time::timeout(every.max(Duration::from_millis(500)), store.ping()).await
+        {
+            up.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one replay step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStep {
+    /// This many entries are now in the database.
+    Replayed(u64),
+    /// Nothing left.
+    Drained,
+    /// The entry at the replay position fails on a statement; it is retried later (and
+    /// rejected to `<journal>.rejected` after repeated failures).
+    Stuck,
+}
+
+/// Replays up to `max` journal entries in one transaction (or, when that fails on a statement,
+/// one at a time). `Err` only when the database is unavailable.
+pub async fn replay_chunk(
+    store: &Store,
+    journal: &SharedJournal,
+    max: usize,
+    commit_timeout: Duration,
+    poison_attempts: &mut u32,
+) -> Result<ReplayStep, StoreError> {
+    let chunk = {
+        let j = journal.clone();
+        tokio::task::spawn_blocking(move || lock(&j).read_pending(max.max(1)))
+            .await
+            .map_err(|e| StoreError::Config(format!("journal task: {e}")))?
+            .map_err(|e| StoreError::Config(format!("reading the journal: {e}")))?
+    };
+    let Some(&(_, last_offset)) = chunk.last() else {
+        return Ok(ReplayStep::Drained);
+    };
+    let items: Vec<Item> = chunk.iter().map(|(e, _)| entry_item(e)).collect();
+    match tokio::time::timeout(commit_timeout, commit(store, &items)).await {
+        Ok(Ok(_)) => {
+            lock(journal).mark_replayed(last_offset, items.len() as u64);
+            *poison_attempts = 0;
+            return Ok(ReplayStep::Replayed(items.len() as u64));
+        }
+        Ok(Err(e)) if e.is_unavailable() => return Err(e),
+        Err(_) => return Err(StoreError::Timeout(commit_timeout)),
+        Ok(Err(_)) => {}
+    }
+    // A statement failed: go one by one up to the failing entry.
+    let mut done = 0;
+    for ((entry, offset), item) in chunk.iter().zip(&items) {
+        match tokio::time::timeout(commit_timeout, commit(store, std::slice::from_ref(item))).await
+        {
+            Ok(Ok(_)) => {
+                lock(journal).mark_replayed(*offset, 1);
+                *poison_attempts = 0;
+                done += 1;
+            }
+            Ok(Err(e)) if e.is_unavailable() => return Err(e),
+            Err(_) => return Err(StoreError::Timeout(commit_timeout)),
+            Ok(Err(e)) => {
+                *poison_attempts += 1;
+                if *poison_attempts < POISON_ATTEMPTS {
+                    tracing::warn!(error = %e, attempt = *poison_attempts, "journal entry failed; retrying later");
+                    return Ok(if done > 0 {
+                        ReplayStep::Replayed(done)
+                    } else {
+                        ReplayStep::Stuck
+                    });
+                }
+                let mut j = lock(journal);
+                if let Err(io) = j.reject(entry, &e.to_string()) {
+                    tracing::error!(error = %io, "could not write the rejected entry; retrying later");
+                    return Ok(ReplayStep::Stuck);
+                }
+                tracing::error!(error = %e, key = entry.key(), "journal entry rejected after repeated failures; kept in <journal>.rejected");
+                j.mark_replayed(*offset, 1);
+                *poison_attempts = 0;
+                done += 1;
+            }
+        }
+    }
+    Ok(ReplayStep::Replayed(done))
+}
+
+/// The writer item that replays a journal entry (no one to answer).
+fn entry_item(e: &JournalEntry) -> Item {
+    match e {
+        JournalEntry::Event(ev) => Item::Event {
+            event: ev.clone(),
+            reply: None,
+        },
+        JournalEntry::Close {
+            acctuniqueid,
+            stop_time,
+            cause,
+        } => Item::Close(
+            CloseRequest::new(acctuniqueid.clone(), Some(*stop_time), cause.clone(), None).0,
+        ),
+    }
+}
+
+/// What the index knows of a row, as a row (for journaled changes while the database is away).
+fn row_from_session(s: &Session) -> Row {
+    Row {
+        radacctid: s.radacctid,
+        acctsessionid: s.acctsessionid.clone(),
+        acctuniqueid: s.acctuniqueid.clone(),
+        username: Some(s.username.clone()),
+        nasipaddress: s.nasipaddress.clone(),
+        nasportid: s.nasportid.clone(),
+        framedipaddress: s.framedipaddress.clone(),
+        callingstationid: s.callingstationid.clone(),
+        acctstarttime: s.acctstarttime,
+        acctupdatetime: s.acctupdatetime,
+        acctinputoctets: s.acctinputoctets,
+        acctoutputoctets: s.acctoutputoctets,
+        acctsessiontime: s.acctsessiontime,
+        ..Row::default()
+    }
+}
+
 /// What a committed transaction did.
 #[derive(Debug)]
 struct Outcome {
@@ -275,6 +667,36 @@ struct Outcome {
     unchanged: u64,
     /// Per item: whether a close request closed its row.
     closed: Vec<bool>,
+}
+
+/// One transaction for `items`.
+async fn commit(store: &Store, items: &[Item]) -> Result<Outcome, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut out = Outcome {
+        changes: Vec::new(),
+        unchanged: 0,
+        closed: vec![false; items.len()],
+    };
+    let mut run_start = 0;
+    for (i, item) in items.iter().enumerate() {
+        let Item::Event { event: ev, .. } = item else {
+            continue;
+        };
+        if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
+            // A barrier: everything queued before it is applied first.
+            fold_and_write(&mut tx, items, run_start..i, &mut out).await?;
+            run_start = i + 1;
+            let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
+            let closed = tx
+                .close_nas(&ev.nasipaddress.to_string(), ev.time, cause)
+                .await?;
+            out.changes
+                .extend(closed.into_iter().map(IndexChange::Remove));
+        }
+    }
+    fold_and_write(&mut tx, items, run_start..items.len(), &mut out).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Loads the rows of a run of per-session items, folds them in order, writes the rows that
@@ -339,7 +761,7 @@ async fn fold_and_write(
     tx.update(&updates).await?;
     for row in inserts.into_iter().chain(updates) {
         if row.is_open() {
-            out.changes.push(IndexChange::Upsert(row));
+            out.changes.push(IndexChange::Upsert(Box::new(row)));
         } else {
             out.changes.push(IndexChange::Remove(row.acctuniqueid));
         }

@@ -57,7 +57,11 @@ impl Archiver {
         let cutoff = self.cutoff();
         let mut report = ArchiveReport::default();
         let result = loop {
-            match self.store.archive_batch(cutoff, self.config.archive_batch).await {
+            match self
+                .store
+                .archive_batch(cutoff, self.config.archive_batch)
+                .await
+            {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     report.moved += n;
@@ -76,9 +80,16 @@ impl Archiver {
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                self.stats.archiver.last_success.store(now_secs(), Ordering::Relaxed);
+                self.stats
+                    .archiver
+                    .last_success
+                    .store(now_secs(), Ordering::Relaxed);
                 if report.moved > 0 {
-                    tracing::info!(moved = report.moved, batches = report.batches, "archived closed sessions");
+                    tracing::info!(
+                        moved = report.moved,
+                        batches = report.batches,
+                        "archived closed sessions"
+                    );
                 }
                 Ok(report)
             }
@@ -109,7 +120,10 @@ impl Archiver {
                 r = self.run_once() => r,
             };
             if let Err(e) = result {
-                tracing::warn!(error = format!("{e:#}"), "archiver run failed; retrying tomorrow");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "archiver run failed; retrying tomorrow"
+                );
             }
         }
     }

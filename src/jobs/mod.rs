@@ -121,7 +121,9 @@ pub fn until_next(now: DateTime<Utc>, at: NaiveTime, tz: JobTimeZone) -> std::ti
         JobTimeZone::Local => next(now, at, &Local),
         JobTimeZone::Fixed(off) => next(now, at, &off),
     };
-    (t - now).to_std().unwrap_or(std::time::Duration::from_secs(1))
+    (t - now)
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(1))
 }
 
 /// Counters of one job, for logs and metrics.
@@ -142,7 +144,9 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     #[test]

@@ -13,9 +13,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::JobsConfig;
-use crate::metrics::Stats;
-use crate::ingest::{CloseRequest, Drift, IngestSender, Item};
 use crate::ingest::semantics::SWEEPER_CAUSE;
+use crate::ingest::{CloseRequest, Drift, IngestSender, Item};
+use crate::metrics::Stats;
 use crate::radius::listener::now_secs;
 use crate::store::{StaleRow, Store};
 
@@ -75,8 +75,14 @@ impl Sweeper {
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match &result {
             Ok(report) => {
-                self.stats.sweeper.rows.fetch_add(report.closed, Ordering::Relaxed);
-                self.stats.sweeper.last_success.store(now_secs(), Ordering::Relaxed);
+                self.stats
+                    .sweeper
+                    .rows
+                    .fetch_add(report.closed, Ordering::Relaxed);
+                self.stats
+                    .sweeper
+                    .last_success
+                    .store(now_secs(), Ordering::Relaxed);
             }
             Err(_) => {
                 self.stats.sweeper.failures.fetch_add(1, Ordering::Relaxed);
@@ -98,8 +104,7 @@ impl Sweeper {
         };
         let mut pending = Vec::with_capacity(stale.len());
         for row in stale {
-            let (req, rx) =
-                CloseRequest::new(row.acctuniqueid, None, SWEEPER_CAUSE, Some(cutoff));
+            let (req, rx) = CloseRequest::new(row.acctuniqueid, None, SWEEPER_CAUSE, Some(cutoff));
             self.ingest
                 .send(Item::Close(req))
                 .await
@@ -155,7 +160,10 @@ impl Sweeper {
                 r = self.run_once() => r,
             };
             if let Err(e) = result {
-                tracing::warn!(error = format!("{e:#}"), "stale sweep failed; retrying next interval");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "stale sweep failed; retrying next interval"
+                );
             }
         }
     }

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The statement itself failed (constraint, missing table, bad value, lock timeout).
     #[error("database error: {0}")]
     Query(#[source] sqlx::Error),
+    /// The work took longer than its deadline (a locked table, an overloaded server).
+    #[error("database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
