@@ -27,7 +27,12 @@ fn jobs() -> JobsConfig {
 }
 
 fn sweeper(app: &TestApp) -> Sweeper {
-    Sweeper::new(app.store.clone(), app.ingest.clone(), jobs(), app.stats.clone())
+    Sweeper::new(
+        app.store.clone(),
+        app.ingest.clone(),
+        jobs(),
+        app.stats.clone(),
+    )
 }
 
 fn ts(backend: Backend, secs: i64) -> String {
@@ -73,12 +78,24 @@ async fn sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags(backend: B
     let b = Sess::new(2); // stale: started 2000 s ago, never updated
     let c = Sess::new(3); // fresh: interim a minute ago
     nas.send(&a.start(n - 4000)).await.expect("start");
-    nas.send(&a.interim(n - 3700, 300, 10, 10)).await.expect("interim");
+    nas.send(&a.interim(n - 3700, 300, 10, 10))
+        .await
+        .expect("interim");
     nas.send(&b.start(n - 2000)).await.expect("start");
     nas.send(&c.start(n - 4000)).await.expect("start");
-    nas.send(&c.interim(n - 60, 3940, 10, 10)).await.expect("interim");
-    let online_literal = if backend == Backend::Postgres { "true" } else { "1" };
-    let offline_literal = if backend == Backend::Postgres { "false" } else { "0" };
+    nas.send(&c.interim(n - 60, 3940, 10, 10))
+        .await
+        .expect("interim");
+    let online_literal = if backend == Backend::Postgres {
+        "true"
+    } else {
+        "1"
+    };
+    let offline_literal = if backend == Backend::Postgres {
+        "false"
+    } else {
+        "0"
+    };
     db.exec(&format!(
         "INSERT INTO subscribers (username, is_online) VALUES ('{}', {online_literal}), \
          ('{}', {offline_literal}), ('{}', {offline_literal}), ('ghost@example.lb', {online_literal})",
@@ -89,12 +106,25 @@ async fn sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags(backend: B
     let report = sweeper(&app).run_once().await.expect("sweep");
     assert_eq!((report.candidates, report.closed), (2, 2));
     let rows = db.rows().await;
-    let row = |s: &Sess| rows.iter().find(|r| r.acctuniqueid == s.key()).expect("row").clone();
+    let row = |s: &Sess| {
+        rows.iter()
+            .find(|r| r.acctuniqueid == s.key())
+            .expect("row")
+            .clone()
+    };
     let (ra, rb, rc) = (row(&a), row(&b), row(&c));
-    assert_eq!(ra.acctstoptime, Some(i64::from(n) - 3700), "stopped at the last update");
+    assert_eq!(
+        ra.acctstoptime,
+        Some(i64::from(n) - 3700),
+        "stopped at the last update"
+    );
     assert_eq!(ra.acctsessiontime, Some(300));
     assert_eq!(ra.acctterminatecause.as_deref(), Some("NAS-Idle-Timeout"));
-    assert_eq!(rb.acctstoptime, Some(i64::from(n) - 2000), "no update: the start");
+    assert_eq!(
+        rb.acctstoptime,
+        Some(i64::from(n) - 2000),
+        "no update: the start"
+    );
     assert_eq!(rb.acctsessiontime, Some(0));
     assert!(rc.is_open(), "fresh sessions are left alone");
     assert_eq!(app.index.len(), 1);
@@ -102,7 +132,10 @@ async fn sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags(backend: B
     assert!(!online(&db, &a.user).await);
     assert!(!online(&db, &b.user).await);
     assert!(online(&db, &c.user).await, "open session: online");
-    assert!(!online(&db, "ghost@example.lb").await, "no open session: offline");
+    assert!(
+        !online(&db, "ghost@example.lb").await,
+        "no open session: offline"
+    );
     assert_eq!((report.marked_online, report.marked_offline), (1, 2));
     // A second sweep finds nothing.
     let again = sweeper(&app).run_once().await.expect("sweep");
@@ -121,13 +154,17 @@ async fn late_interim_after_a_sweep_reopens_the_same_row(backend: Backend) {
     nas.send(&s.start(n - 4000)).await.expect("start");
     assert_eq!(sweeper(&app).run_once().await.expect("sweep").closed, 1);
     assert!(app.index.is_empty());
-    nas.send(&s.interim(n - 30, 3970, 500, 600)).await.expect("interim");
+    nas.send(&s.interim(n - 30, 3970, 500, 600))
+        .await
+        .expect("interim");
     let rows = db.rows().await;
     assert_eq!(rows.len(), 1, "no second row");
     assert!(rows[0].is_open());
     assert_eq!(rows[0].acctinputoctets, Some(500));
     assert!(app.index.contains(&s.key()));
-    nas.send(&s.stop(n - 5, 3995, 700, 800, 1)).await.expect("stop");
+    nas.send(&s.stop(n - 5, 3995, 700, 800, 1))
+        .await
+        .expect("stop");
     let rows = db.rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].acctterminatecause.as_deref(), Some("User-Request"));
@@ -209,16 +246,32 @@ async fn archiver_moves_exactly_the_eligible_rows(backend: Backend) {
     let report = archiver.run_once().await.expect("archive");
     assert_eq!(report.moved, 7);
     assert_eq!(report.batches, 3, "batches of 3");
-    let left: Vec<String> = db.rows().await.into_iter().map(|r| r.acctuniqueid).collect();
+    let left: Vec<String> = db
+        .rows()
+        .await
+        .into_iter()
+        .map(|r| r.acctuniqueid)
+        .collect();
     assert_eq!(left.len(), 3);
-    assert!(left.iter().all(|k| k.starts_with("recent") || k == "open-ancient"));
+    assert!(
+        left.iter()
+            .all(|k| k.starts_with("recent") || k == "open-ancient")
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM radacct_archive").await, 7);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM radacct_archive WHERE acctuniqueid LIKE 'old%'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM radacct_archive WHERE acctuniqueid LIKE 'old%'"
+        )
+        .await,
         7
     );
     // Ids and values moved unchanged.
-    let moved_id = before.iter().find(|r| r.acctuniqueid == "old3").expect("row").radacctid;
+    let moved_id = before
+        .iter()
+        .find(|r| r.acctuniqueid == "old3")
+        .expect("row")
+        .radacctid;
     assert_eq!(
         count(
             &db,
@@ -268,7 +321,11 @@ async fn interrupted_archive_batch_leaves_both_tables_consistent(backend: Backen
     assert!(format!("{err:#}").contains("moved 3 rows"), "{err:#}");
     let live = count(&db, "SELECT count(*) FROM radacct").await;
     let archived = count(&db, "SELECT count(*) FROM radacct_archive").await;
-    assert_eq!((live, archived), (5, 3), "the first batch moved, the failed one did not");
+    assert_eq!(
+        (live, archived),
+        (5, 3),
+        "the first batch moved, the failed one did not"
+    );
     assert_eq!(
         count(
             &db,
@@ -311,14 +368,21 @@ async fn dry_runs_change_nothing(backend: Backend) {
     assert!(app.index.contains(&s.key()));
 
     // The CLI's --dry-run says the same and changes nothing either.
-    for (cmd, expect) in [("sweep", "1 open session(s)"), ("archive", "dry run: 1 closed")] {
+    for (cmd, expect) in [
+        ("sweep", "1 open session(s)"),
+        ("archive", "dry run: 1 closed"),
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
             .args([cmd, "--dry-run"])
             .env("RADACCTD__DATABASE__URL", &db.url)
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains(expect), "{cmd}: {stdout}");
     }
     assert_eq!(db.rows().await, before);
@@ -336,7 +400,8 @@ async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
         if !common::require(path.exists(), "FreeRADIUS's schema.sql (freeradius-config)") {
             return;
         }
-        db.exec(&std::fs::read_to_string(path).expect("schema")).await;
+        db.exec(&std::fs::read_to_string(path).expect("schema"))
+            .await;
     } else {
         store.migrate().await.expect("migrate");
     }
@@ -354,12 +419,18 @@ async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
         !created.iter().any(|c| c == "radacct_active_session_idx"),
         "FreeRADIUS's own index already existed"
     );
-    assert_eq!(store.ensure_indexes().await.expect("again"), Vec::<String>::new());
+    assert_eq!(
+        store.ensure_indexes().await.expect("again"),
+        Vec::<String>::new()
+    );
     if backend == Backend::Postgres {
         // An INVALID index (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt.
         db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'radacct_stop_idx'::regclass")
             .await;
-        assert_eq!(store.ensure_indexes().await.expect("rebuild"), vec!["radacct_stop_idx"]);
+        assert_eq!(
+            store.ensure_indexes().await.expect("rebuild"),
+            vec!["radacct_stop_idx"]
+        );
         assert_eq!(
             count(
                 &db,
