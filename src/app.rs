@@ -68,6 +68,11 @@ pub struct Application {
     journal: Option<ingest::SharedJournal>,
     /// False while the index does not reflect the database (start-up with it unreachable).
     ready: Arc<AtomicBool>,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+    index_rebuild: Duration,
+    /// Notified on SIGHUP: re-read the `nas` table and the reseller cache now.
+    reload: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Application {
@@ -117,13 +122,16 @@ impl Application {
             );
         }
         let resolver: Arc<dyn ResellerResolver> = scope.clone();
+        let mut index_rebuild = Duration::ZERO;
         if database.is_ok() {
             if let Some(j) = &journal {
                 replay_journal_at_start(&store, j, &config).await;
             }
+            let started = std::time::Instant::now();
             rebuild_index(&store, &index, resolver.as_ref())
                 .await
                 .context("loading open sessions")?;
+            index_rebuild = started.elapsed();
         }
         if let Some(j) = &journal {
             // What the journal still holds shows in the index (replayed later).
@@ -151,10 +159,26 @@ impl Application {
             "accounting listener bound"
         );
         tracing::info!(address = %api_addr, "API listener bound");
+        let metrics_listener = match config.metrics.enabled {
+            true => Some(
+                tokio::net::TcpListener::bind(config.metrics.listen)
+                    .await
+                    .with_context(|| format!("binding /metrics on {}", config.metrics.listen))?,
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let (ingest_tx, ingest_rx) = ingest::queue(config.radius.queue_capacity);
         Ok(Application {
             journal,
             ready,
+            metrics_listener,
+            metrics_addr,
+            index_rebuild,
+            reload: Arc::new(tokio::sync::Notify::new()),
             ingest_tx,
             ingest_rx,
             cache: Arc::new(ReplyCache::new(Duration::from_secs(
@@ -172,6 +196,16 @@ impl Application {
             api_listener,
             api_addr,
         })
+    }
+
+    /// The bound address of `/metrics`, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Notify it to reload clients and the reseller cache now (what SIGHUP does).
+    pub fn reload_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.reload.clone()
     }
 
     /// The bound address of the HTTP API.
@@ -206,6 +240,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (tx, rx) = (self.ingest_tx, self.ingest_rx);
         let jobs_ingest = tx.clone();
+        let tx_for_metrics = tx.clone();
         let responder = Responder::new(
             self.radius_socket.clone(),
             self.cache.clone(),
@@ -240,7 +275,14 @@ impl Application {
         let stop_listener = shutdown.child_token();
         let mut listener_task: JoinHandle<std::io::Result<()>> =
             tokio::spawn(listener.run(stop_listener.clone()));
-        let mut writer_task = tokio::spawn(writer.run(rx));
+        let writer_alive = Arc::new(AtomicBool::new(true));
+        let mut writer_task = tokio::spawn({
+            let alive = writer_alive.clone();
+            async move {
+                writer.run(rx).await;
+                alive.store(false, Ordering::Relaxed);
+            }
+        });
         let stop_jobs = shutdown.child_token();
         let jobs = spawn_jobs(
             &self.config,
@@ -282,6 +324,33 @@ impl Application {
             self.store.clone(),
             Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
         ));
+        let reloader = tokio::spawn(reload_on_signal(
+            background.clone(),
+            self.reload.clone(),
+            self.clients.clone(),
+            self.config.radius.clients.clone(),
+            self.store.clone(),
+            self.scope.clone(),
+            self.index.clone(),
+        ));
+        let stop_metrics = CancellationToken::new();
+        let metrics_task = self.metrics_listener.map(|l| {
+            tokio::spawn(serve_metrics(
+                l,
+                MetricsSource {
+                    stats: self.stats.clone(),
+                    index: self.index.clone(),
+                    queue: tx_for_metrics,
+                    journal: self.journal.clone(),
+                    store: self.store.clone(),
+                    index_rebuild: self.index_rebuild,
+                },
+                stop_metrics.clone(),
+            ))
+        });
+        let watchdog = tokio::spawn(systemd_watchdog(writer_alive.clone(), background.clone()));
+        // Migrations, index rebuild and socket binds are done, every task runs.
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
 
         let mut failure: Option<anyhow::Error> = None;
         let mut writer_done = false;
@@ -317,6 +386,7 @@ impl Application {
             }
         }
         tracing::info!("shutting down: draining accepted accounting");
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         stop_listener.cancel();
         stop_api.cancel();
         background.cancel();
@@ -335,7 +405,12 @@ impl Application {
         if !listener_done {
             let _ = listener_task.await;
         }
-        // The jobs hold senders into the writer's queue: they go first, then the writer drains.
+        // /metrics (for the queue depth) and the jobs hold senders into the writer's queue: they
+        // go first, then the writer drains.
+        stop_metrics.cancel();
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         stop_jobs.cancel();
         for job in jobs {
             let _ = job.await;
@@ -343,7 +418,9 @@ impl Application {
         if !writer_done {
             let _ = writer_task.await;
         }
+        let _ = watchdog.await;
         let _ = housekeeping.await;
+        let _ = reloader.await;
         self.store.close().await;
         match failure {
             Some(e) => Err(e),
@@ -578,6 +655,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         wait_for_signal().await;
         signal.cancel();
     });
+    let reload = app.reload_handle();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading clients and the reseller cache");
+            reload.notify_one();
+        }
+    });
     app.run_until_stopped(shutdown).await
 }
 
@@ -695,4 +784,122 @@ fn format_time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| t.to_string())
+}
+
+/// What `/metrics` reads at scrape time.
+struct MetricsSource {
+    stats: Arc<Stats>,
+    index: Arc<SessionIndex>,
+    queue: ingest::IngestSender,
+    journal: Option<ingest::SharedJournal>,
+    store: Store,
+    index_rebuild: Duration,
+}
+
+impl MetricsSource {
+    fn render(&self) -> String {
+        let counts = self.index.counts();
+        let mut by_nas: Vec<(String, i64)> = counts.per_nas.into_iter().collect();
+        by_nas.sort();
+        let journal = self.journal.as_ref().map(|j| {
+            let j = ingest::writer_lock(j);
+            (j.pending(), j.bytes(), j.oldest_age(listener::now_secs()))
+        });
+        self.stats.render(&crate::metrics::Live {
+            active_sessions: counts.total,
+            active_by_nas: by_nas,
+            queue_depth: self.queue.max_capacity() - self.queue.capacity(),
+            journal,
+            pool: self.store.pool_stats(),
+            index_rebuild: self.index_rebuild,
+        })
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) until `stop`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    source: MetricsSource,
+    stop: CancellationToken,
+) {
+    use axum::routing::get;
+    let source = Arc::new(source);
+    let router = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let source = source.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    source.render(),
+                )
+            }
+        }),
+    );
+    // A scrape can simply be cut at shutdown: Prometheus retries. Dropping the server future
+    // closes the listener and any keep-alive connection at once.
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        r = axum::serve(listener, router).into_future() => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "/metrics listener failed");
+            }
+        }
+    }
+}
+
+/// Tells systemd about state changes when started by it (`NOTIFY_SOCKET` set); a no-op else.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// `WATCHDOG=1` at half the watchdog interval while the ingest writer runs — also while the
+/// database is down (a locked table must not make systemd kill us in a loop).
+async fn systemd_watchdog(writer_alive: Arc<AtomicBool>, cancel: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if writer_alive.load(Ordering::Relaxed) {
+            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+}
+
+/// SIGHUP (or [`Application::reload_handle`]): re-read the `nas` table into the client list
+/// and refresh the reseller cache, without stopping anything.
+async fn reload_on_signal(
+    cancel: CancellationToken,
+    reload: Arc<tokio::sync::Notify>,
+    clients: SharedClients,
+    configured: Vec<ClientConfig>,
+    store: Store,
+    scope: Arc<ScopeCache>,
+    index: Arc<SessionIndex>,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = reload.notified() => {}
+        }
+        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        let table = load_clients(&configured, &store).await;
+        let n = table.len();
+        *clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        if let Err(e) = scope.refresh(&store, &index).await {
+            tracing::warn!(error = %e, "reseller cache refresh failed");
+        }
+        tracing::info!(clients = n, "reloaded clients and reseller cache");
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+    }
 }

@@ -41,7 +41,27 @@ pub struct Config {
     pub api: ApiConfig,
     pub jobs: crate::jobs::JobsConfig,
     pub journal: JournalConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+/// The Prometheus endpoint, on a listener of its own.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// TCP address of the metrics listener.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9813)),
+        }
+    }
 }
 
 /// The durable spool used while the database cannot take commits (DESIGN §10 "Durability").

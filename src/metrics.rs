@@ -1,9 +1,20 @@
-//! Counters the daemon keeps about itself. Each application instance owns one `Stats`
-//! (tests read it directly); metric names for the Prometheus exposition are defined here too.
+//! Counters the daemon keeps about itself, and their Prometheus exposition. Each application
+//! instance owns one `Stats` (tests read it directly) with its own `metrics-exporter-prometheus`
+//! recorder: counters are plain atomics on the hot path and are copied into the recorder when
+//! `/metrics` is scraped; histograms are recorded as they happen. No global recorder, so
+//! several instances (tests) never mix their numbers.
 //!
-//! Labels only come from the bounded enums below, never from packet contents.
+//! Metric names are the constants below (`radacctd_` prefix, Prometheus conventions). Labels
+//! only come from bounded sets (packet type, drop reason, NAS address from the client table,
+//! route template, method, outcome), never from packet contents.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use crate::radius::accounting::EventKind;
 
@@ -85,9 +96,113 @@ pub const PACKET_TYPES: [&str; KINDS] = [
     "other",
 ];
 
+// Metric names.
+pub const PACKETS_RECEIVED: &str = "radacctd_packets_received_total";
+pub const PACKETS_DROPPED: &str = "radacctd_packets_dropped_total";
+pub const RESPONSES_SENT: &str = "radacctd_responses_sent_total";
+pub const RESPONSES_RESENT: &str = "radacctd_responses_resent_total";
+pub const EVENTS_UNCHANGED: &str = "radacctd_events_unchanged_total";
+pub const CLOCK_SKEW: &str = "radacctd_event_timestamp_skew_total";
+pub const WRITE_BATCHES: &str = "radacctd_write_batches_total";
+pub const WRITE_BATCH_FAILURES: &str = "radacctd_write_batch_failures_total";
+pub const WRITE_BATCH_SIZE: &str = "radacctd_write_batch_size";
+pub const COMMIT_DURATION: &str = "radacctd_commit_duration_seconds";
+pub const QUEUE_DEPTH: &str = "radacctd_ingest_queue_depth";
+pub const ACTIVE_SESSIONS: &str = "radacctd_active_sessions";
+pub const ACTIVE_SESSIONS_BY_NAS: &str = "radacctd_active_sessions_by_nas";
+pub const INDEX_REBUILD: &str = "radacctd_index_rebuild_duration_seconds";
+pub const INDEX_DRIFT: &str = "radacctd_index_drift_total";
+pub const JOURNAL_ENTRIES: &str = "radacctd_journal_entries";
+pub const JOURNAL_BYTES: &str = "radacctd_journal_bytes";
+pub const JOURNAL_OLDEST_AGE: &str = "radacctd_journal_oldest_entry_age_seconds";
+pub const JOURNAL_APPENDED: &str = "radacctd_journal_appended_total";
+pub const JOURNAL_REPLAYED: &str = "radacctd_journal_replayed_total";
+pub const API_REQUESTS: &str = "radacctd_api_requests_total";
+pub const API_DURATION: &str = "radacctd_api_request_duration_seconds";
+pub const DB_POOL: &str = "radacctd_db_pool_connections";
+pub const BUILD_INFO: &str = "radacctd_build_info";
+pub const JOB_RUNS: &str = "radacctd_job_runs_total";
+pub const JOB_FAILURES: &str = "radacctd_job_failures_total";
+pub const JOB_ROWS: &str = "radacctd_job_rows_total";
+pub const JOB_LAST_SUCCESS: &str = "radacctd_job_last_success_timestamp_seconds";
+pub const JOB_LAST_DURATION: &str = "radacctd_job_last_run_duration_seconds";
+
+/// Histogram buckets for durations (seconds) and batch sizes.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Values only the application knows at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub active_sessions: i64,
+    pub active_by_nas: Vec<(String, i64)>,
+    pub queue_depth: usize,
+    /// (entries, bytes, age of the oldest entry in seconds) when the journal is enabled.
+    pub journal: Option<(u64, u64, Option<i64>)>,
+    /// (connections open, of which idle).
+    pub pool: (u32, u32),
+    pub index_rebuild: Duration,
+}
+
+/// The per-instance Prometheus recorder.
+struct Exporter {
+    recorder: PrometheusRecorder,
+    commit_duration: Histogram,
+    batch_size: Histogram,
+    /// NAS labels rendered last time, so that a NAS with no sessions left drops to 0.
+    nas_seen: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(WRITE_BATCH_SIZE.into()), &BATCH_BUCKETS)
+            })
+            .map(PrometheusBuilder::build_recorder)
+            // Only an empty bucket list fails, and ours are constants.
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let commit_duration = histogram(&recorder, COMMIT_DURATION, vec![]);
+        let batch_size = histogram(&recorder, WRITE_BATCH_SIZE, vec![]);
+        Exporter {
+            recorder,
+            commit_duration,
+            batch_size,
+            nas_seen: Mutex::default(),
+        }
+    }
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn key(name: &'static str, labels: Vec<Label>) -> Key {
+    Key::from_parts(name, labels)
+}
+
+fn histogram(r: &PrometheusRecorder, name: &'static str, labels: Vec<Label>) -> Histogram {
+    r.register_histogram(&key(name, labels), &METADATA)
+}
+
+fn label(k: &'static str, v: impl Into<String>) -> Label {
+    Label::new(k, v.into())
+}
+
 /// Ingest and listener counters.
 #[derive(Debug, Default)]
 pub struct Stats {
+    exporter: Exporter,
     received: [AtomicU64; KINDS],
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Accounting-Responses sent (first answers).
@@ -138,12 +253,136 @@ impl Stats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// A committed write: its duration and how many events it held.
+    pub fn observe_commit(&self, elapsed: Duration, events: usize) {
+        self.exporter.commit_duration.record(elapsed.as_secs_f64());
+        self.exporter.batch_size.record(events as f64);
+    }
+
+    /// One API request, by route template (a bounded set) and status.
+    pub fn api_request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.counter(
+            API_REQUESTS,
+            vec![label("route", route), label("status", status.to_string())],
+        )
+        .increment(1);
+        histogram(
+            &self.exporter.recorder,
+            API_DURATION,
+            vec![label("route", route)],
+        )
+        .record(elapsed.as_secs_f64());
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.exporter
+            .recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.exporter
+            .recorder
+            .register_gauge(&key(name, labels), &METADATA)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of everything.
+    pub fn render(&self, live: &Live) -> String {
+        let abs = |name: &'static str, labels: Vec<Label>, v: u64| {
+            self.counter(name, labels).absolute(v);
+        };
+        for (i, t) in PACKET_TYPES.iter().enumerate() {
+            abs(
+                PACKETS_RECEIVED,
+                vec![label("type", *t)],
+                self.received[i].load(Ordering::Relaxed),
+            );
+        }
+        for r in DropReason::ALL {
+            abs(
+                PACKETS_DROPPED,
+                vec![label("reason", r.as_str())],
+                self.dropped_count(r),
+            );
+        }
+        abs(RESPONSES_SENT, vec![], Self::get(&self.responses));
+        abs(RESPONSES_RESENT, vec![], Self::get(&self.responses_resent));
+        abs(EVENTS_UNCHANGED, vec![], Self::get(&self.unchanged));
+        abs(CLOCK_SKEW, vec![], Self::get(&self.clock_skew));
+        abs(WRITE_BATCHES, vec![], Self::get(&self.batches));
+        abs(
+            WRITE_BATCH_FAILURES,
+            vec![],
+            Self::get(&self.batch_failures),
+        );
+        abs(INDEX_DRIFT, vec![], Self::get(&self.drift));
+        abs(JOURNAL_APPENDED, vec![], Self::get(&self.journal_appended));
+        abs(JOURNAL_REPLAYED, vec![], Self::get(&self.journal_replayed));
+        for (job, st) in [("sweeper", &self.sweeper), ("archiver", &self.archiver)] {
+            let l = || vec![label("job", job)];
+            abs(JOB_RUNS, l(), st.runs.load(Ordering::Relaxed));
+            abs(JOB_FAILURES, l(), st.failures.load(Ordering::Relaxed));
+            abs(JOB_ROWS, l(), st.rows.load(Ordering::Relaxed));
+            self.gauge(JOB_LAST_SUCCESS, l())
+                .set(st.last_success.load(Ordering::Relaxed) as f64);
+            self.gauge(JOB_LAST_DURATION, l())
+                .set(st.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        }
+        self.disconnect
+            .render(&|name, labels, v| abs(name, labels, v));
+
+        self.gauge(ACTIVE_SESSIONS, vec![])
+            .set(live.active_sessions as f64);
+        {
+            let mut seen = self
+                .exporter
+                .nas_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let now: HashSet<String> = live.active_by_nas.iter().map(|(n, _)| n.clone()).collect();
+            for gone in seen.difference(&now) {
+                self.gauge(ACTIVE_SESSIONS_BY_NAS, vec![label("nas", gone.clone())])
+                    .set(0.0);
+            }
+            for (nas, n) in &live.active_by_nas {
+                self.gauge(ACTIVE_SESSIONS_BY_NAS, vec![label("nas", nas.clone())])
+                    .set(*n as f64);
+            }
+            seen.extend(now);
+        }
+        self.gauge(QUEUE_DEPTH, vec![]).set(live.queue_depth as f64);
+        if let Some((entries, bytes, age)) = live.journal {
+            self.gauge(JOURNAL_ENTRIES, vec![]).set(entries as f64);
+            self.gauge(JOURNAL_BYTES, vec![]).set(bytes as f64);
+            self.gauge(JOURNAL_OLDEST_AGE, vec![])
+                .set(age.unwrap_or(0) as f64);
+        }
+        let (open, idle) = live.pool;
+        self.gauge(DB_POOL, vec![label("state", "idle")])
+            .set(f64::from(idle));
+        self.gauge(DB_POOL, vec![label("state", "in_use")])
+            .set(f64::from(open.saturating_sub(idle)));
+        self.gauge(INDEX_REBUILD, vec![])
+            .set(live.index_rebuild.as_secs_f64());
+        self.gauge(
+            BUILD_INFO,
+            vec![label("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1.0);
+        let handle = self.exporter.recorder.handle();
+        handle.run_upkeep();
+        handle.render()
+    }
 }
 
 /// Prometheus names of the disconnect counters ([`DisconnectStats`]).
 pub const DISCONNECT_ATTEMPTS: &str = "radacctd_disconnect_attempts_total";
 pub const DISCONNECT_RESULTS: &str = "radacctd_disconnect_results_total";
 pub const DISCONNECT_ROUND_TRIP: &str = "radacctd_disconnect_round_trip_seconds";
+/// The round-trip histogram's buckets and count, as Prometheus spells a histogram's series.
+pub const DISCONNECT_ROUND_TRIP_BUCKET: &str = "radacctd_disconnect_round_trip_seconds_bucket";
+pub const DISCONNECT_ROUND_TRIP_COUNT: &str = "radacctd_disconnect_round_trip_seconds_count";
 pub const DISCONNECT_COA_RETRANSMITS: &str = "radacctd_disconnect_coa_retransmits_total";
 pub const DISCONNECT_COA_IGNORED: &str = "radacctd_disconnect_coa_responses_ignored_total";
 pub const DISCONNECT_COALESCED: &str = "radacctd_disconnect_coalesced_total";
@@ -369,9 +608,12 @@ pub struct DisconnectStats {
 }
 
 impl DisconnectStats {
-    pub fn attempt(&self, a: DisconnectAttempt, elapsed: std::time::Duration) {
+    /// Counts an attempt; `round_trip` is `None` when nothing was sent (no secret, say).
+    pub fn attempt(&self, a: DisconnectAttempt, round_trip: Option<std::time::Duration>) {
         self.attempts[a.index()].fetch_add(1, Ordering::Relaxed);
-        self.round_trips[a.method() as usize].record(elapsed);
+        if let Some(rtt) = round_trip {
+            self.round_trips[a.method() as usize].record(rtt);
+        }
     }
 
     pub fn attempt_count(&self, a: DisconnectAttempt) -> u64 {
@@ -396,5 +638,65 @@ impl DisconnectStats {
 
     pub fn round_trips(&self, m: DisconnectMethod) -> &RoundTrips {
         &self.round_trips[m as usize]
+    }
+
+    /// Copies the counters into the exposition (`abs(name, labels, value)`).
+    fn render(&self, abs: &dyn Fn(&'static str, Vec<Label>, u64)) {
+        for a in DisconnectAttempt::ALL {
+            abs(
+                DISCONNECT_ATTEMPTS,
+                vec![
+                    label("method", a.method().as_str()),
+                    label("outcome", a.outcome()),
+                ],
+                self.attempt_count(a),
+            );
+        }
+        for r in DisconnectResult::ALL {
+            abs(
+                DISCONNECT_RESULTS,
+                vec![label("result", r.as_str())],
+                self.result_count(r),
+            );
+        }
+        for r in CoaIgnoreReason::ALL {
+            abs(
+                DISCONNECT_COA_IGNORED,
+                vec![label("reason", r.as_str())],
+                self.ignored_count(r),
+            );
+        }
+        abs(
+            DISCONNECT_COA_RETRANSMITS,
+            vec![],
+            self.coa_retransmits.load(Ordering::Relaxed),
+        );
+        abs(
+            DISCONNECT_COALESCED,
+            vec![],
+            self.coalesced.load(Ordering::Relaxed),
+        );
+        // The round-trip histogram is kept as bucket counts; expose them as one counter per
+        // bucket bound (`le`), plus count and sum, per method.
+        for m in DisconnectMethod::ALL {
+            let rt = self.round_trips(m);
+            for (bound, n) in ROUND_TRIP_BOUNDS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(std::iter::once("+Inf".to_owned()))
+                .zip(rt.cumulative())
+            {
+                abs(
+                    DISCONNECT_ROUND_TRIP_BUCKET,
+                    vec![label("method", m.as_str()), label("le", bound)],
+                    n,
+                );
+            }
+            abs(
+                DISCONNECT_ROUND_TRIP_COUNT,
+                vec![label("method", m.as_str())],
+                rt.count(),
+            );
+        }
     }
 }

@@ -242,10 +242,12 @@ impl Writer {
         todo.push(0..items.len());
         while let Some(range) = todo.pop() {
             let part = &items[range.clone()];
+            let started = std::time::Instant::now();
             let result =
                 tokio::time::timeout(self.opts.commit_timeout, commit(&self.store, part)).await;
             let error = match result {
                 Ok(Ok(outcome)) => {
+                    self.stats.observe_commit(started.elapsed(), part.len());
                     self.apply_to_index(outcome.changes);
                     Stats::add(&self.stats.batches, 1);
                     Stats::add(&self.stats.batch_events, part.len() as u64);

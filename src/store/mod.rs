@@ -186,6 +186,14 @@ impl Store {
         }
     }
 
+    /// (connections open, of which idle), for metrics.
+    pub fn pool_stats(&self) -> (u32, u32) {
+        match self {
+            Store::Postgres(s) => (s.pool().size(), s.pool().num_idle() as u32),
+            Store::Sqlite(s) => (s.pool().size(), s.pool().num_idle() as u32),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Store::Postgres(s) => s.close().await,

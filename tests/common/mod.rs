@@ -237,6 +237,7 @@ pub fn test_config(db: &TestDb) -> Config {
     c.radius.recv_buffer_bytes = 1 << 20;
     c.radius.commit_timeout_secs = 5;
     c.api.listen = "127.0.0.1:0".parse().expect("addr");
+    c.metrics.listen = "127.0.0.1:0".parse().expect("addr");
     // Jobs run only where a test drives them (`run_once`), so nothing races the assertions.
     c.jobs.sweep_enabled = false;
     c.jobs.archive_enabled = false;
@@ -258,6 +259,8 @@ pub struct TestApp {
     pub stats: Arc<Stats>,
     pub index: Arc<SessionIndex>,
     pub store: Store,
+    pub metrics_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
     /// A sender into the writer's queue; dropped first on `stop`.
     pub ingest: radacctd::ingest::IngestSender,
     shutdown: CancellationToken,
@@ -274,6 +277,8 @@ impl TestApp {
         let index = app.index();
         let store = app.store();
         let ingest = app.ingest();
+        let metrics_addr = app.metrics_addr();
+        let api_addr = Some(app.api_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         TestApp {
@@ -281,6 +286,8 @@ impl TestApp {
             stats,
             index,
             store,
+            metrics_addr,
+            api_addr,
             ingest,
             shutdown,
             task,

@@ -1,0 +1,509 @@
+//! Operations: the Prometheus exposition after a scripted workload, the systemd notify protocol
+//! (a fake NOTIFY_SOCKET), SIGTERM in the middle of a burst, SIGHUP picking up a new NAS, the
+//! unit file (`systemd-analyze verify`) and the Grafana dashboard's queries.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Attr, Backend, Nas, Sess, TestApp, TestDb, now, require, test_config};
+use radacctd::radius::dictionary as d;
+
+/// Scrapes `/metrics` into `series (name{labels}) → value`.
+async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    parse_exposition(&text)
+}
+
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *m.get(series).unwrap_or_else(|| {
+        panic!(
+            "{series} missing from /metrics: {:?}",
+            m.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_what_was_sent() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let mut config = test_config(&db);
+    config.journal.enabled = true;
+    let dir = tempfile::tempdir().expect("dir");
+    config.journal.path = dir.path().join("j");
+    let app = TestApp::start(config).await;
+    let metrics = app.metrics_addr.expect("metrics enabled");
+    let mut nas = Nas::new(app.addr).await;
+    let n = now();
+    for i in 1..=3 {
+        nas.send(&Sess::new(i).start(n - 100)).await.expect("start");
+    }
+    nas.send(&Sess::new(1).interim(n - 50, 50, 10, 10))
+        .await
+        .expect("interim");
+    let interim = nas.request(&Sess::new(2).interim(n - 50, 50, 10, 10));
+    nas.send_bytes(&interim).await.expect("interim");
+    nas.send_bytes(&interim)
+        .await
+        .expect("retransmission answered from cache");
+    nas.send(&Sess::new(3).stop(n - 10, 90, 20, 20, 1))
+        .await
+        .expect("stop");
+    let garbage = [0u8; 10];
+    assert!(
+        nas.exchange(&garbage, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let mut wrong = Nas::with_secret(app.addr, "wrong").await;
+    let req = wrong.request(&Sess::new(9).start(n));
+    assert!(
+        wrong
+            .exchange(&req, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    let m = scrape(metrics).await;
+    assert_eq!(
+        value(&m, "radacctd_packets_received_total{type=\"start\"}"),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "radacctd_packets_received_total{type=\"interim_update\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "radacctd_packets_received_total{type=\"stop\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "radacctd_packets_dropped_total{reason=\"malformed\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "radacctd_packets_dropped_total{reason=\"bad_authenticator\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "radacctd_packets_dropped_total{reason=\"unknown_client\"}"
+        ),
+        0.0
+    );
+    assert_eq!(value(&m, "radacctd_responses_sent_total"), 6.0);
+    assert_eq!(value(&m, "radacctd_responses_resent_total"), 1.0);
+    assert_eq!(value(&m, "radacctd_active_sessions"), 2.0);
+    assert_eq!(
+        value(&m, "radacctd_active_sessions_by_nas{nas=\"192.0.2.10\"}"),
+        2.0
+    );
+    assert_eq!(value(&m, "radacctd_ingest_queue_depth"), 0.0);
+    assert_eq!(
+        value(&m, "radacctd_commit_duration_seconds_count"),
+        value(&m, "radacctd_write_batches_total")
+    );
+    assert_eq!(
+        value(&m, "radacctd_write_batch_size_sum"),
+        6.0,
+        "events committed"
+    );
+    assert_eq!(value(&m, "radacctd_journal_entries"), 0.0);
+    assert_eq!(value(&m, "radacctd_journal_bytes"), 0.0);
+    assert_eq!(value(&m, "radacctd_build_info{version=\"0.1.0\"}"), 1.0);
+    assert!(m.contains_key("radacctd_index_rebuild_duration_seconds"));
+    assert!(m.contains_key("radacctd_db_pool_connections{state=\"idle\"}"));
+    assert!(m.contains_key("radacctd_job_last_success_timestamp_seconds{job=\"sweeper\"}"));
+    assert!(m.contains_key("radacctd_job_rows_total{job=\"archiver\"}"));
+    assert!(m.contains_key("radacctd_disconnect_attempts_total{method=\"coa\",outcome=\"ack\"}"));
+    // No label carries a user name or a session id.
+    assert!(m.keys().all(|k| !k.contains("example.lb")));
+    app.stop().await;
+}
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana-dashboard.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&json, &mut exprs);
+    assert!(exprs.len() >= 8, "the dashboard has panels with queries");
+    let exported = exported_names();
+    for e in &exprs {
+        let names = metric_names(e);
+        assert!(!names.is_empty(), "query without a radacctd metric: {e}");
+        for name in names {
+            assert!(exported.contains(&name), "{name} (in {e}) is not exported");
+        }
+    }
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                if k == "expr" {
+                    if let Some(s) = v.as_str() {
+                        out.push(s.to_owned());
+                    }
+                } else {
+                    collect_exprs(v, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("radacctd_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Every series name a running daemon exposes (histograms with their `_bucket`, `_sum`,
+/// `_count` series), from a scrape of a real instance after a little traffic.
+fn exported_names() -> std::collections::BTreeSet<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+        let mut config = test_config(&db);
+        config.journal.enabled = true;
+        let dir = tempfile::tempdir().expect("dir");
+        config.journal.path = dir.path().join("j");
+        let app = TestApp::start(config).await;
+        let mut nas = Nas::new(app.addr).await;
+        nas.send(&Sess::new(1).start(now())).await.expect("start");
+        if let Some(api) = app.api_addr {
+            let _ = reqwest::get(format!("http://{api}/healthz")).await;
+        }
+        let m = scrape(app.metrics_addr.expect("metrics")).await;
+        app.stop().await;
+        m.keys()
+            .map(|k| k.split('{').next().unwrap_or(k).to_owned())
+            .collect()
+    })
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/radacctd.service");
+    let text = std::fs::read_to_string(&unit).expect("unit file");
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "User=radacctd",
+        "StateDirectory=",
+        "ConfigurationDirectory=",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(text.contains(needed), "unit has {needed}");
+    }
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !require(analyze.exists(), "systemd-analyze (package systemd)") {
+        return;
+    }
+    // Verify a copy whose ExecStart points at the binary just built.
+    let dir = tempfile::tempdir().expect("dir");
+    let copy = dir.path().join("radacctd.service");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/local/bin/radacctd", env!("CARGO_BIN_EXE_radacctd")),
+    )
+    .expect("write");
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|l| l.contains("radacctd.service")),
+        "warnings about the unit: {stderr}"
+    );
+}
+
+fn free_port_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn free_port_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn daemon(db: &TestDb, radius: u16, metrics: u16) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_radacctd"));
+    cmd.arg("serve")
+        .env("RADACCTD__DATABASE__URL", &db.url)
+        .env("RADACCTD__RADIUS__LISTEN", format!("127.0.0.1:{radius}"))
+        .env("RADACCTD__API__LISTEN", "127.0.0.1:0")
+        .env("RADACCTD__METRICS__LISTEN", format!("127.0.0.1:{metrics}"))
+        .env("RADACCTD__JOURNAL__ENABLED", "false")
+        .env("RADACCTD__JOBS__SWEEP_ENABLED", "false")
+        .env("RADACCTD__JOBS__ARCHIVE_ENABLED", "false")
+        .env("RADACCTD__LOG__LEVEL", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_socket_gets_ready_then_watchdog_then_stopping() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    // One open session in the database before start: READY must come after it is indexed.
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    db.exec(
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, acctupdatetime) \
+         VALUES ('s', 'open-before-start', 'u', '192.0.2.1', datetime('now'), datetime('now'))",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let sock_path = dir.path().join("notify");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).expect("notify socket");
+    let (radius, metrics) = (free_port_udp(), free_port_tcp());
+    let mut child = daemon(&db, radius, metrics)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    let recv = || async {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), sock.recv(&mut buf))
+            .await
+            .expect("a notification in time")
+            .expect("recv");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv().await;
+    assert!(first.contains("READY=1"), "first message is READY: {first}");
+    // At READY the index is loaded and the listener answers.
+    let m = scrape(format!("127.0.0.1:{metrics}").parse().expect("addr")).await;
+    assert_eq!(value(&m, "radacctd_active_sessions"), 1.0);
+    let mut nas = Nas::new(format!("127.0.0.1:{radius}").parse().expect("addr")).await;
+    nas.send(&Sess::new(1).start(now()))
+        .await
+        .expect("answered right after READY");
+    let mut watchdogs = 0;
+    while watchdogs < 3 {
+        let msg = recv().await;
+        if msg.contains("WATCHDOG=1") {
+            watchdogs += 1;
+        }
+    }
+    signal(pid, "TERM");
+    let mut stopping = false;
+    for _ in 0..50 {
+        if recv().await.contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+}
+
+both_stores!(sigterm_in_a_burst_keeps_every_answered_packet);
+
+async fn sigterm_in_a_burst_keeps_every_answered_packet(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (radius, metrics) = (free_port_udp(), free_port_tcp());
+    let mut child = daemon(&db, radius, metrics).spawn().expect("spawn");
+    let addr: SocketAddr = format!("127.0.0.1:{radius}").parse().expect("addr");
+    let mut probe = Nas::new(addr).await;
+    let mut up = false;
+    for _ in 0..100 {
+        let req = probe.request(&Sess::new(999_999).start(now()));
+        if probe
+            .exchange(&req, Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "daemon answers");
+    // 8 sockets × 200 packets with distinct identifiers, sent without waiting.
+    let n = now();
+    let mut nases = Vec::new();
+    for s in 0..8u32 {
+        let nas = Nas::new(addr).await;
+        let mut packets = Vec::new();
+        for i in 0..200u32 {
+            let sess = Sess::new(s * 1000 + i);
+            packets.push((
+                sess.clone(),
+                common::build_request(i as u8, &nas.secret, &sess.start(n - 5)),
+            ));
+        }
+        nases.push((nas, packets));
+    }
+    for (nas, packets) in &nases {
+        for (_, p) in packets {
+            nas.socket.send_to(p, addr).await.expect("send");
+        }
+    }
+    signal(child.id().expect("pid"), "TERM");
+    let mut answered = Vec::new();
+    for (nas, packets) in &nases {
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_millis(1500), nas.socket.recv_from(&mut buf)).await
+        {
+            let resp = radacctd::radius::codec::Packet::decode(&buf[..len]).expect("response");
+            let (sess, req) = &packets[resp.identifier() as usize];
+            let rq = radacctd::radius::codec::Packet::decode(req).expect("request");
+            assert!(resp.verify_response_authenticator(rq.authenticator(), &nas.secret));
+            answered.push(sess.key());
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    let rows: std::collections::BTreeSet<String> = db
+        .rows()
+        .await
+        .into_iter()
+        .map(|r| r.acctuniqueid)
+        .collect();
+    for key in &answered {
+        assert!(rows.contains(key), "an answered packet is in the database");
+    }
+    eprintln!("{} of 1600 answered before exit", answered.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_picks_up_a_new_nas() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let (radius, metrics) = (free_port_udp(), free_port_tcp());
+    let mut child = daemon(&db, radius, metrics).spawn().expect("spawn");
+    let addr: SocketAddr = format!("127.0.0.1:{radius}").parse().expect("addr");
+    let mut probe = Nas::new(addr).await;
+    for _ in 0..100 {
+        let req = probe.request(&Sess::new(1).start(now()));
+        if probe
+            .exchange(&req, Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            break;
+        }
+    }
+    // A NAS on another loopback address, known only to the nas table.
+    let Ok(sock) = tokio::net::UdpSocket::bind("127.0.0.3:0").await else {
+        eprintln!("skipping: cannot bind 127.0.0.3");
+        return;
+    };
+    let mut attrs = Sess::new(2).start(now());
+    attrs.push(Attr::U32(d::NAS_PORT, 3));
+    let req = common::build_request(7, b"bng-3-secret", &attrs);
+    let try_once = || async {
+        sock.send_to(&req, addr).await.expect("send");
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
+            .await
+            .is_ok()
+    };
+    assert!(!try_once().await, "unknown before the reload");
+    db.exec(
+        "INSERT INTO nas (nasname, shortname, secret) VALUES ('127.0.0.3', 'bng-3', 'bng-3-secret')",
+    )
+    .await;
+    assert!(
+        !try_once().await,
+        "still unknown: the table is re-read on SIGHUP or every 60 s"
+    );
+    signal(child.id().expect("pid"), "HUP");
+    let mut accepted = false;
+    for _ in 0..20 {
+        if try_once().await {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "accepted after SIGHUP");
+    signal(child.id().expect("pid"), "TERM");
+    let status = child.wait().await.expect("status");
+    assert!(status.success());
+}
