@@ -528,3 +528,56 @@ async fn close_requests_close_only_due_rows_through_the_writer(backend: Backend)
     assert!(app.index.contains(&fresh.key()));
     app.stop().await;
 }
+
+/// The optimistic PostgreSQL write only updates rows whose version is still the one read; a
+/// row another writer changed in between is reported, not overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_write_refuses_rows_changed_by_another_writer() {
+    let Some((db, app, mut nas)) = setup(Backend::Postgres).await else {
+        return;
+    };
+    let (a, b) = (Sess::new(1), Sess::new(2));
+    nas.send(&a.start(now() - 100)).await.expect("start");
+    nas.send(&b.start(now() - 100)).await.expect("start");
+    let radacctd::store::Store::Postgres(pg) = &app.store else {
+        unreachable!("a PostgreSQL test")
+    };
+    let (rows, versions) = pg
+        .load_versions(&[a.key().as_str(), b.key().as_str()])
+        .await
+        .expect("load");
+    // Another writer touches row a.
+    db.exec(&format!(
+        "UPDATE radacct SET acctinputoctets = 42 WHERE acctuniqueid = '{}'",
+        a.key()
+    ))
+    .await;
+    let mut updates: Vec<Row> = [a.key(), b.key()]
+        .iter()
+        .map(|k| {
+            let mut r = rows[k].clone();
+            r.acctoutputoctets = Some(7);
+            r
+        })
+        .collect();
+    updates.sort_by(|x, y| x.acctuniqueid.cmp(&y.acctuniqueid));
+    let stale = pg
+        .write_guarded(&mut [], &updates, &versions)
+        .await
+        .expect("write");
+    assert_eq!(stale.into_iter().collect::<Vec<_>>(), vec![a.key()]);
+    let after = db.rows().await;
+    let ra = after.iter().find(|r| r.acctuniqueid == a.key()).expect("a");
+    let rb = after.iter().find(|r| r.acctuniqueid == b.key()).expect("b");
+    assert_eq!(
+        (ra.acctinputoctets, ra.acctoutputoctets),
+        (Some(42), Some(0)),
+        "not overwritten"
+    );
+    assert_eq!(
+        rb.acctoutputoctets,
+        Some(7),
+        "the unchanged row was written"
+    );
+    app.stop().await;
+}

@@ -268,6 +268,7 @@ async fn spawn_daemon(db_url: &str, port: u16, journal: &std::path::Path) -> tok
         .env("RADACCTD__DATABASE__URL", db_url)
         .env("RADACCTD__RADIUS__LISTEN", format!("127.0.0.1:{port}"))
         .env("RADACCTD__API__LISTEN", "127.0.0.1:0")
+        .env("RADACCTD__METRICS__LISTEN", "127.0.0.1:0")
         .env("RADACCTD__JOURNAL__PATH", journal)
         .env("RADACCTD__JOBS__SWEEP_ENABLED", "false")
         .env("RADACCTD__JOBS__ARCHIVE_ENABLED", "false")

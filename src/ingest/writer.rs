@@ -661,7 +661,7 @@ fn row_from_session(s: &Session) -> Row {
     }
 }
 
-/// What a committed transaction did.
+/// What a committed write did.
 #[derive(Debug)]
 struct Outcome {
     changes: Vec<IndexChange>,
@@ -671,14 +671,86 @@ struct Outcome {
     closed: Vec<bool>,
 }
 
-/// One transaction for `items`.
+impl Outcome {
+    fn new(items: usize) -> Outcome {
+        Outcome {
+            changes: Vec::new(),
+            unchanged: 0,
+            closed: vec![false; items],
+        }
+    }
+}
+
+/// Writes `items`. On PostgreSQL a batch without Accounting-On/Off takes the optimistic path
+/// (two round trips: read, then one guarded statement that inserts and updates); anything
+/// else, and any batch whose optimistic write fails, takes the locked transaction path.
 async fn commit(store: &Store, items: &[Item]) -> Result<Outcome, StoreError> {
+    let refs: Vec<&Item> = items.iter().collect();
+    if let Store::Postgres(pg) = store
+        && !refs.iter().any(|i| is_barrier(i))
+    {
+        match commit_optimistic(pg, store, &refs).await {
+            Ok(out) => return Ok(out),
+            Err(e) if e.is_unavailable() => return Err(e),
+            // A conflicting insert by another writer, a statement error: the locked path
+            // either succeeds or isolates the culprit.
+            Err(e) => tracing::debug!(error = %e, "optimistic write failed; using a transaction"),
+        }
+    }
+    commit_locked(store, &refs).await
+}
+
+fn is_barrier(item: &Item) -> bool {
+    matches!(item, Item::Event { event, .. }
+        if matches!(event.kind, EventKind::AccountingOn | EventKind::AccountingOff))
+}
+
+/// Read without locks, fold, then one statement that inserts the new rows and updates the
+/// changed ones only where their row version (`xmin`) is still the one read. Rows another
+/// writer changed in between are redone under locks.
+async fn commit_optimistic(
+    pg: &crate::store::PgStore,
+    store: &Store,
+    items: &[&Item],
+) -> Result<Outcome, StoreError> {
+    let keys = unique_keys(items, 0..items.len());
+    let (loaded, versions) = pg.load_versions(&keys).await?;
+    let mut out = Outcome::new(items.len());
+    let mut unchanged = vec![false; items.len()];
+    let mut folded = fold(items, 0..items.len(), loaded, &mut out, &mut unchanged);
+    let stale = pg
+        .write_guarded(&mut folded.inserts, &folded.updates, &versions)
+        .await?;
+    if stale.is_empty() {
+        out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
+        record(folded, &mut out);
+        return Ok(out);
+    }
+    tracing::debug!(
+        rows = stale.len(),
+        "rows changed by another writer; redoing them"
+    );
+    folded.updates.retain(|r| !stale.contains(&r.acctuniqueid));
+    record(folded, &mut out);
+    let redo: Vec<usize> = (0..items.len())
+        .filter(|i| stale.contains(items[*i].key()))
+        .collect();
+    let redo_items: Vec<&Item> = redo.iter().map(|i| items[*i]).collect();
+    let again = commit_locked(store, &redo_items).await?;
+    out.changes.extend(again.changes);
+    for (j, i) in redo.iter().enumerate() {
+        out.closed[*i] = again.closed[j];
+        unchanged[*i] = false;
+    }
+    out.unchanged = unchanged.iter().filter(|u| **u).count() as u64 + again.unchanged;
+    Ok(out)
+}
+
+/// One transaction, rows locked as they are read (`FOR UPDATE`).
+async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outcome, StoreError> {
     let mut tx = store.begin().await?;
-    let mut out = Outcome {
-        changes: Vec::new(),
-        unchanged: 0,
-        closed: vec![false; items.len()],
-    };
+    let mut out = Outcome::new(items.len());
+    let mut unchanged = vec![false; items.len()];
     let mut run_start = 0;
     for (i, item) in items.iter().enumerate() {
         let Item::Event { event: ev, .. } = item else {
@@ -686,7 +758,7 @@ async fn commit(store: &Store, items: &[Item]) -> Result<Outcome, StoreError> {
         };
         if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
             // A barrier: everything queued before it is applied first.
-            fold_and_write(&mut tx, items, run_start..i, &mut out).await?;
+            fold_and_write(&mut tx, items, run_start..i, &mut out, &mut unchanged).await?;
             run_start = i + 1;
             let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
             let closed = tx
@@ -696,40 +768,51 @@ async fn commit(store: &Store, items: &[Item]) -> Result<Outcome, StoreError> {
                 .extend(closed.into_iter().map(IndexChange::Remove));
         }
     }
-    fold_and_write(&mut tx, items, run_start..items.len(), &mut out).await?;
+    fold_and_write(
+        &mut tx,
+        items,
+        run_start..items.len(),
+        &mut out,
+        &mut unchanged,
+    )
+    .await?;
     tx.commit().await?;
+    out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
     Ok(out)
 }
 
-/// Loads the rows of a run of per-session items, folds them in order, writes the rows that
-/// changed.
-async fn fold_and_write(
-    tx: &mut crate::store::Tx,
-    items: &[Item],
+/// The keys of a run of items, in first-seen order (so writes are deterministic).
+fn unique_keys<'a>(items: &[&'a Item], range: std::ops::Range<usize>) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    items[range]
+        .iter()
+        .map(|i| i.key())
+        .filter(|k| seen.insert(*k))
+        .collect()
+}
+
+/// Rows to write after folding a run of items.
+struct Folded {
+    inserts: Vec<Row>,
+    updates: Vec<Row>,
+}
+
+/// Folds a run of per-session items, in order, over the rows loaded for their keys.
+fn fold(
+    items: &[&Item],
     range: std::ops::Range<usize>,
+    mut loaded: HashMap<String, Row>,
     out: &mut Outcome,
-) -> Result<(), StoreError> {
-    if range.is_empty() {
-        return Ok(());
-    }
-    // Keys in first-seen order, so writes are deterministic.
-    let mut order: Vec<&str> = Vec::new();
-    let mut state: HashMap<&str, (bool, Option<Row>, bool)> = HashMap::new();
-    for item in &items[range.clone()] {
-        let k = item.key();
-        if !state.contains_key(k) {
-            state.insert(k, (false, None, false));
-            order.push(k);
-        }
-    }
-    let mut loaded = tx.load(&order).await?;
+    unchanged: &mut [bool],
+) -> Folded {
+    let order = unique_keys(items, range.clone());
+    let mut state: HashMap<&str, (bool, Option<Row>, bool)> = HashMap::with_capacity(order.len());
     for k in &order {
-        if let Some(row) = loaded.remove(*k) {
-            state.insert(k, (true, Some(row), false));
-        }
+        let row = loaded.remove(*k);
+        state.insert(k, (row.is_some(), row, false));
     }
     for i in range {
-        let item = &items[i];
+        let item = items[i];
         let Some((_, row, dirty)) = state.get_mut(item.key()) else {
             continue;
         };
@@ -745,29 +828,53 @@ async fn fold_and_write(
         if changed {
             *dirty = true;
         } else {
-            out.unchanged += 1;
+            unchanged[i] = true;
         }
     }
-    let mut inserts = Vec::new();
-    let mut updates = Vec::new();
+    let mut folded = Folded {
+        inserts: Vec::new(),
+        updates: Vec::new(),
+    };
     for k in &order {
         if let Some((existed, Some(row), true)) = state.remove(*k) {
             if existed {
-                updates.push(row);
+                folded.updates.push(row);
             } else {
-                inserts.push(row);
+                folded.inserts.push(row);
             }
         }
     }
-    tx.insert(&mut inserts).await?;
-    tx.update(&updates).await?;
-    for row in inserts.into_iter().chain(updates) {
+    folded
+}
+
+/// The index changes of rows that were written.
+fn record(folded: Folded, out: &mut Outcome) {
+    for row in folded.inserts.into_iter().chain(folded.updates) {
         if row.is_open() {
             out.changes.push(IndexChange::Upsert(Box::new(row)));
         } else {
             out.changes.push(IndexChange::Remove(row.acctuniqueid));
         }
     }
+}
+
+/// Loads (locked), folds and writes a run of per-session items inside a transaction.
+async fn fold_and_write(
+    tx: &mut crate::store::Tx,
+    items: &[&Item],
+    range: std::ops::Range<usize>,
+    out: &mut Outcome,
+    unchanged: &mut [bool],
+) -> Result<(), StoreError> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let keys = unique_keys(items, range.clone());
+    let loaded = tx.load(&keys).await?;
+    let mut folded = fold(items, range, loaded, out, unchanged);
+    tx.insert(&mut folded.inserts).await?;
+    tx.update(&folded.updates).await?;
+    record(folded, out);
     Ok(())
 }
 

@@ -37,6 +37,60 @@ static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The batch lookup without locks, with each row's version (`xmin`) for the guarded write.
+static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, xmin::text FROM radacct WHERE acctuniqueid = ANY($1::text[])",
+        *SELECT_LIST
+    )
+});
+
+/// One statement: insert the new rows, update the changed ones whose version is still the one
+/// read; returns what it did (`0` inserted with its key, `1` updated).
+static WRITE_GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
+    let n = WRITE_COLUMNS.len();
+    let ins_params: Vec<String> = WRITE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}", i + 1, array_type(column_kind(c))))
+        .collect();
+    let ins_aliases: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+    let ins_exprs: Vec<String> = WRITE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| from_unnested(column_kind(c), &format!("c{}", i + 1)))
+        .collect();
+    let base = n + 1;
+    let mut upd_params = vec![format!("${base}::int8[]"), format!("${}::text[]", base + 1)];
+    let mut upd_aliases = vec!["id".to_owned(), "version".to_owned()];
+    let mut sets = Vec::new();
+    for (i, c) in WRITE_COLUMNS.iter().enumerate() {
+        let kind = column_kind(c);
+        upd_params.push(format!("${}::{}", base + 2 + i, array_type(kind)));
+        upd_aliases.push(format!("c{}", i + 1));
+        if *c != "acctuniqueid" {
+            sets.push(format!(
+                "{c} = {}",
+                from_unnested(kind, &format!("u.c{}", i + 1))
+            ));
+        }
+    }
+    format!(
+        "WITH ins AS (INSERT INTO radacct ({cols}) SELECT {ins_exprs} FROM unnest({ins_params}) AS u({ins_aliases}) \
+         RETURNING radacctid, acctuniqueid), \
+         upd AS (UPDATE radacct AS r SET {sets} FROM unnest({upd_params}) AS u({upd_aliases}) \
+         WHERE r.radacctid = u.id AND r.xmin::text = u.version RETURNING r.radacctid) \
+         SELECT 0, radacctid, acctuniqueid FROM ins UNION ALL SELECT 1, radacctid, NULL FROM upd",
+        cols = WRITE_COLUMNS.join(", "),
+        ins_exprs = ins_exprs.join(", "),
+        ins_params = ins_params.join(", "),
+        ins_aliases = ins_aliases.join(", "),
+        sets = sets.join(", "),
+        upd_params = upd_params.join(", "),
+        upd_aliases = upd_aliases.join(", "),
+    )
+});
+
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM radacct WHERE acctstoptime IS NULL",
@@ -220,6 +274,69 @@ impl PgStore {
                 })
             })
             .collect()
+    }
+
+    /// The rows with these keys (no locks) and their row versions.
+    pub async fn load_versions(
+        &self,
+        keys: &[&str],
+    ) -> Result<(HashMap<String, Row>, HashMap<String, String>)> {
+        let rows = sqlx::query(LOAD_VERSIONS_SQL.as_str())
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        let mut versions = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let row = read_row(r)?;
+            versions.insert(
+                row.acctuniqueid.clone(),
+                r.try_get::<String, _>(WRITE_COLUMNS.len() + 1)?,
+            );
+            out.insert(row.acctuniqueid.clone(), row);
+        }
+        Ok((out, versions))
+    }
+
+    /// Inserts `inserts` (filling their ids) and updates `updates` where each row's version
+    /// is still `versions[key]`, in one statement (one implicit transaction). Returns the keys
+    /// of updates that did not apply because another writer changed the row.
+    pub async fn write_guarded(
+        &self,
+        inserts: &mut [Row],
+        updates: &[Row],
+        versions: &HashMap<String, String>,
+    ) -> Result<std::collections::HashSet<String>> {
+        if inserts.is_empty() && updates.is_empty() {
+            return Ok(Default::default());
+        }
+        let q = bind_columns(sqlx::query(WRITE_GUARDED_SQL.as_str()), inserts);
+        let ids: Vec<Option<i64>> = updates.iter().map(|r| r.radacctid).collect();
+        let vers: Vec<Option<String>> = updates
+            .iter()
+            .map(|r| versions.get(&r.acctuniqueid).cloned())
+            .collect();
+        let q = bind_columns(q.bind(ids).bind(vers), updates);
+        let done = q.fetch_all(&self.pool).await?;
+        let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
+        let mut updated = std::collections::HashSet::with_capacity(updates.len());
+        for r in &done {
+            let kind: i32 = r.try_get(0)?;
+            let id: i64 = r.try_get(1)?;
+            if kind == 0 {
+                inserted.insert(r.try_get::<String, _>(2)?, id);
+            } else {
+                updated.insert(id);
+            }
+        }
+        for row in inserts.iter_mut() {
+            row.radacctid = inserted.get(&row.acctuniqueid).copied();
+        }
+        Ok(updates
+            .iter()
+            .filter(|r| !r.radacctid.is_some_and(|id| updated.contains(&id)))
+            .map(|r| r.acctuniqueid.clone())
+            .collect())
     }
 
     pub(super) async fn begin(&self) -> Result<PgTx> {
