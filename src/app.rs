@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::scope::ScopeCache;
 use crate::api::{self, ApiDeps, ApiState};
 use crate::config::{ClientConfig, Config, Secret};
+use crate::disconnect::Disconnector;
 use crate::ingest::journal::Journal;
 use crate::ingest::{self, Writer, WriterOptions};
 use crate::jobs::{Archiver, Sweeper};
@@ -73,6 +74,8 @@ pub struct Application {
     index_rebuild: Duration,
     /// Notified on SIGHUP: re-read the `nas` table and the reseller cache now.
     reload: Arc<tokio::sync::Notify>,
+    /// CoA + RouterOS API disconnects; closes rows through the writer.
+    disconnector: Disconnector,
 }
 
 impl std::fmt::Debug for Application {
@@ -172,7 +175,23 @@ impl Application {
             .map(|l| l.local_addr())
             .transpose()?;
         let (ingest_tx, ingest_rx) = ingest::queue(config.radius.queue_capacity);
+        let stats = Arc::new(Stats::default());
+        let disconnector = Disconnector::new(
+            config.disconnect.clone(),
+            &ingest_tx,
+            index.clone(),
+            stats.clone(),
+        )
+        .await
+        .context("binding the CoA client sockets")?;
+        disconnector.set_clients(&config.radius.clients);
+        if database.is_ok()
+            && let Err(e) = disconnector.reload_nas(&store).await
+        {
+            tracing::warn!(error = %e, "nas table not readable for disconnects yet");
+        }
         Ok(Application {
+            disconnector,
             journal,
             ready,
             metrics_listener,
@@ -187,7 +206,7 @@ impl Application {
             config,
             store,
             index,
-            stats: Arc::new(Stats::default()),
+            stats,
             clients,
             radius_socket: Arc::new(socket),
             radius_addr,
@@ -206,6 +225,11 @@ impl Application {
     /// Notify it to reload clients and the reseller cache now (what SIGHUP does).
     pub fn reload_handle(&self) -> Arc<tokio::sync::Notify> {
         self.reload.clone()
+    }
+
+    /// The disconnect service (what `POST /api/sessions/{id}/disconnect` uses).
+    pub fn disconnector(&self) -> Disconnector {
+        self.disconnector.clone()
     }
 
     /// The bound address of the HTTP API.
@@ -324,7 +348,13 @@ impl Application {
             self.store.clone(),
             Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
         ));
+        let nas_refresh = tokio::spawn(self.disconnector.clone().run_refresh(
+            self.store.clone(),
+            Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
+            background.clone(),
+        ));
         let reloader = tokio::spawn(reload_on_signal(
+            self.disconnector.clone(),
             background.clone(),
             self.reload.clone(),
             self.clients.clone(),
@@ -421,6 +451,7 @@ impl Application {
         let _ = watchdog.await;
         let _ = housekeeping.await;
         let _ = reloader.await;
+        let _ = nas_refresh.await;
         self.store.close().await;
         match failure {
             Some(e) => Err(e),
@@ -879,6 +910,7 @@ async fn systemd_watchdog(writer_alive: Arc<AtomicBool>, cancel: CancellationTok
 /// SIGHUP (or [`Application::reload_handle`]): re-read the `nas` table into the client list
 /// and refresh the reseller cache, without stopping anything.
 async fn reload_on_signal(
+    disconnector: Disconnector,
     cancel: CancellationToken,
     reload: Arc<tokio::sync::Notify>,
     clients: SharedClients,
@@ -898,6 +930,9 @@ async fn reload_on_signal(
         *clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         if let Err(e) = scope.refresh(&store, &index).await {
             tracing::warn!(error = %e, "reseller cache refresh failed");
+        }
+        if let Err(e) = disconnector.reload_nas(&store).await {
+            tracing::warn!(error = %e, "nas table refresh for disconnects failed");
         }
         tracing::info!(clients = n, "reloaded clients and reseller cache");
         notify_systemd(&[sd_notify::NotifyState::Ready]);

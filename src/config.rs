@@ -42,6 +42,7 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     pub journal: JournalConfig,
     pub metrics: MetricsConfig,
+    pub disconnect: crate::disconnect::DisconnectConfig,
     pub log: LogConfig,
 }
 
@@ -330,6 +331,7 @@ impl Config {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.jobs.validate()?;
+        self.disconnect.check()?;
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -1,0 +1,770 @@
+//! Disconnecting a subscriber (DESIGN §5): an RFC 5176 Disconnect-Request first ([`coa`]),
+//! the MikroTik RouterOS API as the fallback ([`mikrotik`]), and the row closed through the
+//! single writer once the NAS has proved the session gone. It never writes SQL or touches the
+//! index itself: every change goes through the writer's queue (DESIGN §10 "One writer").
+//!
+//! Outcomes:
+//! - Disconnect-ACK → close (`Admin-Reset`, stop = now), method `coa`.
+//! - Disconnect-NAK with Error-Cause 503, or no such `/ppp/active` entry on the router → the
+//!   row is a ghost: close it, method `already_closed`. A ghost's stop time is its last
+//!   update (else its start), the last evidence that it lived, as the stale sweeper does; its
+//!   cause is [`GHOST_CAUSE`] (`Admin-Reset`: the close was an administrator's decision).
+//! - Timeout or another NAK → the RouterOS API when the NAS has API credentials: removed →
+//!   close as for an ACK, method `api`.
+//! - Both fail → [`DisconnectError::Unreachable`]; the row stays open for the sweeper.
+//!
+//! Concurrent calls for one session share one attempt (one Disconnect-Request), which runs in
+//! its own task so that a caller going away never leaves a NAS-confirmed disconnect unrecorded.
+
+pub mod coa;
+pub mod mikrotik;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClientConfig;
+use crate::ingest::{CloseRequest, IngestSender, Item};
+use crate::metrics::{DisconnectAttempt, DisconnectResult, Stats};
+use crate::radius::clients::ClientAddr;
+use crate::sessions::{Session, SessionIndex};
+use crate::store::{NasRow, Store, StoreError};
+
+pub use coa::{CoaClient, CoaConfig, CoaError, CoaOutcome, CoaReply, DisconnectRequest};
+pub use mikrotik::{ApiCredentials, ApiOutcome, ApiTimeouts};
+
+/// Terminate cause of a row closed after the NAS confirmed the disconnect.
+pub const CLOSE_CAUSE: &str = "Admin-Reset";
+/// Terminate cause of a ghost row (the NAS says the session does not exist).
+pub const GHOST_CAUSE: &str = "Admin-Reset";
+
+/// The `[disconnect]` section of the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DisconnectConfig {
+    /// Total time for one Disconnect-Request, retransmissions included, in milliseconds.
+    pub coa_timeout_ms: u64,
+    /// The same Disconnect-Request is sent again after this many milliseconds without answer.
+    pub coa_retry_interval_ms: u64,
+    /// CoA port of a NAS whose `nas` row has no `coa_port` (MikroTik's `/radius incoming`).
+    pub coa_port: u16,
+    /// UDP sockets for Disconnect-Requests; each carries 256 requests in flight.
+    pub coa_sockets: usize,
+    /// Source address of Disconnect-Requests (a MikroTik accepts them only from a configured
+    /// `/radius` server address). `::` gives dual-stack sockets.
+    pub coa_bind: IpAddr,
+    /// RouterOS API port of a NAS whose `nas` row has no `api_port` (8728; API-SSL is not
+    /// supported).
+    pub api_port: u16,
+    /// Deadline of the API's TCP connect, in milliseconds.
+    pub api_connect_timeout_ms: u64,
+    /// Deadline of each API reply (and write), in milliseconds.
+    pub api_reply_timeout_ms: u64,
+    /// Deadline of the whole API exchange (connect, login, print, remove), in milliseconds.
+    pub api_timeout_ms: u64,
+    /// How long to wait for the writer to commit the close, in milliseconds.
+    pub close_timeout_ms: u64,
+}
+
+impl Default for DisconnectConfig {
+    fn default() -> Self {
+        DisconnectConfig {
+            coa_timeout_ms: 3000,
+            coa_retry_interval_ms: 1000,
+            coa_port: 1700,
+            coa_sockets: 16,
+            coa_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            api_port: 8728,
+            api_connect_timeout_ms: 3000,
+            api_reply_timeout_ms: 3000,
+            api_timeout_ms: 10_000,
+            close_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl DisconnectConfig {
+    /// Explains the first invalid value, for `check-config`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.coa_timeout_ms == 0 {
+            return Err("disconnect.coa_timeout_ms must be above 0".into());
+        }
+        if self.coa_retry_interval_ms == 0 {
+            return Err("disconnect.coa_retry_interval_ms must be above 0".into());
+        }
+        if !(1..=1024).contains(&self.coa_sockets) {
+            return Err("disconnect.coa_sockets must be between 1 and 1024".into());
+        }
+        if self.coa_port == 0 || self.api_port == 0 {
+            return Err("disconnect.coa_port and disconnect.api_port must not be 0".into());
+        }
+        if self.api_connect_timeout_ms == 0
+            || self.api_reply_timeout_ms == 0
+            || self.api_timeout_ms == 0
+            || self.close_timeout_ms == 0
+        {
+            return Err("disconnect API and close timeouts must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The CoA client settings these values give.
+    pub fn coa(&self) -> CoaConfig {
+        CoaConfig {
+            budget: Duration::from_millis(self.coa_timeout_ms),
+            retry_interval: Duration::from_millis(self.coa_retry_interval_ms),
+            sockets: self.coa_sockets,
+            bind: self.coa_bind,
+            ..CoaConfig::default()
+        }
+    }
+
+    /// The RouterOS API deadlines these values give.
+    pub fn api_timeouts(&self) -> ApiTimeouts {
+        ApiTimeouts {
+            connect: Duration::from_millis(self.api_connect_timeout_ms),
+            reply: Duration::from_millis(self.api_reply_timeout_ms),
+            total: Duration::from_millis(self.api_timeout_ms),
+        }
+    }
+}
+
+/// How a disconnect succeeded: the `method` of the HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The NAS acknowledged the Disconnect-Request.
+    Coa,
+    /// The RouterOS API removed the session.
+    Api,
+    /// The session was already gone (not in the index, NAK 503, or not on the router).
+    AlreadyClosed,
+}
+
+impl Method {
+    /// `"coa"`, `"api"` or `"already_closed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Coa => "coa",
+            Method::Api => "api",
+            Method::AlreadyClosed => "already_closed",
+        }
+    }
+}
+
+/// A successful disconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnected {
+    pub method: Method,
+    /// Whether this disconnect closed the row. False when it was closed meanwhile (the NAS's
+    /// own Stop came first), when the session was not open, or when the close could not be
+    /// committed (logged; the NAS's Stop or the sweeper closes it later).
+    pub row_closed: bool,
+    /// From the call to the outcome.
+    pub elapsed: Duration,
+}
+
+/// A failed disconnect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectError {
+    /// Neither the Disconnect-Request nor the RouterOS API disconnected the session; the row
+    /// stays open. HTTP: 503 `NAS unreachable`. `detail` is for logs, not for clients.
+    #[error("NAS unreachable: {detail}")]
+    Unreachable { detail: String },
+    /// The disconnect task ended without a result (a bug). HTTP: 500.
+    #[error("disconnect failed: {0}")]
+    Internal(String),
+}
+
+/// A NAS as the disconnect paths need it.
+#[derive(Clone)]
+struct NasInfo {
+    name: String,
+    secret: Option<Arc<[u8]>>,
+    coa_port: Option<u16>,
+    api_port: Option<u16>,
+    api: Option<ApiCredentials>,
+}
+
+/// Addresses and CIDR blocks to values: an exact address first, then the narrowest block.
+#[derive(Clone)]
+struct AddrTable<T> {
+    exact: HashMap<IpAddr, T>,
+    /// Narrowest first.
+    nets: Vec<(ClientAddr, T)>,
+}
+
+impl<T> Default for AddrTable<T> {
+    fn default() -> Self {
+        AddrTable {
+            exact: HashMap::new(),
+            nets: Vec::new(),
+        }
+    }
+}
+
+impl<T> AddrTable<T> {
+    /// The first entry for an address or block wins.
+    fn add(&mut self, addr: ClientAddr, value: T) {
+        if addr.is_host() {
+            self.exact.entry(addr.addr).or_insert(value);
+        } else if !self.nets.iter().any(|(a, _)| *a == addr) {
+            self.nets.push((addr, value));
+            self.nets.sort_by_key(|n| std::cmp::Reverse(n.0.prefix));
+        }
+    }
+
+    fn lookup(&self, ip: IpAddr) -> Option<&T> {
+        let ip = ip.to_canonical();
+        self.exact.get(&ip).or_else(|| {
+            self.nets
+                .iter()
+                .find(|(net, _)| net.contains(ip))
+                .map(|(_, v)| v)
+        })
+    }
+}
+
+/// Everything known to disconnect a session of one NAS address.
+struct Target {
+    name: String,
+    secret: Option<Arc<[u8]>>,
+    coa: SocketAddr,
+    api: Option<(SocketAddr, ApiCredentials)>,
+}
+
+type Shared = Option<Result<Disconnected, DisconnectError>>;
+
+struct Inner {
+    coa: CoaClient,
+    /// Weak, so that a disconnect in progress never keeps the writer from shutting down.
+    ingest: tokio::sync::mpsc::WeakSender<Item>,
+    /// Read to answer `already_closed` for sessions no longer open, so a repeat call never
+    /// sends a second Disconnect-Request.
+    index: Arc<SessionIndex>,
+    /// `nas` rows: secret, ports, API credentials. Replaced whole on reload.
+    nas: RwLock<Arc<AddrTable<Arc<NasInfo>>>>,
+    /// Secrets of configured clients, used when a NAS has no `nas` row.
+    clients: RwLock<Arc<AddrTable<Arc<[u8]>>>>,
+    /// Disconnects in flight by acctuniqueid; guards no `.await`.
+    inflight: Mutex<HashMap<String, watch::Receiver<Shared>>>,
+    config: DisconnectConfig,
+    stats: Arc<Stats>,
+}
+
+/// Disconnects sessions; cheap to clone and share (an `Arc` inside).
+#[derive(Clone)]
+pub struct Disconnector {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Disconnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Disconnector")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a session's in-flight entry when its task ends, panics included.
+struct InflightEntry {
+    inner: Arc<Inner>,
+    key: String,
+}
+
+impl Drop for InflightEntry {
+    fn drop(&mut self) {
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl Disconnector {
+    /// Binds the CoA sockets. `ingest` is the writer's queue (kept as a weak handle), `index`
+    /// the live index, `stats` where attempts are counted. The NAS directory starts empty:
+    /// call [`Disconnector::set_nas`] / [`Disconnector::reload_nas`] and
+    /// [`Disconnector::set_clients`].
+    pub async fn new(
+        config: DisconnectConfig,
+        ingest: &IngestSender,
+        index: Arc<SessionIndex>,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Disconnector> {
+        let coa = CoaClient::bind(config.coa(), stats.clone()).await?;
+        Ok(Disconnector {
+            inner: Arc::new(Inner {
+                coa,
+                ingest: ingest.downgrade(),
+                index,
+                nas: RwLock::new(Arc::new(AddrTable::default())),
+                clients: RwLock::new(Arc::new(AddrTable::default())),
+                inflight: Mutex::new(HashMap::new()),
+                config,
+                stats,
+            }),
+        })
+    }
+
+    /// The CoA client (its socket addresses, for tests and logs).
+    pub fn coa_client(&self) -> &CoaClient {
+        &self.inner.coa
+    }
+
+    /// Replaces the NAS directory with these `nas` rows. A row whose `nasname` is neither an
+    /// address nor a CIDR block is skipped (use [`Disconnector::reload_nas`] to resolve names).
+    pub fn set_nas(&self, rows: &[NasRow]) {
+        self.install_nas(rows, &HashMap::new());
+    }
+
+    /// Re-reads the `nas` table, resolving host names, and replaces the directory.
+    pub async fn reload_nas(&self, store: &Store) -> Result<(), StoreError> {
+        let rows = store.nas_rows().await?;
+        let mut resolved = HashMap::new();
+        for row in &rows {
+            if row.nasname.parse::<ClientAddr>().is_ok() {
+                continue;
+            }
+            match tokio::net::lookup_host((row.nasname.as_str(), 0)).await {
+                Ok(addrs) => {
+                    resolved.insert(row.nasname.clone(), addrs.map(|a| a.ip()).collect());
+                }
+                Err(e) => tracing::warn!(
+                    nas = %row.nasname,
+                    error = %e,
+                    "nas row not usable for disconnect: not an address, block or resolvable name"
+                ),
+            }
+        }
+        self.install_nas(&rows, &resolved);
+        Ok(())
+    }
+
+    /// Secrets of the configured clients, for NASes without a `nas` row.
+    pub fn set_clients(&self, clients: &[ClientConfig]) {
+        let mut table = AddrTable::default();
+        for c in clients {
+            table.add(c.address, Arc::from(c.secret.expose().as_bytes()));
+        }
+        *self
+            .inner
+            .clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+
+    /// Reloads the `nas` table every `every` until `cancel` (failures are logged and the
+    /// previous directory kept).
+    pub async fn run_refresh(self, store: Store, every: Duration, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.reload_nas(&store).await {
+                        tracing::warn!(error = %e, "could not reload the nas table for disconnect");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Disconnects `session` (DESIGN §5; see the module documentation for the outcomes). A
+    /// session no longer in the index answers `already_closed` without contacting the NAS;
+    /// concurrent calls for the same `acctuniqueid` share one attempt and one result.
+    pub async fn disconnect(&self, session: &Session) -> Result<Disconnected, DisconnectError> {
+        let started = Instant::now();
+        let key = session.acctuniqueid.clone();
+        let mut rx = {
+            let mut inflight = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(rx) = inflight.get(&key) {
+                Stats::add(&self.inner.stats.disconnect.coalesced, 1);
+                rx.clone()
+            } else {
+                // Checked under the in-flight lock: an attempt that closed the row removed
+                // its entry only after the index changed, so this cannot miss it.
+                let Some(current) = self.inner.index.get(&key) else {
+                    drop(inflight);
+                    self.inner
+                        .stats
+                        .disconnect
+                        .result(DisconnectResult::AlreadyClosed);
+                    return Ok(Disconnected {
+                        method: Method::AlreadyClosed,
+                        row_closed: false,
+                        elapsed: started.elapsed(),
+                    });
+                };
+                let (tx, rx) = watch::channel(None);
+                inflight.insert(key.clone(), rx.clone());
+                let entry = InflightEntry {
+                    inner: self.inner.clone(),
+                    key,
+                };
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    let result = inner.attempt(&current).await;
+                    inner.stats.disconnect.result(match &result {
+                        Ok(d) => match d.method {
+                            Method::Coa => DisconnectResult::Coa,
+                            Method::Api => DisconnectResult::Api,
+                            Method::AlreadyClosed => DisconnectResult::AlreadyClosed,
+                        },
+                        Err(_) => DisconnectResult::Unreachable,
+                    });
+                    // Leave the in-flight map first: a later call then finds the index
+                    // already changed (or, after a failure, tries again).
+                    drop(entry);
+                    tx.send_replace(Some(result));
+                });
+                rx
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        outcome.unwrap_or_else(|| {
+            Err(DisconnectError::Internal(
+                "the disconnect task ended without a result".into(),
+            ))
+        })
+    }
+
+    fn install_nas(&self, rows: &[NasRow], resolved: &HashMap<String, Vec<IpAddr>>) {
+        let mut table = AddrTable::default();
+        for row in rows {
+            let info = Arc::new(nas_info(row));
+            if let Ok(addr) = row.nasname.parse::<ClientAddr>() {
+                table.add(addr, info);
+            } else if let Some(ips) = resolved.get(&row.nasname) {
+                for ip in ips {
+                    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                    table.add(ClientAddr { addr: *ip, prefix }, info.clone());
+                }
+            } else {
+                tracing::debug!(nas = %row.nasname, "nas row without an address skipped");
+            }
+        }
+        *self.inner.nas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+}
+
+fn nas_info(row: &NasRow) -> NasInfo {
+    let port = |p: Option<i64>, what: &str| {
+        p.and_then(|p| match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                tracing::warn!(nas = %row.nasname, port = p, "nas.{what} out of range; using the default");
+                None
+            }
+        })
+    };
+    let api = match (&row.api_username, &row.api_password) {
+        (Some(u), Some(p)) if !u.is_empty() => Some(ApiCredentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        _ => None,
+    };
+    NasInfo {
+        name: row.shortname.clone(),
+        secret: (!row.secret.is_empty()).then(|| Arc::from(row.secret.as_bytes())),
+        coa_port: port(row.coa_port, "coa_port"),
+        api_port: port(row.api_port, "api_port"),
+        api,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    fn target(&self, nas_ip: IpAddr) -> Target {
+        let nas = self
+            .nas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(nas_ip)
+            .cloned();
+        let secret = nas.as_ref().and_then(|n| n.secret.clone()).or_else(|| {
+            self.clients
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup(nas_ip)
+                .cloned()
+        });
+        let coa_port = nas
+            .as_ref()
+            .and_then(|n| n.coa_port)
+            .unwrap_or(self.config.coa_port);
+        let api = nas.as_ref().and_then(|n| {
+            let port = n.api_port.unwrap_or(self.config.api_port);
+            n.api.clone().map(|c| (SocketAddr::new(nas_ip, port), c))
+        });
+        Target {
+            name: nas.map(|n| n.name.clone()).unwrap_or_default(),
+            secret,
+            coa: SocketAddr::new(nas_ip, coa_port),
+            api,
+        }
+    }
+
+    /// CoA, then the API, then the close. Runs in its own task.
+    async fn attempt(&self, s: &Session) -> Result<Disconnected, DisconnectError> {
+        let started = Instant::now();
+        let Some(nas_ip) = s.nas_ip() else {
+            return Err(DisconnectError::Unreachable {
+                detail: format!("NAS address {:?} is not an IP address", s.nasipaddress),
+            });
+        };
+        let target = self.target(nas_ip);
+        let coa_note = match self.try_coa(s, nas_ip, &target).await {
+            Ok(CoaOutcome::Ack) => {
+                return Ok(self
+                    .close(s, Method::Coa, Some(unix_now()), CLOSE_CAUSE, started)
+                    .await);
+            }
+            Ok(CoaOutcome::Nak(Some(coa::SESSION_CONTEXT_NOT_FOUND))) => {
+                return Ok(self
+                    .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
+                    .await);
+            }
+            Ok(CoaOutcome::Nak(cause)) => format!("Disconnect-NAK (Error-Cause {cause:?})"),
+            Ok(CoaOutcome::Timeout) => "no answer to the Disconnect-Request".to_owned(),
+            Err(e) => e,
+        };
+        let Some((addr, creds)) = &target.api else {
+            return Err(DisconnectError::Unreachable {
+                detail: format!("{coa_note}; no RouterOS API credentials for the NAS"),
+            });
+        };
+        let t0 = Instant::now();
+        let outcome = mikrotik::disconnect_ppp(
+            *addr,
+            creds,
+            &s.username,
+            s.framedipaddress.as_deref(),
+            &self.config.api_timeouts(),
+        )
+        .await;
+        let rtt = t0.elapsed();
+        let attempt = match &outcome {
+            ApiOutcome::Removed => DisconnectAttempt::ApiRemoved,
+            ApiOutcome::NotFound => DisconnectAttempt::ApiNotFound,
+            ApiOutcome::Failed(_) => DisconnectAttempt::ApiFailed,
+        };
+        self.stats.disconnect.attempt(attempt, Some(rtt));
+        match &outcome {
+            ApiOutcome::Failed(reason) => tracing::warn!(
+                nas = %addr, nas_name = %target.name, method = "api", outcome = outcome.label(),
+                reason = %reason, round_trip_ms = rtt.as_millis() as u64,
+                acctuniqueid = %s.acctuniqueid, username = %s.username,
+                "disconnect attempt"
+            ),
+            _ => tracing::info!(
+                nas = %addr, nas_name = %target.name, method = "api", outcome = outcome.label(),
+                round_trip_ms = rtt.as_millis() as u64,
+                acctuniqueid = %s.acctuniqueid, username = %s.username,
+                "disconnect attempt"
+            ),
+        }
+        match outcome {
+            ApiOutcome::Removed => Ok(self
+                .close(s, Method::Api, Some(unix_now()), CLOSE_CAUSE, started)
+                .await),
+            ApiOutcome::NotFound => Ok(self
+                .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
+                .await),
+            ApiOutcome::Failed(reason) => Err(DisconnectError::Unreachable {
+                detail: format!("{coa_note}; RouterOS API: {reason}"),
+            }),
+        }
+    }
+
+    /// One Disconnect-Request, logged and counted. `Err` describes why none was sent.
+    async fn try_coa(
+        &self,
+        s: &Session,
+        nas_ip: IpAddr,
+        target: &Target,
+    ) -> Result<CoaOutcome, String> {
+        let Some(secret) = &target.secret else {
+            self.stats
+                .disconnect
+                .attempt(DisconnectAttempt::CoaError, None);
+            tracing::warn!(
+                nas = %target.coa, method = "coa", outcome = "error",
+                acctuniqueid = %s.acctuniqueid, username = %s.username,
+                "disconnect attempt: no secret known for the NAS (no nas row, no client)"
+            );
+            return Err("no secret known for the NAS".into());
+        };
+        let request = DisconnectRequest {
+            user_name: &s.username,
+            acct_session_id: &s.acctsessionid,
+            framed_ip: s
+                .framedipaddress
+                .as_deref()
+                .and_then(|f| f.parse::<Ipv4Addr>().ok()),
+            nas_ip: Some(nas_ip),
+        };
+        match self.coa.disconnect(target.coa, secret, &request).await {
+            Ok(reply) => {
+                let attempt = match reply.outcome {
+                    CoaOutcome::Ack => DisconnectAttempt::CoaAck,
+                    CoaOutcome::Nak(Some(coa::SESSION_CONTEXT_NOT_FOUND)) => {
+                        DisconnectAttempt::CoaNakSessionNotFound
+                    }
+                    CoaOutcome::Nak(_) => DisconnectAttempt::CoaNak,
+                    CoaOutcome::Timeout => DisconnectAttempt::CoaTimeout,
+                };
+                self.stats
+                    .disconnect
+                    .attempt(attempt, Some(reply.round_trip));
+                let error_cause = match reply.outcome {
+                    CoaOutcome::Nak(Some(c)) => Some(c),
+                    _ => None,
+                };
+                tracing::info!(
+                    nas = %target.coa, nas_name = %target.name, method = "coa",
+                    outcome = reply.outcome.label(), error_cause,
+                    round_trip_ms = reply.round_trip.as_millis() as u64, sends = reply.sends,
+                    acctuniqueid = %s.acctuniqueid, username = %s.username,
+                    "disconnect attempt"
+                );
+                Ok(reply.outcome)
+            }
+            Err(e) => {
+                self.stats
+                    .disconnect
+                    .attempt(DisconnectAttempt::CoaError, None);
+                tracing::warn!(
+                    nas = %target.coa, method = "coa", outcome = "error", error = %e,
+                    acctuniqueid = %s.acctuniqueid, username = %s.username,
+                    "disconnect attempt"
+                );
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Closes the row through the writer and waits for the commit.
+    async fn close(
+        &self,
+        s: &Session,
+        method: Method,
+        stop_time: Option<i64>,
+        cause: &str,
+        started: Instant,
+    ) -> Disconnected {
+        let deadline = Instant::now() + Duration::from_millis(self.config.close_timeout_ms);
+        let (request, done) = CloseRequest::new(s.acctuniqueid.clone(), stop_time, cause, None);
+        let closed = match self.ingest.upgrade() {
+            None => Err("the writer is shutting down"),
+            Some(tx) => {
+                match tokio::time::timeout_at(deadline, tx.send(Item::Close(request))).await {
+                    Err(_) => Err("the writer's queue stayed full"),
+                    Ok(Err(_)) => Err("the writer has stopped"),
+                    Ok(Ok(())) => match tokio::time::timeout_at(deadline, done).await {
+                        Err(_) => Err("the close was not committed in time"),
+                        Ok(Err(_)) => Err("the close could not be written"),
+                        Ok(Ok(closed)) => Ok(closed),
+                    },
+                }
+            }
+        };
+        let row_closed = closed.unwrap_or_else(|reason| {
+            tracing::warn!(
+                acctuniqueid = %s.acctuniqueid, method = method.as_str(), reason,
+                "session disconnected but its row was not closed; the NAS's Stop or the sweeper will close it"
+            );
+            false
+        });
+        Disconnected {
+            method,
+            row_closed,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(nasname: &str, secret: &str) -> NasRow {
+        NasRow {
+            id: 1,
+            nasname: nasname.into(),
+            shortname: "bng".into(),
+            secret: secret.into(),
+            coa_port: Some(3799),
+            api_port: None,
+            api_username: Some("api".into()),
+            api_password: Some("pw".into()),
+        }
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_keys() {
+        let c: DisconnectConfig = toml::from_str("").unwrap();
+        assert_eq!(c, DisconnectConfig::default());
+        assert_eq!(c.coa().budget, Duration::from_secs(3));
+        assert_eq!(c.coa_port, 1700);
+        assert_eq!(c.api_port, 8728);
+        assert!(c.check().is_ok());
+        let c: DisconnectConfig =
+            toml::from_str("coa_timeout_ms = 500\ncoa_bind = \"::\"").unwrap();
+        assert_eq!(c.coa_timeout_ms, 500);
+        assert!(c.coa_bind.is_ipv6());
+        assert!(toml::from_str::<DisconnectConfig>("coa_timeout = 5").is_err());
+        let bad = DisconnectConfig {
+            coa_retry_interval_ms: 0,
+            ..DisconnectConfig::default()
+        };
+        assert!(bad.check().unwrap_err().contains("retry"));
+    }
+
+    #[test]
+    fn nas_rows_and_blocks() {
+        let mut t = AddrTable::default();
+        t.add(
+            "10.0.0.0/8".parse().unwrap(),
+            Arc::new(nas_info(&row("10.0.0.0/8", "wide"))),
+        );
+        t.add(
+            "10.1.2.3".parse().unwrap(),
+            Arc::new(nas_info(&row("10.1.2.3", "host"))),
+        );
+        let secret = |ip: &str| {
+            t.lookup(ip.parse().unwrap())
+                .and_then(|n| n.secret.clone())
+                .map(|s| s.to_vec())
+        };
+        assert_eq!(secret("10.1.2.3"), Some(b"host".to_vec()));
+        assert_eq!(secret("::ffff:10.1.2.3"), Some(b"host".to_vec()));
+        assert_eq!(secret("10.9.9.9"), Some(b"wide".to_vec()));
+        assert_eq!(secret("192.0.2.1"), None);
+        let mut r = row("x", "");
+        r.coa_port = Some(70000);
+        r.api_username = None;
+        let info = nas_info(&r);
+        assert!(info.secret.is_none() && info.coa_port.is_none() && info.api.is_none());
+    }
+}
