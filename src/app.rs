@@ -353,16 +353,17 @@ impl Application {
             Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
             background.clone(),
         ));
-        let reloader = tokio::spawn(reload_on_signal(
-            self.disconnector.clone(),
-            background.clone(),
-            self.reload.clone(),
-            self.clients.clone(),
-            self.config.radius.clients.clone(),
-            self.store.clone(),
-            self.scope.clone(),
-            self.index.clone(),
-        ));
+        let reloader = tokio::spawn(
+            Reloader {
+                clients: self.clients.clone(),
+                configured: self.config.radius.clients.clone(),
+                store: self.store.clone(),
+                scope: self.scope.clone(),
+                index: self.index.clone(),
+                disconnector: self.disconnector.clone(),
+            }
+            .run(background.clone(), self.reload.clone()),
+        );
         let stop_metrics = CancellationToken::new();
         let metrics_task = self.metrics_listener.map(|l| {
             tokio::spawn(serve_metrics(
@@ -907,34 +908,36 @@ async fn systemd_watchdog(writer_alive: Arc<AtomicBool>, cancel: CancellationTok
     }
 }
 
-/// SIGHUP (or [`Application::reload_handle`]): re-read the `nas` table into the client list
-/// and refresh the reseller cache, without stopping anything.
-async fn reload_on_signal(
-    disconnector: Disconnector,
-    cancel: CancellationToken,
-    reload: Arc<tokio::sync::Notify>,
+/// What SIGHUP (or [`Application::reload_handle`]) reloads: the `nas` table into the client
+/// list and the disconnect directory, and the reseller cache, without stopping anything.
+struct Reloader {
     clients: SharedClients,
     configured: Vec<ClientConfig>,
     store: Store,
     scope: Arc<ScopeCache>,
     index: Arc<SessionIndex>,
-) {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = reload.notified() => {}
+    disconnector: Disconnector,
+}
+
+impl Reloader {
+    async fn run(self, cancel: CancellationToken, reload: Arc<tokio::sync::Notify>) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = reload.notified() => {}
+            }
+            notify_systemd(&[sd_notify::NotifyState::Reloading]);
+            let table = load_clients(&self.configured, &self.store).await;
+            let n = table.len();
+            *self.clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+            if let Err(e) = self.scope.refresh(&self.store, &self.index).await {
+                tracing::warn!(error = %e, "reseller cache refresh failed");
+            }
+            if let Err(e) = self.disconnector.reload_nas(&self.store).await {
+                tracing::warn!(error = %e, "nas table refresh for disconnects failed");
+            }
+            tracing::info!(clients = n, "reloaded clients and reseller cache");
+            notify_systemd(&[sd_notify::NotifyState::Ready]);
         }
-        notify_systemd(&[sd_notify::NotifyState::Reloading]);
-        let table = load_clients(&configured, &store).await;
-        let n = table.len();
-        *clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-        if let Err(e) = scope.refresh(&store, &index).await {
-            tracing::warn!(error = %e, "reseller cache refresh failed");
-        }
-        if let Err(e) = disconnector.reload_nas(&store).await {
-            tracing::warn!(error = %e, "nas table refresh for disconnects failed");
-        }
-        tracing::info!(clients = n, "reloaded clients and reseller cache");
-        notify_systemd(&[sd_notify::NotifyState::Ready]);
     }
 }
