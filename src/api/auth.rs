@@ -122,7 +122,12 @@ impl Authenticator {
                     JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
                     _ => DecodingKey::from_ec_pem(&pem),
                 }
-                .with_context(|| format!("api.jwt_public_key {} is not a PEM public key", path.display()))?;
+                .with_context(|| {
+                    format!(
+                        "api.jwt_public_key {} is not a PEM public key",
+                        path.display()
+                    )
+                })?;
                 Some(key)
             }
             (_, None) => anyhow::bail!("api.jwt_algorithm RS256/ES256 needs api.jwt_public_key"),
@@ -147,12 +152,13 @@ impl Authenticator {
         let Some(key) = &self.key else {
             return Err(ApiError::Unauthorized("invalid token"));
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::Unauthorized("token expired"),
-                _ => ApiError::Unauthorized("invalid token"),
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => ApiError::Unauthorized("token expired"),
+                    _ => ApiError::Unauthorized("invalid token"),
+                }
+            })?;
         let c = data.claims;
         if c.role == Role::Reseller && c.reseller_id.is_none() {
             return Err(ApiError::Unauthorized("invalid token"));
@@ -186,7 +192,10 @@ impl Authenticator {
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
         state.auth().authenticate(parts)
     }
 }
@@ -201,7 +210,11 @@ pub enum SigningKey<'a> {
 }
 
 /// Signs `claims` (for operators and tests).
-pub fn issue_token(config: &ApiConfig, claims: &Claims, key: SigningKey<'_>) -> anyhow::Result<String> {
+pub fn issue_token(
+    config: &ApiConfig,
+    claims: &Claims,
+    key: SigningKey<'_>,
+) -> anyhow::Result<String> {
     let (alg, key) = match key {
         SigningKey::ConfiguredSecret => {
             let secret = config.jwt_secret.expose();
@@ -209,7 +222,10 @@ pub fn issue_token(config: &ApiConfig, claims: &Claims, key: SigningKey<'_>) -> 
                 !secret.is_empty(),
                 "api.jwt_secret is not set: configure it or pass --key with a private key"
             );
-            (Algorithm::HS256, EncodingKey::from_secret(secret.as_bytes()))
+            (
+                Algorithm::HS256,
+                EncodingKey::from_secret(secret.as_bytes()),
+            )
         }
         SigningKey::PrivateKey(path, alg) => {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -231,4 +247,135 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// What `radacctd token` was asked for.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub role: Role,
+    pub reseller_id: Option<i64>,
+    pub permissions: Vec<String>,
+    pub ttl_secs: u64,
+    pub subject: Option<String>,
+    /// A PEM private key and its algorithm; `None`: the configured HS256 secret.
+    pub key: Option<(std::path::PathBuf, JwtAlgorithm)>,
+}
+
+/// Builds the claims for `req` and signs them (`radacctd token`).
+pub fn token_for(config: &ApiConfig, req: &TokenRequest) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        req.role == Role::Admin || req.reseller_id.is_some(),
+        "--role reseller needs --reseller-id"
+    );
+    anyhow::ensure!(req.ttl_secs > 0, "--ttl must be at least 1 second");
+    let claims = Claims {
+        sub: req.subject.clone(),
+        exp: now_secs().saturating_add(req.ttl_secs),
+        role: req.role,
+        reseller_id: req.reseller_id,
+        permissions: req
+            .permissions
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    };
+    let key = match &req.key {
+        None => SigningKey::ConfiguredSecret,
+        Some((path, alg)) => SigningKey::PrivateKey(path, *alg),
+    };
+    issue_token(config, &claims, key)
+}
+
+/// A duration such as `3600`, `90s`, `15m`, `12h` or `7d`, in seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn config() -> ApiConfig {
+        ApiConfig {
+            jwt_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            ..ApiConfig::default()
+        }
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_the_claims() {
+        let cfg = config();
+        let token = token_for(
+            &cfg,
+            &TokenRequest {
+                role: Role::Reseller,
+                reseller_id: Some(7),
+                permissions: vec!["sessions.view,sessions.view_all".into()],
+                ttl_secs: 60,
+                subject: Some("ops".into()),
+                key: None,
+            },
+        )
+        .expect("signs");
+        let caller = Authenticator::from_config(&cfg)
+            .expect("auth")
+            .verify(&token)
+            .expect("valid");
+        assert_eq!(caller.reseller_id, Some(7));
+        assert!(caller.has(SESSIONS_VIEW) && caller.sees_everything());
+    }
+
+    #[test]
+    fn refused_tokens_are_unauthorized() {
+        let cfg = config();
+        let auth = Authenticator::from_config(&cfg).expect("auth");
+        let expired = Claims {
+            sub: None,
+            exp: now_secs() - 3600,
+            role: Role::Admin,
+            reseller_id: None,
+            permissions: vec![SESSIONS_VIEW.into()],
+        };
+        let t = issue_token(&cfg, &expired, SigningKey::ConfiguredSecret).expect("signs");
+        assert_eq!(
+            auth.verify(&t).expect_err("expired").to_string(),
+            "token expired"
+        );
+        assert!(auth.verify("not.a.token").is_err());
+        let reseller_without_id = Claims {
+            exp: now_secs() + 60,
+            role: Role::Reseller,
+            ..expired
+        };
+        let t =
+            issue_token(&cfg, &reseller_without_id, SigningKey::ConfiguredSecret).expect("signs");
+        assert!(auth.verify(&t).is_err());
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("2h"), Ok(7200));
+        assert_eq!(parse_ttl("1d"), Ok(86_400));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
 }

@@ -47,9 +47,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable { .. } | ApiError::Database(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable { .. } | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,7 +65,11 @@ impl From<StoreError> for ApiError {
 
 /// The error body, for responses built outside handlers (rate limit, fallbacks).
 pub fn error_body(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "success": false, "message": message }))).into_response()
+    (
+        status,
+        Json(json!({ "success": false, "message": message })),
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -75,7 +77,9 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         match &self {
             ApiError::Database(e) => tracing::warn!(error = %e, "API request failed: database"),
-            ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "API request failed"),
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "API request failed")
+            }
             _ => {}
         }
         let mut response = error_body(status, &self.to_string());

@@ -85,19 +85,51 @@ impl Query {
         let mut found = self.pairs.iter().filter(|(k, _)| k == name);
         let first = found.next();
         if found.next().is_some() {
-            return Err(ApiError::bad_request(format!("invalid {name}, given more than once")));
+            return Err(ApiError::bad_request(format!(
+                "invalid {name}, given more than once"
+            )));
         }
         Ok(first.map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()))
     }
 }
 
+/// `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` a byte; invalid UTF-8
+/// becomes U+FFFD, which matches nothing).
 fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let uri: axum::http::Uri = format!("/?{q}")
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid query string"))?;
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
-        .map(|q| q.0)
-        .map_err(|_| ApiError::bad_request("invalid query string"))
+    Ok(q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect())
+}
+
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (
+                    b.get(i + 1).and_then(|c| hex(*c)),
+                    b.get(i + 2).and_then(|c| hex(*c)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A date-time bound: RFC 3339 (any offset, converted to UTC) or a bare `YYYY-MM-DD` (UTC
@@ -132,12 +164,19 @@ impl ListParams {
     pub fn parse(q: &Query) -> Result<ListParams, ApiError> {
         let status = match q.get("status")? {
             None => Status::Active,
-            Some(v) => Status::parse(v)
-                .ok_or_else(|| ApiError::bad_request("invalid status, must be active/closed/all"))?,
+            Some(v) => Status::parse(v).ok_or_else(|| {
+                ApiError::bad_request("invalid status, must be active/closed/all")
+            })?,
         };
         // Pages beyond this could not be reached with any real data and would overflow offsets.
         let page = positive(q, "page", 1, 1 << 40, "must be an integer >= 1")?;
-        let limit = positive(q, "limit", DEFAULT_LIMIT, MAX_LIMIT, "must be between 1 and 500")?;
+        let limit = positive(
+            q,
+            "limit",
+            DEFAULT_LIMIT,
+            MAX_LIMIT,
+            "must be between 1 and 500",
+        )?;
         let search = match q.get("search")? {
             None => None,
             Some(v) => {
@@ -171,7 +210,9 @@ impl ListParams {
         if let (Some(f), Some(t)) = (from, to)
             && t < f
         {
-            return Err(ApiError::bad_request("invalid to, must not be earlier than from"));
+            return Err(ApiError::bad_request(
+                "invalid to, must not be earlier than from",
+            ));
         }
         let key = match q.get("sort")? {
             None => SortKey::default(),
@@ -183,9 +224,8 @@ impl ListParams {
         };
         let order = match q.get("order")? {
             None => Order::default(),
-            Some(v) => {
-                Order::parse(v).ok_or_else(|| ApiError::bad_request("invalid order, must be asc/desc"))?
-            }
+            Some(v) => Order::parse(v)
+                .ok_or_else(|| ApiError::bad_request("invalid order, must be asc/desc"))?,
         };
         Ok(ListParams {
             status,
@@ -247,7 +287,8 @@ mod tests {
     use super::*;
 
     fn parse(q: &str) -> Result<ListParams, String> {
-        ListParams::parse(&Query::parse(Some(q)).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        ListParams::parse(&Query::parse(Some(q)).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -263,6 +304,7 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_parameter() {
+        assert!(parse("search=%zz%&from=2026-05-01T00%3A00%3A00%2B02%3A00").is_ok());
         for (q, name) in [
             ("status=open", "invalid status, must be active/closed/all"),
             ("page=0", "invalid page"),
@@ -297,9 +339,21 @@ mod tests {
     fn export_columns_are_validated() {
         let q = |s: &str| ExportParams::parse(&Query::parse(Some(s)).expect("q"));
         assert_eq!(q("").expect("ok").columns.len(), 10);
-        assert_eq!(q("columns=username,nas_id").expect("ok").columns, vec![1, 4]);
+        assert_eq!(
+            q("columns=username,nas_id").expect("ok").columns,
+            vec![1, 4]
+        );
         assert!(q("columns=username,password").is_err());
-        assert!(q("columns=username;DROP TABLE radacct").is_err());
-        assert!(q("format=xlsx").expect_err("xlsx").to_string().contains("not supported yet"));
+        assert!(q("columns=username;DROP%20TABLE+radacct").is_err());
+        assert_eq!(
+            q("columns=acctstoptime%2Cnas_id").expect("ok").columns,
+            vec![9, 4]
+        );
+        assert!(
+            q("format=xlsx")
+                .expect_err("xlsx")
+                .to_string()
+                .contains("not supported yet")
+        );
     }
 }

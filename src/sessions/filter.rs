@@ -133,7 +133,8 @@ fn nulls_last(a: Option<i64>, b: Option<i64>) -> Ordering {
 }
 
 /// A `search` term: a case-insensitive substring of `username`, a prefix of `framedipaddress`,
-/// or a substring of `callingstationid` once MAC separators are removed from both sides.
+/// or — when the term is a MAC fragment (hex digits once separators are removed) — a substring
+/// of `callingstationid` once MAC separators are removed from both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Search {
     text: String,
@@ -146,9 +147,14 @@ impl Search {
         if raw.is_empty() {
             return None;
         }
+        let mac = normalise_mac(raw);
         Some(Search {
             text: raw.to_ascii_lowercase(),
-            mac: normalise_mac(raw),
+            mac: if mac.bytes().all(|b| b.is_ascii_hexdigit()) {
+                mac
+            } else {
+                String::new()
+            },
         })
     }
 
@@ -157,8 +163,8 @@ impl Search {
         &self.text
     }
 
-    /// The term without MAC separators, ASCII-lower-cased; empty when nothing is left, in which
-    /// case the `callingstationid` branch matches nothing.
+    /// The term without MAC separators, ASCII-lower-cased; empty when nothing is left or the
+    /// term is not a MAC fragment, in which case the `callingstationid` branch matches nothing.
     pub fn mac(&self) -> &str {
         &self.mac
     }
@@ -175,7 +181,7 @@ impl Search {
                     && f.as_bytes()[..self.text.len()].eq_ignore_ascii_case(self.text.as_bytes())
             })
             || (!self.mac.is_empty()
-                && callingstationid.is_some_and(|c| normalise_mac(c).contains(&self.mac)))
+                && callingstationid.is_some_and(|c| mac_contains(c, &self.mac)))
     }
 }
 
@@ -188,16 +194,32 @@ pub fn normalise_mac(s: &str) -> String {
         .collect()
 }
 
+/// Whether `mac` (normalised) occurs in `hay` once `hay` is normalised, without allocating for
+/// the usual short values.
+fn mac_contains(hay: &str, mac: &str) -> bool {
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for b in hay.bytes().filter(|b| !matches!(b, b':' | b'-' | b'.')) {
+        if n == buf.len() {
+            return normalise_mac(hay).contains(mac);
+        }
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    contains_ascii_ci_bytes(&buf[..n], mac.as_bytes())
+}
+
+fn contains_ascii_ci_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Whether `needle` (already ASCII-lower-case) occurs in `hay`, folding ASCII letters only.
 /// Byte windows are enough: UTF-8 never matches in the middle of a character.
 fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
-    let n = needle.as_bytes();
-    if n.is_empty() {
-        return true;
-    }
-    hay.as_bytes()
-        .windows(n.len())
-        .any(|w| w.eq_ignore_ascii_case(n))
+    contains_ascii_ci_bytes(hay.as_bytes(), needle.as_bytes())
 }
 
 /// Whose sessions a caller sees.
@@ -394,6 +416,18 @@ mod tests {
             let s = Search::new(term).expect("t");
             assert!(s.matches(None, None, Some("aa:bb:cc:dd:ee:01")), "{term}");
         }
+        // Not hex: the MAC branch is off; long values are still normalised.
+        assert!(
+            !Search::new("x:y")
+                .expect("t")
+                .matches(None, None, Some("x:y"))
+        );
+        let long = format!("{}:01", "ab:".repeat(40));
+        assert!(
+            Search::new("AB-01")
+                .expect("t")
+                .matches(None, None, Some(&long))
+        );
         // Only separators left: the MAC branch matches nothing.
         assert!(
             !Search::new("::")

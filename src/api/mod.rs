@@ -1,0 +1,325 @@
+//! The Sessions API (DESIGN §4): an axum router over the live index (open sessions) and the
+//! store (closed ones, exports), behind bearer-token auth, a per-IP rate limit, a request
+//! timeout and body/URI limits. Every error is `{"success": false, "message": …}`.
+//!
+//! - [`auth`]: JWT verification, permissions, `radacctd token`.
+//! - [`scope`]: the cached reseller tree / subscriber owners / `nas` ids (and the index's
+//!   reseller resolver).
+//! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV.
+//! - [`ratelimit`], [`openapi`], [`error`].
+//!
+//! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
+
+pub mod auth;
+pub mod error;
+pub mod export;
+pub mod openapi;
+pub mod params;
+pub mod ratelimit;
+pub mod scope;
+pub mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use self::auth::Authenticator;
+use self::error::{ApiError, error_body};
+use self::scope::ScopeCache;
+use crate::config::ApiConfig;
+use crate::sessions::SessionIndex;
+use crate::store::Store;
+
+/// A served route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+/// Every route the API serves (the router is built from this list; the OpenAPI test checks
+/// each is documented). A new endpoint adds a line here and an arm in [`handler`].
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/api/sessions",
+    },
+    Route {
+        method: "get",
+        path: "/api/sessions/count",
+    },
+    Route {
+        method: "get",
+        path: "/api/sessions/export",
+    },
+    Route {
+        method: "get",
+        path: "/api/sessions/{radacctid}",
+    },
+    Route {
+        method: "get",
+        path: "/api/openapi.json",
+    },
+    Route {
+        method: "get",
+        path: "/healthz",
+    },
+    Route {
+        method: "get",
+        path: "/readyz",
+    },
+];
+
+fn handler(route: &Route) -> MethodRouter<ApiState> {
+    match route.path {
+        "/api/sessions" => get(sessions::list),
+        "/api/sessions/count" => get(sessions::count),
+        "/api/sessions/export" => get(export::export),
+        "/api/sessions/{radacctid}" => get(sessions::get),
+        "/api/openapi.json" => get(openapi_json),
+        "/healthz" => get(healthz),
+        "/readyz" => get(readyz),
+        other => unreachable!("route {other} has no handler"),
+    }
+}
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    index: Arc<SessionIndex>,
+    scope: Arc<ScopeCache>,
+    auth: Authenticator,
+    export_max_rows: u64,
+    /// Database-backed list/get requests at once: with `exports`, a bounded share of the pool
+    /// so that ingest always finds a connection.
+    queries: Arc<Semaphore>,
+    exports: Arc<Semaphore>,
+    /// How long a database-backed request waits for its turn.
+    queue_timeout: Duration,
+    /// False while the index is not loaded (the API then answers 503 `index not ready`).
+    index_ready: Arc<AtomicBool>,
+    /// Cancelled at shutdown: running exports stop.
+    shutdown: CancellationToken,
+}
+
+/// What the API needs from the rest of the daemon.
+#[derive(Debug, Clone)]
+pub struct ApiDeps {
+    pub store: Store,
+    pub index: Arc<SessionIndex>,
+    pub scope: Arc<ScopeCache>,
+    pub index_ready: Arc<AtomicBool>,
+    /// How long a request waits for a database slot (the pool's acquire timeout).
+    pub queue_timeout: Duration,
+}
+
+impl ApiState {
+    pub fn new(
+        config: &ApiConfig,
+        deps: ApiDeps,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<ApiState> {
+        Ok(ApiState {
+            inner: Arc::new(Inner {
+                store: deps.store,
+                index: deps.index,
+                scope: deps.scope,
+                auth: Authenticator::from_config(config)?,
+                export_max_rows: config.export_max_rows,
+                queries: Arc::new(Semaphore::new(config.query_concurrency as usize)),
+                exports: Arc::new(Semaphore::new(config.export_concurrency as usize)),
+                queue_timeout: deps.queue_timeout,
+                index_ready: deps.index_ready,
+                shutdown,
+            }),
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn index(&self) -> Arc<SessionIndex> {
+        self.inner.index.clone()
+    }
+
+    pub(crate) fn scope(&self) -> &ScopeCache {
+        &self.inner.scope
+    }
+
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub(crate) fn export_max_rows(&self) -> u64 {
+        self.inner.export_max_rows
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    pub(crate) fn ensure_index_ready(&self) -> Result<(), ApiError> {
+        if self.inner.index_ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable {
+                message: "index not ready",
+                retry_after_secs: Some(5),
+            })
+        }
+    }
+
+    /// A turn for a database-backed request (waits up to the pool's acquire timeout).
+    pub(crate) async fn query_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        let sem = self.inner.queries.clone();
+        match tokio::time::timeout(self.inner.queue_timeout, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(ApiError::Unavailable {
+                message: "database busy, try again later",
+                retry_after_secs: Some(1),
+            }),
+        }
+    }
+
+    /// A slot for an export, or 503 at once when all are taken.
+    pub(crate) fn export_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inner
+            .exports
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Unavailable {
+                message: "too many exports in progress, try again later",
+                retry_after_secs: Some(5),
+            })
+    }
+}
+
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi::document())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "success": true, "status": "ok" }))
+}
+
+/// Ready: the index is loaded and the database answers (within 2 s).
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.ensure_index_ready().is_err() {
+        return error_body(StatusCode::SERVICE_UNAVAILABLE, "index not ready");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store().ping()).await {
+        Ok(Ok(())) => Json(json!({ "success": true, "status": "ready" })).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            error_body(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+        Err(_) => error_body(StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    }
+}
+
+/// Error responses made by layers or the router itself (404, 405, 413, timeout) get the JSON
+/// error body too.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "not found",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
+        StatusCode::URI_TOO_LONG => "URI too long",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => "request timed out",
+        s if s.is_server_error() => "internal error",
+        _ => "bad request",
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({ "success": false, "message": message }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// The router with every layer (outermost first: JSON errors, request id, trace, URI limit,
+/// rate limit, timeout, body limit). Spawns the rate limiter's upkeep, ended by `cancel`.
+pub fn router(
+    state: ApiState,
+    config: &ApiConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<Router> {
+    let mut routes = Router::new();
+    for r in ROUTES {
+        routes = routes.route(r.path, handler(r));
+    }
+    let routes = routes
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout_secs.max(1)),
+        ))
+        .with_state(state);
+    let routes = ratelimit::apply(routes, config, cancel)?;
+    let max_uri = config.max_uri_bytes;
+    Ok(routes
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+                if len > max_uri {
+                    return error_body(StatusCode::URI_TOO_LONG, "URI too long");
+                }
+                next.run(req).await
+            },
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(json_errors)))
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets requests in flight
+/// finish (running exports are stopped through the state's shutdown token).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}

@@ -1,0 +1,286 @@
+//! The OpenAPI 3 document served at `/api/openapi.json`, written by hand from the same
+//! constants the handlers use (fields, columns, limits). A test checks that every route in
+//! [`super::ROUTES`] is described here.
+
+use serde_json::{Map, Value, json};
+
+use super::params::{DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, MAX_LIMIT, MAX_SEARCH_CHARS};
+use crate::sessions::filter::SortKey;
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn common_errors(with_400: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    if with_400 {
+        m.insert(
+            "400".into(),
+            error_response("Invalid query parameter; the message names it (e.g. `invalid status, must be active/closed/all`)"),
+        );
+    }
+    m.insert(
+        "401".into(),
+        error_response("Missing, malformed, badly signed or expired token (`missing token`, `invalid token`, `token expired`)"),
+    );
+    m.insert(
+        "403".into(),
+        error_response("`sessions.view denied`: the token lacks the permission"),
+    );
+    m.insert(
+        "429".into(),
+        error_response("`too many requests`: rate limit per client IP; see `Retry-After`"),
+    );
+    m.insert(
+        "503".into(),
+        error_response("`database unavailable`, `index not ready` or `request timed out`"),
+    );
+    m.insert(
+        "500".into(),
+        error_response("`internal error` (details are logged, never returned)"),
+    );
+    m
+}
+
+fn param(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+fn filter_params(with_paging: bool) -> Vec<Value> {
+    let sort_keys: Vec<&str> = SortKey::ALL.iter().map(|k| k.column()).collect();
+    let mut v = vec![param(
+        "status",
+        "active (open sessions, answered from the live index), closed or all (from the database)",
+        json!({ "type": "string", "enum": ["active", "closed", "all"], "default": "active" }),
+    )];
+    if with_paging {
+        v.push(param(
+            "page",
+            "1-indexed page",
+            json!({ "type": "integer", "minimum": 1, "default": 1 }),
+        ));
+        v.push(param(
+            "limit",
+            "Rows per page",
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT }),
+        ));
+    }
+    v.extend([
+        param(
+            "search",
+            "Case-insensitive (ASCII) substring of username, prefix of framedipaddress, or - for a MAC fragment (hex digits once : - . are removed) - substring of callingstationid with those separators ignored (AA:BB:CC:DD:EE:01 = aa-bb-cc-dd-ee-01 = aabb.ccdd.ee01)",
+            json!({ "type": "string", "maxLength": MAX_SEARCH_CHARS }),
+        ),
+        param("nas_id", "Only sessions of the NAS with this `nas.id`", json!({ "type": "integer" })),
+        param(
+            "from",
+            "Sessions started at or after this instant: RFC 3339, or YYYY-MM-DD (UTC midnight)",
+            json!({ "type": "string", "format": "date-time" }),
+        ),
+        param(
+            "to",
+            "Sessions started at or before this instant (not before `from`): RFC 3339, or YYYY-MM-DD (UTC midnight)",
+            json!({ "type": "string", "format": "date-time" }),
+        ),
+        param(
+            "sort",
+            "Sort column; NULLs last in both orders, ties by radacctid ascending",
+            json!({ "type": "string", "enum": sort_keys, "default": "acctstarttime" }),
+        ),
+        param("order", "Sort direction", json!({ "type": "string", "enum": ["asc", "desc"], "default": "desc" })),
+    ]);
+    v
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut session_props = Map::new();
+    for f in FIELDS {
+        let schema = match f {
+            "radacctid" | "acctinputoctets" | "acctoutputoctets" | "acctsessiontime" | "nas_id" => {
+                json!({ "type": ["integer", "null"], "format": "int64" })
+            }
+            "acctstarttime" | "acctstoptime" | "acctupdatetime" => {
+                json!({ "type": ["string", "null"], "format": "date-time", "description": "RFC 3339, UTC, `Z`" })
+            }
+            "acctsessionid" | "nasipaddress" => json!({ "type": "string" }),
+            _ => json!({ "type": ["string", "null"] }),
+        };
+        session_props.insert(f.into(), schema);
+    }
+
+    let mut list_responses = common_errors(true);
+    list_responses.insert(
+        "200".into(),
+        ok_json(
+            "One page of sessions",
+            json!({
+                "type": "object",
+                "required": ["success", "data", "pagination"],
+                "properties": {
+                    "success": { "const": true },
+                    "data": { "type": "array", "items": { "$ref": "#/components/schemas/Session" } },
+                    "pagination": { "$ref": "#/components/schemas/Pagination" }
+                }
+            }),
+        ),
+    );
+
+    let mut count_responses = common_errors(false);
+    count_responses.insert(
+        "200".into(),
+        ok_json(
+            "Open sessions in the caller's scope (from the live index)",
+            json!({
+                "type": "object",
+                "required": ["success", "count"],
+                "properties": { "success": { "const": true }, "count": { "type": "integer" } }
+            }),
+        ),
+    );
+
+    let mut get_responses = common_errors(true);
+    get_responses.insert(
+        "200".into(),
+        ok_json(
+            "The session",
+            json!({
+                "type": "object",
+                "required": ["success", "data"],
+                "properties": { "success": { "const": true }, "data": { "$ref": "#/components/schemas/Session" } }
+            }),
+        ),
+    );
+    get_responses.insert("403".into(), error_response("`sessions.view denied`, or `not authorized`: the session is outside the caller's scope"));
+    get_responses.insert(
+        "404".into(),
+        error_response("`session not found` (the archive is not searched)"),
+    );
+
+    let mut export_params = filter_params(false);
+    export_params.push(param(
+        "format",
+        "csv only (xlsx is reserved: 400 `invalid format, xlsx is not supported yet (use csv)`)",
+        json!({ "type": "string", "enum": ["csv"], "default": "csv" }),
+    ));
+    export_params.push(param(
+        "columns",
+        &format!(
+            "Comma-separated columns, any of the session fields; default: {}",
+            DEFAULT_COLUMNS.join(",")
+        ),
+        json!({ "type": "string" }),
+    ));
+    let mut export_responses = common_errors(true);
+    export_responses.insert(
+        "200".into(),
+        json!({
+            "description": "CSV (RFC 4180, header row, CRLF), streamed. `Content-Disposition: attachment`; `X-Total-Count` gives the row count.",
+            "content": { "text/csv": { "schema": { "type": "string" } } }
+        }),
+    );
+    export_responses.insert(
+        "413".into(),
+        error_response("`too many rows, narrow date range`: more matches than `api.export_max_rows` (default 500,000); decided before any byte is sent"),
+    );
+    export_responses.insert(
+        "503".into(),
+        error_response("`too many exports in progress, try again later` (see `Retry-After`), `database unavailable` or `request timed out`"),
+    );
+
+    let health = |description: &str| {
+        json!({
+            "get": {
+                "summary": description,
+                "security": [],
+                "responses": {
+                    "200": ok_json("OK", json!({ "type": "object", "properties": { "success": { "const": true }, "status": { "type": "string" } } })),
+                    "429": error_response("`too many requests`"),
+                    "503": error_response("Not ready: `database unreachable` or `index not ready`")
+                }
+            }
+        })
+    };
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "radacctd Sessions API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Open and closed RADIUS accounting sessions (FreeRADIUS radacct). Errors are always {\"success\": false, \"message\": ...}. Rate limit: 300 requests/min per client IP by default (429 with Retry-After)."
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/api/sessions": {
+                "get": {
+                    "summary": "List sessions (permission sessions.view; resellers see their subtree unless sessions.view_all)",
+                    "parameters": filter_params(true),
+                    "responses": list_responses
+                }
+            },
+            "/api/sessions/count": {
+                "get": {
+                    "summary": "Number of open sessions in the caller's scope (permission sessions.view)",
+                    "responses": count_responses
+                }
+            },
+            "/api/sessions/export": {
+                "get": {
+                    "summary": "Export sessions as CSV (permission sessions.view); page and limit are ignored",
+                    "parameters": export_params,
+                    "responses": export_responses
+                }
+            },
+            "/api/sessions/{radacctid}": {
+                "get": {
+                    "summary": "One session by radacctid (permission sessions.view)",
+                    "parameters": [ { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
+                    "responses": get_responses
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": { "200": ok_json("OpenAPI 3 document", json!({ "type": "object" })) }
+                }
+            },
+            "/healthz": health("Liveness: the process answers"),
+            "/readyz": health("Readiness: database reachable, listener up, index loaded")
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "HS256 (or the configured RS256/ES256); exp required. Claims: sub, exp, role (admin | reseller), reseller_id (resellers), permissions (list)."
+                }
+            },
+            "schemas": {
+                "Session": { "type": "object", "required": FIELDS, "properties": session_props },
+                "Pagination": {
+                    "type": "object",
+                    "required": ["page", "limit", "total"],
+                    "properties": {
+                        "page": { "type": "integer" },
+                        "limit": { "type": "integer" },
+                        "total": { "type": "integer", "description": "Number of matches" }
+                    }
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["success", "message"],
+                    "properties": { "success": { "const": false }, "message": { "type": "string" } }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,194 @@
+//! `GET /api/sessions`, `/api/sessions/count` and `/api/sessions/{radacctid}`: `status=active`
+//! from the live index, `closed`/`all` from the database, with the same filter either way.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::{Caller, SESSIONS_VIEW};
+use super::error::ApiError;
+use super::params::{ListParams, Query};
+use crate::sessions::filter::{self, SessionFilter, Status};
+use crate::sessions::{ResellerResolver, Session};
+use crate::store::{SessionQuery, SessionRecord};
+
+/// Above this many open sessions the index scan runs on the blocking pool, so a large scan
+/// does not hold up the runtime's other tasks.
+const INLINE_SCAN_MAX: usize = 50_000;
+
+/// A session as the API returns it: the seed's 15 fields, in its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionJson {
+    pub radacctid: Option<i64>,
+    pub username: Option<String>,
+    pub acctsessionid: String,
+    pub nasipaddress: String,
+    pub nas_id: Option<i64>,
+    pub nasportid: Option<String>,
+    pub framedipaddress: Option<String>,
+    pub callingstationid: Option<String>,
+    pub acctstarttime: Option<String>,
+    pub acctstoptime: Option<String>,
+    pub acctupdatetime: Option<String>,
+    pub acctinputoctets: Option<i64>,
+    pub acctoutputoctets: Option<i64>,
+    pub acctsessiontime: Option<i64>,
+    pub acctterminatecause: Option<String>,
+}
+
+/// RFC 3339 in UTC with `Z`, whole seconds.
+pub fn rfc3339(t: i64) -> Option<String> {
+    DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+impl SessionJson {
+    pub fn new(r: SessionRecord, nas_id: Option<i64>) -> SessionJson {
+        SessionJson {
+            radacctid: r.radacctid,
+            username: r.username,
+            acctsessionid: r.acctsessionid,
+            nasipaddress: r.nasipaddress,
+            nas_id,
+            nasportid: r.nasportid,
+            framedipaddress: r.framedipaddress,
+            callingstationid: r.callingstationid,
+            acctstarttime: r.acctstarttime.and_then(rfc3339),
+            acctstoptime: r.acctstoptime.and_then(rfc3339),
+            acctupdatetime: r.acctupdatetime.and_then(rfc3339),
+            acctinputoctets: r.acctinputoctets,
+            acctoutputoctets: r.acctoutputoctets,
+            acctsessiontime: r.acctsessiontime,
+            acctterminatecause: r.acctterminatecause,
+        }
+    }
+}
+
+impl ApiState {
+    /// The caller's scope plus the request's filters.
+    pub(crate) fn filter_for(&self, caller: &Caller, p: &ListParams) -> SessionFilter {
+        SessionFilter {
+            search: p.search.clone(),
+            nas: p.nas_id.map(|id| self.scope().nas_match(id)),
+            from: p.from,
+            to: p.to,
+            scope: self.scope().scope_for(caller),
+        }
+    }
+
+    fn to_json(&self, records: Vec<SessionRecord>) -> Vec<SessionJson> {
+        let nas = self.scope().nas_lookup();
+        records
+            .into_iter()
+            .map(|r| {
+                let id = nas(&r.nasipaddress);
+                SessionJson::new(r, id)
+            })
+            .collect()
+    }
+}
+
+/// One page of open sessions from the index.
+async fn index_page(
+    state: &ApiState,
+    filter: SessionFilter,
+    p: &ListParams,
+) -> Result<(Vec<SessionRecord>, u64), ApiError> {
+    state.ensure_index_ready()?;
+    let index = state.index();
+    let (sort, page) = (p.sort, p.page);
+    let scan = move || {
+        let (sessions, total) = filter::select_page(&index, &filter, sort, page);
+        let records = sessions.iter().map(SessionRecord::from_session).collect();
+        (records, total)
+    };
+    if state.index().len() <= INLINE_SCAN_MAX {
+        Ok(scan())
+    } else {
+        tokio::task::spawn_blocking(scan)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))
+    }
+}
+
+/// `GET /api/sessions`.
+pub async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(SESSIONS_VIEW)?;
+    let p = ListParams::parse(&Query::parse(raw.as_deref())?)?;
+    let filter = state.filter_for(&caller, &p);
+    let (records, total) = match p.status {
+        Status::Active => index_page(&state, filter, &p).await?,
+        status => {
+            let _permit = state.query_permit().await?;
+            let q = SessionQuery {
+                status,
+                filter: &filter,
+                sort: p.sort,
+            };
+            state.store().list_sessions(&q, p.page).await?
+        }
+    };
+    Ok(Json(json!({
+        "success": true,
+        "data": state.to_json(records),
+        "pagination": { "page": p.page.page, "limit": p.page.limit, "total": total },
+    })))
+}
+
+/// `GET /api/sessions/count`: open sessions in the caller's scope, from the index counters in
+/// O(resellers in scope).
+pub async fn count(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(SESSIONS_VIEW)?;
+    state.ensure_index_ready()?;
+    let index = state.index();
+    let n = match state.scope().scope_for(&caller) {
+        filter::Scope::All => index.len() as i64,
+        filter::Scope::Resellers(ids) => index.count_for_resellers(&ids),
+    };
+    Ok(Json(json!({ "success": true, "count": n })))
+}
+
+/// `GET /api/sessions/{radacctid}`: the index first, then the database (closed sessions; the
+/// archive is not consulted). Out of scope: 403 `not authorized`.
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(SESSIONS_VIEW)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid radacctid, must be an integer"))?;
+    let scope = state.scope().scope_for(&caller);
+    let live: Option<Session> = state.index().get_by_id(id);
+    let record = match live {
+        Some(s) => {
+            if !scope.contains(s.reseller_id) {
+                return Err(ApiError::Forbidden("not authorized".into()));
+            }
+            SessionRecord::from_session(&s)
+        }
+        None => {
+            let _permit = state.query_permit().await?;
+            let Some(r) = state.store().session_by_id(id).await? else {
+                return Err(ApiError::NotFound);
+            };
+            let owner = r
+                .username
+                .as_deref()
+                .and_then(|u| state.scope().reseller_of(u));
+            if !scope.contains(owner) {
+                return Err(ApiError::Forbidden("not authorized".into()));
+            }
+            r
+        }
+    };
+    let mut data = state.to_json(vec![record]);
+    Ok(Json(json!({ "success": true, "data": data.pop() })))
+}
