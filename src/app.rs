@@ -324,6 +324,8 @@ impl Application {
                 index: self.index.clone(),
                 scope: self.scope.clone(),
                 index_ready: self.ready.clone(),
+                disconnector: Some(self.disconnector.clone()),
+                stats: Some(self.stats.clone()),
                 queue_timeout: Duration::from_secs(
                     self.config.database.acquire_timeout_secs.max(1),
                 ),

@@ -11,6 +11,7 @@
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
 
 pub mod auth;
+pub mod disconnect;
 pub mod error;
 pub mod export;
 pub mod openapi;
@@ -74,6 +75,10 @@ pub const ROUTES: &[Route] = &[
         path: "/api/sessions/{radacctid}",
     },
     Route {
+        method: "post",
+        path: "/api/sessions/{radacctid}/disconnect",
+    },
+    Route {
         method: "get",
         path: "/api/openapi.json",
     },
@@ -93,6 +98,7 @@ fn handler(route: &Route) -> MethodRouter<ApiState> {
         "/api/sessions/count" => get(sessions::count),
         "/api/sessions/export" => get(export::export),
         "/api/sessions/{radacctid}" => get(sessions::get),
+        "/api/sessions/{radacctid}/disconnect" => axum::routing::post(disconnect::disconnect),
         "/api/openapi.json" => get(openapi_json),
         "/healthz" => get(healthz),
         "/readyz" => get(readyz),
@@ -123,6 +129,10 @@ struct Inner {
     index_ready: Arc<AtomicBool>,
     /// Cancelled at shutdown: running exports stop.
     shutdown: CancellationToken,
+    /// The disconnect service (absent in API-only test setups).
+    disconnector: Option<crate::disconnect::Disconnector>,
+    /// Request counts and latencies by route and status.
+    stats: Option<Arc<crate::metrics::Stats>>,
 }
 
 /// What the API needs from the rest of the daemon.
@@ -134,6 +144,8 @@ pub struct ApiDeps {
     pub index_ready: Arc<AtomicBool>,
     /// How long a request waits for a database slot (the pool's acquire timeout).
     pub queue_timeout: Duration,
+    pub disconnector: Option<crate::disconnect::Disconnector>,
+    pub stats: Option<Arc<crate::metrics::Stats>>,
 }
 
 impl ApiState {
@@ -154,6 +166,8 @@ impl ApiState {
                 queue_timeout: deps.queue_timeout,
                 index_ready: deps.index_ready,
                 shutdown,
+                disconnector: deps.disconnector,
+                stats: deps.stats,
             }),
         })
     }
@@ -176,6 +190,10 @@ impl ApiState {
 
     pub(crate) fn export_max_rows(&self) -> u64 {
         self.inner.export_max_rows
+    }
+
+    pub(crate) fn disconnector(&self) -> Option<&crate::disconnect::Disconnector> {
+        self.inner.disconnector.as_ref()
     }
 
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
@@ -284,6 +302,7 @@ pub fn router(
     for r in ROUTES {
         routes = routes.route(r.path, handler(r));
     }
+    let stats = state.inner.stats.clone();
     let routes = routes
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -304,9 +323,53 @@ pub fn router(
             },
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let stats = stats.clone();
+                async move { record_request(stats, req, next).await }
+            },
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::from_fn(json_errors)))
+}
+
+/// Counts the request by route template (a bounded set: unknown paths are `other`) and status.
+async fn record_request(
+    stats: Option<Arc<crate::metrics::Stats>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(stats) = stats else {
+        return next.run(req).await;
+    };
+    let route = route_of(req.method().as_str(), req.uri().path());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    stats.api_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The route template a path matches (segments in braces match anything), else `other`.
+fn route_of(method: &str, path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    for r in ROUTES {
+        if !r.method.eq_ignore_ascii_case(method) {
+            continue;
+        }
+        let want: Vec<&str> = r.path.split('/').collect();
+        if want.len() == segs.len()
+            && want
+                .iter()
+                .zip(&segs)
+                .all(|(w, s)| w.starts_with('{') || w == s)
+        {
+            // Literal routes (count, export) win over the `{radacctid}` one: ROUTES lists them
+            // first.
+            return r.path;
+        }
+    }
+    "other"
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets requests in flight

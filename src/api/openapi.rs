@@ -159,6 +159,28 @@ pub fn document() -> Value {
         ),
     );
     get_responses.insert("403".into(), error_response("`sessions.view denied`, or `not authorized`: the session is outside the caller's scope"));
+    let mut disconnect_responses = common_errors(true);
+    disconnect_responses.insert(
+        "200".into(),
+        ok_json(
+            "Disconnected (`coa`: the NAS acknowledged the Disconnect-Request; `api`: the MikroTik API removed the session), or `already_closed` (idempotent: closed earlier, or the NAS had no such session, in which case the ghost row is closed now)",
+            json!({
+                "type": "object",
+                "required": ["success", "method", "message"],
+                "properties": {
+                    "success": { "const": true },
+                    "method": { "type": "string", "enum": ["coa", "api", "already_closed"] },
+                    "message": { "type": "string" }
+                }
+            }),
+        ),
+    );
+    disconnect_responses.insert("403".into(), error_response("`subscribers.disconnect denied`, or `not authorized`: the session is outside the caller's scope"));
+    disconnect_responses.insert(
+        "404".into(),
+        error_response("`session not found`: no session with that radacctid"),
+    );
+    disconnect_responses.insert("503".into(), error_response("`NAS unreachable`: both the Disconnect-Request and the MikroTik API failed; the row stays open for the stale sweeper"));
     get_responses.insert(
         "404".into(),
         error_response("`session not found` (the archive is not searched)"),
@@ -243,6 +265,13 @@ pub fn document() -> Value {
                     "summary": "One session by radacctid (permission sessions.view)",
                     "parameters": [ { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
                     "responses": get_responses
+                }
+            },
+            "/api/sessions/{radacctid}/disconnect": {
+                "post": {
+                    "summary": "Disconnect a live session: RFC 5176 Disconnect-Request to the NAS, MikroTik RouterOS API fallback (permission subscribers.disconnect)",
+                    "parameters": [ { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
+                    "responses": disconnect_responses
                 }
             },
             "/api/openapi.json": {

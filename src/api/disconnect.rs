@@ -1,0 +1,78 @@
+//! `POST /api/sessions/{radacctid}/disconnect` (seed "Terminate a live session", DESIGN §5):
+//! permission, scope, then the disconnect service (CoA, RouterOS API fallback). A session that
+//! is already closed answers `already_closed`, so the call is idempotent.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::disconnect::{DisconnectError, Method};
+use crate::sessions::ResellerResolver as _;
+
+/// The permission the seed names for disconnects.
+pub const SUBSCRIBERS_DISCONNECT: &str = "subscribers.disconnect";
+
+pub async fn disconnect(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(SUBSCRIBERS_DISCONNECT)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid radacctid, must be an integer"))?;
+    let scope = state.scope().scope_for(&caller);
+    let Some(session) = state.index().get_by_id(id) else {
+        // Not open (or never existed): the database says which.
+        let _permit = state.query_permit().await?;
+        let Some(r) = state.store().session_by_id(id).await? else {
+            return Err(ApiError::NotFound);
+        };
+        let owner = r
+            .username
+            .as_deref()
+            .and_then(|u| state.scope().reseller_of(u));
+        if !scope.contains(owner) {
+            return Err(ApiError::Forbidden("not authorized".into()));
+        }
+        return Ok(Json(already_closed()));
+    };
+    if !scope.contains(session.reseller_id) {
+        return Err(ApiError::Forbidden("not authorized".into()));
+    }
+    let Some(disconnector) = state.disconnector() else {
+        return Err(ApiError::Unavailable {
+            message: "NAS unreachable",
+            retry_after_secs: None,
+        });
+    };
+    match disconnector.disconnect(&session).await {
+        Ok(done) => Ok(Json(match done.method {
+            Method::AlreadyClosed => already_closed(),
+            m => json!({
+                "success": true,
+                "method": m.as_str(),
+                "message": "disconnect request sent",
+            }),
+        })),
+        Err(DisconnectError::Unreachable { detail }) => {
+            tracing::warn!(radacctid = id, nas = %session.nasipaddress, %detail, "disconnect failed: NAS unreachable");
+            Err(ApiError::Unavailable {
+                message: "NAS unreachable",
+                retry_after_secs: None,
+            })
+        }
+        Err(DisconnectError::Internal(e)) => Err(ApiError::Internal(anyhow::anyhow!(e))),
+    }
+}
+
+fn already_closed() -> Value {
+    json!({
+        "success": true,
+        "method": "already_closed",
+        "message": "session already closed",
+    })
+}

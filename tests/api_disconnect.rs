@@ -1,0 +1,162 @@
+//! `POST /api/sessions/{radacctid}/disconnect` over HTTP, against the real application: its own
+//! disconnect service reads the NAS from the `nas` table and talks to a test NAS that speaks
+//! RFC 5176 on loopback.
+
+#[path = "common/api.rs"]
+mod api_support;
+mod common;
+
+#[path = "common/fake_nas.rs"]
+mod fake_nas;
+
+use api_support::{ApiApp, api_config, token};
+use common::{Backend, Nas, Sess, TestDb, now};
+use fake_nas::{FakeNas, NasMode};
+use radacctd::api::auth::{Role, SESSIONS_VIEW};
+use radacctd::store::Store;
+use serde_json::Value;
+
+const DISCONNECT: &str = "subscribers.disconnect";
+
+both_stores!(
+    disconnect_over_http_follows_the_seed,
+    silent_nas_without_api_credentials_is_503_and_the_row_stays_open,
+);
+
+/// A database with the schema and one NAS row (127.0.0.1, CoA at the test NAS's port).
+async fn db_with_nas(backend: Backend, coa_port: u16) -> Option<TestDb> {
+    let db = TestDb::new(backend).await?;
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    db.exec(&format!(
+        "INSERT INTO nas (nasname, shortname, secret, coa_port) VALUES ('127.0.0.1', 'bng', '{}', {coa_port})",
+        common::SECRET
+    ))
+    .await;
+    Some(db)
+}
+
+async fn post(app: &ApiApp, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = app.http.post(format!("http://{}{path}", app.api_addr));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON body"))
+}
+
+async fn open_session(app: &ApiApp, n: u32) -> (Sess, i64) {
+    let mut nas = Nas::new(app.radius_addr).await;
+    let s = Sess::new(n).on_nas("127.0.0.1");
+    nas.send(&s.start(now() - 60)).await.expect("start");
+    let id = app
+        .index
+        .get(&s.key())
+        .expect("open")
+        .radacctid
+        .expect("id");
+    (s, id)
+}
+
+async fn disconnect_over_http_follows_the_seed(backend: Backend) {
+    let coa = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let Some(db) = db_with_nas(backend, coa.addr.port()).await else {
+        return;
+    };
+    let app = ApiApp::start(api_config(&db)).await;
+    let (s, id) = open_session(&app, 1).await;
+    let path = format!("/api/sessions/{id}/disconnect");
+    let allowed = token(Role::Admin, None, &[DISCONNECT]);
+
+    // 401 without a token, 403 without the permission.
+    assert_eq!(post(&app, &path, None).await.0, 401);
+    let (st, body) = post(
+        &app,
+        &path,
+        Some(&token(Role::Admin, None, &[SESSIONS_VIEW])),
+    )
+    .await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (403, Some("subscribers.disconnect denied"))
+    );
+    // 404 for an id that does not exist.
+    let (st, body) = post(&app, "/api/sessions/999999/disconnect", Some(&allowed)).await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (404, Some("session not found"))
+    );
+    // 403 outside the caller's scope: a reseller with no subscribers.
+    db.exec("INSERT INTO resellers (id, name) VALUES (5, 'r5')")
+        .await;
+    let outsider = token(Role::Reseller, Some(5), &[DISCONNECT]);
+    let (st, body) = post(&app, &path, Some(&outsider)).await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (403, Some("not authorized"))
+    );
+    assert_eq!(coa.count(), 0, "nothing sent to the NAS yet");
+
+    // The NAS acknowledges: method coa, the row is closed as Admin-Reset.
+    let (st, body) = post(&app, &path, Some(&allowed)).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["success"], Value::Bool(true));
+    assert_eq!(body["method"], "coa");
+    assert_eq!(body["message"], "disconnect request sent");
+    assert_eq!(coa.count(), 1);
+    let row = app
+        .store
+        .row_by_key(&s.key())
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.acctterminatecause.as_deref(), Some("Admin-Reset"));
+    assert!(!app.index.contains(&s.key()));
+
+    // Idempotent: repeat calls answer already_closed, nothing more is sent.
+    for _ in 0..2 {
+        let (st, body) = post(&app, &path, Some(&allowed)).await;
+        assert_eq!((st, body["method"].as_str()), (200, Some("already_closed")));
+    }
+    assert_eq!(coa.count(), 1);
+    let _: &Store = &app.store;
+    app.stop().await;
+}
+
+async fn silent_nas_without_api_credentials_is_503_and_the_row_stays_open(backend: Backend) {
+    let coa = FakeNas::start(common::SECRET, NasMode::Silent).await;
+    let Some(db) = db_with_nas(backend, coa.addr.port()).await else {
+        return;
+    };
+    let mut config = api_config(&db);
+    config.disconnect.coa_timeout_ms = 600;
+    config.disconnect.coa_retry_interval_ms = 200;
+    let app = ApiApp::start(config).await;
+    let (s, id) = open_session(&app, 2).await;
+    let (st, body) = post(
+        &app,
+        &format!("/api/sessions/{id}/disconnect"),
+        Some(&token(Role::Admin, None, &[DISCONNECT])),
+    )
+    .await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (503, Some("NAS unreachable"))
+    );
+    assert_eq!(body["success"], Value::Bool(false));
+    assert!(
+        coa.count() >= 1,
+        "the Disconnect-Request was sent (and retransmitted)"
+    );
+    let row = app
+        .store
+        .row_by_key(&s.key())
+        .await
+        .expect("read")
+        .expect("row");
+    assert!(row.is_open(), "left open for the stale sweeper");
+    assert!(app.index.contains(&s.key()));
+    app.stop().await;
+}
