@@ -35,7 +35,7 @@ use sim::{Kind, Model};
 
 /// Load generator for RADIUS accounting servers: plays a MikroTik BNG with N PPPoE sessions.
 #[derive(Debug, Parser)]
-#[command(name = "radacctd-bench", version, about, long_about = None)]
+#[command(name = "radacctd-bench", version)]
 struct Cli {
     /// Accounting server to load (HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:1813", value_name = "HOST:PORT")]

@@ -29,8 +29,7 @@ pub fn api_config(db: &TestDb) -> Config {
     let mut c = test_config(db);
     c.api.listen = "127.0.0.1:0".parse().expect("addr");
     c.api.jwt_secret = Secret::new(JWT_SECRET);
-    // Not under test here; its listener holds an ingest sender until after the writer drains
-    // in the current shutdown order, which would hang `stop` (reported to the lead).
+    // Not under test here (tests/operations.rs covers /metrics): one listener fewer.
     c.metrics.enabled = false;
     c
 }
