@@ -1,7 +1,7 @@
 //! Replays every file in `fuzz/corpus/decode/` through the fuzz target's decode path
 //! (`fuzz/src/lib.rs`) as an ordinary test, so CI exercises the corpus without libFuzzer, and
 //! keeps the hand-made seeds (`seed-*`) equal to the packets built here. It must not write
-//! anywhere unless asked: `cargo test --test fuzz_corpus -- --ignored write_seeds` rewrites
+//! anywhere unless asked: `RADACCTD_WRITE_SEEDS=1 cargo test --test fuzz_corpus` rewrites
 //! the seeds.
 
 #[path = "../fuzz/src/lib.rs"]
@@ -180,9 +180,16 @@ fn seeds_decode_as_intended() {
 #[test]
 fn seed_files_match_generator() {
     let dir = corpus_dir();
+    // RADACCTD_WRITE_SEEDS=1 regenerates the seed files from the generator first.
+    if std::env::var_os("RADACCTD_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes, _) in seeds() {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
     for (name, bytes, _) in seeds() {
         let on_disk = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
-            panic!("{name}: {e}; run `cargo test --test fuzz_corpus -- --ignored write_seeds`")
+            panic!("{name}: {e}; run `RADACCTD_WRITE_SEEDS=1 cargo test --test fuzz_corpus`")
         });
         assert_eq!(on_disk, bytes, "{name} differs from the generator");
     }
@@ -203,12 +210,3 @@ fn replay_corpus() {
     println!("replayed {n} corpus files");
 }
 
-#[test]
-#[ignore = "writes fuzz/corpus/decode/seed-*"]
-fn write_seeds() {
-    let dir = corpus_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes, _) in seeds() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-}
