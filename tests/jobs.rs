@@ -407,7 +407,6 @@ async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
     }
     let created = store.ensure_indexes().await.expect("ensure");
     for ix in [
-        "radacct_open_last_seen_idx",
         "radacct_open_username_idx",
         "radacct_stop_idx",
         "radacct_nas_start_idx",

@@ -49,12 +49,10 @@ const INDEXES: &[IndexDef] = &[
         postgres: "radacct (acctstarttime, username)",
         sqlite: "radacct (acctstarttime, username)",
     },
-    // The sweeper: open rows by last sign of life.
-    IndexDef {
-        name: "radacct_open_last_seen_idx",
-        postgres: "radacct ((COALESCE(acctupdatetime, acctstarttime))) WHERE acctstoptime IS NULL",
-        sqlite: "radacct (COALESCE(acctupdatetime, acctstarttime)) WHERE acctstoptime IS NULL",
-    },
+    // No index on the last update time for the sweeper: every Interim-Update changes
+    // acctupdatetime, and an index on it makes every interim a non-HOT update that rewrites
+    // all of radacct's indexes (measured: 0 of 50,000 updates HOT with it, against 45% for
+    // FreeRADIUS's own index set). The sweeper scans the open rows every 5 minutes instead.
     // The online-flag sync: open rows by user name.
     IndexDef {
         name: "radacct_open_username_idx",
