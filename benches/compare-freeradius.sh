@@ -2,8 +2,8 @@
 # Side by side: stock FreeRADIUS 3.2 + rlm_sql_postgresql and radacctd, the same workload from
 # the same load generator, on the same PostgreSQL and machine.
 #
-#   benches/compare-freeradius.sh [--sessions N] [--windows 64,256,1024] [--no-build] [--keep]
-#                                 [--out DIR] [-- EXTRA-BENCH-ARGS...]
+#   benches/compare-freeradius.sh [--sessions N] [--windows 64,256,1024] [--fillfactor F]
+#                                 [--no-build] [--keep] [--out DIR] [-- EXTRA-BENCH-ARGS...]
 #
 # For every window: two fresh databases (FreeRADIUS's schema.sql from the installed package in
 # one; radacctd migrates its own into the other), a private FreeRADIUS (stock radiusd.conf and
@@ -17,12 +17,15 @@
 # background load does not favour one side.
 #
 # Same settings on both sides: synchronous_commit = on (set on both databases), default
-# fillfactor (100) on both radacct tables, the same UDP receive buffer request (8 MiB, capped by
+# fillfactor on both radacct tables (PostgreSQL's default 100; --fillfactor F sets F on both,
+# radacctd's table then being created by `radacctd migrate` first), the same UDP receive buffer request (8 MiB, capped by
 # net.core.rmem_max), same client, secret and machine. Different by design and printed: the
 # connection pool (FreeRADIUS stock: one connection per server thread, up to
 # thread pool max_servers = 32; radacctd: database.max_connections = 8, of which its single
-# group-commit writer uses one), and the indexes (radacctd adds three for its API and jobs, so it
-# maintains 9 indexes on radacct to FreeRADIUS's 6). FR_THREADS=N sets FreeRADIUS's
+# group-commit writer uses one), and the indexes (radacctd's EnsureIndexes adds five for its
+# API and jobs, so it maintains 11 indexes on radacct to FreeRADIUS's 6; run with
+# RADACCTD__JOBS__ENSURE_INDEXES=false for the same 6). Both are printed per window, with the
+# inserts, updates and HOT updates PostgreSQL counted. FR_THREADS=N sets FreeRADIUS's
 # max_servers (and so its pool) to N.
 #
 # Needs: root or sudo for apt-get when the Debian packages freeradius, freeradius-postgresql and
@@ -34,6 +37,7 @@ set -euo pipefail
 
 sessions=25000
 windows=64,256,1024
+fillfactor=
 build=1
 keep=0
 out=
@@ -41,11 +45,12 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --sessions) sessions=$2; shift 2 ;;
         --windows) windows=$2; shift 2 ;;
+        --fillfactor) fillfactor=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         --out) out=$2; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "compare-freeradius.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -356,6 +361,12 @@ for window in ${windows//,/ }; do
     fr_url=$(url_with_db "$admin" "$fr_db")
     rad_url=$(url_with_db "$admin" "$rad_db")
     psql "$fr_url" -qX -v ON_ERROR_STOP=1 -f "$FR_CONF/mods-config/sql/main/postgresql/schema.sql" >/dev/null
+    if [ -n "$fillfactor" ]; then
+        RADACCTD__DATABASE__URL=$rad_url RADACCTD__LOG__FORMAT=json "$daemon_bin" migrate >/dev/null 2>&1
+        for u in "$fr_url" "$rad_url"; do
+            psql "$u" -qXc "ALTER TABLE radacct SET (fillfactor = $fillfactor)" >/dev/null
+        done
+    fi
     mkdir -p "$tmp/fr-$window" "$tmp/rad-$window"
     order=(fr rad); [ $((i % 2)) = 0 ] && order=(rad fr)
     for who in "${order[@]}"; do

@@ -2,7 +2,8 @@
 # Reproducible load run: a fresh database, the release daemon, radacctd-bench against it, and
 # where the CPU went (daemon / PostgreSQL / load generator / everything else on the machine).
 #
-#   benches/run-load.sh [--store pg|sqlite] [--out DIR] [--keep] [--no-build] [-- BENCH-ARGS...]
+#   benches/run-load.sh [--store pg|sqlite] [--fillfactor F] [--out DIR] [--keep] [--no-build]
+#                       [-- BENCH-ARGS...]
 #   benches/run-load.sh --memory N [--store pg|sqlite] [--out DIR] [--keep] [--no-build]
 #
 # BENCH-ARGS go to radacctd-bench unchanged (default: --sessions 25000 --window 64); --target,
@@ -24,7 +25,8 @@
 # file in a temporary directory. The daemon runs with its defaults (no config file: quick-start
 # client 127.0.0.1 / testing123), listeners on free loopback ports, the journal in the temporary
 # directory; any RADACCTD__SECTION__KEY in the environment is passed through (for example
-# RADACCTD__RADIUS__MAX_BATCH=256).
+# RADACCTD__RADIUS__MAX_BATCH=256). --fillfactor F (PostgreSQL): `radacctd migrate` first, then
+# ALTER TABLE radacct SET (fillfactor = F) before the daemon starts.
 #
 # Output: the bench table, the verification line, then
 #   cpu: wall W s; radacctd D s (x% of a core), postgres P s (this database's backends + WAL
@@ -39,6 +41,7 @@ out=
 keep=0
 build=1
 memory=
+fillfactor=
 while [ $# -gt 0 ]; do
     case "$1" in
         --store) store=$2; shift 2 ;;
@@ -46,11 +49,12 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --out=*) out=${1#--out=}; shift ;;
         --memory) memory=$2; shift 2 ;;
+        --fillfactor) fillfactor=$2; shift 2 ;;
         --memory=*) memory=${1#--memory=}; shift ;;
         --keep) keep=1; shift ;;
         --no-build) build=0; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "run-load.sh: unknown option $1 (bench arguments go after --)" >&2; exit 2 ;;
     esac
 done
@@ -115,6 +119,11 @@ if [ "$store" = pg ]; then
     url=$(url_with_db "$admin" "$db")
 else
     url=sqlite://$tmp/bench.db
+fi
+if [ -n "$fillfactor" ]; then
+    [ "$store" = pg ] || { echo "run-load.sh: --fillfactor is for PostgreSQL" >&2; exit 2; }
+    RADACCTD__DATABASE__URL=$url RADACCTD__LOG__FORMAT=json "$daemon_bin" migrate >"$out/migrate.log" 2>&1
+    psql "$url" -qXc "ALTER TABLE radacct SET (fillfactor = $fillfactor)" >/dev/null
 fi
 metrics=127.0.0.1:$(free_tcp_port)
 extra_env=()
