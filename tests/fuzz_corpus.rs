@@ -209,4 +209,3 @@ fn replay_corpus() {
     assert!(n >= seeds().len(), "only {n} corpus files");
     println!("replayed {n} corpus files");
 }
-
