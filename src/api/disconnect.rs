@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::sessions::{parse_radacctid, stored_session_in_scope};
 use crate::disconnect::{DisconnectError, Method};
-use crate::sessions::ResellerResolver as _;
 
 /// The permission the seed names for disconnects.
 pub const SUBSCRIBERS_DISCONNECT: &str = "subscribers.disconnect";
@@ -21,23 +21,11 @@ pub async fn disconnect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(SUBSCRIBERS_DISCONNECT)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid radacctid, must be an integer"))?;
+    let id = parse_radacctid(&id)?;
     let scope = state.scope().scope_for(&caller);
     let Some(session) = state.index().get_by_id(id) else {
         // Not open (or never existed): the database says which.
-        let _permit = state.query_permit().await?;
-        let Some(r) = state.store().session_by_id(id).await? else {
-            return Err(ApiError::NotFound);
-        };
-        let owner = r
-            .username
-            .as_deref()
-            .and_then(|u| state.scope().reseller_of(u));
-        if !scope.contains(owner) {
-            return Err(ApiError::Forbidden("not authorized".into()));
-        }
+        stored_session_in_scope(&state, &scope, id).await?;
         return Ok(Json(already_closed()));
     };
     if !scope.contains(session.reseller_id) {

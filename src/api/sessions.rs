@@ -162,9 +162,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(SESSIONS_VIEW)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid radacctid, must be an integer"))?;
+    let id = parse_radacctid(&id)?;
     let scope = state.scope().scope_for(&caller);
     let live: Option<Session> = state.index().get_by_id(id);
     let record = match live {
@@ -174,21 +172,35 @@ pub async fn get(
             }
             SessionRecord::from_session(&s)
         }
-        None => {
-            let _permit = state.query_permit().await?;
-            let Some(r) = state.store().session_by_id(id).await? else {
-                return Err(ApiError::NotFound);
-            };
-            let owner = r
-                .username
-                .as_deref()
-                .and_then(|u| state.scope().reseller_of(u));
-            if !scope.contains(owner) {
-                return Err(ApiError::Forbidden("not authorized".into()));
-            }
-            r
-        }
+        None => stored_session_in_scope(&state, &scope, id).await?,
     };
     let mut data = state.to_json(vec![record]);
     Ok(Json(json!({ "success": true, "data": data.pop() })))
+}
+
+/// The `{radacctid}` path segment.
+pub(crate) fn parse_radacctid(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("invalid radacctid, must be an integer"))
+}
+
+/// A session that is not open, from the database: 404 `session not found` when there is no
+/// such row, 403 `not authorized` when its subscriber is outside `scope`.
+pub(crate) async fn stored_session_in_scope(
+    state: &ApiState,
+    scope: &crate::sessions::filter::Scope,
+    id: i64,
+) -> Result<SessionRecord, ApiError> {
+    let _permit = state.query_permit().await?;
+    let Some(r) = state.store().session_by_id(id).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let owner = r
+        .username
+        .as_deref()
+        .and_then(|u| state.scope().reseller_of(u));
+    if !scope.contains(owner) {
+        return Err(ApiError::Forbidden("not authorized".into()));
+    }
+    Ok(r)
 }
