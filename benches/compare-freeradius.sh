@@ -392,7 +392,7 @@ for window in ${windows//,/ }; do
         diff "$out/fr-$window.rows" "$out/rad-$window.rows" | head -20 >&2 || true
     fi
     settings=$(for d in "$fr_url" "$rad_url"; do
-        psql "$d" -AtXc "SELECT current_setting('synchronous_commit') || ', fillfactor ' || coalesce((SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'radacct'), 'default') || ', ' || (SELECT count(*) FROM pg_indexes WHERE tablename = 'radacct') || ' indexes on radacct, ' || (SELECT n_tup_ins || ' inserts, ' || n_tup_upd || ' updates (' || n_tup_hot_upd || ' HOT)' FROM pg_stat_user_tables WHERE relname = 'radacct')"
+        psql "$d" -AtXc "SELECT current_setting('synchronous_commit') || ', ' || coalesce((SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'radacct'), 'fillfactor=100 (default)') || ', ' || (SELECT count(*) FROM pg_indexes WHERE tablename = 'radacct') || ' indexes on radacct, ' || (SELECT n_tup_ins || ' inserts, ' || n_tup_upd || ' updates (' || n_tup_hot_upd || ' HOT)' FROM pg_stat_user_tables WHERE relname = 'radacct')"
     done | paste -sd'|')
     {
         echo
