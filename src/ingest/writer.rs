@@ -311,15 +311,23 @@ impl Writer {
         }
     }
 
+    /// The write failed: counted as `write_failed`, then released unanswered.
     fn abandon(&self, item: &Item) {
+        if let Item::Event { .. } = item {
+            self.stats.dropped(DropReason::WriteFailed);
+        }
+        self.release(item);
+    }
+
+    /// No answer: a retransmission of the request is processed afresh, and a close requester
+    /// sees its channel closed.
+    fn release(&self, item: &Item) {
         match item {
             Item::Event { reply, .. } => {
-                self.stats.dropped(DropReason::WriteFailed);
                 if let (Some(reply), Some(r)) = (reply, &self.responder) {
                     r.abandon(reply);
                 }
             }
-            // Dropping the sender tells the requester the close did not happen.
             Item::Close(c) => c.abandon(),
             Item::Reconcile(_) => {}
         }
@@ -376,19 +384,15 @@ impl Writer {
                 }
                 tracing::error!(error = %e, events = accepted.len(), "not journaled; no responses");
                 for item in accepted {
-                    if let Item::Event {
-                        reply: Some(reply), ..
-                    } = item
-                        && let Some(r) = &self.responder
-                    {
-                        r.abandon(reply);
-                    }
-                    if let Item::Close(c) = item {
-                        c.abandon();
-                    }
+                    self.release(item);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "journal task failed; no responses"),
+            Err(e) => {
+                tracing::error!(error = %e, "journal task failed; no responses");
+                for item in accepted {
+                    self.release(item);
+                }
+            }
         }
     }
 
