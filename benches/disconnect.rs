@@ -185,8 +185,7 @@ async fn disconnector_concurrent(backend: Backend) {
         secret: SECRET.into(),
         coa_port: Some(i64::from(nas.addr.port())),
         api_port: None,
-        api_username: None,
-        api_password: None,
+        ..NasRow::default()
     }]);
 
     // Open the sessions, 10 NASes sending in parallel.

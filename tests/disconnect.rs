@@ -18,8 +18,8 @@ use fake_nas::{FakeNas, NasMode};
 use fake_routeros::{Active, FakeRouterOs, RosConfig};
 use radacctd::disconnect::mikrotik::{ApiConnection, ApiError, disconnect_ppp};
 use radacctd::disconnect::{
-    ApiCredentials, ApiOutcome, ApiTimeouts, CoaClient, CoaConfig, CoaOutcome, DisconnectConfig,
-    DisconnectError, DisconnectRequest, Disconnector, Method,
+    ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport, CoaClient, CoaConfig, CoaOutcome,
+    DisconnectConfig, DisconnectError, DisconnectRequest, Disconnector, Method,
 };
 use radacctd::metrics::{CoaIgnoreReason, DisconnectAttempt, Stats};
 use radacctd::radius::dictionary as d;
@@ -43,6 +43,7 @@ both_stores!(
     trap_on_remove_is_a_failure,
     session_missing_on_the_router_closes_the_ghost_row,
     configured_client_secret_is_used_without_nas_row,
+    api_ssl_fallback_verifies_the_router_and_removes_the_session,
 );
 
 // --- the lab -------------------------------------------------------------------------------
@@ -72,6 +73,8 @@ struct Lab {
 
 fn nas_row(coa_port: u16, api_port: u16) -> NasRow {
     NasRow {
+        api_tls: false,
+        api_tls_name: None,
         id: 1,
         nasname: NAS_IP.into(),
         shortname: "lab-bng".into(),
@@ -894,7 +897,15 @@ async fn hanging_router_hits_the_reply_deadline() {
     })
     .await;
     let t = std::time::Instant::now();
-    let outcome = disconnect_ppp(ros.addr, &creds(), &sess(22).user, None, &api_timeouts()).await;
+    let outcome = disconnect_ppp(
+        ros.addr,
+        &ApiTransport::Plain,
+        &creds(),
+        &sess(22).user,
+        None,
+        &api_timeouts(),
+    )
+    .await;
     assert!(
         matches!(outcome, ApiOutcome::Failed(ref r) if r.contains("deadline")),
         "{outcome:?}"
@@ -913,7 +924,15 @@ async fn entry_vanishing_during_remove_is_not_found() {
         ..router_with(23)
     })
     .await;
-    let outcome = disconnect_ppp(ros.addr, &creds(), &sess(23).user, None, &api_timeouts()).await;
+    let outcome = disconnect_ppp(
+        ros.addr,
+        &ApiTransport::Plain,
+        &creds(),
+        &sess(23).user,
+        None,
+        &api_timeouts(),
+    )
+    .await;
     assert_eq!(outcome, ApiOutcome::NotFound);
     assert_eq!(
         ros.commands(),
@@ -938,6 +957,7 @@ async fn only_the_sessions_own_entry_is_removed_when_the_user_has_two() {
     .await;
     let outcome = disconnect_ppp(
         ros.addr,
+        &ApiTransport::Plain,
         &creds(),
         "alice",
         Some("10.0.0.2"),
@@ -947,7 +967,15 @@ async fn only_the_sessions_own_entry_is_removed_when_the_user_has_two() {
     assert_eq!(outcome, ApiOutcome::Removed);
     assert_eq!(ros.active(), vec![Active::new("*1", "alice", "10.0.0.1")]);
     // Without a known address every entry of the user goes, in one remove.
-    let outcome = disconnect_ppp(ros.addr, &creds(), "alice", None, &api_timeouts()).await;
+    let outcome = disconnect_ppp(
+        ros.addr,
+        &ApiTransport::Plain,
+        &creds(),
+        "alice",
+        None,
+        &api_timeouts(),
+    )
+    .await;
     assert_eq!(outcome, ApiOutcome::Removed);
     assert!(ros.active().is_empty());
 }
@@ -959,6 +987,270 @@ async fn refused_connection_is_a_failure() {
         .expect("bind");
     let addr: SocketAddr = closed.local_addr().expect("addr");
     drop(closed);
-    let outcome = disconnect_ppp(addr, &creds(), "alice", None, &api_timeouts()).await;
+    let outcome = disconnect_ppp(
+        addr,
+        &ApiTransport::Plain,
+        &creds(),
+        "alice",
+        None,
+        &api_timeouts(),
+    )
+    .await;
     assert!(matches!(outcome, ApiOutcome::Failed(_)), "{outcome:?}");
+}
+
+// --- RouterOS API-SSL (8729) -----------------------------------------------------------------
+
+/// A test CA and a router certificate it signed, for `router.lab.example` and 127.0.0.1, as an
+/// operator makes them for `/ip service set api-ssl certificate=…`.
+struct Pki {
+    _dir: tempfile::TempDir,
+    /// The CA's certificate (PEM), what `disconnect.api_tls_ca_file` names.
+    ca_file: std::path::PathBuf,
+    /// A CA that signed nothing the router has.
+    other_ca_file: std::path::PathBuf,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key_der: Vec<u8>,
+}
+
+fn new_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("CA key"))
+        .expect("CA certificate")
+}
+
+fn pki() -> Pki {
+    let ca = new_ca("radacctd test CA");
+    let other = new_ca("some other CA");
+    let key = rcgen::KeyPair::generate().expect("router key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["router.lab.example".to_owned()]).expect("params");
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let leaf = params.signed_by(&key, &*ca).expect("router certificate");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    let other_ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    std::fs::write(&other_ca_file, other.pem()).expect("write CA");
+    Pki {
+        _dir: dir,
+        ca_file,
+        other_ca_file,
+        chain: vec![leaf.der().clone(), ca.der().clone()],
+        key_der: key.serialize_der(),
+    }
+}
+
+impl Pki {
+    /// The router's TLS side; `tls12_only` as RouterOS 6 offers.
+    fn acceptor(&self, tls12_only: bool) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider);
+        let builder = if tls12_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS12])
+        } else {
+            builder.with_safe_default_protocol_versions()
+        }
+        .expect("protocol versions");
+        let config = builder
+            .with_no_client_auth()
+            .with_single_cert(
+                self.chain.clone(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
+            )
+            .expect("server certificate");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+use tokio_rustls::rustls;
+
+/// A lab whose router speaks only API-SSL, and whose NAS ignores Disconnect-Requests so that
+/// every disconnect goes to the API. `ca_file` is what radacctd trusts.
+async fn tls_lab(
+    backend: Backend,
+    pki: &Pki,
+    ca_file: &std::path::Path,
+    tls_name: Option<&str>,
+    n: u32,
+) -> Option<Lab> {
+    let config = DisconnectConfig {
+        api_tls_ca_file: ca_file.to_owned(),
+        ..fast_config()
+    };
+    let mut lab = lab_with(backend, NasMode::Silent, RosConfig::default(), config).await?;
+    lab.ros = FakeRouterOs::start_tls(router_with(n), pki.acceptor(false)).await;
+    lab.disc.set_nas(&[NasRow {
+        api_tls: true,
+        api_tls_name: tls_name.map(str::to_owned),
+        ..nas_row(lab.coa.addr.port(), lab.ros.addr.port())
+    }]);
+    Some(lab)
+}
+
+async fn api_ssl_fallback_verifies_the_router_and_removes_the_session(backend: Backend) {
+    let pki = pki();
+    let Some(mut lab) = tls_lab(backend, &pki, &pki.ca_file, None, 60).await else {
+        return;
+    };
+    let (s, session) = lab.open(60).await;
+    let d = lab.disc.disconnect(&session).await.expect("disconnected");
+    assert_eq!(d.method, Method::Api);
+    let cmds = lab.ros.commands();
+    assert_eq!(
+        cmds,
+        ["/login", "/ppp/active/print", "/ppp/active/remove"],
+        "the commands arrived inside TLS"
+    );
+    assert_eq!(lab.ros.tls_failures(), 0);
+    assert_closed_at_about_now(&lab.row(&s).await, "Admin-Reset");
+    assert!(!lab.app.index.contains(&s.key()));
+    lab.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ssl_with_an_untrusted_certificate_is_unreachable_and_sends_nothing() {
+    let pki = pki();
+    let Some(mut lab) = tls_lab(Backend::Sqlite, &pki, &pki.other_ca_file, None, 61).await else {
+        return;
+    };
+    let (s, session) = lab.open(61).await;
+    let err = lab.disc.disconnect(&session).await.expect_err("refused");
+    let DisconnectError::Unreachable { detail } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        detail.contains("TLS handshake") && detail.contains("certificate"),
+        "{detail}"
+    );
+    // The router notices the refused handshake when our alert arrives.
+    for _ in 0..200 {
+        if lab.ros.tls_failures() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lab.ros.tls_failures(), 1, "the handshake was refused");
+    assert!(lab.ros.sentences().is_empty(), "no credentials were sent");
+    assert!(lab.row(&s).await.is_open(), "left for the sweeper");
+    assert_eq!(
+        lab.stats()
+            .disconnect
+            .attempt_count(DisconnectAttempt::ApiFailed),
+        1
+    );
+    lab.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ssl_checks_the_configured_certificate_name() {
+    let pki = pki();
+    // The router's certificate names router.lab.example: that name passes…
+    let Some(mut lab) = tls_lab(
+        Backend::Sqlite,
+        &pki,
+        &pki.ca_file,
+        Some("router.lab.example"),
+        62,
+    )
+    .await
+    else {
+        return;
+    };
+    let (_, session) = lab.open(62).await;
+    let d = lab.disc.disconnect(&session).await.expect("disconnected");
+    assert_eq!(d.method, Method::Api);
+
+    // …and another name fails, although the CA is trusted.
+    lab.ros.configure(|c| *c = router_with(63));
+    lab.disc.set_nas(&[NasRow {
+        api_tls: true,
+        api_tls_name: Some("core.lab.example".into()),
+        ..nas_row(lab.coa.addr.port(), lab.ros.addr.port())
+    }]);
+    let (s, session) = lab.open(63).await;
+    let err = lab.disc.disconnect(&session).await.expect_err("wrong name");
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    assert!(lab.row(&s).await.is_open());
+    lab.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ssl_without_a_usable_ca_bundle_never_falls_back_to_plaintext() {
+    let pki = pki();
+    let missing = pki.ca_file.with_file_name("missing.pem");
+    let Some(mut lab) = tls_lab(Backend::Sqlite, &pki, &missing, None, 64).await else {
+        return;
+    };
+    let (s, session) = lab.open(64).await;
+    let err = lab.disc.disconnect(&session).await.expect_err("no CA");
+    let DisconnectError::Unreachable { detail } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(detail.contains("missing.pem"), "names the file: {detail}");
+    assert_eq!(lab.ros.connections(), 0, "not even a TCP connection");
+    assert!(lab.row(&s).await.is_open());
+    lab.finish().await;
+}
+
+#[tokio::test]
+async fn api_ssl_client_speaks_tls12_to_a_routeros6_style_router() {
+    let pki = pki();
+    let ros = FakeRouterOs::start_tls(
+        RosConfig {
+            active: vec![Active::new("*7", "alice", "10.0.0.7")],
+            ..RosConfig::default()
+        },
+        pki.acceptor(true),
+    )
+    .await;
+    let transport = ApiTransport::Tls {
+        connector: radacctd::disconnect::mikrotik::tls_connector(&pki.ca_file).expect("CA"),
+        server_name: rustls::pki_types::ServerName::IpAddress(
+            IpAddr::V4(Ipv4Addr::LOCALHOST).into(),
+        ),
+    };
+    let outcome = disconnect_ppp(
+        ros.addr,
+        &transport,
+        &creds(),
+        "alice",
+        Some("10.0.0.7"),
+        &api_timeouts(),
+    )
+    .await;
+    assert_eq!(outcome, ApiOutcome::Removed);
+    assert!(ros.active().is_empty());
+    // A plaintext client against the TLS service gets an error, not a hang.
+    let plain = disconnect_ppp(
+        ros.addr,
+        &ApiTransport::Plain,
+        &creds(),
+        "alice",
+        None,
+        &api_timeouts(),
+    )
+    .await;
+    assert!(matches!(plain, ApiOutcome::Failed(_)), "{plain:?}");
+}
+
+#[test]
+fn tls_connector_rejects_a_file_without_certificates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("empty.pem");
+    std::fs::write(&path, "not a certificate\n").expect("write");
+    let Err(err) = radacctd::disconnect::mikrotik::tls_connector(&path) else {
+        panic!("a file without certificates was accepted");
+    };
+    assert!(err.contains("empty.pem"), "{err}");
 }

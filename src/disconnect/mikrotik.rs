@@ -4,17 +4,24 @@
 //! fallback (DESIGN §5, `reference/routeros-api.md`). It must not know about sessions or the
 //! database, and must never wait without a deadline.
 //!
-//! API-SSL (8729) is not built in: [`ApiConnection`] is generic over the byte stream, so a TLS
-//! stream can be passed to [`ApiConnection::new`] once a TLS dependency is accepted.
+//! API-SSL (8729) is the same protocol inside TLS ([`ApiTransport::Tls`]): the router's
+//! certificate must chain to a configured CA bundle and name the address (or the configured
+//! name) we connect to. RouterOS's certificate-less API-SSL (anonymous Diffie-Hellman) is
+//! refused: it authenticates nobody.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 
 /// Longest word accepted from a router. The protocol allows 2³²−1 octets; a `/ppp/active`
 /// reply never comes close, and a bound keeps a broken peer from exhausting memory.
@@ -27,6 +34,10 @@ pub enum ApiError {
     ConnectTimeout(SocketAddr),
     #[error("connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
+    /// The TLS handshake failed: most often the router's certificate is not trusted or does not
+    /// name the address; the reason says which.
+    #[error("TLS handshake with {addr}: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
     #[error("no reply within the deadline")]
     Timeout,
     #[error("connection closed by the router")]
@@ -336,20 +347,114 @@ pub struct ApiConnection<S> {
     reply_timeout: Duration,
 }
 
+/// How the API is reached: plain TCP (RouterOS service `api`, 8728) or TLS (`api-ssl`, 8729).
+#[derive(Clone)]
+pub enum ApiTransport {
+    Plain,
+    /// TLS with the router's certificate verified against `connector`'s roots for
+    /// `server_name` (an IP address or a DNS name).
+    Tls {
+        connector: TlsConnector,
+        server_name: ServerName<'static>,
+    },
+}
+
+impl fmt::Debug for ApiTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiTransport::Plain => f.write_str("Plain"),
+            ApiTransport::Tls { server_name, .. } => f
+                .debug_struct("Tls")
+                .field("server_name", server_name)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// A TLS client that trusts the certificates of `ca_file` (PEM; a CA bundle such as Debian's
+/// `/etc/ssl/certs/ca-certificates.crt`, or the operator's own CA for router certificates).
+/// TLS 1.2 and 1.3 (RouterOS 6 speaks 1.2), ring as the crypto provider.
+pub fn tls_connector(ca_file: &Path) -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+    let mut bad = 0usize;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+        if roots.add(cert).is_err() {
+            bad += 1;
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "CA file {}: no usable certificate ({bad} rejected)",
+            ca_file.display()
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The TCP connection, within `timeouts.connect`.
+async fn tcp_connect(addr: SocketAddr, timeouts: &ApiTimeouts) -> Result<TcpStream, ApiError> {
+    let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ApiError::ConnectTimeout(addr)),
+        Ok(Err(e)) => {
+            return Err(ApiError::Connect {
+                addr,
+                reason: e.to_string(),
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 impl ApiConnection<TcpStream> {
     /// Connects over plain TCP within `timeouts.connect`.
     pub async fn connect(addr: SocketAddr, timeouts: &ApiTimeouts) -> Result<Self, ApiError> {
-        let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ApiError::ConnectTimeout(addr)),
-            Ok(Err(e)) => {
-                return Err(ApiError::Connect {
-                    addr,
-                    reason: e.to_string(),
-                });
-            }
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        Ok(ApiConnection::new(
+            tcp_connect(addr, timeouts).await?,
+            timeouts.reply,
+        ))
+    }
+}
+
+impl ApiConnection<tokio_rustls::client::TlsStream<TcpStream>> {
+    /// Connects and completes the TLS handshake (certificate verified for `server_name`), the
+    /// TCP connect within `timeouts.connect` and the handshake within another
+    /// `timeouts.connect`.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        connector: &TlsConnector,
+        server_name: ServerName<'static>,
+        timeouts: &ApiTimeouts,
+    ) -> Result<Self, ApiError> {
+        let tcp = tcp_connect(addr, timeouts).await?;
+        let stream =
+            match tokio::time::timeout(timeouts.connect, connector.connect(server_name, tcp)).await
+            {
+                Err(_) => {
+                    return Err(ApiError::Tls {
+                        addr,
+                        reason: "no handshake within the connect deadline".into(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(ApiError::Tls {
+                        addr,
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(Ok(s)) => s,
+            };
         Ok(ApiConnection::new(stream, timeouts.reply))
     }
 }
@@ -547,11 +652,12 @@ fn select(items: Vec<PppActive>, username: &str, framed_ip: Option<&str>) -> Vec
         .collect()
 }
 
-/// Logs in at `addr`, finds the user's `/ppp/active` entry and removes it, all within
-/// `timeouts.total`. A remove that traps is re-checked with a second print: if the entry has
+/// Logs in at `addr` (over `transport`), finds the user's `/ppp/active` entry and removes it,
+/// all within `timeouts.total`. A remove that traps is re-checked with a second print: if the entry has
 /// vanished meanwhile (the subscriber's own disconnect), that is [`ApiOutcome::NotFound`].
 pub async fn disconnect_ppp(
     addr: SocketAddr,
+    transport: &ApiTransport,
     creds: &ApiCredentials,
     username: &str,
     framed_ip: Option<&str>,
@@ -562,24 +668,20 @@ pub async fn disconnect_ppp(
         return ApiOutcome::Failed("the session has no User-Name to look up".into());
     }
     let work = async {
-        let mut conn = ApiConnection::connect(addr, timeouts).await?;
-        conn.login(creds).await?;
-        let ids = select(conn.ppp_active(username).await?, username, framed_ip);
-        if ids.is_empty() {
-            return Ok(ApiOutcome::NotFound);
-        }
-        tracing::debug!(%addr, username, ?ids, "removing /ppp/active entries");
-        match conn.remove_ppp_active(&ids).await {
-            Ok(()) => Ok(ApiOutcome::Removed),
-            Err(ApiError::Trap(msg)) => {
-                let again = select(conn.ppp_active(username).await?, username, framed_ip);
-                if again.is_empty() {
-                    Ok(ApiOutcome::NotFound)
-                } else {
-                    Err(ApiError::Trap(msg))
-                }
+        match transport {
+            ApiTransport::Plain => {
+                let conn = ApiConnection::connect(addr, timeouts).await?;
+                remove_session(conn, addr, creds, username, framed_ip).await
             }
-            Err(e) => Err(e),
+            ApiTransport::Tls {
+                connector,
+                server_name,
+            } => {
+                let conn =
+                    ApiConnection::connect_tls(addr, connector, server_name.clone(), timeouts)
+                        .await?;
+                remove_session(conn, addr, creds, username, framed_ip).await
+            }
         }
     };
     match tokio::time::timeout(timeouts.total, work).await {
@@ -589,6 +691,34 @@ pub async fn disconnect_ppp(
         )),
         Ok(Err(e)) => ApiOutcome::Failed(e.to_string()),
         Ok(Ok(o)) => o,
+    }
+}
+
+/// Login, print, remove (and the re-check after a trapped remove) on an open connection.
+async fn remove_session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: ApiConnection<S>,
+    addr: SocketAddr,
+    creds: &ApiCredentials,
+    username: &str,
+    framed_ip: Option<&str>,
+) -> Result<ApiOutcome, ApiError> {
+    conn.login(creds).await?;
+    let ids = select(conn.ppp_active(username).await?, username, framed_ip);
+    if ids.is_empty() {
+        return Ok(ApiOutcome::NotFound);
+    }
+    tracing::debug!(%addr, username, ?ids, "removing /ppp/active entries");
+    match conn.remove_ppp_active(&ids).await {
+        Ok(()) => Ok(ApiOutcome::Removed),
+        Err(ApiError::Trap(msg)) => {
+            let again = select(conn.ppp_active(username).await?, username, framed_ip);
+            if again.is_empty() {
+                Ok(ApiOutcome::NotFound)
+            } else {
+                Err(ApiError::Trap(msg))
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -21,12 +21,15 @@ pub mod mikrotik;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
@@ -37,7 +40,7 @@ use crate::sessions::{Session, SessionIndex};
 use crate::store::{NasRow, Store, StoreError};
 
 pub use coa::{CoaClient, CoaConfig, CoaError, CoaOutcome, CoaReply, DisconnectRequest};
-pub use mikrotik::{ApiCredentials, ApiOutcome, ApiTimeouts};
+pub use mikrotik::{ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport};
 
 /// Terminate cause of a row closed after the NAS confirmed the disconnect.
 pub const CLOSE_CAUSE: &str = "Admin-Reset";
@@ -59,9 +62,13 @@ pub struct DisconnectConfig {
     /// Source address of Disconnect-Requests (a MikroTik accepts them only from a configured
     /// `/radius` server address). `::` gives dual-stack sockets.
     pub coa_bind: IpAddr,
-    /// RouterOS API port of a NAS whose `nas` row has no `api_port` (8728; API-SSL is not
-    /// supported).
+    /// RouterOS API port of a NAS whose `nas` row has no `api_port` (the plain API, 8728).
     pub api_port: u16,
+    /// RouterOS API-SSL port of a NAS with `api_tls` and no `api_port` (8729).
+    pub api_tls_port: u16,
+    /// PEM bundle of the CAs trusted for routers' API-SSL certificates (read at start-up and
+    /// on every `nas` reload; only needed when a NAS has `api_tls`).
+    pub api_tls_ca_file: PathBuf,
     /// Deadline of the API's TCP connect, in milliseconds.
     pub api_connect_timeout_ms: u64,
     /// Deadline of each API reply (and write), in milliseconds.
@@ -81,6 +88,8 @@ impl Default for DisconnectConfig {
             coa_sockets: 16,
             coa_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             api_port: 8728,
+            api_tls_port: 8729,
+            api_tls_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             api_connect_timeout_ms: 3000,
             api_reply_timeout_ms: 3000,
             api_timeout_ms: 10_000,
@@ -101,8 +110,11 @@ impl DisconnectConfig {
         if !(1..=1024).contains(&self.coa_sockets) {
             return Err("disconnect.coa_sockets must be between 1 and 1024".into());
         }
-        if self.coa_port == 0 || self.api_port == 0 {
-            return Err("disconnect.coa_port and disconnect.api_port must not be 0".into());
+        if self.coa_port == 0 || self.api_port == 0 || self.api_tls_port == 0 {
+            return Err(
+                "disconnect.coa_port, disconnect.api_port and disconnect.api_tls_port must not be 0"
+                    .into(),
+            );
         }
         if self.api_connect_timeout_ms == 0
             || self.api_reply_timeout_ms == 0
@@ -189,6 +201,8 @@ struct NasInfo {
     coa_port: Option<u16>,
     api_port: Option<u16>,
     api: Option<ApiCredentials>,
+    /// API-SSL, with the name the certificate must carry (`None`: the address).
+    tls: Option<Option<String>>,
 }
 
 /// Addresses and CIDR blocks to values: an exact address first, then the narrowest block.
@@ -235,7 +249,8 @@ struct Target {
     name: String,
     secret: Option<Arc<[u8]>>,
     coa: SocketAddr,
-    api: Option<(SocketAddr, ApiCredentials)>,
+    /// Address, login and transport (`Err`: why API-SSL cannot be used).
+    api: Option<(SocketAddr, ApiCredentials, Result<ApiTransport, String>)>,
 }
 
 type Shared = Option<Result<Disconnected, DisconnectError>>;
@@ -251,6 +266,9 @@ struct Inner {
     nas: RwLock<Arc<AddrTable<Arc<NasInfo>>>>,
     /// Secrets of configured clients, used when a NAS has no `nas` row.
     clients: RwLock<Arc<AddrTable<Arc<[u8]>>>>,
+    /// API-SSL client (trusting `api_tls_ca_file`), or why there is none. Loaded with the
+    /// `nas` rows when one of them has `api_tls`.
+    tls: RwLock<Option<Result<TlsConnector, String>>>,
     /// Disconnects in flight by acctuniqueid; guards no `.await`.
     inflight: Mutex<HashMap<String, watch::Receiver<Shared>>>,
     config: DisconnectConfig,
@@ -306,6 +324,7 @@ impl Disconnector {
                 index,
                 nas: RwLock::new(Arc::new(AddrTable::default())),
                 clients: RwLock::new(Arc::new(AddrTable::default())),
+                tls: RwLock::new(None),
                 inflight: Mutex::new(HashMap::new()),
                 config,
                 stats,
@@ -443,6 +462,15 @@ impl Disconnector {
     }
 
     fn install_nas(&self, rows: &[NasRow], resolved: &HashMap<String, Vec<IpAddr>>) {
+        if rows.iter().any(|r| r.api_tls) {
+            // Re-read each time, so a renewed CA bundle takes effect with the next reload.
+            let ca = &self.inner.config.api_tls_ca_file;
+            let tls = mikrotik::tls_connector(ca);
+            if let Err(e) = &tls {
+                tracing::warn!(error = %e, "API-SSL disabled: the CA bundle is not usable");
+            }
+            *self.inner.tls.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
+        }
         let mut table = AddrTable::default();
         for row in rows {
             let info = Arc::new(nas_info(row));
@@ -484,6 +512,13 @@ fn nas_info(row: &NasRow) -> NasInfo {
         coa_port: port(row.coa_port, "coa_port"),
         api_port: port(row.api_port, "api_port"),
         api,
+        tls: row.api_tls.then(|| {
+            row.api_tls_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        }),
     }
 }
 
@@ -514,8 +549,15 @@ impl Inner {
             .and_then(|n| n.coa_port)
             .unwrap_or(self.config.coa_port);
         let api = nas.as_ref().and_then(|n| {
-            let port = n.api_port.unwrap_or(self.config.api_port);
-            n.api.clone().map(|c| (SocketAddr::new(nas_ip, port), c))
+            let default_port = if n.tls.is_some() {
+                self.config.api_tls_port
+            } else {
+                self.config.api_port
+            };
+            let port = n.api_port.unwrap_or(default_port);
+            n.api
+                .clone()
+                .map(|c| (SocketAddr::new(nas_ip, port), c, self.transport(n, nas_ip)))
         });
         Target {
             name: nas.map(|n| n.name.clone()).unwrap_or_default(),
@@ -523,6 +565,29 @@ impl Inner {
             coa: SocketAddr::new(nas_ip, coa_port),
             api,
         }
+    }
+
+    /// Plain, or TLS verified for the NAS's `api_tls_name` or else its address. A NAS whose
+    /// TLS cannot be set up gets an `Err` transport that fails the API attempt with the reason
+    /// (never a silent fall back to plaintext).
+    fn transport(&self, nas: &NasInfo, nas_ip: IpAddr) -> Result<ApiTransport, String> {
+        let Some(name) = &nas.tls else {
+            return Ok(ApiTransport::Plain);
+        };
+        let connector = match &*self.tls.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(c)) => c.clone(),
+            Some(Err(e)) => return Err(format!("API-SSL: {e}")),
+            None => return Err("API-SSL: no CA bundle loaded".into()),
+        };
+        let server_name = match name {
+            Some(n) => ServerName::try_from(n.clone())
+                .map_err(|_| format!("API-SSL: nas.api_tls_name {n:?} is not a valid name"))?,
+            None => ServerName::IpAddress(nas_ip.into()),
+        };
+        Ok(ApiTransport::Tls {
+            connector,
+            server_name,
+        })
     }
 
     /// CoA, then the API, then the close. Runs in its own task.
@@ -549,20 +614,26 @@ impl Inner {
             Ok(CoaOutcome::Timeout) => "no answer to the Disconnect-Request".to_owned(),
             Err(e) => e,
         };
-        let Some((addr, creds)) = &target.api else {
+        let Some((addr, creds, transport)) = &target.api else {
             return Err(DisconnectError::Unreachable {
                 detail: format!("{coa_note}; no RouterOS API credentials for the NAS"),
             });
         };
         let t0 = Instant::now();
-        let outcome = mikrotik::disconnect_ppp(
-            *addr,
-            creds,
-            &s.username,
-            s.framedipaddress.as_deref(),
-            &self.config.api_timeouts(),
-        )
-        .await;
+        let outcome = match transport {
+            Ok(transport) => {
+                mikrotik::disconnect_ppp(
+                    *addr,
+                    transport,
+                    creds,
+                    &s.username,
+                    s.framedipaddress.as_deref(),
+                    &self.config.api_timeouts(),
+                )
+                .await
+            }
+            Err(reason) => ApiOutcome::Failed(reason.clone()),
+        };
         let rtt = t0.elapsed();
         let attempt = match &outcome {
             ApiOutcome::Removed => DisconnectAttempt::ApiRemoved,
@@ -718,6 +789,7 @@ mod tests {
             api_port: None,
             api_username: Some("api".into()),
             api_password: Some("pw".into()),
+            ..NasRow::default()
         }
     }
 
@@ -728,6 +800,7 @@ mod tests {
         assert_eq!(c.coa().budget, Duration::from_secs(3));
         assert_eq!(c.coa_port, 1700);
         assert_eq!(c.api_port, 8728);
+        assert_eq!(c.api_tls_port, 8729);
         assert!(c.check().is_ok());
         let c: DisconnectConfig =
             toml::from_str("coa_timeout_ms = 500\ncoa_bind = \"::\"").unwrap();
@@ -766,5 +839,17 @@ mod tests {
         r.api_username = None;
         let info = nas_info(&r);
         assert!(info.secret.is_none() && info.coa_port.is_none() && info.api.is_none());
+        assert_eq!(info.tls, None, "plain API unless api_tls");
+    }
+
+    #[test]
+    fn api_tls_name_defaults_to_the_address() {
+        let mut r = row("10.1.2.3", "s");
+        r.api_tls = true;
+        assert_eq!(nas_info(&r).tls, Some(None));
+        r.api_tls_name = Some("  ".into());
+        assert_eq!(nas_info(&r).tls, Some(None), "a blank name is no name");
+        r.api_tls_name = Some("bng1.isp.example".into());
+        assert_eq!(nas_info(&r).tls, Some(Some("bng1.isp.example".into())));
     }
 }

@@ -69,7 +69,7 @@ impl From<sqlx::Error> for StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A row of the `nas` table (FreeRADIUS's columns that matter here, plus radacctd's).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct NasRow {
     pub id: i64,
     pub nasname: String,
@@ -79,6 +79,10 @@ pub struct NasRow {
     pub api_port: Option<i64>,
     pub api_username: Option<String>,
     pub api_password: Option<String>,
+    /// RouterOS API-SSL instead of the plain API.
+    pub api_tls: bool,
+    /// The name the router's certificate must carry; `None`: the NAS's IP address.
+    pub api_tls_name: Option<String>,
 }
 
 impl std::fmt::Debug for NasRow {
@@ -91,6 +95,8 @@ impl std::fmt::Debug for NasRow {
             .field("coa_port", &self.coa_port)
             .field("api_port", &self.api_port)
             .field("api_username", &self.api_username)
+            .field("api_tls", &self.api_tls)
+            .field("api_tls_name", &self.api_tls_name)
             .finish_non_exhaustive()
     }
 }

@@ -256,7 +256,7 @@ impl PgStore {
     pub(super) async fn nas_rows(&self) -> Result<Vec<NasRow>> {
         let rows = sqlx::query(
             "SELECT id::int8, nasname, shortname, secret, coa_port::int8, api_port::int8, \
-             api_username, api_password FROM nas ORDER BY id",
+             api_username, api_password, api_tls, api_tls_name FROM nas ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -271,6 +271,8 @@ impl PgStore {
                     api_port: r.try_get(5)?,
                     api_username: r.try_get(6)?,
                     api_password: r.try_get(7)?,
+                    api_tls: r.try_get(8)?,
+                    api_tls_name: r.try_get(9)?,
                 })
             })
             .collect()

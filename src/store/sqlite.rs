@@ -156,7 +156,7 @@ impl SqliteStore {
     pub(super) async fn nas_rows(&self) -> Result<Vec<NasRow>> {
         let rows = sqlx::query(
             "SELECT id, nasname, shortname, secret, coa_port, api_port, api_username, \
-             api_password FROM nas ORDER BY id",
+             api_password, api_tls, api_tls_name FROM nas ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -171,6 +171,8 @@ impl SqliteStore {
                     api_port: r.try_get(5)?,
                     api_username: r.try_get(6)?,
                     api_password: r.try_get(7)?,
+                    api_tls: r.try_get(8)?,
+                    api_tls_name: r.try_get(9)?,
                 })
             })
             .collect()

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// One `/ppp/active` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,7 @@ struct State {
     config: RosConfig,
     sentences: Vec<Vec<String>>,
     connections: usize,
+    tls_failures: usize,
 }
 
 /// A test router on 127.0.0.1; stops when dropped.
@@ -93,12 +95,23 @@ impl Drop for FakeRouterOs {
 
 impl FakeRouterOs {
     pub async fn start(config: RosConfig) -> FakeRouterOs {
+        FakeRouterOs::start_with(config, None).await
+    }
+
+    /// An API-SSL router: every connection is TLS, with `acceptor`'s certificate. Failed
+    /// handshakes are counted in [`FakeRouterOs::tls_failures`].
+    pub async fn start_tls(config: RosConfig, acceptor: TlsAcceptor) -> FakeRouterOs {
+        FakeRouterOs::start_with(config, Some(acceptor)).await
+    }
+
+    async fn start_with(config: RosConfig, tls: Option<TlsAcceptor>) -> FakeRouterOs {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind API");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State {
             config,
             sentences: Vec::new(),
             connections: 0,
+            tls_failures: 0,
         }));
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -106,7 +119,22 @@ impl FakeRouterOs {
             while let Ok((stream, _)) = listener.accept().await {
                 n += 1;
                 st.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
-                tokio::spawn(connection(stream, st.clone(), n));
+                match &tls {
+                    None => {
+                        tokio::spawn(connection(stream, st.clone(), n));
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, st) = (acceptor.clone(), st.clone());
+                        tokio::spawn(async move {
+                            match acceptor.accept(stream).await {
+                                Ok(tls) => connection(tls, st, n).await,
+                                Err(_) => {
+                                    st.lock().unwrap_or_else(|e| e.into_inner()).tls_failures += 1;
+                                }
+                            }
+                        });
+                    }
+                }
             }
         });
         FakeRouterOs { addr, state, task }
@@ -135,6 +163,11 @@ impl FakeRouterOs {
 
     pub fn connections(&self) -> usize {
         self.state().connections
+    }
+
+    /// TLS handshakes that failed (API-SSL routers only).
+    pub fn tls_failures(&self) -> usize {
+        self.state().tls_failures
     }
 
     pub fn configure(&self, f: impl FnOnce(&mut RosConfig)) {
@@ -169,7 +202,7 @@ pub fn put_len(n: usize, out: &mut Vec<u8>) {
     }
 }
 
-async fn get_len(s: &mut TcpStream) -> std::io::Result<usize> {
+async fn get_len<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<usize> {
     let b0 = s.read_u8().await?;
     let (extra, first) = if b0 & 0x80 == 0 {
         (0, b0)
@@ -191,7 +224,7 @@ async fn get_len(s: &mut TcpStream) -> std::io::Result<usize> {
     Ok(n)
 }
 
-async fn read_sentence(s: &mut TcpStream) -> std::io::Result<Vec<String>> {
+async fn read_sentence<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<String>> {
     let mut words = Vec::new();
     loop {
         let n = get_len(s).await?;
@@ -219,7 +252,11 @@ fn sentence(words: &[String], tag: Option<&str>) -> Vec<u8> {
     out
 }
 
-async fn write_all(s: &mut TcpStream, bytes: &[u8], split: bool) -> std::io::Result<()> {
+async fn write_all<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    bytes: &[u8],
+    split: bool,
+) -> std::io::Result<()> {
     if split {
         for chunk in bytes.chunks(3) {
             s.write_all(chunk).await?;
@@ -228,7 +265,8 @@ async fn write_all(s: &mut TcpStream, bytes: &[u8], split: bool) -> std::io::Res
         }
         Ok(())
     } else {
-        s.write_all(bytes).await
+        s.write_all(bytes).await?;
+        s.flush().await
     }
 }
 
@@ -258,7 +296,11 @@ fn attrs(words: &[String]) -> (Vec<(String, String)>, Option<String>, Vec<String
     (attrs, tag, queries)
 }
 
-async fn connection(mut s: TcpStream, state: Arc<Mutex<State>>, conn_no: u32) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    state: Arc<Mutex<State>>,
+    conn_no: u32,
+) {
     let mut logged_in = false;
     let challenge: [u8; 16] = Md5::digest(format!("challenge-{conn_no}").as_bytes()).into();
     loop {
