@@ -265,7 +265,9 @@ impl Application {
         let (tx, rx) = (self.ingest_tx, self.ingest_rx);
         let jobs_ingest = tx.clone();
         let tx_for_metrics = tx.clone();
-        let responder = Responder::new(
+        // Responses leave from a task of their own, off the writer's path; it ends after the
+        // writer and the listener (the responder's holders), having sent everything.
+        let (responder, sender_task) = Responder::with_sender(
             self.radius_socket.clone(),
             self.cache.clone(),
             self.stats.clone(),
@@ -451,6 +453,8 @@ impl Application {
         if !writer_done {
             let _ = writer_task.await;
         }
+        // The writer and the listener are gone: the sender task drains and ends.
+        let _ = sender_task.await;
         let _ = watchdog.await;
         let _ = housekeeping.await;
         let _ = reloader.await;

@@ -252,9 +252,7 @@ impl Writer {
                     Stats::add(&self.stats.batches, 1);
                     Stats::add(&self.stats.batch_events, part.len() as u64);
                     Stats::add(&self.stats.unchanged, outcome.unchanged);
-                    for (item, closed) in part.iter().zip(outcome.closed) {
-                        self.answer(item, closed);
-                    }
+                    self.answer_all(part, &outcome.closed);
                     continue;
                 }
                 Ok(Err(e)) => e,
@@ -293,6 +291,24 @@ impl Writer {
             }
             for item in part {
                 self.abandon(item);
+            }
+        }
+    }
+
+    /// Answers committed items: the RADIUS responses in one hand-off to the responder.
+    fn answer_all(&self, items: &[Item], closed: &[bool]) {
+        let replies = items.iter().filter_map(|item| match item {
+            Item::Event {
+                reply: Some(reply), ..
+            } => Some(reply),
+            _ => None,
+        });
+        if let Some(r) = &self.responder {
+            r.answer_all(replies);
+        }
+        for (item, closed) in items.iter().zip(closed) {
+            if let Item::Close(c) = item {
+                c.answer(*closed);
             }
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::codec::{Code, PacketBuilder};
@@ -138,21 +140,61 @@ impl ReplyCache {
     }
 }
 
+/// Encoded responses and where they go, handed to the sender task together.
+type Outgoing = Vec<(SocketAddr, Arc<[u8]>)>;
+
 /// Sends Accounting-Responses on the listener's socket and records them in the cache.
+///
+/// With a sender task ([`Responder::with_sender`]) the caller only encodes and caches the
+/// responses; the `sendto` calls (about 4 µs each, a fifth of the daemon's CPU at high rates)
+/// happen in that task, so the writer starts its next batch at once.
 #[derive(Debug, Clone)]
 pub struct Responder {
     socket: Arc<UdpSocket>,
     cache: Arc<ReplyCache>,
     stats: Arc<Stats>,
+    outbox: Option<mpsc::UnboundedSender<Outgoing>>,
 }
 
 impl Responder {
+    /// A responder that sends in the caller's task.
     pub fn new(socket: Arc<UdpSocket>, cache: Arc<ReplyCache>, stats: Arc<Stats>) -> Self {
         Responder {
             socket,
             cache,
             stats,
+            outbox: None,
         }
+    }
+
+    /// A responder whose sends happen in a task of their own. The task ends once every clone
+    /// of the responder is dropped and everything handed to it is sent: await it on shutdown so
+    /// that no answer to a committed request is lost. The memory it holds is bounded by the
+    /// ingest queue (each response comes from an accepted request).
+    pub fn with_sender(
+        socket: Arc<UdpSocket>,
+        cache: Arc<ReplyCache>,
+        stats: Arc<Stats>,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        let sock = socket.clone();
+        let task = tokio::spawn(async move {
+            let mut batches = Vec::with_capacity(64);
+            while rx.recv_many(&mut batches, 64).await > 0 {
+                for (peer, bytes) in batches.drain(..).flatten() {
+                    if let Err(e) = sock.send_to(&bytes, peer).await {
+                        tracing::debug!(%peer, error = %e, "response not sent");
+                    }
+                }
+            }
+        });
+        let responder = Responder {
+            socket,
+            cache,
+            stats,
+            outbox: Some(tx),
+        };
+        (responder, task)
     }
 
     pub fn cache(&self) -> &ReplyCache {
@@ -161,17 +203,40 @@ impl Responder {
 
     /// Answers a request whose event is durable (or needed no write).
     pub fn answer(&self, reply: &Reply) {
-        let Some(bytes) = reply.encode() else {
-            // Only an oversized Proxy-State list can fail to encode; the NAS will retransmit.
-            tracing::warn!(peer = %reply.peer, "response could not be encoded");
-            self.cache.forget(reply);
+        self.answer_all(std::iter::once(reply));
+    }
+
+    /// Answers requests whose events are durable, in order.
+    pub fn answer_all<'a>(&self, replies: impl IntoIterator<Item = &'a Reply>) {
+        let mut out: Outgoing = Vec::new();
+        for reply in replies {
+            let Some(bytes) = reply.encode() else {
+                // Only an oversized Proxy-State list can fail to encode; the NAS will
+                // retransmit.
+                tracing::warn!(peer = %reply.peer, "response could not be encoded");
+                self.cache.forget(reply);
+                continue;
+            };
+            let bytes: Arc<[u8]> = bytes.into();
+            // Cache first: a retransmission racing the send must find the answer, not "in
+            // flight".
+            self.cache.answered(reply, bytes.clone());
+            out.push((reply.peer, bytes));
+        }
+        if out.is_empty() {
             return;
-        };
-        let bytes: Arc<[u8]> = bytes.into();
-        // Cache first: a retransmission racing the send must find the answer, not "in flight".
-        self.cache.answered(reply, bytes.clone());
-        self.send(reply.peer, &bytes);
-        Stats::add(&self.stats.responses, 1);
+        }
+        Stats::add(&self.stats.responses, out.len() as u64);
+        if let Some(outbox) = &self.outbox {
+            match outbox.send(out) {
+                Ok(()) => return,
+                // The sender task is gone (shutdown): send here instead.
+                Err(mpsc::error::SendError(back)) => out = back,
+            }
+        }
+        for (peer, bytes) in &out {
+            self.send(*peer, bytes);
+        }
     }
 
     /// Sends a cached response again.
