@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the in-memory half of ingest: reading an Accounting-Request into an
 //! event (`radius::accounting::parse`), folding it into a row (`ingest::semantics::apply`) and
 //! applying the committed row to the live index (`SessionIndex::upsert`) with 25,000 sessions
-//! present. No I/O: the database side is measured end to end by `radacctd-bench`.
+//! present; and the Sessions API's index scans (a list page, with and without a search) at
+//! 25,000 and 1,000,000 open sessions. No I/O: the database side is measured end to end by
+//! `radacctd-bench`.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -11,6 +13,7 @@ use radacctd::ingest::semantics;
 use radacctd::radius::accounting::{self, Parsed};
 use radacctd::radius::codec::{Code, Packet, PacketBuilder};
 use radacctd::radius::dictionary::*;
+use radacctd::sessions::filter::{Order, Page, Search, SessionFilter, Sort, SortKey, select_page};
 use radacctd::sessions::{Session, SessionIndex};
 
 const SECRET: &[u8] = b"mikrotik-shared-secret";
@@ -100,5 +103,47 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+/// A list page from the index, as `GET /api/sessions?limit=50&sort=acctinputoctets[&search=…]`
+/// answers it, with `n` open sessions.
+fn list_pages(c: &mut Criterion) {
+    for n in [25_000u32, 1_000_000] {
+        let index = SessionIndex::new();
+        let mut row = None;
+        semantics::apply(&mut row, &event(&packet(STATUS_START, 0)));
+        let template = row.expect("row");
+        index.replace_all((0..n).map(|i| {
+            let mut r = template.clone();
+            r.radacctid = Some(i64::from(i) + 1);
+            r.acctuniqueid = format!("{:032x}", u128::from(i) * 0x9E37_79B9_7F4A_7C15);
+            r.username = Some(format!("customer-{i:07}@isp.example"));
+            r.framedipaddress = Some(Ipv4Addr::from(0x6440_0000 + i).to_string());
+            r.acctinputoctets = Some(i64::from(i.wrapping_mul(2_654_435_761) % 1_000_003));
+            Session::from_row(&r, Some(i64::from(i % 50)))
+        }));
+        let sort = Sort {
+            key: SortKey::AcctInputOctets,
+            order: Order::Desc,
+        };
+        let page = Page { page: 1, limit: 50 };
+        let plain = SessionFilter::default();
+        c.bench_function(
+            &format!("list page (limit 50, sort acctinputoctets), {n} open"),
+            |b| b.iter(|| black_box(select_page(&index, &plain, sort, page))),
+        );
+        let search = SessionFilter {
+            search: Search::new("MER12"),
+            ..SessionFilter::default()
+        };
+        c.bench_function(&format!("list page + search \"MER12\", {n} open"), |b| {
+            b.iter(|| black_box(select_page(&index, &search, sort, page)))
+        });
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group! {
+    name = scans;
+    config = Criterion::default().sample_size(20);
+    targets = list_pages
+}
+criterion_main!(benches, scans);

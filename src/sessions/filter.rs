@@ -210,10 +210,24 @@ fn mac_contains(hay: &str, mac: &str) -> bool {
 }
 
 fn contains_ascii_ci_bytes(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    // Candidates are the positions of the first byte in either case (memchr's SIMD scan);
+    // only those are compared in full.
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let mut from = 0;
+    while let Some(p) = memchr::memchr2(lower, upper, &hay[from..=last_start]) {
+        let at = from + p;
+        if hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest) {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// Whether `needle` (already ASCII-lower-case) occurs in `hay`, folding ASCII letters only.
@@ -316,8 +330,58 @@ impl Page {
     }
 }
 
+/// Pages ending at most this far into the matches are picked with a bounded heap during the
+/// scan (memory and work in the page's depth, not in the number of matches); deeper pages copy
+/// every match's sort key and select.
+const TOP_K_MAX: u64 = 10_000;
+
+/// A match's place in the order: its sort value and `radacctid`, and its key when it has no
+/// `radacctid` (journal-only sessions cannot be found by id).
+struct Ranked {
+    key: Option<i64>,
+    id: Option<i64>,
+    uid: Option<String>,
+    sort: Sort,
+}
+
+impl Ranked {
+    fn new(s: &Session, sort: Sort) -> Ranked {
+        Ranked {
+            key: sort.key.value(s),
+            id: s.radacctid,
+            uid: s.radacctid.is_none().then(|| s.acctuniqueid.clone()),
+            sort,
+        }
+    }
+
+    fn cmp_key(&self, key: Option<i64>, id: Option<i64>) -> Ordering {
+        self.sort.compare((self.key, self.id), (key, id))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_key(other.key, other.id)
+            .then_with(|| self.uid.cmp(&other.uid))
+    }
+}
+
 /// One page of open sessions from the index and the number of matches. Only the sort keys of
-/// the matches are copied during the scan; the page's sessions are fetched afterwards (one that
+/// the matches are kept during the scan; the page's sessions are fetched afterwards (one that
 /// closed in between is left out of the page).
 pub fn select_page(
     index: &SessionIndex,
@@ -325,39 +389,13 @@ pub fn select_page(
     sort: Sort,
     page: Page,
 ) -> (Vec<Session>, u64) {
-    struct Entry {
-        key: Option<i64>,
-        id: Option<i64>,
-        /// Only for sessions without a `radacctid` (journal-only), which cannot be found by id.
-        uid: Option<String>,
-    }
-    let mut entries = Vec::new();
-    index.for_each(|s| {
-        if filter.matches(s) {
-            entries.push(Entry {
-                key: sort.key.value(s),
-                id: s.radacctid,
-                uid: s.radacctid.is_none().then(|| s.acctuniqueid.clone()),
-            });
-        }
-    });
-    let total = entries.len() as u64;
     let offset = page.offset();
-    if offset >= total {
-        return (Vec::new(), total);
-    }
-    let offset = offset as usize;
-    let end = (offset as u64).saturating_add(page.limit).min(total) as usize;
-    let cmp = |a: &Entry, b: &Entry| sort.compare((a.key, a.id), (b.key, b.id));
-    if end < entries.len() {
-        entries.select_nth_unstable_by(end, cmp);
-    }
-    let head = &mut entries[..end];
-    if offset > 0 {
-        head.select_nth_unstable_by(offset, cmp);
-    }
-    let window = &mut head[offset..];
-    window.sort_unstable_by(cmp);
+    let depth = offset.saturating_add(page.limit);
+    let (window, total) = if depth <= TOP_K_MAX {
+        top_k(index, filter, sort, depth as usize, offset as usize)
+    } else {
+        select_all(index, filter, sort, page)
+    };
     let sessions = window
         .iter()
         .filter_map(|e| match (e.id, &e.uid) {
@@ -367,6 +405,81 @@ pub fn select_page(
         })
         .collect();
     (sessions, total)
+}
+
+/// The first `depth` matches in order, from a max-heap of the best so far; returns the ones
+/// from `offset` on and the number of matches.
+fn top_k(
+    index: &SessionIndex,
+    filter: &SessionFilter,
+    sort: Sort,
+    depth: usize,
+    offset: usize,
+) -> (Vec<Ranked>, u64) {
+    let mut heap: std::collections::BinaryHeap<Ranked> =
+        std::collections::BinaryHeap::with_capacity(depth.min(1024) + 1);
+    let mut total = 0u64;
+    index.for_each(|s| {
+        if !filter.matches(s) {
+            return;
+        }
+        total += 1;
+        if depth == 0 {
+            return;
+        }
+        if heap.len() < depth {
+            heap.push(Ranked::new(s, sort));
+            return;
+        }
+        if let Some(mut worst) = heap.peek_mut() {
+            let better = match worst.cmp_key(sort.key.value(s), s.radacctid) {
+                Ordering::Greater => true,
+                // Equal (sort value, radacctid) only among journal-only sessions: by key.
+                Ordering::Equal => {
+                    s.radacctid.is_none() && worst.uid.as_deref() > Some(&*s.acctuniqueid)
+                }
+                Ordering::Less => false,
+            };
+            if better {
+                *worst = Ranked::new(s, sort);
+            }
+        }
+    });
+    let mut sorted = heap.into_sorted_vec();
+    let window = sorted.split_off(offset.min(sorted.len()));
+    (window, total)
+}
+
+/// The page by copying every match's sort key and selecting (deep pages).
+fn select_all(
+    index: &SessionIndex,
+    filter: &SessionFilter,
+    sort: Sort,
+    page: Page,
+) -> (Vec<Ranked>, u64) {
+    let mut entries = Vec::new();
+    index.for_each(|s| {
+        if filter.matches(s) {
+            entries.push(Ranked::new(s, sort));
+        }
+    });
+    let total = entries.len() as u64;
+    let offset = page.offset();
+    if offset >= total {
+        return (Vec::new(), total);
+    }
+    let offset = offset as usize;
+    let end = (offset as u64).saturating_add(page.limit).min(total) as usize;
+    if end < entries.len() {
+        entries.select_nth_unstable(end);
+    }
+    entries.truncate(end);
+    if offset > 0 {
+        entries.select_nth_unstable(offset);
+    }
+    let mut window = entries.split_off(offset);
+    window.sort_unstable();
+    (window, total)
 }
 
 #[cfg(test)]
@@ -509,6 +622,41 @@ mod tests {
         );
         assert!(past.is_empty());
         assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn heap_and_full_selection_give_the_same_pages() {
+        let index = SessionIndex::new();
+        for id in 1..=300i64 {
+            // Many ties and NULLs; every seventh session is journal-only (no radacctid).
+            let input = (id % 11 != 0).then_some((id * 37) % 23);
+            let mut s = session(id, &format!("u{id}"), Some(100 + id % 5), input);
+            if id % 7 == 0 {
+                s.radacctid = None;
+            }
+            index.upsert(s);
+        }
+        let ids = |v: Vec<Ranked>| -> Vec<(Option<i64>, Option<String>)> {
+            v.into_iter().map(|r| (r.id, r.uid)).collect()
+        };
+        let filter = SessionFilter::default();
+        for key in SortKey::ALL {
+            for order in [Order::Asc, Order::Desc] {
+                let sort = Sort { key, order };
+                for limit in [1u64, 7, 50, 500] {
+                    for p in [1u64, 2, 3, 5, 40, 301] {
+                        let page = Page { page: p, limit };
+                        let depth = page.offset().saturating_add(limit) as usize;
+                        let (heap, t1) =
+                            top_k(&index, &filter, sort, depth, page.offset() as usize);
+                        let (full, t2) = select_all(&index, &filter, sort, page);
+                        assert_eq!(t1, 300);
+                        assert_eq!(t2, 300);
+                        assert_eq!(ids(heap), ids(full), "{sort:?} {page:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,16 +5,86 @@
 //! Guards from the maps are never returned to callers, so none can be held across `.await`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use dashmap::DashMap;
 
 use super::row::Session;
 
 /// Shards for the maps: full scans with dashmap's default shard count starve the writer at a
-/// million entries (DESIGN §9).
+/// million entries (DESIGN §9). A power of two.
 const SHARDS: usize = 256;
+
+/// `acctuniqueid` → session, in shards behind locks of their own. A full scan takes each
+/// shard's read lock once and walks its map; dashmap's iterator clones an `Arc` for every
+/// entry, which was most of a list request's time at a million sessions.
+#[derive(Debug)]
+struct Shards {
+    shards: Box<[RwLock<HashMap<String, Session>>]>,
+    hasher: RandomState,
+}
+
+type ShardGuard<'a> = std::sync::RwLockReadGuard<'a, HashMap<String, Session>>;
+type ShardGuardMut<'a> = std::sync::RwLockWriteGuard<'a, HashMap<String, Session>>;
+
+impl Shards {
+    fn new() -> Self {
+        Shards {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Session>> {
+        &self.shards[self.hasher.hash_one(key) as usize & (SHARDS - 1)]
+    }
+
+    // A panic while a shard is locked cannot leave a map half-changed (std's HashMap
+    // operations are panic-safe), so a poisoned lock is taken over.
+    fn read(lock: &RwLock<HashMap<String, Session>>) -> ShardGuard<'_> {
+        lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(lock: &RwLock<HashMap<String, Session>>) -> ShardGuardMut<'_> {
+        lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, key: String, session: Session) -> Option<Session> {
+        Self::write(self.shard(&key)).insert(key, session)
+    }
+
+    fn remove(&self, key: &str) -> Option<Session> {
+        Self::write(self.shard(key)).remove(key)
+    }
+
+    fn get(&self, key: &str) -> Option<Session> {
+        Self::read(self.shard(key)).get(key).cloned()
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        Self::read(self.shard(key)).contains_key(key)
+    }
+
+    fn clear(&self) {
+        for shard in &*self.shards {
+            Self::write(shard).clear();
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Session)) {
+        for shard in &*self.shards {
+            Self::read(shard).values().for_each(&mut f);
+        }
+    }
+
+    fn for_each_mut(&self, mut f: impl FnMut(&mut Session)) {
+        for shard in &*self.shards {
+            Self::write(shard).values_mut().for_each(&mut f);
+        }
+    }
+}
 
 /// Maps a username to the reseller that owns it (the panel's `subscribers.reseller_id`).
 pub trait ResellerResolver: Send + Sync {
@@ -61,7 +131,7 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, delta: i64) 
 /// The live index. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SessionIndex {
-    by_key: DashMap<String, Session>,
+    by_key: Shards,
     by_id: DashMap<i64, String>,
     total: AtomicI64,
     /// Per-NAS and per-reseller counts change together with `by_key`; one small mutex keeps the
@@ -78,7 +148,7 @@ impl Default for SessionIndex {
 impl SessionIndex {
     pub fn new() -> Self {
         SessionIndex {
-            by_key: DashMap::with_shard_amount(SHARDS),
+            by_key: Shards::new(),
             by_id: DashMap::with_shard_amount(SHARDS),
             total: AtomicI64::new(0),
             counters: Mutex::new(Counters::default()),
@@ -116,7 +186,7 @@ impl SessionIndex {
     /// Removes the session; returns it if it was there.
     pub fn remove(&self, acctuniqueid: &str) -> Option<Session> {
         let mut counters = self.counters();
-        let (_, old) = self.by_key.remove(acctuniqueid)?;
+        let old = self.by_key.remove(acctuniqueid)?;
         counters.add(&old, -1);
         self.total.fetch_sub(1, Ordering::Relaxed);
         if let Some(id) = old.radacctid {
@@ -147,7 +217,7 @@ impl SessionIndex {
     }
 
     pub fn get(&self, acctuniqueid: &str) -> Option<Session> {
-        self.by_key.get(acctuniqueid).map(|s| s.clone())
+        self.by_key.get(acctuniqueid)
     }
 
     pub fn get_by_id(&self, radacctid: i64) -> Option<Session> {
@@ -156,7 +226,7 @@ impl SessionIndex {
     }
 
     pub fn contains(&self, acctuniqueid: &str) -> bool {
-        self.by_key.contains_key(acctuniqueid)
+        self.by_key.contains(acctuniqueid)
     }
 
     /// Number of open sessions.
@@ -196,10 +266,8 @@ impl SessionIndex {
     }
 
     /// Visits every session (a shard at a time; never hold on to anything across `.await`).
-    pub fn for_each(&self, mut f: impl FnMut(&Session)) {
-        for entry in self.by_key.iter() {
-            f(entry.value());
-        }
+    pub fn for_each(&self, f: impl FnMut(&Session)) {
+        self.by_key.for_each(f);
     }
 
     /// Copies out the sessions that pass `keep`.
@@ -216,14 +284,14 @@ impl SessionIndex {
     /// Re-resolves every session's reseller (after the reseller cache changed).
     pub fn reassign_resellers(&self, resolver: &dyn ResellerResolver) {
         let mut counters = self.counters();
-        for mut entry in self.by_key.iter_mut() {
+        self.by_key.for_each_mut(|entry| {
             let new = resolver.reseller_of(&entry.username);
             if new != entry.reseller_id {
-                counters.add(entry.value(), -1);
+                counters.add(entry, -1);
                 entry.reseller_id = new;
-                counters.add(entry.value(), 1);
+                counters.add(entry, 1);
             }
-        }
+        });
     }
 }
 
