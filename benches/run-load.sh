@@ -214,6 +214,7 @@ declare -A pg0=()
 for p in $(our_pg_pids); do pg0[$p]=$(ticks "$p"); done
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 bs0=$(metric radacctd_write_batch_size_sum); bc0=$(metric radacctd_write_batch_size_count)
+pb0=$(metric radacctd_write_batches_paired_total)
 cs0=$(metric radacctd_commit_duration_seconds_sum)
 b0=$(busy); d0=$(ticks "$dpid"); a0=$(all_pg); t0=$(date +%s.%N)
 
@@ -226,6 +227,7 @@ set -e
 t1=$(date +%s.%N); b1=$(busy); d1=$(ticks "$dpid"); a1=$(all_pg)
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 bs1=$(metric radacctd_write_batch_size_sum); bc1=$(metric radacctd_write_batch_size_count)
+pb1=$(metric radacctd_write_batches_paired_total)
 cs1=$(metric radacctd_commit_duration_seconds_sum)
 pg_ours=0
 declare -A seen=()
@@ -246,10 +248,11 @@ summary=$(awk -v t0="$t0" -v t1="$t1" -v d=$((d1 - d0)) -v p=$pg_ours -v a=$((a1
     printf ", bench %.2f s (%.0f%%), everything else on the machine %.2f s (%.0f%%)\n", b, 100*b/w, rest, 100*rest/w;
 }')
 writer=$(awk -v s0="${bs0:-0}" -v s1="${bs1:-0}" -v c0="${bc0:-0}" -v c1="${bc1:-0}" \
-    -v d0="${cs0:-0}" -v d1="${cs1:-0}" -v t0="$t0" -v t1="$t1" 'BEGIN {
+    -v d0="${cs0:-0}" -v d1="${cs1:-0}" -v t0="$t0" -v t1="$t1" \
+    -v p0="${pb0:-0}" -v p1="${pb1:-0}" 'BEGIN {
     n = c1 - c0; if (n <= 0) { print "writer: no batches recorded on /metrics"; exit }
-    printf "writer: %d batches, %.1f events per batch, %.2f ms per batch in the store (%.0f%% of the wall time)\n",
-        n, (s1 - s0) / n, 1000 * (d1 - d0) / n, 100 * (d1 - d0) / (t1 - t0)
+    printf "writer: %d batches (%d of them committed in pairs), %.1f events per batch, %.2f ms per batch in the store (%.0f%% of the wall time)\n",
+        n, p1 - p0, (s1 - s0) / n, 1000 * (d1 - d0) / n, 100 * (d1 - d0) / (t1 - t0)
 }')
 {
     echo "$summary"

@@ -104,6 +104,7 @@ pub const RESPONSES_RESENT: &str = "radacctd_responses_resent_total";
 pub const EVENTS_UNCHANGED: &str = "radacctd_events_unchanged_total";
 pub const CLOCK_SKEW: &str = "radacctd_event_timestamp_skew_total";
 pub const WRITE_BATCHES: &str = "radacctd_write_batches_total";
+pub const WRITE_BATCHES_PAIRED: &str = "radacctd_write_batches_paired_total";
 pub const WRITE_BATCH_FAILURES: &str = "radacctd_write_batch_failures_total";
 pub const WRITE_BATCH_SIZE: &str = "radacctd_write_batch_size";
 pub const COMMIT_DURATION: &str = "radacctd_commit_duration_seconds";
@@ -217,6 +218,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub batch_events: AtomicU64,
     pub batch_failures: AtomicU64,
+    /// Batches committed two at a time on two connections (a deep queue).
+    pub paired_batches: AtomicU64,
     /// Index entries fixed by reconciliation with SQL (changes made by other writers).
     pub drift: AtomicU64,
     /// Entries appended to the journal, and entries replayed from it into the database.
@@ -311,6 +314,11 @@ impl Stats {
         abs(EVENTS_UNCHANGED, vec![], Self::get(&self.unchanged));
         abs(CLOCK_SKEW, vec![], Self::get(&self.clock_skew));
         abs(WRITE_BATCHES, vec![], Self::get(&self.batches));
+        abs(
+            WRITE_BATCHES_PAIRED,
+            vec![],
+            Self::get(&self.paired_batches),
+        );
         abs(
             WRITE_BATCH_FAILURES,
             vec![],

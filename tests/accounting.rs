@@ -26,6 +26,7 @@ both_stores!(
     proxy_state_is_echoed_in_order,
     ignored_status_types_are_answered_without_a_row,
     close_requests_close_only_due_rows_through_the_writer,
+    large_batches_commit_in_parts_keeping_each_sessions_order,
 );
 
 async fn setup(backend: Backend) -> Option<(TestDb, TestApp, Nas)> {
@@ -580,4 +581,81 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
         "the unchanged row was written"
     );
     app.stop().await;
+}
+
+/// A batch of 600 events (Start, Interim-Update, Stop of 200 sessions, interleaved) reaches the
+/// writer at once. On PostgreSQL it is split by session into parts committed concurrently; on
+/// SQLite it stays whole. Either way every session's events apply in order: all rows closed
+/// with the Stop's counters, nothing left in the index.
+async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Backend) {
+    use radacctd::ingest::{Item, Writer, WriterOptions};
+    use radacctd::radius::accounting::{Parsed, parse};
+    use radacctd::radius::codec::Packet;
+    use std::sync::Arc;
+
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    let index = Arc::new(radacctd::sessions::SessionIndex::new());
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = radacctd::ingest::queue(4096);
+    let t = now() - 600;
+    let sessions: Vec<Sess> = (0..200).map(|n| Sess::new(9000 + n)).collect();
+    let mut packets = Vec::new();
+    for s in &sessions {
+        packets.push(s.start(t));
+    }
+    for (i, s) in sessions.iter().enumerate() {
+        packets.push(s.interim(t + 300, 300, 1000 + i as u64, 2000));
+        packets.push(s.stop(t + 400, 400, 5000 + i as u64, 6000, 1));
+    }
+    for (id, attrs) in packets.iter().enumerate() {
+        let bytes = common::build_request(id as u8, common::SECRET.as_bytes(), attrs);
+        let packet = Packet::decode(&bytes).expect("decodes");
+        let Parsed::Event(event) = parse(
+            &packet,
+            "192.0.2.10".parse().expect("ip"),
+            i64::from(now()),
+            86_400,
+        ) else {
+            panic!("an accounting event");
+        };
+        tx.try_send(Item::Event { event, reply: None })
+            .expect("queued");
+    }
+    drop(tx);
+    let writer = Writer::new(
+        store.clone(),
+        index.clone(),
+        Arc::new(()),
+        None,
+        stats.clone(),
+        WriterOptions {
+            max_batch: 1024,
+            commit_timeout: Duration::from_secs(30),
+            replay_interval: Duration::from_secs(1),
+        },
+    );
+    writer.run(rx).await;
+
+    let paired = stats
+        .paired_batches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    match backend {
+        Backend::Postgres => assert_eq!(paired, 4, "600 events in 4 concurrent parts"),
+        Backend::Sqlite => assert_eq!(paired, 0, "SQLite commits the batch whole"),
+    }
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 200);
+    for (i, s) in sessions.iter().enumerate() {
+        let r = row_for(&rows, s);
+        assert_eq!(r.acctstoptime, Some(i64::from(t + 400)), "{}", s.user);
+        assert_eq!(r.acctinputoctets, Some(5000 + i as i64));
+        assert_eq!(r.acctsessiontime, Some(400));
+        assert_eq!(r.acctterminatecause.as_deref(), Some("User-Request"));
+    }
+    assert!(index.is_empty(), "every session closed");
+    store.close().await;
 }

@@ -83,6 +83,15 @@ impl std::fmt::Debug for Writer {
 /// times is moved to `<journal>.rejected` so it cannot block everything behind it.
 const POISON_ATTEMPTS: u32 = 5;
 
+/// A batch of at least `2 × PART_MIN` events (without Accounting-On/Off or reconciliation) is
+/// split by session key into parts of at least `PART_MIN` events, at most [`MAX_PARTS`], all
+/// committed at once on their own connections: the daemon folds and answers one while
+/// PostgreSQL executes the others. Smaller batches stay whole: splitting them only multiplies
+/// the fixed cost per batch (`BENCHMARKS.md`, "Concurrent parts").
+const PART_MIN: usize = 128;
+/// Most parts one batch is split into (connections the writer uses at once).
+const MAX_PARTS: usize = 4;
+
 impl Writer {
     pub fn new(
         store: Store,
@@ -151,7 +160,15 @@ impl Writer {
             if got == 0 {
                 break;
             }
-            self.process(std::mem::take(&mut batch)).await;
+            let batch_now = std::mem::take(&mut batch);
+            let parts = (batch_now.len() / PART_MIN).min(MAX_PARTS);
+            // SQLite has one writer at a time: splitting would only queue the parts.
+            let concurrent = matches!(self.store, Store::Postgres(_));
+            if concurrent && !self.spooling && parts >= 2 && splittable(&batch_now) {
+                self.process_parts(split_by_key(batch_now, parts)).await;
+            } else {
+                self.process(batch_now).await;
+            }
             batch.reserve(max);
             if self.spooling && self.db_up.load(Ordering::Relaxed) {
                 self.replay_some().await;
@@ -187,6 +204,46 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Commits the parts of a batch (see [`split_by_key`]) at once. A part whose concurrent
+    /// commit failed goes through [`Writer::process`] again (retry, split or journal); the other
+    /// parts hold other sessions only, so their order does not matter.
+    async fn process_parts(&mut self, parts: Vec<Vec<Item>>) {
+        let timeout = self.opts.commit_timeout;
+        let results = futures_util::future::join_all(
+            parts
+                .iter()
+                .map(|items| timed_commit(&self.store, items, timeout)),
+        )
+        .await;
+        Stats::add(&self.stats.paired_batches, parts.len() as u64);
+        for (items, (result, started)) in parts.into_iter().zip(results) {
+            match result {
+                Ok(Ok(outcome)) => self.committed(&items, outcome, started),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, events = items.len(), "concurrent commit failed; retrying alone");
+                    self.process(items).await;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        events = items.len(),
+                        "concurrent commit timed out; retrying alone"
+                    );
+                    self.process(items).await;
+                }
+            }
+        }
+    }
+
+    /// A committed batch: metrics, the index, then the answers.
+    fn committed(&mut self, part: &[Item], outcome: Outcome, started: std::time::Instant) {
+        self.stats.observe_commit(started.elapsed(), part.len());
+        self.apply_to_index(outcome.changes);
+        Stats::add(&self.stats.batches, 1);
+        Stats::add(&self.stats.batch_events, part.len() as u64);
+        Stats::add(&self.stats.unchanged, outcome.unchanged);
+        self.answer_all(part, &outcome.closed);
     }
 
     /// Makes the index equal the open rows in SQL; returns the differences it fixed.
@@ -247,12 +304,7 @@ impl Writer {
                 tokio::time::timeout(self.opts.commit_timeout, commit(&self.store, part)).await;
             let error = match result {
                 Ok(Ok(outcome)) => {
-                    self.stats.observe_commit(started.elapsed(), part.len());
-                    self.apply_to_index(outcome.changes);
-                    Stats::add(&self.stats.batches, 1);
-                    Stats::add(&self.stats.batch_events, part.len() as u64);
-                    Stats::add(&self.stats.unchanged, outcome.unchanged);
-                    self.answer_all(part, &outcome.closed);
+                    self.committed(part, outcome, started);
                     continue;
                 }
                 Ok(Err(e)) => e,
@@ -718,6 +770,45 @@ async fn commit(store: &Store, items: &[Item]) -> Result<Outcome, StoreError> {
         }
     }
     commit_locked(store, &refs).await
+}
+
+/// Whether a batch may be split by session: no bulk close (Accounting-On/Off closes sessions
+/// of any key, so everything must keep its order around it) and no reconciliation request.
+fn splittable(items: &[Item]) -> bool {
+    !items
+        .iter()
+        .any(|i| is_barrier(i) || matches!(i, Item::Reconcile(_)))
+}
+
+/// `n` parts by a hash of the session key, each in arrival order: every event of a session
+/// lands in the same part, so the parts can commit in any order.
+fn split_by_key(items: Vec<Item>, n: usize) -> Vec<Vec<Item>> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let mut parts: Vec<Vec<Item>> = (0..n)
+        .map(|_| Vec::with_capacity(items.len() / n + 16))
+        .collect();
+    for item in items {
+        parts[(hasher.hash_one(item.key()) % n as u64) as usize].push(item);
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// [`commit`] within `timeout`, and when it started.
+async fn timed_commit(
+    store: &Store,
+    items: &[Item],
+    timeout: Duration,
+) -> (
+    Result<Result<Outcome, StoreError>, tokio::time::error::Elapsed>,
+    std::time::Instant,
+) {
+    let started = std::time::Instant::now();
+    (
+        tokio::time::timeout(timeout, commit(store, items)).await,
+        started,
+    )
 }
 
 fn is_barrier(item: &Item) -> bool {
