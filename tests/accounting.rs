@@ -583,10 +583,11 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
     app.stop().await;
 }
 
-/// A batch of 600 events (Start, Interim-Update, Stop of 200 sessions, interleaved) reaches the
-/// writer at once. On PostgreSQL it is split by session into parts committed concurrently; on
-/// SQLite it stays whole. Either way every session's events apply in order: all rows closed
-/// with the Stop's counters, nothing left in the index.
+/// A batch of 500 events reaches the writer at once: Starts of 100 new sessions, and an
+/// Interim-Update and a Stop for those and for 100 sessions opened before (so the batch both
+/// inserts and updates). On PostgreSQL it is split by session into parts committed
+/// concurrently; on SQLite it stays whole. Either way every session's events apply in order:
+/// all rows closed with the Stop's counters, nothing left in the index.
 async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Backend) {
     use radacctd::ingest::{Item, Writer, WriterOptions};
     use radacctd::radius::accounting::{Parsed, parse};
@@ -600,57 +601,61 @@ async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Back
     store.migrate().await.expect("migrate");
     let index = Arc::new(radacctd::sessions::SessionIndex::new());
     let stats = Arc::new(Stats::default());
-    let (tx, rx) = radacctd::ingest::queue(4096);
+    let run = |packets: Vec<Vec<Attr>>| {
+        let writer = Writer::new(
+            store.clone(),
+            index.clone(),
+            Arc::new(()),
+            None,
+            stats.clone(),
+            WriterOptions {
+                max_batch: 1024,
+                commit_timeout: Duration::from_secs(30),
+                replay_interval: Duration::from_secs(1),
+            },
+        );
+        let (tx, rx) = radacctd::ingest::queue(4096);
+        for (id, attrs) in packets.iter().enumerate() {
+            let bytes = common::build_request(id as u8, common::SECRET.as_bytes(), attrs);
+            let packet = Packet::decode(&bytes).expect("decodes");
+            let nas = "192.0.2.10".parse().expect("ip");
+            let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
+                panic!("an accounting event");
+            };
+            tx.try_send(Item::Event { event, reply: None })
+                .expect("queued");
+        }
+        drop(tx);
+        writer.run(rx)
+    };
     let t = now() - 600;
     let sessions: Vec<Sess> = (0..200).map(|n| Sess::new(9000 + n)).collect();
-    let mut packets = Vec::new();
-    for s in &sessions {
-        packets.push(s.start(t));
-    }
+    run(sessions[..100].iter().map(|s| s.start(t)).collect()).await;
+    assert_eq!(index.len(), 100);
+    let paired_before = stats
+        .paired_batches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(paired_before, 0, "100 events are one batch");
+
+    let mut packets: Vec<Vec<Attr>> = sessions[100..].iter().map(|s| s.start(t)).collect();
     for (i, s) in sessions.iter().enumerate() {
         packets.push(s.interim(t + 300, 300, 1000 + i as u64, 2000));
         packets.push(s.stop(t + 400, 400, 5000 + i as u64, 6000, 1));
     }
-    for (id, attrs) in packets.iter().enumerate() {
-        let bytes = common::build_request(id as u8, common::SECRET.as_bytes(), attrs);
-        let packet = Packet::decode(&bytes).expect("decodes");
-        let Parsed::Event(event) = parse(
-            &packet,
-            "192.0.2.10".parse().expect("ip"),
-            i64::from(now()),
-            86_400,
-        ) else {
-            panic!("an accounting event");
-        };
-        tx.try_send(Item::Event { event, reply: None })
-            .expect("queued");
-    }
-    drop(tx);
-    let writer = Writer::new(
-        store.clone(),
-        index.clone(),
-        Arc::new(()),
-        None,
-        stats.clone(),
-        WriterOptions {
-            max_batch: 1024,
-            commit_timeout: Duration::from_secs(30),
-            replay_interval: Duration::from_secs(1),
-        },
-    );
-    writer.run(rx).await;
+    run(packets).await;
 
     let paired = stats
         .paired_batches
         .load(std::sync::atomic::Ordering::Relaxed);
     match backend {
-        Backend::Postgres => assert_eq!(paired, 4, "600 events in 4 concurrent parts"),
+        Backend::Postgres => assert_eq!(paired, 3, "500 events in 3 concurrent parts"),
         Backend::Sqlite => assert_eq!(paired, 0, "SQLite commits the batch whole"),
     }
     let rows = db.rows().await;
     assert_eq!(rows.len(), 200);
     for (i, s) in sessions.iter().enumerate() {
         let r = row_for(&rows, s);
+        assert_eq!(r.acctstarttime, Some(i64::from(t)), "{}", s.user);
         assert_eq!(r.acctstoptime, Some(i64::from(t + 400)), "{}", s.user);
         assert_eq!(r.acctinputoctets, Some(5000 + i as i64));
         assert_eq!(r.acctsessiontime, Some(400));

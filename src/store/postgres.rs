@@ -46,28 +46,59 @@ static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One statement: insert the new rows, update the changed ones whose version is still the one
-/// read; returns what it did (`0` inserted with its key, `1` updated).
+/// read; returns what it did (`0` inserted with its key, `1` updated). For batches with both.
 static WRITE_GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
-    let n = WRITE_COLUMNS.len();
-    let ins_params: Vec<String> = WRITE_COLUMNS
+    format!(
+        "WITH ins AS ({}), upd AS ({} RETURNING r.radacctid) \
+         SELECT 0, radacctid, acctuniqueid FROM ins UNION ALL SELECT 1, radacctid, NULL FROM upd",
+        insert_statement(1),
+        update_statement(WRITE_COLUMNS.len() + 1, true),
+    )
+});
+
+/// The guarded update alone (batches without new rows: interims and stops).
+static UPDATE_GUARDED_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("{} RETURNING r.radacctid", update_statement(1, true)));
+
+/// `INSERT … SELECT … FROM unnest(<one array per write column>) RETURNING radacctid,
+/// acctuniqueid`, parameters numbered from `$first`.
+fn insert_statement(first: usize) -> String {
+    let params: Vec<String> = WRITE_COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("${}::{}", i + 1, array_type(column_kind(c))))
+        .map(|(i, c)| format!("${}::{}", first + i, array_type(column_kind(c))))
         .collect();
-    let ins_aliases: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
-    let ins_exprs: Vec<String> = WRITE_COLUMNS
+    let aliases: Vec<String> = (1..=WRITE_COLUMNS.len()).map(|i| format!("c{i}")).collect();
+    let exprs: Vec<String> = WRITE_COLUMNS
         .iter()
         .enumerate()
         .map(|(i, c)| from_unnested(column_kind(c), &format!("c{}", i + 1)))
         .collect();
-    let base = n + 1;
-    let mut upd_params = vec![format!("${base}::int8[]"), format!("${}::text[]", base + 1)];
-    let mut upd_aliases = vec!["id".to_owned(), "version".to_owned()];
+    format!(
+        "INSERT INTO radacct ({}) SELECT {} FROM unnest({}) AS u({}) RETURNING radacctid, acctuniqueid",
+        WRITE_COLUMNS.join(", "),
+        exprs.join(", "),
+        params.join(", "),
+        aliases.join(", ")
+    )
+}
+
+/// `UPDATE radacct AS r SET … FROM unnest(ids, [versions,] <one array per write column>)`
+/// matched on `radacctid`, and when `guarded` only where the row's `xmin` is the version read;
+/// parameters numbered from `$first`.
+fn update_statement(first: usize, guarded: bool) -> String {
+    let mut params = vec![format!("${first}::int8[]")];
+    let mut aliases = vec!["id".to_owned()];
+    if guarded {
+        params.push(format!("${}::text[]", first + 1));
+        aliases.push("version".to_owned());
+    }
+    let columns_from = first + params.len();
     let mut sets = Vec::new();
     for (i, c) in WRITE_COLUMNS.iter().enumerate() {
         let kind = column_kind(c);
-        upd_params.push(format!("${}::{}", base + 2 + i, array_type(kind)));
-        upd_aliases.push(format!("c{}", i + 1));
+        params.push(format!("${}::{}", columns_from + i, array_type(kind)));
+        aliases.push(format!("c{}", i + 1));
         if *c != "acctuniqueid" {
             sets.push(format!(
                 "{c} = {}",
@@ -75,21 +106,18 @@ static WRITE_GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
             ));
         }
     }
+    let guard = if guarded {
+        " AND r.xmin::text = u.version"
+    } else {
+        ""
+    };
     format!(
-        "WITH ins AS (INSERT INTO radacct ({cols}) SELECT {ins_exprs} FROM unnest({ins_params}) AS u({ins_aliases}) \
-         RETURNING radacctid, acctuniqueid), \
-         upd AS (UPDATE radacct AS r SET {sets} FROM unnest({upd_params}) AS u({upd_aliases}) \
-         WHERE r.radacctid = u.id AND r.xmin::text = u.version RETURNING r.radacctid) \
-         SELECT 0, radacctid, acctuniqueid FROM ins UNION ALL SELECT 1, radacctid, NULL FROM upd",
-        cols = WRITE_COLUMNS.join(", "),
-        ins_exprs = ins_exprs.join(", "),
-        ins_params = ins_params.join(", "),
-        ins_aliases = ins_aliases.join(", "),
-        sets = sets.join(", "),
-        upd_params = upd_params.join(", "),
-        upd_aliases = upd_aliases.join(", "),
+        "UPDATE radacct AS r SET {} FROM unnest({}) AS u({}) WHERE r.radacctid = u.id{guard}",
+        sets.join(", "),
+        params.join(", "),
+        aliases.join(", ")
     )
-});
+}
 
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -113,50 +141,9 @@ fn from_unnested(kind: ColumnKind, v: &str) -> String {
     }
 }
 
-static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
-    let n = WRITE_COLUMNS.len();
-    let params: Vec<String> = WRITE_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("${}::{}", i + 1, array_type(column_kind(c))))
-        .collect();
-    let aliases: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
-    let exprs: Vec<String> = WRITE_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| from_unnested(column_kind(c), &format!("c{}", i + 1)))
-        .collect();
-    format!(
-        "INSERT INTO radacct ({}) SELECT {} FROM unnest({}) AS u({}) RETURNING radacctid, acctuniqueid",
-        WRITE_COLUMNS.join(", "),
-        exprs.join(", "),
-        params.join(", "),
-        aliases.join(", ")
-    )
-});
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| insert_statement(1));
 
-static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
-    let mut params = vec!["$1::int8[]".to_owned()];
-    let mut aliases = vec!["id".to_owned()];
-    let mut sets = Vec::new();
-    for (i, c) in WRITE_COLUMNS.iter().enumerate() {
-        let kind = column_kind(c);
-        params.push(format!("${}::{}", i + 2, array_type(kind)));
-        aliases.push(format!("c{}", i + 1));
-        if *c != "acctuniqueid" {
-            sets.push(format!(
-                "{c} = {}",
-                from_unnested(kind, &format!("u.c{}", i + 1))
-            ));
-        }
-    }
-    format!(
-        "UPDATE radacct AS r SET {} FROM unnest({}) AS u({}) WHERE r.radacctid = u.id",
-        sets.join(", "),
-        params.join(", "),
-        aliases.join(", ")
-    )
-});
+static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| update_statement(1, false));
 
 const CLOSE_NAS_SQL: &str = "UPDATE radacct SET acctstoptime = to_timestamp($2), \
      acctupdatetime = to_timestamp($2), \
@@ -312,23 +299,38 @@ impl PgStore {
         if inserts.is_empty() && updates.is_empty() {
             return Ok(Default::default());
         }
-        let q = bind_columns(sqlx::query(WRITE_GUARDED_SQL.as_str()), inserts);
         let ids: Vec<Option<i64>> = updates.iter().map(|r| r.radacctid).collect();
         let vers: Vec<Option<String>> = updates
             .iter()
             .map(|r| versions.get(&r.acctuniqueid).cloned())
             .collect();
-        let q = bind_columns(q.bind(ids).bind(vers), updates);
-        let done = q.fetch_all(&self.pool).await?;
         let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
         let mut updated = std::collections::HashSet::with_capacity(updates.len());
-        for r in &done {
-            let kind: i32 = r.try_get(0)?;
-            let id: i64 = r.try_get(1)?;
-            if kind == 0 {
-                inserted.insert(r.try_get::<String, _>(2)?, id);
-            } else {
-                updated.insert(id);
+        // The smallest statement that does the job: every statement is planned afresh for its
+        // parameters (`force_custom_plan`), and planning the combined one costs as much as
+        // planning both halves, although most batches only insert (Starts) or only update.
+        if updates.is_empty() {
+            let q = bind_columns(sqlx::query(INSERT_SQL.as_str()), inserts);
+            for r in &q.fetch_all(&self.pool).await? {
+                inserted.insert(r.try_get(1)?, r.try_get(0)?);
+            }
+        } else if inserts.is_empty() {
+            let q = sqlx::query(UPDATE_GUARDED_SQL.as_str());
+            let q = bind_columns(q.bind(ids).bind(vers), updates);
+            for r in &q.fetch_all(&self.pool).await? {
+                updated.insert(r.try_get::<i64, _>(0)?);
+            }
+        } else {
+            let q = bind_columns(sqlx::query(WRITE_GUARDED_SQL.as_str()), inserts);
+            let q = bind_columns(q.bind(ids).bind(vers), updates);
+            for r in &q.fetch_all(&self.pool).await? {
+                let kind: i32 = r.try_get(0)?;
+                let id: i64 = r.try_get(1)?;
+                if kind == 0 {
+                    inserted.insert(r.try_get::<String, _>(2)?, id);
+                } else {
+                    updated.insert(id);
+                }
             }
         }
         for row in inserts.iter_mut() {
