@@ -473,9 +473,24 @@ impl Application {
 /// Migrations (when configured) and a round trip: the database can take our writes.
 async fn prepare_database(store: &Store, config: &Config) -> anyhow::Result<()> {
     if config.database.migrate_on_start {
-        store.migrate().await.map_err(explain_migration_error)?;
+        migrate_store(store, config)
+            .await
+            .map_err(explain_migration_error)?;
     }
     store.ping().await.context("reaching the database")?;
+    Ok(())
+}
+
+/// Pending migrations, then the configured radacct fillfactor.
+async fn migrate_store(store: &Store, config: &Config) -> Result<(), crate::store::StoreError> {
+    store.migrate().await?;
+    if let Some(ff) = config.database.radacct_fillfactor {
+        if store.set_radacct_fillfactor(ff).await? {
+            tracing::info!(fillfactor = ff, "radacct fillfactor set");
+        } else if !matches!(store, Store::Postgres(_)) {
+            tracing::warn!("database.radacct_fillfactor only applies to PostgreSQL; ignored");
+        }
+    }
     Ok(())
 }
 
@@ -711,7 +726,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// `radacctd migrate`: applies pending migrations and exits.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    store.migrate().await.context("running migrations")?;
+    migrate_store(&store, &config)
+        .await
+        .map_err(explain_migration_error)?;
     println!("migrations applied ({})", store.kind());
     store.close().await;
     Ok(())

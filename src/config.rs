@@ -101,6 +101,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout_secs: u64,
     /// Run pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// PostgreSQL: the `fillfactor` radacct gets when migrations run (`None`: left as it is).
+    /// Below 100, pages keep room for the new row version of an Interim-Update, which can then
+    /// be a HOT update (no index entries written).
+    pub radacct_fillfactor: Option<u8>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -210,6 +214,7 @@ impl Default for DatabaseConfig {
             max_connections: 8,
             acquire_timeout_secs: 5,
             migrate_on_start: true,
+            radacct_fillfactor: None,
         }
     }
 }
@@ -338,6 +343,11 @@ impl Config {
             || url.starts_with("postgresql://"))
         {
             return Err("database.url must start with sqlite: or postgres://".into());
+        }
+        if let Some(ff) = self.database.radacct_fillfactor
+            && !(10..=100).contains(&ff)
+        {
+            return Err("database.radacct_fillfactor must be between 10 and 100".into());
         }
         if self.database.max_connections == 0 {
             return Err("database.max_connections must be at least 1".into());

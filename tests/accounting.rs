@@ -664,3 +664,39 @@ async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Back
     assert!(index.is_empty(), "every session closed");
     store.close().await;
 }
+
+/// `database.radacct_fillfactor` is applied when migrations run, and a restart with the same
+/// value changes nothing; out-of-range values are refused by the configuration check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_fillfactor_is_set_on_radacct() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let mut config = test_config(&db);
+    config.database.radacct_fillfactor = Some(60);
+    assert!(config.validate().is_ok());
+    let app = TestApp::start(config.clone()).await;
+    let store = db.open_store().await;
+    let radacctd::store::Store::Postgres(pg) = &store else {
+        unreachable!("a PostgreSQL test")
+    };
+    let options: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'radacct'::regclass")
+            .fetch_one(pg.pool())
+            .await
+            .expect("reloptions");
+    assert_eq!(options, Some(vec!["fillfactor=60".to_owned()]));
+    assert!(
+        !store.set_radacct_fillfactor(60).await.expect("set"),
+        "already 60: nothing to change"
+    );
+    assert!(store.set_radacct_fillfactor(70).await.expect("set"));
+    app.stop().await;
+    store.close().await;
+
+    for bad in [0u8, 9, 101] {
+        config.database.radacct_fillfactor = Some(bad);
+        let err = config.validate().expect_err("out of range");
+        assert!(err.contains("radacct_fillfactor"), "{err}");
+    }
+}

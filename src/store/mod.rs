@@ -153,6 +153,15 @@ impl Store {
         }
     }
 
+    /// PostgreSQL: sets radacct's `fillfactor` when it differs; returns whether it changed.
+    /// SQLite has no such setting: `Ok(false)`.
+    pub async fn set_radacct_fillfactor(&self, fillfactor: u8) -> Result<bool> {
+        match self {
+            Store::Postgres(s) => s.set_radacct_fillfactor(fillfactor).await,
+            Store::Sqlite(_) => Ok(false),
+        }
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
         match self {

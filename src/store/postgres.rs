@@ -227,6 +227,27 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn set_radacct_fillfactor(&self, fillfactor: u8) -> Result<bool> {
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT option_value FROM pg_class c, pg_options_to_table(c.reloptions) \
+             WHERE c.oid = 'radacct'::regclass AND option_name = 'fillfactor'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if current.as_deref() == Some(fillfactor.to_string().as_str()) {
+            return Ok(false);
+        }
+        // SHARE UPDATE EXCLUSIVE: writers are not blocked. Only pages written from now on
+        // follow it.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE radacct SET (fillfactor = {})",
+            fillfactor.clamp(10, 100)
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
     pub(super) async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
