@@ -21,9 +21,10 @@
 # radacctd's table then being created by `radacctd migrate` first), the same UDP receive buffer request (8 MiB, capped by
 # net.core.rmem_max), same client, secret and machine. Different by design and printed: the
 # connection pool (FreeRADIUS stock: one connection per server thread, up to
-# thread pool max_servers = 32; radacctd: database.max_connections = 8, of which its single
-# group-commit writer uses one), and the indexes (radacctd's EnsureIndexes adds five for its
-# API and jobs, so it maintains 11 indexes on radacct to FreeRADIUS's 6; run with
+# thread pool max_servers = 32; radacctd: database.max_connections = 8, of which its
+# group-commit writer uses one, and up to four for batches of 256+ events committed in parts),
+# and the indexes (radacctd's EnsureIndexes adds four for its
+# API and jobs, so it maintains 10 indexes on radacct to FreeRADIUS's 6; run with
 # RADACCTD__JOBS__ENSURE_INDEXES=false for the same 6). Both are printed per window, with the
 # inserts, updates and HOT updates PostgreSQL counted. FR_THREADS=N sets FreeRADIUS's
 # max_servers (and so its pool) to N.
