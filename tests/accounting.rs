@@ -597,7 +597,16 @@ async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Back
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let store = db.open_store().await;
+    // The daemon's default pool: the writer may take up to 4 of its 8 connections.
+    let store = radacctd::store::Store::open(
+        &db.url,
+        &radacctd::store::StoreOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .expect("open store");
     store.migrate().await.expect("migrate");
     let index = Arc::new(radacctd::sessions::SessionIndex::new());
     let stats = Arc::new(Stats::default());

@@ -161,7 +161,9 @@ impl Writer {
                 break;
             }
             let batch_now = std::mem::take(&mut batch);
-            let parts = (batch_now.len() / PART_MIN).min(MAX_PARTS);
+            // Leave a connection of the pool to the API and the jobs.
+            let pool_share = (self.store.max_connections() as usize).saturating_sub(1);
+            let parts = (batch_now.len() / PART_MIN).min(MAX_PARTS).min(pool_share);
             // SQLite has one writer at a time: splitting would only queue the parts.
             let concurrent = matches!(self.store, Store::Postgres(_));
             if concurrent && !self.spooling && parts >= 2 && splittable(&batch_now) {

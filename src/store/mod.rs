@@ -201,6 +201,14 @@ impl Store {
         }
     }
 
+    /// The pool's size limit (`database.max_connections`).
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Store::Postgres(s) => s.pool().options().get_max_connections(),
+            Store::Sqlite(s) => s.pool().options().get_max_connections(),
+        }
+    }
+
     /// (connections open, of which idle), for metrics.
     pub fn pool_stats(&self) -> (u32, u32) {
         match self {
