@@ -218,7 +218,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub batch_events: AtomicU64,
     pub batch_failures: AtomicU64,
-    /// Batches committed two at a time on two connections (a deep queue).
+    /// Parts of large batches committed concurrently, each on its own connection (counted when
+    /// they commit).
     pub paired_batches: AtomicU64,
     /// Index entries fixed by reconciliation with SQL (changes made by other writers).
     pub drift: AtomicU64,

@@ -426,3 +426,81 @@ async fn garbage_flood_does_not_stop_valid_packets() {
     let _ = SECRET;
     app.stop().await;
 }
+
+/// A large batch whose concurrent parts all fail because the database is unreachable goes to
+/// the journal at once, every event of it, in one pass: no part is retried alone against the
+/// dead database first (each retry would cost another connect or commit timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
+    use radacctd::ingest::{Item, Writer, WriterOptions};
+    use radacctd::radius::accounting::{Parsed, parse};
+    use radacctd::radius::codec::Packet;
+    use std::sync::atomic::AtomicBool;
+
+    // Nothing listens here: every connection attempt is refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let store = radacctd::store::Store::open(
+        &format!("postgres://postgres@127.0.0.1:{dead}/nowhere"),
+        &radacctd::store::StoreOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(2),
+        },
+    )
+    .await
+    .expect("lazy pool");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = Arc::new(std::sync::Mutex::new(
+        radacctd::ingest::journal::Journal::open(&dir.path().join("j"), 1 << 30).expect("journal"),
+    ));
+    let stats = Arc::new(Stats::default());
+    let index = Arc::new(radacctd::sessions::SessionIndex::new());
+    let writer = Writer::new(
+        store.clone(),
+        index.clone(),
+        Arc::new(()),
+        None,
+        stats.clone(),
+        WriterOptions {
+            max_batch: 1024,
+            commit_timeout: Duration::from_secs(10),
+            replay_interval: Duration::from_secs(60),
+        },
+    )
+    .with_journal(journal.clone(), Arc::new(AtomicBool::new(true)));
+    let (tx, rx) = radacctd::ingest::queue(4096);
+    let t = now() - 60;
+    for n in 0..300u32 {
+        let bytes = common::build_request(n as u8, SECRET.as_bytes(), &Sess::new(n).start(t));
+        let packet = Packet::decode(&bytes).expect("decodes");
+        let nas = "192.0.2.10".parse().expect("ip");
+        let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
+            panic!("an accounting event");
+        };
+        tx.try_send(Item::Event { event, reply: None })
+            .expect("queued");
+    }
+    drop(tx);
+    writer.run(rx).await;
+
+    assert_eq!(
+        Stats::get(&stats.journal_appended),
+        300,
+        "every event journaled"
+    );
+    assert_eq!(
+        Stats::get(&stats.batch_failures),
+        2,
+        "both parts failed once, and neither was retried alone"
+    );
+    assert_eq!(Stats::get(&stats.paired_batches), 0, "nothing committed");
+    assert_eq!(
+        journal.lock().expect("journal").pending(),
+        300,
+        "the journal holds the batch"
+    );
+    assert_eq!(index.len(), 300, "the index follows the journal");
+    store.close().await;
+}

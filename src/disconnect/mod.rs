@@ -466,10 +466,20 @@ impl Disconnector {
             // Re-read each time, so a renewed CA bundle takes effect with the next reload.
             let ca = &self.inner.config.api_tls_ca_file;
             let tls = mikrotik::tls_connector(ca);
-            if let Err(e) = &tls {
-                tracing::warn!(error = %e, "API-SSL disabled: the CA bundle is not usable");
+            let mut current = self.inner.tls.write().unwrap_or_else(|e| e.into_inner());
+            match (tls, current.as_ref()) {
+                // A bundle briefly unreadable (a package upgrade rewriting it) must not turn
+                // API-SSL off: the last good one stays.
+                (Err(e), Some(Ok(_))) => tracing::warn!(
+                    error = %e,
+                    "CA bundle not re-read; API-SSL keeps the one loaded before"
+                ),
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "API-SSL disabled: the CA bundle is not usable");
+                    *current = Some(Err(e));
+                }
+                (Ok(c), _) => *current = Some(Ok(c)),
             }
-            *self.inner.tls.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
         }
         let mut table = AddrTable::default();
         for row in rows {

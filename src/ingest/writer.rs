@@ -208,9 +208,12 @@ impl Writer {
         }
     }
 
-    /// Commits the parts of a batch (see [`split_by_key`]) at once. A part whose concurrent
-    /// commit failed goes through [`Writer::process`] again (retry, split or journal); the other
-    /// parts hold other sessions only, so their order does not matter.
+    /// Commits the parts of a batch (see [`split_by_key`]) at once. The parts that committed
+    /// are indexed and answered first; then the failed ones, in order: an outage (unreachable,
+    /// timed out) sends them straight to the journal when there is one, else leaves them
+    /// unanswered, as for a whole batch; a statement error redoes the part alone through
+    /// [`Writer::process`] (retry in halves). The parts hold different sessions, so their order
+    /// does not matter.
     async fn process_parts(&mut self, parts: Vec<Vec<Item>>) {
         let timeout = self.opts.commit_timeout;
         let results = futures_util::future::join_all(
@@ -219,28 +222,42 @@ impl Writer {
                 .map(|items| timed_commit(&self.store, items, timeout)),
         )
         .await;
-        Stats::add(&self.stats.paired_batches, parts.len() as u64);
-        for (items, (result, started)) in parts.into_iter().zip(results) {
+        let mut failed = Vec::new();
+        for (items, (result, elapsed)) in parts.into_iter().zip(results) {
             match result {
-                Ok(Ok(outcome)) => self.committed(&items, outcome, started),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, events = items.len(), "concurrent commit failed; retrying alone");
-                    self.process(items).await;
+                Ok(Ok(outcome)) => {
+                    Stats::add(&self.stats.paired_batches, 1);
+                    self.committed(&items, outcome, elapsed);
                 }
-                Err(_) => {
-                    tracing::debug!(
-                        events = items.len(),
-                        "concurrent commit timed out; retrying alone"
-                    );
-                    self.process(items).await;
+                Ok(Err(e)) => failed.push((items, e)),
+                Err(_) => failed.push((items, StoreError::Timeout(timeout))),
+            }
+        }
+        for (items, error) in failed {
+            Stats::add(&self.stats.batch_failures, 1);
+            let outage = error.is_unavailable() || matches!(error, StoreError::Timeout(_));
+            if !outage {
+                tracing::debug!(error = %error, events = items.len(), "concurrent commit failed; retrying the part alone");
+                self.process(items).await;
+            } else if self.journal.is_some() {
+                if !self.spooling {
+                    tracing::warn!(error = %error, events = items.len(), "commit failed; journaling");
+                    self.spooling = true;
+                    self.db_up.store(false, Ordering::Relaxed);
+                }
+                self.spool(&items).await;
+            } else {
+                tracing::error!(error = %error, events = items.len(), "batch not recorded; no responses");
+                for item in &items {
+                    self.abandon(item);
                 }
             }
         }
     }
 
     /// A committed batch: metrics, the index, then the answers.
-    fn committed(&mut self, part: &[Item], outcome: Outcome, started: std::time::Instant) {
-        self.stats.observe_commit(started.elapsed(), part.len());
+    fn committed(&mut self, part: &[Item], outcome: Outcome, elapsed: Duration) {
+        self.stats.observe_commit(elapsed, part.len());
         self.apply_to_index(outcome.changes);
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.batch_events, part.len() as u64);
@@ -306,7 +323,7 @@ impl Writer {
                 tokio::time::timeout(self.opts.commit_timeout, commit(&self.store, part)).await;
             let error = match result {
                 Ok(Ok(outcome)) => {
-                    self.committed(part, outcome, started);
+                    self.committed(part, outcome, started.elapsed());
                     continue;
                 }
                 Ok(Err(e)) => e,
@@ -797,20 +814,18 @@ fn split_by_key(items: Vec<Item>, n: usize) -> Vec<Vec<Item>> {
     parts
 }
 
-/// [`commit`] within `timeout`, and when it started.
+/// [`commit`] within `timeout`, and how long it took.
 async fn timed_commit(
     store: &Store,
     items: &[Item],
     timeout: Duration,
 ) -> (
     Result<Result<Outcome, StoreError>, tokio::time::error::Elapsed>,
-    std::time::Instant,
+    Duration,
 ) {
     let started = std::time::Instant::now();
-    (
-        tokio::time::timeout(timeout, commit(store, items)).await,
-        started,
-    )
+    let result = tokio::time::timeout(timeout, commit(store, items)).await;
+    (result, started.elapsed())
 }
 
 fn is_barrier(item: &Item) -> bool {

@@ -169,8 +169,8 @@ impl Responder {
 
     /// A responder whose sends happen in a task of their own. The task ends once every clone
     /// of the responder is dropped and everything handed to it is sent: await it on shutdown so
-    /// that no answer to a committed request is lost. The memory it holds is bounded by the
-    /// ingest queue (each response comes from an accepted request).
+    /// that no answer to a committed request is lost. The channel is unbounded: a `sendto`
+    /// takes microseconds, far less than a commit, so it holds at most a few batches' responses.
     pub fn with_sender(
         socket: Arc<UdpSocket>,
         cache: Arc<ReplyCache>,
