@@ -218,8 +218,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub batch_events: AtomicU64,
     pub batch_failures: AtomicU64,
-    /// Parts of large batches committed concurrently, each on its own connection (counted when
-    /// they commit).
+    /// Commits started while another commit of the writer was still running (pipelined batches
+    /// and parts of split batches; counted when they commit).
     pub paired_batches: AtomicU64,
     /// Index entries fixed by reconciliation with SQL (changes made by other writers).
     pub drift: AtomicU64,

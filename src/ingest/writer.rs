@@ -83,14 +83,76 @@ impl std::fmt::Debug for Writer {
 /// times is moved to `<journal>.rejected` so it cannot block everything behind it.
 const POISON_ATTEMPTS: u32 = 5;
 
-/// A batch of at least `2 × PART_MIN` events (without Accounting-On/Off or reconciliation) is
-/// split by session key into parts of at least `PART_MIN` events, at most [`MAX_PARTS`], all
-/// committed at once on their own connections: the daemon folds and answers one while
-/// PostgreSQL executes the others. Smaller batches stay whole: splitting them only multiplies
-/// the fixed cost per batch (`BENCHMARKS.md`, "Concurrent parts").
+/// On PostgreSQL the writer keeps up to [`MAX_FLIGHTS`] commits in flight, each a transaction
+/// on its own connection: a new batch is committed while earlier ones are still running,
+/// provided it shares no session with them and holds no Accounting-On/Off or reconciliation
+/// (those wait until everything in flight has landed). A batch of at least `2 × PART_MIN`
+/// events is also split by session key into parts of at least `PART_MIN` events. Smaller
+/// batches stay whole: splitting them only multiplies the fixed cost per batch.
 const PART_MIN: usize = 128;
-/// Most parts one batch is split into (connections the writer uses at once).
-const MAX_PARTS: usize = 4;
+/// Most commits in flight at once (connections the writer uses at once; never more than the
+/// pool's size minus one).
+const MAX_FLIGHTS: usize = 4;
+
+/// A commit in flight that ended: its items, the result, how long it took, and whether it was
+/// started while another commit was in flight.
+struct Landed {
+    items: Vec<Item>,
+    result: Result<Result<Outcome, StoreError>, tokio::time::error::Elapsed>,
+    elapsed: Duration,
+    overlapped: bool,
+}
+
+/// The commits in flight, in launch order, and the sessions they hold.
+#[derive(Default)]
+struct Flights {
+    running: futures_util::stream::FuturesOrdered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Landed> + Send>>,
+    >,
+    keys: std::collections::HashSet<String>,
+}
+
+impl Flights {
+    fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Whether a session of `items` is in a commit in flight.
+    fn overlaps(&self, items: &[Item]) -> bool {
+        !self.keys.is_empty() && items.iter().any(|i| self.keys.contains(i.key()))
+    }
+
+    fn launch(&mut self, store: &Store, items: Vec<Item>, timeout: Duration) {
+        self.keys.extend(items.iter().map(|i| i.key().to_owned()));
+        let overlapped = !self.running.is_empty();
+        let store = store.clone();
+        self.running.push_back(Box::pin(async move {
+            let (result, elapsed) = timed_commit(&store, &items, timeout).await;
+            Landed {
+                items,
+                result,
+                elapsed,
+                overlapped,
+            }
+        }));
+    }
+
+    /// The oldest commit in flight, once it ended (`None` when nothing is in flight).
+    async fn next(&mut self) -> Option<Landed> {
+        use futures_util::StreamExt;
+        self.running.next().await
+    }
+
+    fn release(&mut self, items: &[Item]) {
+        for item in items {
+            self.keys.remove(item.key());
+        }
+    }
+}
 
 impl Writer {
     pub fn new(
@@ -145,41 +207,143 @@ impl Writer {
         });
         let mut replay_tick = tokio::time::interval(self.opts.replay_interval);
         replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Leave a connection of the pool to the API and the jobs. SQLite has one writer at a
+        // time: nothing runs concurrently there.
+        let pool_share = (self.store.max_connections() as usize).saturating_sub(1);
+        let max_flights = match self.store {
+            Store::Postgres(_) => MAX_FLIGHTS.min(pool_share).max(1),
+            Store::Sqlite(_) => 1,
+        };
+        let mut flights = Flights::default();
         loop {
-            let got = if self.spooling {
-                tokio::select! {
+            if self.spooling {
+                // Everything goes to the journal, in order: nothing may still be in flight.
+                self.land_all(&mut flights).await;
+                let got = tokio::select! {
                     n = rx.recv_many(&mut batch, max) => n,
                     _ = replay_tick.tick() => {
                         self.replay_some().await;
                         continue;
                     }
+                };
+                if got == 0 {
+                    break;
                 }
-            } else {
+                self.process(std::mem::take(&mut batch)).await;
+                batch.reserve(max);
+                if self.spooling && self.db_up.load(Ordering::Relaxed) {
+                    self.replay_some().await;
+                }
+                continue;
+            }
+            let got = if flights.is_empty() {
                 rx.recv_many(&mut batch, max).await
+            } else if flights.len() >= max_flights {
+                self.land_next(&mut flights).await;
+                continue;
+            } else {
+                tokio::select! {
+                    biased;
+                    landed = flights.next() => {
+                        self.land(&mut flights, landed).await;
+                        continue;
+                    }
+                    n = rx.recv_many(&mut batch, max) => n,
+                }
             };
             if got == 0 {
+                self.land_all(&mut flights).await;
                 break;
             }
-            let batch_now = std::mem::take(&mut batch);
-            // Leave a connection of the pool to the API and the jobs.
-            let pool_share = (self.store.max_connections() as usize).saturating_sub(1);
-            let parts = (batch_now.len() / PART_MIN).min(MAX_PARTS).min(pool_share);
-            // SQLite has one writer at a time: splitting would only queue the parts.
-            let concurrent = matches!(self.store, Store::Postgres(_));
-            if concurrent && !self.spooling && parts >= 2 && splittable(&batch_now) {
-                self.process_parts(split_by_key(batch_now, parts)).await;
-            } else {
-                self.process(batch_now).await;
-            }
+            let items = std::mem::take(&mut batch);
             batch.reserve(max);
-            if self.spooling && self.db_up.load(Ordering::Relaxed) {
-                self.replay_some().await;
+            let concurrent = max_flights > 1 && splittable(&items);
+            if !concurrent || flights.overlaps(&items) {
+                // In order after everything in flight: a bulk close or a reconciliation, a
+                // session already in flight, or a store without concurrency.
+                self.land_all(&mut flights).await;
+                if !concurrent {
+                    self.process(items).await;
+                    continue;
+                }
+            }
+            let parts = (items.len() / PART_MIN).clamp(1, max_flights);
+            while flights.len() + parts > max_flights {
+                self.land_next(&mut flights).await;
+            }
+            if self.spooling {
+                // A landing just switched to the journal: this batch follows it there.
+                self.process(items).await;
+                continue;
+            }
+            let parts = if parts > 1 {
+                split_by_key(items, parts)
+            } else {
+                vec![items]
+            };
+            for part in parts {
+                flights.launch(&self.store, part, self.opts.commit_timeout);
             }
         }
         if let Some(p) = prober {
             p.abort();
         }
         tracing::debug!("ingest writer drained");
+    }
+
+    /// Waits for the oldest commit in flight and handles its outcome.
+    async fn land_next(&mut self, flights: &mut Flights) {
+        let landed = flights.next().await;
+        self.land(flights, landed).await;
+    }
+
+    /// Lands every commit in flight, oldest first.
+    async fn land_all(&mut self, flights: &mut Flights) {
+        while !flights.is_empty() {
+            self.land_next(flights).await;
+        }
+    }
+
+    /// A commit in flight ended: committed → indexed and answered; failed on an outage
+    /// (unreachable, timed out) → journaled when there is a journal, else unanswered, as a
+    /// whole batch would be, without a retry against the dead database; failed on a statement
+    /// → redone alone through [`Writer::process`] (retry in halves). Commits in flight hold
+    /// different sessions, so the order in which they land does not matter.
+    async fn land(&mut self, flights: &mut Flights, landed: Option<Landed>) {
+        let Some(landed) = landed else {
+            return;
+        };
+        flights.release(&landed.items);
+        let error = match landed.result {
+            Ok(Ok(outcome)) => {
+                if landed.overlapped {
+                    Stats::add(&self.stats.paired_batches, 1);
+                }
+                self.committed(&landed.items, outcome, landed.elapsed);
+                return;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => StoreError::Timeout(self.opts.commit_timeout),
+        };
+        let items = landed.items;
+        Stats::add(&self.stats.batch_failures, 1);
+        let outage = error.is_unavailable() || matches!(error, StoreError::Timeout(_));
+        if !outage {
+            tracing::debug!(error = %error, events = items.len(), "concurrent commit failed; retrying it alone");
+            self.process(items).await;
+        } else if self.journal.is_some() {
+            if !self.spooling {
+                tracing::warn!(error = %error, events = items.len(), "commit failed; journaling");
+                self.spooling = true;
+                self.db_up.store(false, Ordering::Relaxed);
+            }
+            self.spool(&items).await;
+        } else {
+            tracing::error!(error = %error, events = items.len(), "batch not recorded; no responses");
+            for item in &items {
+                self.abandon(item);
+            }
+        }
     }
 
     /// Commits one batch in order; a reconciliation request splits it.
@@ -203,53 +367,6 @@ impl Writer {
                         let _ = done.send(drift);
                     }
                     Err(e) => tracing::warn!(error = %e, "index reconciliation failed"),
-                }
-            }
-        }
-    }
-
-    /// Commits the parts of a batch (see [`split_by_key`]) at once. The parts that committed
-    /// are indexed and answered first; then the failed ones, in order: an outage (unreachable,
-    /// timed out) sends them straight to the journal when there is one, else leaves them
-    /// unanswered, as for a whole batch; a statement error redoes the part alone through
-    /// [`Writer::process`] (retry in halves). The parts hold different sessions, so their order
-    /// does not matter.
-    async fn process_parts(&mut self, parts: Vec<Vec<Item>>) {
-        let timeout = self.opts.commit_timeout;
-        let results = futures_util::future::join_all(
-            parts
-                .iter()
-                .map(|items| timed_commit(&self.store, items, timeout)),
-        )
-        .await;
-        let mut failed = Vec::new();
-        for (items, (result, elapsed)) in parts.into_iter().zip(results) {
-            match result {
-                Ok(Ok(outcome)) => {
-                    Stats::add(&self.stats.paired_batches, 1);
-                    self.committed(&items, outcome, elapsed);
-                }
-                Ok(Err(e)) => failed.push((items, e)),
-                Err(_) => failed.push((items, StoreError::Timeout(timeout))),
-            }
-        }
-        for (items, error) in failed {
-            Stats::add(&self.stats.batch_failures, 1);
-            let outage = error.is_unavailable() || matches!(error, StoreError::Timeout(_));
-            if !outage {
-                tracing::debug!(error = %error, events = items.len(), "concurrent commit failed; retrying the part alone");
-                self.process(items).await;
-            } else if self.journal.is_some() {
-                if !self.spooling {
-                    tracing::warn!(error = %error, events = items.len(), "commit failed; journaling");
-                    self.spooling = true;
-                    self.db_up.store(false, Ordering::Relaxed);
-                }
-                self.spool(&items).await;
-            } else {
-                tracing::error!(error = %error, events = items.len(), "batch not recorded; no responses");
-                for item in &items {
-                    self.abandon(item);
                 }
             }
         }
