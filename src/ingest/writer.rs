@@ -103,12 +103,14 @@ struct Landed {
     overlapped: bool,
 }
 
-/// The commits in flight, in launch order, and the sessions they hold.
+/// The commits in flight, in launch order, and the sessions they hold. Each commit runs in a
+/// task of its own, so it progresses (and its deadline means what it says) while the writer
+/// is busy with something else: landing another commit, a retry, a journal fsync.
 #[derive(Default)]
 struct Flights {
-    running: futures_util::stream::FuturesOrdered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Landed> + Send>>,
-    >,
+    running: futures_util::stream::FuturesOrdered<tokio::task::JoinHandle<Landed>>,
+    /// The keys of each commit in `running`, in the same order.
+    flight_keys: std::collections::VecDeque<Vec<String>>,
     keys: std::collections::HashSet<String>,
 }
 
@@ -127,10 +129,12 @@ impl Flights {
     }
 
     fn launch(&mut self, store: &Store, items: Vec<Item>, timeout: Duration) {
-        self.keys.extend(items.iter().map(|i| i.key().to_owned()));
+        let keys: Vec<String> = items.iter().map(|i| i.key().to_owned()).collect();
+        self.keys.extend(keys.iter().cloned());
+        self.flight_keys.push_back(keys);
         let overlapped = !self.running.is_empty();
         let store = store.clone();
-        self.running.push_back(Box::pin(async move {
+        self.running.push_back(tokio::spawn(async move {
             let (result, elapsed) = timed_commit(&store, &items, timeout).await;
             Landed {
                 items,
@@ -141,16 +145,15 @@ impl Flights {
         }));
     }
 
-    /// The oldest commit in flight, once it ended (`None` when nothing is in flight).
-    async fn next(&mut self) -> Option<Landed> {
+    /// The oldest commit in flight, once it ended (`None` when nothing is in flight); its
+    /// sessions are no longer in flight. `Err`: the task panicked, and its items with it.
+    async fn next(&mut self) -> Option<Result<Landed, tokio::task::JoinError>> {
         use futures_util::StreamExt;
-        self.running.next().await
-    }
-
-    fn release(&mut self, items: &[Item]) {
-        for item in items {
-            self.keys.remove(item.key());
+        let landed = self.running.next().await?;
+        for key in self.flight_keys.pop_front().unwrap_or_default() {
+            self.keys.remove(&key);
         }
+        Some(landed)
     }
 }
 
@@ -245,7 +248,7 @@ impl Writer {
                 tokio::select! {
                     biased;
                     landed = flights.next() => {
-                        self.land(&mut flights, landed).await;
+                        self.land(landed).await;
                         continue;
                     }
                     n = rx.recv_many(&mut batch, max) => n,
@@ -294,7 +297,7 @@ impl Writer {
     /// Waits for the oldest commit in flight and handles its outcome.
     async fn land_next(&mut self, flights: &mut Flights) {
         let landed = flights.next().await;
-        self.land(flights, landed).await;
+        self.land(landed).await;
     }
 
     /// Lands every commit in flight, oldest first.
@@ -309,11 +312,18 @@ impl Writer {
     /// whole batch would be, without a retry against the dead database; failed on a statement
     /// → redone alone through [`Writer::process`] (retry in halves). Commits in flight hold
     /// different sessions, so the order in which they land does not matter.
-    async fn land(&mut self, flights: &mut Flights, landed: Option<Landed>) {
-        let Some(landed) = landed else {
-            return;
+    async fn land(&mut self, landed: Option<Result<Landed, tokio::task::JoinError>>) {
+        let landed = match landed {
+            None => return,
+            Some(Ok(landed)) => landed,
+            Some(Err(e)) => {
+                // A bug: the batch's items went with the task. Their requests stay unanswered
+                // (the NAS retransmits once the reply cache forgets them).
+                Stats::add(&self.stats.batch_failures, 1);
+                tracing::error!(error = %e, "a commit task failed; its events are not answered");
+                return;
+            }
         };
-        flights.release(&landed.items);
         let error = match landed.result {
             Ok(Ok(outcome)) => {
                 if landed.overlapped {
