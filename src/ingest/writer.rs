@@ -337,22 +337,46 @@ impl Writer {
         };
         let items = landed.items;
         Stats::add(&self.stats.batch_failures, 1);
-        let outage = error.is_unavailable() || matches!(error, StoreError::Timeout(_));
-        if !outage {
+        if !error.is_outage() {
             tracing::debug!(error = %error, events = items.len(), "concurrent commit failed; retrying it alone");
             self.process(items).await;
         } else if self.journal.is_some() {
             if !self.spooling {
-                tracing::warn!(error = %error, events = items.len(), "commit failed; journaling");
-                self.spooling = true;
-                self.db_up.store(false, Ordering::Relaxed);
+                self.start_journaling(&error, items.len());
             }
             self.spool(&items).await;
         } else {
+            self.not_recorded(&error, &items);
+        }
+    }
+
+    /// A commit failed and the journal takes over: every batch goes there, in order, until it
+    /// is replayed.
+    fn start_journaling(&mut self, error: &StoreError, events: usize) {
+        tracing::warn!(error = %error, events, "commit failed; journaling");
+        self.spooling = true;
+        self.db_up.store(false, Ordering::Relaxed);
+    }
+
+    /// Items that could not be recorded: logged, then released unanswered.
+    fn not_recorded(&self, error: &StoreError, items: &[Item]) {
+        if let [item] = items {
+            let kind = match item {
+                Item::Event { event, .. } => event.kind.as_str(),
+                Item::Close(_) => "close",
+                Item::Reconcile(_) => "reconcile",
+            };
+            tracing::error!(
+                error = %error,
+                kind,
+                acctuniqueid = %item.key(),
+                "accounting change not recorded; no response"
+            );
+        } else {
             tracing::error!(error = %error, events = items.len(), "batch not recorded; no responses");
-            for item in &items {
-                self.abandon(item);
-            }
+        }
+        for item in items {
+            self.abandon(item);
         }
     }
 
@@ -445,12 +469,10 @@ impl Writer {
         todo.push(0..items.len());
         while let Some(range) = todo.pop() {
             let part = &items[range.clone()];
-            let started = std::time::Instant::now();
-            let result =
-                tokio::time::timeout(self.opts.commit_timeout, commit(&self.store, part)).await;
+            let (result, elapsed) = timed_commit(&self.store, part, self.opts.commit_timeout).await;
             let error = match result {
                 Ok(Ok(outcome)) => {
-                    self.committed(part, outcome, started.elapsed());
+                    self.committed(part, outcome, elapsed);
                     continue;
                 }
                 Ok(Err(e)) => e,
@@ -458,38 +480,18 @@ impl Writer {
             };
             Stats::add(&self.stats.batch_failures, 1);
             if self.journal.is_some() {
-                tracing::warn!(error = %error, events = part.len(), "commit failed; journaling");
-                self.spooling = true;
-                self.db_up.store(false, Ordering::Relaxed);
+                self.start_journaling(&error, part.len());
                 // Nothing is split when journaling, so this range runs to the end: everything
                 // not yet committed goes to the journal, in order.
                 return self.spool(&items[range.start..]).await;
             }
-            let splittable = !error.is_unavailable() && !matches!(error, StoreError::Timeout(_));
-            if splittable && part.len() > 1 {
+            if !error.is_outage() && part.len() > 1 {
                 let mid = range.start + part.len() / 2;
                 todo.push(mid..range.end);
                 todo.push(range.start..mid);
                 continue;
             }
-            if part.len() == 1 {
-                let kind = match &part[0] {
-                    Item::Event { event, .. } => event.kind.as_str(),
-                    Item::Close(_) => "close",
-                    Item::Reconcile(_) => "reconcile",
-                };
-                tracing::error!(
-                    error = %error,
-                    kind,
-                    acctuniqueid = %part[0].key(),
-                    "accounting change not recorded; no response"
-                );
-            } else {
-                tracing::error!(error = %error, events = part.len(), "batch not recorded; no responses");
-            }
-            for item in part {
-                self.abandon(item);
-            }
+            self.not_recorded(&error, part);
         }
     }
 

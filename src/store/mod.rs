@@ -41,6 +41,12 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// The database is away or did not answer in time: retrying the same work at once (or
+    /// in smaller pieces) will not help.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
