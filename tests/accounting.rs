@@ -590,24 +590,14 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
 /// concurrently; on SQLite it stays whole. Either way every session's events apply in order:
 /// all rows closed with the Stop's counters, nothing left in the index.
 async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Backend) {
-    use radacctd::ingest::{Item, Writer, WriterOptions};
-    use radacctd::radius::accounting::{Parsed, parse};
-    use radacctd::radius::codec::Packet;
+    use radacctd::ingest::{Writer, WriterOptions};
     use std::sync::Arc;
 
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
     // The daemon's default pool: the writer may take up to 4 of its 8 connections.
-    let store = radacctd::store::Store::open(
-        &db.url,
-        &radacctd::store::StoreOptions {
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .expect("open store");
+    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
     store.migrate().await.expect("migrate");
     let index = Arc::new(radacctd::sessions::SessionIndex::new());
     let stats = Arc::new(Stats::default());
@@ -624,19 +614,7 @@ async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Back
                 replay_interval: Duration::from_secs(1),
             },
         );
-        let (tx, rx) = radacctd::ingest::queue(4096);
-        for (id, attrs) in packets.iter().enumerate() {
-            let bytes = common::build_request(id as u8, common::SECRET.as_bytes(), attrs);
-            let packet = Packet::decode(&bytes).expect("decodes");
-            let nas = "192.0.2.10".parse().expect("ip");
-            let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
-                panic!("an accounting event");
-            };
-            tx.try_send(Item::Event { event, reply: None })
-                .expect("queued");
-        }
-        drop(tx);
-        writer.run(rx)
+        writer.run(common::queued_events(&packets))
     };
     let t = now() - 600;
     let sessions: Vec<Sess> = (0..200).map(|n| Sess::new(9000 + n)).collect();
@@ -719,23 +697,13 @@ async fn configured_fillfactor_is_set_on_radacct() {
 /// and Stops of all 200, whose batches hold sessions that may still be in flight (they wait).
 /// Every row ends closed with its Stop's counters, whatever overlapped.
 async fn pipelined_batches_keep_each_sessions_order(backend: Backend) {
-    use radacctd::ingest::{Item, Writer, WriterOptions};
-    use radacctd::radius::accounting::{Parsed, parse};
-    use radacctd::radius::codec::Packet;
+    use radacctd::ingest::{Writer, WriterOptions};
     use std::sync::Arc;
 
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let store = radacctd::store::Store::open(
-        &db.url,
-        &radacctd::store::StoreOptions {
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .expect("open store");
+    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
     store.migrate().await.expect("migrate");
     let index = Arc::new(radacctd::sessions::SessionIndex::new());
     let stats = Arc::new(Stats::default());
@@ -748,18 +716,6 @@ async fn pipelined_batches_keep_each_sessions_order(backend: Backend) {
     for (i, s) in sessions.iter().enumerate() {
         packets.push(s.stop(t + 400, 400, 5000 + i as u64, 6000, 1));
     }
-    let (tx, rx) = radacctd::ingest::queue(4096);
-    for (id, attrs) in packets.iter().enumerate() {
-        let bytes = common::build_request(id as u8, common::SECRET.as_bytes(), attrs);
-        let packet = Packet::decode(&bytes).expect("decodes");
-        let nas = "192.0.2.10".parse().expect("ip");
-        let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
-            panic!("an accounting event");
-        };
-        tx.try_send(Item::Event { event, reply: None })
-            .expect("queued");
-    }
-    drop(tx);
     Writer::new(
         store.clone(),
         index.clone(),
@@ -772,7 +728,7 @@ async fn pipelined_batches_keep_each_sessions_order(backend: Backend) {
             replay_interval: Duration::from_secs(1),
         },
     )
-    .run(rx)
+    .run(common::queued_events(&packets))
     .await;
 
     let paired = stats

@@ -432,9 +432,7 @@ async fn garbage_flood_does_not_stop_valid_packets() {
 /// dead database first (each retry would cost another connect or commit timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
-    use radacctd::ingest::{Item, Writer, WriterOptions};
-    use radacctd::radius::accounting::{Parsed, parse};
-    use radacctd::radius::codec::Packet;
+    use radacctd::ingest::{Writer, WriterOptions};
     use std::sync::atomic::AtomicBool;
 
     // Nothing listens here: every connection attempt is refused.
@@ -442,15 +440,8 @@ async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let store = radacctd::store::Store::open(
-        &format!("postgres://postgres@127.0.0.1:{dead}/nowhere"),
-        &radacctd::store::StoreOptions {
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(2),
-        },
-    )
-    .await
-    .expect("lazy pool");
+    let url = format!("postgres://postgres@127.0.0.1:{dead}/nowhere");
+    let store = common::open_store(&url, 8, Duration::from_secs(2)).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = Arc::new(std::sync::Mutex::new(
         radacctd::ingest::journal::Journal::open(&dir.path().join("j"), 1 << 30).expect("journal"),
@@ -470,20 +461,9 @@ async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
         },
     )
     .with_journal(journal.clone(), Arc::new(AtomicBool::new(true)));
-    let (tx, rx) = radacctd::ingest::queue(4096);
     let t = now() - 60;
-    for n in 0..300u32 {
-        let bytes = common::build_request(n as u8, SECRET.as_bytes(), &Sess::new(n).start(t));
-        let packet = Packet::decode(&bytes).expect("decodes");
-        let nas = "192.0.2.10".parse().expect("ip");
-        let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
-            panic!("an accounting event");
-        };
-        tx.try_send(Item::Event { event, reply: None })
-            .expect("queued");
-    }
-    drop(tx);
-    writer.run(rx).await;
+    let starts: Vec<_> = (0..300u32).map(|n| Sess::new(n).start(t)).collect();
+    writer.run(common::queued_events(&starts)).await;
 
     assert_eq!(
         Stats::get(&stats.journal_appended),

@@ -159,15 +159,7 @@ impl TestDb {
 
     /// A store on this database (a separate pool from the application's).
     pub async fn open_store(&self) -> Store {
-        Store::open(
-            &self.url,
-            &radacctd::store::StoreOptions {
-                max_connections: 2,
-                acquire_timeout: Duration::from_secs(5),
-            },
-        )
-        .await
-        .expect("open store")
+        open_store(&self.url, 2, Duration::from_secs(5)).await
     }
 
     /// Every radacct row, by key.
@@ -392,6 +384,37 @@ pub fn build_request(id: u8, secret: &[u8], attrs: &[Attr]) -> Vec<u8> {
         .expect("attribute fits");
     }
     b.encode_request(secret).expect("encodes")
+}
+
+/// A store with its own pool on `url` (lazy: nothing connects until it is used).
+pub async fn open_store(url: &str, max_connections: u32, acquire_timeout: Duration) -> Store {
+    Store::open(
+        url,
+        &radacctd::store::StoreOptions {
+            max_connections,
+            acquire_timeout,
+        },
+    )
+    .await
+    .expect("open store")
+}
+
+/// The writer's queue holding these Accounting-Requests, parsed as if received from the lab
+/// NAS 192.0.2.10, and closed behind them (so the writer stops once it has done them all).
+pub fn queued_events(packets: &[Vec<Attr>]) -> radacctd::ingest::IngestReceiver {
+    use radacctd::radius::accounting::{Parsed, parse};
+    let (tx, rx) = radacctd::ingest::queue(packets.len().max(1));
+    for (id, attrs) in packets.iter().enumerate() {
+        let bytes = build_request(id as u8, SECRET.as_bytes(), attrs);
+        let packet = Packet::decode(&bytes).expect("decodes");
+        let nas = "192.0.2.10".parse().expect("ip");
+        let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
+            panic!("an accounting event");
+        };
+        tx.try_send(radacctd::ingest::Item::Event { event, reply: None })
+            .expect("queued");
+    }
+    rx
 }
 
 /// A subscriber session as a MikroTik BNG reports it.
