@@ -607,12 +607,14 @@ pub async fn rebuild_index(
     let started = std::time::Instant::now();
     let mut sessions = Vec::new();
     store
-        .for_each_open_row(|row| {
+        .for_each_open_row(|row, version| {
             let reseller = row
                 .username
                 .as_deref()
                 .and_then(|u| resolver.reseller_of(u));
-            sessions.push(Session::from_row(&row, reseller));
+            let mut session = Session::from_row(&row, reseller);
+            session.row_version = version;
+            sessions.push(session);
         })
         .await?;
     let n = sessions.len();

@@ -96,6 +96,12 @@ pub const PACKET_TYPES: [&str; KINDS] = [
     "other",
 ];
 
+/// Where the writer took a session's row from (the `source` label of
+/// `radacctd_write_sessions_total`): the live index (no read), none (a new row, inserted
+/// without a read), a read of the table, or a read under locks after the table refused the
+/// write (another writer had changed the row, or it already existed).
+pub const ROW_SOURCES: [&str; 4] = ["index", "new", "read", "redone"];
+
 // Metric names.
 pub const PACKETS_RECEIVED: &str = "radacctd_packets_received_total";
 pub const PACKETS_DROPPED: &str = "radacctd_packets_dropped_total";
@@ -105,6 +111,7 @@ pub const EVENTS_UNCHANGED: &str = "radacctd_events_unchanged_total";
 pub const CLOCK_SKEW: &str = "radacctd_event_timestamp_skew_total";
 pub const WRITE_BATCHES: &str = "radacctd_write_batches_total";
 pub const WRITE_BATCHES_PAIRED: &str = "radacctd_write_batches_paired_total";
+pub const WRITE_SESSIONS: &str = "radacctd_write_sessions_total";
 pub const WRITE_BATCH_FAILURES: &str = "radacctd_write_batch_failures_total";
 pub const WRITE_BATCH_SIZE: &str = "radacctd_write_batch_size";
 pub const COMMIT_DURATION: &str = "radacctd_commit_duration_seconds";
@@ -221,6 +228,9 @@ pub struct Stats {
     /// Commits started while another commit of the writer was still running (pipelined batches
     /// and parts of split batches; counted when they commit).
     pub paired_batches: AtomicU64,
+    /// Sessions in committed batches by where the writer took their row from, in
+    /// [`ROW_SOURCES`] order.
+    pub row_sources: [AtomicU64; ROW_SOURCES.len()],
     /// Index entries fixed by reconciliation with SQL (changes made by other writers).
     pub drift: AtomicU64,
     /// Entries appended to the journal, and entries replayed from it into the database.
@@ -320,6 +330,13 @@ impl Stats {
             vec![],
             Self::get(&self.paired_batches),
         );
+        for (i, source) in ROW_SOURCES.iter().enumerate() {
+            abs(
+                WRITE_SESSIONS,
+                vec![label("source", *source)],
+                Self::get(&self.row_sources[i]),
+            );
+        }
         abs(
             WRITE_BATCH_FAILURES,
             vec![],

@@ -1319,6 +1319,7 @@ mod index_matches_database {
                                     acctinputoctets: s.acctinputoctets,
                                     acctoutputoctets: s.acctoutputoctets,
                                     acctsessiontime: s.acctsessiontime,
+                                    row_version: None,
                                 }
                             }),
                     );

@@ -71,7 +71,17 @@ fn replayed_all(app: &TestApp) -> bool {
 }
 
 fn assert_index_equals_open_rows(app: &TestApp, open: &[radacctd::sessions::Row]) {
-    let mut index = app.index.collect(|_| true);
+    // Row versions are the writer's business (which writes need a lookup), not the index's
+    // content.
+    let mut index: Vec<_> = app
+        .index
+        .collect(|_| true)
+        .into_iter()
+        .map(|s| radacctd::sessions::Session {
+            row_version: None,
+            ..s
+        })
+        .collect();
     index.sort_by(|a, b| a.acctuniqueid.cmp(&b.acctuniqueid));
     let expected: Vec<_> = open
         .iter()

@@ -41,8 +41,12 @@ pub struct WriterOptions {
 /// A change to the live index, applied after the transaction committed.
 #[derive(Debug)]
 enum IndexChange {
-    Upsert(Box<Row>),
+    /// The row as written, and its new version when the store reports one.
+    Upsert(Box<Row>, Option<u32>),
     Remove(String),
+    /// The table refused a write from the index: another writer changed the row. The next
+    /// write of this session reads the row first (unless this batch's redo wrote it again).
+    ForgetVersion(String),
 }
 
 /// The journal shared with blocking tasks.
@@ -128,14 +132,21 @@ impl Flights {
         !self.keys.is_empty() && items.iter().any(|i| self.keys.contains(i.key()))
     }
 
-    fn launch(&mut self, store: &Store, items: Vec<Item>, timeout: Duration) {
+    fn launch(
+        &mut self,
+        store: &Store,
+        index: &Arc<SessionIndex>,
+        items: Vec<Item>,
+        timeout: Duration,
+    ) {
         let keys: Vec<String> = items.iter().map(|i| i.key().to_owned()).collect();
         self.keys.extend(keys.iter().cloned());
         self.flight_keys.push_back(keys);
         let overlapped = !self.running.is_empty();
         let store = store.clone();
+        let index = index.clone();
         self.running.push_back(tokio::spawn(async move {
-            let (result, elapsed) = timed_commit(&store, &items, timeout).await;
+            let (result, elapsed) = timed_commit(&store, Some(&index), &items, timeout).await;
             Landed {
                 items,
                 result,
@@ -285,7 +296,7 @@ impl Writer {
                 vec![items]
             };
             for part in parts {
-                flights.launch(&self.store, part, self.opts.commit_timeout);
+                flights.launch(&self.store, &self.index, part, self.opts.commit_timeout);
             }
         }
         if let Some(p) = prober {
@@ -413,6 +424,9 @@ impl Writer {
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.batch_events, part.len() as u64);
         Stats::add(&self.stats.unchanged, outcome.unchanged);
+        for (counter, n) in self.stats.row_sources.iter().zip(outcome.sources) {
+            Stats::add(counter, n);
+        }
         self.answer_all(part, &outcome.closed);
     }
 
@@ -420,12 +434,14 @@ impl Writer {
     async fn reconcile(&self) -> Result<Drift, StoreError> {
         let mut open: HashMap<String, Session> = HashMap::new();
         self.store
-            .for_each_open_row(|row| {
+            .for_each_open_row(|row, version| {
                 let reseller = row
                     .username
                     .as_deref()
                     .and_then(|u| self.resolver.reseller_of(u));
-                open.insert(row.acctuniqueid.clone(), Session::from_row(&row, reseller));
+                let mut session = Session::from_row(&row, reseller);
+                session.row_version = version;
+                open.insert(row.acctuniqueid.clone(), session);
             })
             .await?;
         let mut drift = Drift::default();
@@ -440,9 +456,17 @@ impl Writer {
             drift.removed += 1;
         }
         for (key, session) in open {
-            if self.index.get(&key).as_ref() != Some(&session) {
-                self.index.upsert(session);
-                drift.added += 1;
+            match self.index.get(&key) {
+                Some(known) if known == session => {}
+                // The same values under another version (another writer rewrote the row
+                // unchanged): not drift, but the index takes the version the row has now.
+                Some(known) if known.same_values(&session) => {
+                    self.index.upsert(session);
+                }
+                _ => {
+                    self.index.upsert(session);
+                    drift.added += 1;
+                }
             }
         }
         if drift != Drift::default() {
@@ -469,7 +493,13 @@ impl Writer {
         todo.push(0..items.len());
         while let Some(range) = todo.pop() {
             let part = &items[range.clone()];
-            let (result, elapsed) = timed_commit(&self.store, part, self.opts.commit_timeout).await;
+            let (result, elapsed) = timed_commit(
+                &self.store,
+                Some(&self.index),
+                part,
+                self.opts.commit_timeout,
+            )
+            .await;
             let error = match result {
                 Ok(Ok(outcome)) => {
                     self.committed(part, outcome, elapsed);
@@ -685,15 +715,24 @@ impl Writer {
     fn apply_to_index(&self, changes: Vec<IndexChange>) {
         for change in changes {
             match change {
-                IndexChange::Upsert(row) => {
+                IndexChange::Upsert(row, version) => {
                     let reseller = row
                         .username
                         .as_deref()
                         .and_then(|u| self.resolver.reseller_of(u));
-                    self.index.upsert(Session::from_row(&row, reseller));
+                    let mut session = Session::from_row(&row, reseller);
+                    session.row_version = version;
+                    self.index.upsert(session);
                 }
                 IndexChange::Remove(key) => {
                     self.index.remove(&key);
+                }
+                IndexChange::ForgetVersion(key) => {
+                    if let Some(mut session) = self.index.get(&key)
+                        && session.row_version.take().is_some()
+                    {
+                        self.index.upsert(session);
+                    }
                 }
             }
         }
@@ -797,7 +836,7 @@ pub async fn replay_chunk(
         return Ok(ReplayStep::Drained);
     };
     let items: Vec<Item> = chunk.iter().map(|(e, _)| entry_item(e)).collect();
-    match tokio::time::timeout(commit_timeout, commit(store, &items)).await {
+    match tokio::time::timeout(commit_timeout, commit(store, None, &items)).await {
         Ok(Ok(_)) => {
             lock(journal).mark_replayed(last_offset, items.len() as u64);
             *poison_attempts = 0;
@@ -810,7 +849,11 @@ pub async fn replay_chunk(
     // A statement failed: go one by one up to the failing entry.
     let mut done = 0;
     for ((entry, offset), item) in chunk.iter().zip(&items) {
-        match tokio::time::timeout(commit_timeout, commit(store, std::slice::from_ref(item))).await
+        match tokio::time::timeout(
+            commit_timeout,
+            commit(store, None, std::slice::from_ref(item)),
+        )
+        .await
         {
             Ok(Ok(_)) => {
                 lock(journal).mark_replayed(*offset, 1);
@@ -889,6 +932,8 @@ struct Outcome {
     unchanged: u64,
     /// Per item: whether a close request closed its row.
     closed: Vec<bool>,
+    /// Sessions by where their row came from (`metrics::ROW_SOURCES` order).
+    sources: [u64; 4],
 }
 
 impl Outcome {
@@ -897,6 +942,7 @@ impl Outcome {
             changes: Vec::new(),
             unchanged: 0,
             closed: vec![false; items],
+            sources: [0; 4],
         }
     }
 }
@@ -904,12 +950,16 @@ impl Outcome {
 /// Writes `items`. On PostgreSQL a batch without Accounting-On/Off takes the optimistic path
 /// (two round trips: read, then one guarded statement that inserts and updates); anything
 /// else, and any batch whose optimistic write fails, takes the locked transaction path.
-async fn commit(store: &Store, items: &[Item]) -> Result<Outcome, StoreError> {
+async fn commit(
+    store: &Store,
+    index: Option<&SessionIndex>,
+    items: &[Item],
+) -> Result<Outcome, StoreError> {
     let refs: Vec<&Item> = items.iter().collect();
     if let Store::Postgres(pg) = store
         && !refs.iter().any(|i| is_barrier(i))
     {
-        match commit_optimistic(pg, store, &refs).await {
+        match commit_optimistic(pg, store, index, &refs).await {
             Ok(out) => return Ok(out),
             Err(e) if e.is_unavailable() => return Err(e),
             // A conflicting insert by another writer, a statement error: the locked path
@@ -946,6 +996,7 @@ fn split_by_key(items: Vec<Item>, n: usize) -> Vec<Vec<Item>> {
 /// [`commit`] within `timeout`, and how long it took.
 async fn timed_commit(
     store: &Store,
+    index: Option<&SessionIndex>,
     items: &[Item],
     timeout: Duration,
 ) -> (
@@ -953,7 +1004,7 @@ async fn timed_commit(
     Duration,
 ) {
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(timeout, commit(store, items)).await;
+    let result = tokio::time::timeout(timeout, commit(store, index, items)).await;
     (result, started.elapsed())
 }
 
@@ -962,40 +1013,188 @@ fn is_barrier(item: &Item) -> bool {
         if matches!(event.kind, EventKind::AccountingOn | EventKind::AccountingOff))
 }
 
-/// Read without locks, fold, then one statement that inserts the new rows and updates the
-/// changed ones only where their row version (`xmin`) is still the one read. Rows another
-/// writer changed in between are redone under locks.
+/// Where the optimistic path takes a session's row from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The live index: the row as radacctd last wrote it, with its version. Only for runs of
+    /// Interim-Updates, Stops and closes (a Start would set `connectinfo_start`, which the
+    /// index does not hold; it is rare on an open session).
+    Index,
+    /// None: the index has no open session with this key, and its items are Starts,
+    /// Interim-Updates and Stops, which create a row when there is none. The insert finds out
+    /// when there is one (`ON CONFLICT DO NOTHING`), and the key is redone under locks.
+    New,
+    /// Read from the table.
+    Table,
+}
+
+impl Source {
+    /// Its index in `Outcome::sources` (`metrics::ROW_SOURCES`).
+    fn metric(self) -> usize {
+        match self {
+            Source::Index => 0,
+            Source::New => 1,
+            Source::Table => SOURCE_READ,
+        }
+    }
+}
+
+/// Indexes into `Outcome::sources` (`metrics::ROW_SOURCES`) of the other two sources.
+const SOURCE_READ: usize = 2;
+const SOURCE_REDONE: usize = 3;
+
+/// The source of each key of `items`.
+fn sources<'a>(
+    items: &[&'a Item],
+    index: Option<&SessionIndex>,
+    new_without_lookup: bool,
+) -> (Vec<&'a str>, HashMap<&'a str, Source>) {
+    let keys = unique_keys(items, 0..items.len());
+    // Per key: whether every item allows the index as the source, and a new row.
+    let mut allowed: HashMap<&str, (bool, bool)> = HashMap::with_capacity(keys.len());
+    for item in items {
+        let (from_index, new) = match item {
+            Item::Event { event, .. } => match event.kind {
+                EventKind::InterimUpdate | EventKind::Stop => (true, true),
+                EventKind::Start => (false, true),
+                EventKind::AccountingOn | EventKind::AccountingOff => (false, false),
+            },
+            Item::Close(_) => (true, false),
+            Item::Reconcile(_) => (false, false),
+        };
+        let a = allowed.entry(item.key()).or_insert((true, true));
+        a.0 &= from_index;
+        a.1 &= new;
+    }
+    let mut out = HashMap::with_capacity(keys.len());
+    for k in &keys {
+        let (from_index, new) = allowed[k];
+        let source = match index {
+            None => Source::Table,
+            Some(ix) => match ix.get(k) {
+                Some(s)
+                    if from_index
+                        && s.radacctid.is_some()
+                        && s.row_version.is_some()
+                        && (s.acctstarttime.is_some() || s.acctupdatetime.is_some()) =>
+                {
+                    Source::Index
+                }
+                None if new && new_without_lookup => Source::New,
+                _ => Source::Table,
+            },
+        };
+        out.insert(*k, source);
+    }
+    (keys, out)
+}
+
+/// Without locks: each session's row comes from the index when it holds the row radacctd last
+/// wrote, is assumed absent when the index has no open session with its key and its events
+/// would create one, and is read from the table otherwise (see [`Source`]). Then fold, and one
+/// statement inserts the new rows and updates the changed ones, each only where its row
+/// version (`xmin`) is still the one known. Rows another writer changed, and keys that turned
+/// out to exist, are redone under locks. In steady state (Interim-Updates and Stops of open
+/// sessions, Starts of new ones) a batch is one statement and reads nothing.
 async fn commit_optimistic(
     pg: &crate::store::PgStore,
     store: &Store,
+    index: Option<&SessionIndex>,
     items: &[&Item],
 ) -> Result<Outcome, StoreError> {
-    let keys = unique_keys(items, 0..items.len());
-    let (loaded, versions) = pg.load_versions(&keys).await?;
+    let new_without_lookup = index.is_some() && pg.key_is_unique().await?;
+    let (keys, sources) = sources(items, index, new_without_lookup);
+    let mut rows: HashMap<String, Row> = HashMap::with_capacity(keys.len());
+    let mut versions: HashMap<String, String> = HashMap::with_capacity(keys.len());
+    // The index-fed rows as they were before folding.
+    let mut fed: HashMap<String, Row> = HashMap::new();
+    if let Some(ix) = index {
+        for (k, _) in sources.iter().filter(|(_, s)| **s == Source::Index) {
+            let Some(session) = ix.get(k) else { continue };
+            let row = row_from_session(&session);
+            if let Some(v) = session.row_version {
+                versions.insert((*k).to_owned(), v.to_string());
+            }
+            rows.insert((*k).to_owned(), row.clone());
+            fed.insert((*k).to_owned(), row);
+        }
+    }
+    let lookup: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| {
+            sources[k] == Source::Table || (sources[k] == Source::Index && !fed.contains_key(*k))
+        })
+        .collect();
+    if !lookup.is_empty() {
+        let (loaded, loaded_versions) = pg.load_versions(&lookup).await?;
+        rows.extend(loaded);
+        versions.extend(loaded_versions);
+    }
     let mut out = Outcome::new(items.len());
+    for source in sources.values() {
+        out.sources[source.metric()] += 1;
+    }
     let mut unchanged = vec![false; items.len()];
-    let mut folded = fold(items, 0..items.len(), loaded, &mut out, &mut unchanged);
-    let stale = pg
-        .write_guarded(&mut folded.inserts, &folded.updates, &versions)
+    let mut folded = fold(items, 0..items.len(), rows, &mut out, &mut unchanged);
+    let mut redo: std::collections::HashSet<String> = Default::default();
+    let (mut index_fed, updates): (Vec<Row>, Vec<Row>) = std::mem::take(&mut folded.updates)
+        .into_iter()
+        .partition(|r| fed.contains_key(&r.acctuniqueid));
+    index_fed.retain(|r| {
+        let exact = crate::store::index_fed_write_is_exact(&fed[&r.acctuniqueid], r);
+        if !exact {
+            redo.insert(r.acctuniqueid.clone());
+        }
+        exact
+    });
+    // An index-fed session whose items changed nothing was judged on the index's copy, which
+    // only the write's guard can vouch for; another writer may have changed the row so that
+    // they do change it. Those (repeated events, mostly) are read under locks instead.
+    let changed: std::collections::HashSet<&str> =
+        index_fed.iter().map(|r| r.acctuniqueid.as_str()).collect();
+    let mut verify: std::collections::HashSet<String> = fed
+        .keys()
+        .filter(|k| !changed.contains(k.as_str()) && !redo.contains(*k))
+        .cloned()
+        .collect();
+    let written = pg
+        .write_guarded(&mut folded.inserts, &updates, &index_fed, &versions)
         .await?;
-    if stale.is_empty() {
+    redo.extend(written.refused);
+    verify.retain(|k| !redo.contains(k));
+    folded.updates = updates;
+    folded.updates.extend(index_fed);
+    if !redo.is_empty() {
+        tracing::debug!(
+            rows = redo.len(),
+            "rows changed by another writer, or already there; redoing them"
+        );
+        folded.inserts.retain(|r| !redo.contains(&r.acctuniqueid));
+        folded.updates.retain(|r| !redo.contains(&r.acctuniqueid));
+    }
+    record(folded, &mut out, &written.versions);
+    if redo.is_empty() && verify.is_empty() {
         out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
-        record(folded, &mut out);
         return Ok(out);
     }
-    tracing::debug!(
-        rows = stale.len(),
-        "rows changed by another writer; redoing them"
-    );
-    folded.updates.retain(|r| !stale.contains(&r.acctuniqueid));
-    record(folded, &mut out);
-    let redo: Vec<usize> = (0..items.len())
-        .filter(|i| stale.contains(items[*i].key()))
+    let again_at: Vec<usize> = (0..items.len())
+        .filter(|i| redo.contains(items[*i].key()) || verify.contains(items[*i].key()))
         .collect();
-    let redo_items: Vec<&Item> = redo.iter().map(|i| items[*i]).collect();
-    let again = commit_locked(store, &redo_items).await?;
+    let again_items: Vec<&Item> = again_at.iter().map(|i| items[*i]).collect();
+    let again = commit_locked(store, &again_items).await?;
+    for key in &redo {
+        if let Some(source) = sources.get(key.as_str()) {
+            out.sources[source.metric()] -= 1;
+        }
+    }
+    out.sources[SOURCE_REDONE] += redo.len() as u64;
+    out.sources[Source::Index.metric()] -= verify.len() as u64;
+    out.sources[SOURCE_READ] += verify.len() as u64;
+    out.changes
+        .extend(redo.into_iter().map(IndexChange::ForgetVersion));
     out.changes.extend(again.changes);
-    for (j, i) in redo.iter().enumerate() {
+    for (j, i) in again_at.iter().enumerate() {
         out.closed[*i] = again.closed[j];
         unchanged[*i] = false;
     }
@@ -1035,6 +1234,7 @@ async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outcome, StoreE
     .await?;
     tx.commit().await?;
     out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
+    out.sources[SOURCE_READ] = unique_keys(items, 0..items.len()).len() as u64;
     Ok(out)
 }
 
@@ -1104,11 +1304,13 @@ fn fold(
     folded
 }
 
-/// The index changes of rows that were written.
-fn record(folded: Folded, out: &mut Outcome) {
+/// The index changes of rows that were written, with their new versions where known.
+fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<String, u32>) {
     for row in folded.inserts.into_iter().chain(folded.updates) {
         if row.is_open() {
-            out.changes.push(IndexChange::Upsert(Box::new(row)));
+            let version = versions.get(&row.acctuniqueid).copied();
+            out.changes
+                .push(IndexChange::Upsert(Box::new(row), version));
         } else {
             out.changes.push(IndexChange::Remove(row.acctuniqueid));
         }
@@ -1131,7 +1333,7 @@ async fn fold_and_write(
     let mut folded = fold(items, range, loaded, out, unchanged);
     tx.insert(&mut folded.inserts).await?;
     tx.update(&folded.updates).await?;
-    record(folded, out);
+    record(folded, out, &HashMap::new());
     Ok(())
 }
 

@@ -502,6 +502,7 @@ mod tests {
             acctoutputoctets: None,
             acctsessiontime: None,
             reseller_id: Some(id % 3),
+            row_version: None,
         }
     }
 

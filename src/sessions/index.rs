@@ -315,6 +315,7 @@ mod tests {
             acctoutputoctets: Some(0),
             acctsessiontime: Some(0),
             reseller_id: reseller,
+            row_version: None,
         }
     }
 

@@ -67,6 +67,10 @@ pub struct Session {
     pub acctsessiontime: Option<i64>,
     /// The reseller that owns the subscriber, resolved when the session enters the index.
     pub reseller_id: Option<i64>,
+    /// The PostgreSQL row version (`xmin`) that radacctd's own write of this row produced, when
+    /// known: while the row still has it, nobody else changed it, so its next write needs no
+    /// lookup (the ingest writer's index-fed update). `None`: look the row up first.
+    pub row_version: Option<u32>,
 }
 
 impl Session {
@@ -87,7 +91,16 @@ impl Session {
             acctoutputoctets: row.acctoutputoctets,
             acctsessiontime: row.acctsessiontime,
             reseller_id,
+            row_version: None,
         }
+    }
+
+    /// Whether both hold the same values, whatever their row versions.
+    pub fn same_values(&self, other: &Session) -> bool {
+        Session {
+            row_version: other.row_version,
+            ..self.clone()
+        } == *other
     }
 
     /// The NAS address parsed, when it is one (it always is for rows we wrote).

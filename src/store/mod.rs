@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::sessions::Row;
 
 pub use jobs::{ArchivableRow, StaleRow};
-pub use postgres::PgStore;
+pub use postgres::{GuardedWrite, PgStore};
 pub use query::{ExportStart, SessionQuery, SessionRecord};
 pub use sqlite::SqliteStore;
 
@@ -176,8 +176,9 @@ impl Store {
         }
     }
 
-    /// Every open row (`acctstoptime IS NULL`), streamed to `f` (the index rebuild).
-    pub async fn for_each_open_row(&self, f: impl FnMut(Row) + Send) -> Result<()> {
+    /// Every open row (`acctstoptime IS NULL`), streamed to `f` (the index rebuild) with its
+    /// row version on PostgreSQL (`xmin`, read with the row; see `Session::row_version`).
+    pub async fn for_each_open_row(&self, f: impl FnMut(Row, Option<u32>) + Send) -> Result<()> {
         match self {
             Store::Postgres(s) => s.for_each_open_row(f).await,
             Store::Sqlite(s) => s.for_each_open_row(f).await,
@@ -384,6 +385,54 @@ pub(crate) fn column_value(row: &Row, i: usize) -> Value<'_> {
         26 => Value::Text(t(&row.delegatedipv6prefix)),
         _ => Value::Text(t(&row.class)),
     }
+}
+
+/// The write columns the live index holds exactly (see [`crate::sessions::Session`]): an
+/// index-fed update (a row rebuilt from the index, DESIGN §2) sets them from the folded row.
+pub(crate) const INDEX_HELD: [&str; 6] = [
+    "acctstarttime",
+    "acctupdatetime",
+    "acctsessiontime",
+    "acctinputoctets",
+    "acctoutputoctets",
+    "framedipaddress",
+];
+
+/// The write columns the index does not hold that folding an Interim-Update, a Stop or a
+/// close can set on an open row. An index-fed row starts with them unknown (`None`); the
+/// update sets the ones the fold gave a value and keeps the others as they are in the table.
+pub(crate) const INDEX_KEPT_UNLESS_SET: [&str; 8] = [
+    "acctstoptime",
+    "acctinterval",
+    "connectinfo_stop",
+    "acctterminatecause",
+    "framedipv6address",
+    "framedipv6prefix",
+    "framedinterfaceid",
+    "delegatedipv6prefix",
+];
+
+/// Whether an index-fed row, folded from `before` to `after`, can be written by the
+/// index-fed update: no column outside [`INDEX_HELD`] and [`INDEX_KEPT_UNLESS_SET`] changed,
+/// and no kept column went from a value to none (the update cannot tell that from "keep").
+pub(crate) fn index_fed_write_is_exact(before: &Row, after: &Row) -> bool {
+    WRITE_COLUMNS.iter().enumerate().all(|(i, c)| {
+        let (b, a) = (column_value(before, i), column_value(after, i));
+        let same = match (&b, &a) {
+            (Value::Text(x), Value::Text(y)) => x == y,
+            (Value::Int(x), Value::Int(y)) => x == y,
+            _ => false,
+        };
+        let went_null = matches!(a, Value::Text(None) | Value::Int(None))
+            && !matches!(b, Value::Text(None) | Value::Int(None));
+        if INDEX_HELD.contains(c) {
+            true
+        } else if INDEX_KEPT_UNLESS_SET.contains(c) {
+            !went_null
+        } else {
+            same
+        }
+    })
 }
 
 /// Builds a `Row` from values read in `radacctid` + [`WRITE_COLUMNS`] order.

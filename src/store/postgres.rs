@@ -11,8 +11,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row as _, Transaction};
 
 use super::{
-    ColumnKind, NasRow, Result, RowReader, StoreOptions, Value, WRITE_COLUMNS, column_kind,
-    column_value,
+    ColumnKind, INDEX_HELD, INDEX_KEPT_UNLESS_SET, NasRow, Result, RowReader, StoreOptions, Value,
+    WRITE_COLUMNS, column_kind, column_value,
 };
 use crate::sessions::Row;
 
@@ -45,24 +45,101 @@ static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One statement: insert the new rows, update the changed ones whose version is still the one
-/// read; returns what it did (`0` inserted with its key, `1` updated). For batches with both.
-static WRITE_GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH ins AS ({}), upd AS ({} RETURNING r.radacctid) \
-         SELECT 0, radacctid, acctuniqueid FROM ins UNION ALL SELECT 1, radacctid, NULL FROM upd",
-        insert_statement(1),
-        update_statement(WRITE_COLUMNS.len() + 1, true),
-    )
-});
+/// The batch write of the optimistic path, one statement per combination of its parts (index
+/// = [`INSERTS`] | [`UPDATES`] | [`INDEX_FED`]); each part returns `(part, radacctid,
+/// acctuniqueid, xmin)` for the rows it wrote, and several parts are joined as CTEs of one
+/// statement, so the batch is one implicit transaction. Only the parts a batch has are sent:
+/// every statement is planned afresh for its parameters (`force_custom_plan`), and a part
+/// costs planning even when its arrays are empty.
+static WRITE_GUARDED_SQL: LazyLock<Vec<String>> =
+    LazyLock::new(|| (0..8).map(guarded_write_statement).collect());
 
-/// The guarded update alone (batches without new rows: interims and stops).
-static UPDATE_GUARDED_SQL: LazyLock<String> =
-    LazyLock::new(|| format!("{} RETURNING r.radacctid", update_statement(1, true)));
+/// New rows, inserted unless another row has their key (`ON CONFLICT DO NOTHING`).
+const INSERTS: usize = 1;
+/// Rows read from the table, every column written where the row's version is still the one read.
+const UPDATES: usize = 2;
+/// Rows rebuilt from the live index, written with [`index_fed_update`] where the row's version
+/// is still the one radacctd last wrote.
+const INDEX_FED: usize = 4;
+
+fn guarded_write_statement(parts: usize) -> String {
+    let mut next = 1;
+    let mut statements = Vec::new();
+    if parts & INSERTS != 0 {
+        statements.push(format!(
+            "{} ON CONFLICT DO NOTHING \
+             RETURNING 0 AS part, radacctid, acctuniqueid, xmin::text AS version",
+            insert_core(next)
+        ));
+        next += WRITE_COLUMNS.len();
+    }
+    if parts & UPDATES != 0 {
+        let all: Vec<usize> = (0..WRITE_COLUMNS.len()).collect();
+        statements.push(format!(
+            "{} RETURNING 1 AS part, r.radacctid, NULL::text, r.xmin::text",
+            update_core(next, true, &all, &[])
+        ));
+        next += 2 + WRITE_COLUMNS.len();
+    }
+    if parts & INDEX_FED != 0 {
+        statements.push(format!(
+            "{} RETURNING 2 AS part, r.radacctid, NULL::text, r.xmin::text",
+            index_fed_update(next)
+        ));
+    }
+    match statements.len() {
+        0 => String::new(),
+        1 => statements.remove(0),
+        _ => {
+            let ctes: Vec<String> = statements
+                .iter()
+                .enumerate()
+                .map(|(i, st)| format!("w{i} AS ({st})"))
+                .collect();
+            let selects: Vec<String> = (0..statements.len())
+                .map(|i| format!("SELECT * FROM w{i}"))
+                .collect();
+            format!("WITH {} {}", ctes.join(", "), selects.join(" UNION ALL "))
+        }
+    }
+}
+
+/// The update of rows rebuilt from the index: [`INDEX_HELD`] columns set, the
+/// [`INDEX_KEPT_UNLESS_SET`] ones set only when the fold gave them a value.
+fn index_fed_update(first: usize) -> String {
+    let col = |name: &str| {
+        WRITE_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .expect("a write column")
+    };
+    let set: Vec<usize> = INDEX_HELD.iter().map(|c| col(c)).collect();
+    let kept: Vec<usize> = INDEX_KEPT_UNLESS_SET.iter().map(|c| col(c)).collect();
+    update_core(first, true, &set, &kept)
+}
+
+/// The columns bound for [`index_fed_update`], in its parameter order.
+static INDEX_FED_COLUMNS: LazyLock<Vec<usize>> = LazyLock::new(|| {
+    INDEX_HELD
+        .iter()
+        .chain(INDEX_KEPT_UNLESS_SET.iter())
+        .map(|name| {
+            WRITE_COLUMNS
+                .iter()
+                .position(|c| c == name)
+                .expect("a write column")
+        })
+        .collect()
+});
 
 /// `INSERT … SELECT … FROM unnest(<one array per write column>) RETURNING radacctid,
 /// acctuniqueid`, parameters numbered from `$first`.
 fn insert_statement(first: usize) -> String {
+    format!("{} RETURNING radacctid, acctuniqueid", insert_core(first))
+}
+
+/// `INSERT … SELECT … FROM unnest(<one array per write column>)`, parameters from `$first`.
+fn insert_core(first: usize) -> String {
     let params: Vec<String> = WRITE_COLUMNS
         .iter()
         .enumerate()
@@ -75,7 +152,7 @@ fn insert_statement(first: usize) -> String {
         .map(|(i, c)| from_unnested(column_kind(c), &format!("c{}", i + 1)))
         .collect();
     format!(
-        "INSERT INTO radacct ({}) SELECT {} FROM unnest({}) AS u({}) RETURNING radacctid, acctuniqueid",
+        "INSERT INTO radacct ({}) SELECT {} FROM unnest({}) AS u({})",
         WRITE_COLUMNS.join(", "),
         exprs.join(", "),
         params.join(", "),
@@ -87,23 +164,35 @@ fn insert_statement(first: usize) -> String {
 /// matched on `radacctid`, and when `guarded` only where the row's `xmin` is the version read;
 /// parameters numbered from `$first`.
 fn update_statement(first: usize, guarded: bool) -> String {
+    let all: Vec<usize> = (0..WRITE_COLUMNS.len()).collect();
+    update_core(first, guarded, &all, &[])
+}
+
+/// The update of [`update_statement`] for the write columns `set` (set from the arrays) and
+/// `kept` (set from the arrays where those hold a value, else left as they are), bound in that
+/// order after the ids (and versions); `acctuniqueid` is never set.
+fn update_core(first: usize, guarded: bool, set: &[usize], kept: &[usize]) -> String {
     let mut params = vec![format!("${first}::int8[]")];
     let mut aliases = vec!["id".to_owned()];
     if guarded {
         params.push(format!("${}::text[]", first + 1));
         aliases.push("version".to_owned());
     }
-    let columns_from = first + params.len();
     let mut sets = Vec::new();
-    for (i, c) in WRITE_COLUMNS.iter().enumerate() {
+    for (n, i) in set.iter().chain(kept).enumerate() {
+        let c = WRITE_COLUMNS[*i];
         let kind = column_kind(c);
-        params.push(format!("${}::{}", columns_from + i, array_type(kind)));
-        aliases.push(format!("c{}", i + 1));
-        if *c != "acctuniqueid" {
-            sets.push(format!(
-                "{c} = {}",
-                from_unnested(kind, &format!("u.c{}", i + 1))
-            ));
+        params.push(format!("${}::{}", first + aliases.len(), array_type(kind)));
+        let alias = format!("c{}", n + 1);
+        let value = from_unnested(kind, &format!("u.{alias}"));
+        aliases.push(alias);
+        if c == "acctuniqueid" {
+            continue;
+        }
+        if n < set.len() {
+            sets.push(format!("{c} = {value}"));
+        } else {
+            sets.push(format!("{c} = COALESCE({value}, r.{c})"));
         }
     }
     let guard = if guarded {
@@ -121,7 +210,7 @@ fn update_statement(first: usize, guarded: bool) -> String {
 
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM radacct WHERE acctstoptime IS NULL",
+        "SELECT {}, xmin::text FROM radacct WHERE acctstoptime IS NULL",
         *SELECT_LIST
     )
 });
@@ -166,10 +255,19 @@ fn read_row(r: &PgRow) -> Result<Row> {
 
 /// Binds one array per write column, in [`WRITE_COLUMNS`] order.
 fn bind_columns<'q>(
-    mut q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     rows: &[Row],
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    for i in 0..WRITE_COLUMNS.len() {
+    bind_some_columns(q, rows, 0..WRITE_COLUMNS.len())
+}
+
+/// Binds one array per write column in `columns` (indexes into [`WRITE_COLUMNS`]), in order.
+fn bind_some_columns<'q>(
+    mut q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    rows: &[Row],
+    columns: impl IntoIterator<Item = usize>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    for i in columns {
         match column_value(&Row::default(), i) {
             Value::Int(_) => {
                 let col: Vec<Option<i64>> = rows
@@ -196,10 +294,32 @@ fn bind_columns<'q>(
     q
 }
 
+/// The ids and the versions of rows to update with a guard, as bound arrays.
+fn ids_and_versions(
+    rows: &[Row],
+    versions: &HashMap<String, String>,
+) -> (Vec<Option<i64>>, Vec<Option<String>>) {
+    rows.iter()
+        .map(|r| (r.radacctid, versions.get(&r.acctuniqueid).cloned()))
+        .unzip()
+}
+
+/// What [`PgStore::write_guarded`] did.
+#[derive(Debug, Default)]
+pub struct GuardedWrite {
+    /// Keys not written: an update whose row another writer changed since its version, an
+    /// insert whose key another row already has. Their events must be redone under locks.
+    pub refused: std::collections::HashSet<String>,
+    /// The new version (`xmin`) of every row written, by key.
+    pub versions: HashMap<String, u32>,
+}
+
 /// PostgreSQL connection pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Whether `radacct.acctuniqueid` has a unique index (looked up once, on first use).
+    unique_key: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl PgStore {
@@ -214,7 +334,10 @@ impl PgStore {
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
             .connect_lazy_with(connect);
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            unique_key: Default::default(),
+        })
     }
 
     /// The pool, for code in this module's siblings that needs raw access (tests, jobs).
@@ -248,15 +371,49 @@ impl PgStore {
         Ok(true)
     }
 
+    /// Whether `radacct.acctuniqueid` has a valid unique index (FreeRADIUS's schema declares
+    /// it `UNIQUE`). Only then can a new row be inserted without looking for its key first:
+    /// the insert itself finds an existing row (`ON CONFLICT DO NOTHING`). Checked once.
+    pub async fn key_is_unique(&self) -> Result<bool> {
+        self.unique_key
+            .get_or_try_init(|| async {
+                let unique: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                     WHERE i.indrelid = 'radacct'::regclass AND i.indisunique AND i.indisvalid \
+                     AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
+                     AND a.attname = 'acctuniqueid')",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                if !unique {
+                    tracing::warn!(
+                        "radacct.acctuniqueid has no unique index (FreeRADIUS's schema declares \
+                         it UNIQUE): every new session is looked up before it is inserted"
+                    );
+                }
+                Ok::<_, super::StoreError>(unique)
+            })
+            .await
+            .copied()
+    }
+
     pub(super) async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    pub(super) async fn for_each_open_row(&self, mut f: impl FnMut(Row) + Send) -> Result<()> {
+    pub(super) async fn for_each_open_row(
+        &self,
+        mut f: impl FnMut(Row, Option<u32>) + Send,
+    ) -> Result<()> {
         let mut stream = sqlx::query(OPEN_ROWS_SQL.as_str()).fetch(&self.pool);
         while let Some(r) = stream.try_next().await? {
-            f(read_row(&r)?);
+            let version = r
+                .try_get::<String, _>(WRITE_COLUMNS.len() + 1)?
+                .parse()
+                .ok();
+            f(read_row(&r)?, version);
         }
         Ok(())
     }
@@ -308,60 +465,80 @@ impl PgStore {
         Ok((out, versions))
     }
 
-    /// Inserts `inserts` (filling their ids) and updates `updates` where each row's version
-    /// is still `versions[key]`, in one statement (one implicit transaction). Returns the keys
-    /// of updates that did not apply because another writer changed the row.
+    /// One statement (one implicit transaction): inserts `inserts` (filling their ids) unless
+    /// their key exists, updates `updates` (rows read from the table) and `index_fed` (rows
+    /// rebuilt from the index, see [`INDEX_HELD`]) where each row's version is still
+    /// `versions[key]`. Returns what was refused and the new row versions.
     pub async fn write_guarded(
         &self,
         inserts: &mut [Row],
         updates: &[Row],
+        index_fed: &[Row],
         versions: &HashMap<String, String>,
-    ) -> Result<std::collections::HashSet<String>> {
-        if inserts.is_empty() && updates.is_empty() {
-            return Ok(Default::default());
+    ) -> Result<GuardedWrite> {
+        let parts = [
+            (INSERTS, !inserts.is_empty()),
+            (UPDATES, !updates.is_empty()),
+            (INDEX_FED, !index_fed.is_empty()),
+        ]
+        .iter()
+        .filter(|(_, has)| *has)
+        .fold(0, |acc, (part, _)| acc | part);
+        if parts == 0 {
+            return Ok(GuardedWrite::default());
         }
-        let ids: Vec<Option<i64>> = updates.iter().map(|r| r.radacctid).collect();
-        let vers: Vec<Option<String>> = updates
-            .iter()
-            .map(|r| versions.get(&r.acctuniqueid).cloned())
-            .collect();
+        let mut q = sqlx::query(WRITE_GUARDED_SQL[parts].as_str());
+        if !inserts.is_empty() {
+            q = bind_columns(q, inserts);
+        }
+        if !updates.is_empty() {
+            let (ids, vers) = ids_and_versions(updates, versions);
+            q = bind_columns(q.bind(ids).bind(vers), updates);
+        }
+        if !index_fed.is_empty() {
+            let (ids, vers) = ids_and_versions(index_fed, versions);
+            q = bind_some_columns(
+                q.bind(ids).bind(vers),
+                index_fed,
+                INDEX_FED_COLUMNS.iter().copied(),
+            );
+        }
         let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
-        let mut updated = std::collections::HashSet::with_capacity(updates.len());
-        // The smallest statement that does the job: every statement is planned afresh for its
-        // parameters (`force_custom_plan`), and planning the combined one costs as much as
-        // planning both halves, although most batches only insert (Starts) or only update.
-        if updates.is_empty() {
-            let q = bind_columns(sqlx::query(INSERT_SQL.as_str()), inserts);
-            for r in &q.fetch_all(&self.pool).await? {
-                inserted.insert(r.try_get(1)?, r.try_get(0)?);
-            }
-        } else if inserts.is_empty() {
-            let q = sqlx::query(UPDATE_GUARDED_SQL.as_str());
-            let q = bind_columns(q.bind(ids).bind(vers), updates);
-            for r in &q.fetch_all(&self.pool).await? {
-                updated.insert(r.try_get::<i64, _>(0)?);
-            }
-        } else {
-            let q = bind_columns(sqlx::query(WRITE_GUARDED_SQL.as_str()), inserts);
-            let q = bind_columns(q.bind(ids).bind(vers), updates);
-            for r in &q.fetch_all(&self.pool).await? {
-                let kind: i32 = r.try_get(0)?;
-                let id: i64 = r.try_get(1)?;
-                if kind == 0 {
-                    inserted.insert(r.try_get::<String, _>(2)?, id);
-                } else {
-                    updated.insert(id);
+        let mut updated: HashMap<i64, Option<u32>> =
+            HashMap::with_capacity(updates.len() + index_fed.len());
+        let mut out = GuardedWrite::default();
+        for r in &q.fetch_all(&self.pool).await? {
+            let part: i32 = r.try_get(0)?;
+            let id: i64 = r.try_get(1)?;
+            let version = r.try_get::<String, _>(3)?.parse::<u32>().ok();
+            if part == 0 {
+                let key: String = r.try_get(2)?;
+                if let Some(v) = version {
+                    out.versions.insert(key.clone(), v);
                 }
+                inserted.insert(key, id);
+            } else {
+                updated.insert(id, version);
             }
         }
         for row in inserts.iter_mut() {
             row.radacctid = inserted.get(&row.acctuniqueid).copied();
+            if row.radacctid.is_none() {
+                out.refused.insert(row.acctuniqueid.clone());
+            }
         }
-        Ok(updates
-            .iter()
-            .filter(|r| !r.radacctid.is_some_and(|id| updated.contains(&id)))
-            .map(|r| r.acctuniqueid.clone())
-            .collect())
+        for row in updates.iter().chain(index_fed) {
+            match row.radacctid.and_then(|id| updated.get(&id)) {
+                Some(Some(v)) => {
+                    out.versions.insert(row.acctuniqueid.clone(), *v);
+                }
+                Some(None) => {}
+                None => {
+                    out.refused.insert(row.acctuniqueid.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn begin(&self) -> Result<PgTx> {

@@ -145,10 +145,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn for_each_open_row(&self, mut f: impl FnMut(Row) + Send) -> Result<()> {
+    pub(super) async fn for_each_open_row(
+        &self,
+        mut f: impl FnMut(Row, Option<u32>) + Send,
+    ) -> Result<()> {
         let mut stream = sqlx::query(OPEN_ROWS_SQL.as_str()).fetch(&self.pool);
         while let Some(r) = stream.try_next().await? {
-            f(read_row(&r)?);
+            f(read_row(&r)?, None);
         }
         Ok(())
     }
