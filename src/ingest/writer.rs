@@ -1043,12 +1043,21 @@ impl Source {
 const SOURCE_READ: usize = 2;
 const SOURCE_REDONE: usize = 3;
 
+/// The sessions of a batch and where their rows come from.
+struct Sources<'a> {
+    /// The keys, in first-seen order.
+    keys: Vec<&'a str>,
+    of: HashMap<&'a str, Source>,
+    /// The index's sessions of the keys whose source is [`Source::Index`].
+    fed: Vec<(&'a str, Session)>,
+}
+
 /// The source of each key of `items`.
 fn sources<'a>(
     items: &[&'a Item],
     index: Option<&SessionIndex>,
     new_without_lookup: bool,
-) -> (Vec<&'a str>, HashMap<&'a str, Source>) {
+) -> Sources<'a> {
     let keys = unique_keys(items, 0..items.len());
     // Per key: whether every item allows the index as the source, and a new row.
     let mut allowed: HashMap<&str, (bool, bool)> = HashMap::with_capacity(keys.len());
@@ -1067,6 +1076,7 @@ fn sources<'a>(
         a.1 &= new;
     }
     let mut out = HashMap::with_capacity(keys.len());
+    let mut fed = Vec::new();
     for k in &keys {
         let (from_index, new) = allowed[k];
         let source = match index {
@@ -1078,6 +1088,7 @@ fn sources<'a>(
                         && s.row_version.is_some()
                         && (s.acctstarttime.is_some() || s.acctupdatetime.is_some()) =>
                 {
+                    fed.push((*k, s));
                     Source::Index
                 }
                 None if new && new_without_lookup => Source::New,
@@ -1086,7 +1097,7 @@ fn sources<'a>(
         };
         out.insert(*k, source);
     }
-    (keys, out)
+    Sources { keys, of: out, fed }
 }
 
 /// Without locks: each session's row comes from the index when it holds the row radacctd last
@@ -1103,28 +1114,27 @@ async fn commit_optimistic(
     items: &[&Item],
 ) -> Result<Outcome, StoreError> {
     let new_without_lookup = index.is_some() && pg.key_is_unique().await?;
-    let (keys, sources) = sources(items, index, new_without_lookup);
+    let Sources {
+        keys,
+        of: sources,
+        fed: fed_sessions,
+    } = sources(items, index, new_without_lookup);
     let mut rows: HashMap<String, Row> = HashMap::with_capacity(keys.len());
     let mut versions: HashMap<String, String> = HashMap::with_capacity(keys.len());
     // The index-fed rows as they were before folding.
     let mut fed: HashMap<String, Row> = HashMap::new();
-    if let Some(ix) = index {
-        for (k, _) in sources.iter().filter(|(_, s)| **s == Source::Index) {
-            let Some(session) = ix.get(k) else { continue };
-            let row = row_from_session(&session);
-            if let Some(v) = session.row_version {
-                versions.insert((*k).to_owned(), v.to_string());
-            }
-            rows.insert((*k).to_owned(), row.clone());
-            fed.insert((*k).to_owned(), row);
+    for (k, session) in fed_sessions {
+        let row = row_from_session(&session);
+        if let Some(v) = session.row_version {
+            versions.insert(k.to_owned(), v.to_string());
         }
+        rows.insert(k.to_owned(), row.clone());
+        fed.insert(k.to_owned(), row);
     }
     let lookup: Vec<&str> = keys
         .iter()
         .copied()
-        .filter(|k| {
-            sources[k] == Source::Table || (sources[k] == Source::Index && !fed.contains_key(*k))
-        })
+        .filter(|k| sources[k] == Source::Table)
         .collect();
     if !lookup.is_empty() {
         let (loaded, loaded_versions) = pg.load_versions(&lookup).await?;
