@@ -31,7 +31,8 @@
 # Output: the bench table, the verification line, then
 #   cpu: wall W s; radacctd D s (x% of a core), postgres P s (this database's backends + WAL
 #   writer, checkpointer, background writer; all postgres processes: A s), bench B s, rest R s
-#   writer: batches, mean events per batch, mean commit time (from the daemon's /metrics)
+#   writer: batches, mean events per batch, mean commit time (from the daemon's /metrics), and
+#           sessions by where the writer took their rows from (index, new, read, redone)
 # and the load average before and after. Everything is also written to DIR (default
 # target/benchruns/<timestamp>-<store>): daemon.log, bench.out, summary.json.
 set -euo pipefail
@@ -228,6 +229,10 @@ t1=$(date +%s.%N); b1=$(busy); d1=$(ticks "$dpid"); a1=$(all_pg)
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 bs1=$(metric radacctd_write_batch_size_sum); bc1=$(metric radacctd_write_batch_size_count)
 pb1=$(metric radacctd_write_batches_paired_total)
+sources=""
+for src in index new read redone; do
+    sources="$sources $src $(metric "radacctd_write_sessions_total{source=\"$src\"}")"
+done
 cs1=$(metric radacctd_commit_duration_seconds_sum)
 pg_ours=0
 declare -A seen=()
@@ -257,6 +262,7 @@ writer=$(awk -v s0="${bs0:-0}" -v s1="${bs1:-0}" -v c0="${bc0:-0}" -v c1="${bc1:
 {
     echo "$summary"
     echo "$writer"
+    echo "writer: sessions by where their row came from (radacctd_write_sessions_total since start):$sources"
     echo "load average before: $load0; after: $load1 ($(nproc) CPUs)"
     [ "$rc" = 0 ] || echo "radacctd-bench exit code $rc"
 } | tee -a "$out/bench.out"

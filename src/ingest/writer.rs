@@ -418,6 +418,8 @@ impl Writer {
     }
 
     /// A committed batch: metrics, the index, then the answers.
+    /// Items left unfinished (see `Outcome::unfinished`) are released unanswered, as after a
+    /// failed commit: the NAS retransmits them.
     fn committed(&mut self, part: &[Item], outcome: Outcome, elapsed: Duration) {
         self.stats.observe_commit(elapsed, part.len());
         self.apply_to_index(outcome.changes);
@@ -427,7 +429,21 @@ impl Writer {
         for (counter, n) in self.stats.row_sources.iter().zip(outcome.sources) {
             Stats::add(counter, n);
         }
-        self.answer_all(part, &outcome.closed);
+        if !outcome.unfinished.contains(&true) {
+            self.answer_all(part, &outcome.closed);
+            return;
+        }
+        let mut done = Vec::with_capacity(part.len());
+        let mut closed = Vec::with_capacity(part.len());
+        for (i, item) in part.iter().enumerate() {
+            if outcome.unfinished[i] {
+                self.abandon(item);
+            } else {
+                done.push(item);
+                closed.push(outcome.closed[i]);
+            }
+        }
+        self.answer_all(&done, &closed);
     }
 
     /// Makes the index equal the open rows in SQL; returns the differences it fixed.
@@ -526,8 +542,8 @@ impl Writer {
     }
 
     /// Answers committed items: the RADIUS responses in one hand-off to the responder.
-    fn answer_all(&self, items: &[Item], closed: &[bool]) {
-        let replies = items.iter().filter_map(|item| match item {
+    fn answer_all<I: std::borrow::Borrow<Item>>(&self, items: &[I], closed: &[bool]) {
+        let replies = items.iter().filter_map(|item| match item.borrow() {
             Item::Event {
                 reply: Some(reply), ..
             } => Some(reply),
@@ -537,7 +553,7 @@ impl Writer {
             r.answer_all(replies);
         }
         for (item, closed) in items.iter().zip(closed) {
-            if let Item::Close(c) = item {
+            if let Item::Close(c) = item.borrow() {
                 c.answer(*closed);
             }
         }
@@ -727,13 +743,7 @@ impl Writer {
                 IndexChange::Remove(key) => {
                     self.index.remove(&key);
                 }
-                IndexChange::ForgetVersion(key) => {
-                    if let Some(mut session) = self.index.get(&key)
-                        && session.row_version.take().is_some()
-                    {
-                        self.index.upsert(session);
-                    }
-                }
+                IndexChange::ForgetVersion(key) => self.index.clear_version(&key),
             }
         }
     }
@@ -934,6 +944,9 @@ struct Outcome {
     closed: Vec<bool>,
     /// Sessions by where their row came from (`metrics::ROW_SOURCES` order).
     sources: [u64; 4],
+    /// Per item: not written after all (its redo under locks failed after the rest of the
+    /// batch had committed). The writer treats these as a failed commit of their own.
+    unfinished: Vec<bool>,
 }
 
 impl Outcome {
@@ -943,6 +956,7 @@ impl Outcome {
             unchanged: 0,
             closed: vec![false; items],
             sources: [0; 4],
+            unfinished: vec![false; items],
         }
     }
 }
@@ -1061,7 +1075,13 @@ fn sources<'a>(
     let keys = unique_keys(items, 0..items.len());
     // Per key: whether every item allows the index as the source, and a new row.
     let mut allowed: HashMap<&str, (bool, bool)> = HashMap::with_capacity(keys.len());
+    let mut closes: HashMap<&str, usize> = HashMap::new();
+    let mut counts: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
     for item in items {
+        *counts.entry(item.key()).or_default() += 1;
+        if let Item::Close(_) = item {
+            *closes.entry(item.key()).or_default() += 1;
+        }
         let (from_index, new) = match item {
             Item::Event { event, .. } => match event.kind {
                 EventKind::InterimUpdate | EventKind::Stop => (true, true),
@@ -1078,7 +1098,12 @@ fn sources<'a>(
     let mut out = HashMap::with_capacity(keys.len());
     let mut fed = Vec::new();
     for k in &keys {
-        let (from_index, new) = allowed[k];
+        let (mut from_index, new) = allowed[k];
+        // A close followed by an Interim-Update can reopen the row (a sweeper close), which
+        // clears columns the index does not hold: the index-fed update could only keep them.
+        if closes.get(k).is_some_and(|c| *c < counts[k]) {
+            from_index = false;
+        }
         let source = match index {
             None => Source::Table,
             Some(ix) => match ix.get(k) {
@@ -1192,7 +1217,30 @@ async fn commit_optimistic(
         .filter(|i| redo.contains(items[*i].key()) || verify.contains(items[*i].key()))
         .collect();
     let again_items: Vec<&Item> = again_at.iter().map(|i| items[*i]).collect();
-    let again = commit_locked(store, &again_items).await?;
+    let again = match commit_locked(store, &again_items).await {
+        Ok(again) => again,
+        Err(e) => {
+            // The rest of the batch has committed; redoing the whole batch now would apply
+            // its events twice. These few are left unanswered (the NAS retransmits them).
+            tracing::warn!(
+                error = %e,
+                events = again_at.len(),
+                "events redone under locks failed after their batch committed; not answered"
+            );
+            for i in &again_at {
+                out.unfinished[*i] = true;
+                out.closed[*i] = false;
+                unchanged[*i] = false;
+            }
+            out.changes.extend(
+                redo.into_iter()
+                    .chain(verify)
+                    .map(IndexChange::ForgetVersion),
+            );
+            out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
+            return Ok(out);
+        }
+    };
     for key in &redo {
         if let Some(source) = sources.get(key.as_str()) {
             out.sources[source.metric()] -= 1;

@@ -59,6 +59,12 @@ impl Shards {
         Self::write(self.shard(key)).remove(key)
     }
 
+    fn clear_version(&self, key: &str) {
+        if let Some(s) = Self::write(self.shard(key)).get_mut(key) {
+            s.row_version = None;
+        }
+    }
+
     fn get(&self, key: &str) -> Option<Session> {
         Self::read(self.shard(key)).get(key).cloned()
     }
@@ -214,6 +220,12 @@ impl SessionIndex {
             }
         }
         self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// Forgets the session's row version (in place: nothing else about it changes), so the
+    /// writer reads its row before the next write.
+    pub fn clear_version(&self, acctuniqueid: &str) {
+        self.by_key.clear_version(acctuniqueid);
     }
 
     pub fn get(&self, acctuniqueid: &str) -> Option<Session> {

@@ -371,9 +371,10 @@ impl PgStore {
         Ok(true)
     }
 
-    /// Whether `radacct.acctuniqueid` has a valid unique index (FreeRADIUS's schema declares
-    /// it `UNIQUE`). Only then can a new row be inserted without looking for its key first:
-    /// the insert itself finds an existing row (`ON CONFLICT DO NOTHING`). Checked once.
+    /// Whether `radacct.acctuniqueid` has a valid, non-deferrable unique index (FreeRADIUS's
+    /// schema declares it `UNIQUE`). Only then can a new row be inserted without looking for
+    /// its key first: the insert itself finds an existing row (`ON CONFLICT DO NOTHING` needs
+    /// an immediate arbiter). Checked once per process.
     pub async fn key_is_unique(&self) -> Result<bool> {
         self.unique_key
             .get_or_try_init(|| async {
@@ -381,7 +382,7 @@ impl PgStore {
                     "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
                      ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
                      WHERE i.indrelid = 'radacct'::regclass AND i.indisunique AND i.indisvalid \
-                     AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
+                     AND i.indimmediate AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
                      AND a.attname = 'acctuniqueid')",
                 )
                 .fetch_one(&self.pool)

@@ -402,17 +402,55 @@ pub async fn open_store(url: &str, max_connections: u32, acquire_timeout: Durati
 /// The writer's queue holding these Accounting-Requests, parsed as if received from the lab
 /// NAS 192.0.2.10, and closed behind them (so the writer stops once it has done them all).
 pub fn queued_events(packets: &[Vec<Attr>]) -> radacctd::ingest::IngestReceiver {
+    let steps: Vec<Queued> = packets.iter().cloned().map(Queued::Packet).collect();
+    queued(&steps)
+}
+
+/// One item for the writer's queue.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    /// An Accounting-Request (see [`queued_events`]).
+    Packet(Vec<Attr>),
+    /// radacctd's own close (the stale sweeper's when `if_updated_before` is set).
+    Close {
+        key: String,
+        stop_time: Option<i64>,
+        cause: String,
+        if_updated_before: Option<i64>,
+    },
+}
+
+/// The writer's queue holding these items in order, closed behind them.
+pub fn queued(steps: &[Queued]) -> radacctd::ingest::IngestReceiver {
     use radacctd::radius::accounting::{Parsed, parse};
-    let (tx, rx) = radacctd::ingest::queue(packets.len().max(1));
-    for (id, attrs) in packets.iter().enumerate() {
-        let bytes = build_request(id as u8, SECRET.as_bytes(), attrs);
-        let packet = Packet::decode(&bytes).expect("decodes");
-        let nas = "192.0.2.10".parse().expect("ip");
-        let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
-            panic!("an accounting event");
+    let (tx, rx) = radacctd::ingest::queue(steps.len().max(1));
+    for (id, step) in steps.iter().enumerate() {
+        let item = match step {
+            Queued::Packet(attrs) => {
+                let bytes = build_request(id as u8, SECRET.as_bytes(), attrs);
+                let packet = Packet::decode(&bytes).expect("decodes");
+                let nas = "192.0.2.10".parse().expect("ip");
+                let Parsed::Event(event) = parse(&packet, nas, i64::from(now()), 86_400) else {
+                    panic!("an accounting event");
+                };
+                radacctd::ingest::Item::Event { event, reply: None }
+            }
+            Queued::Close {
+                key,
+                stop_time,
+                cause,
+                if_updated_before,
+            } => radacctd::ingest::Item::Close(
+                radacctd::ingest::CloseRequest::new(
+                    key.clone(),
+                    *stop_time,
+                    cause.clone(),
+                    *if_updated_before,
+                )
+                .0,
+            ),
         };
-        tx.try_send(radacctd::ingest::Item::Event { event, reply: None })
-            .expect("queued");
+        tx.try_send(item).expect("queued");
     }
     rx
 }
