@@ -573,7 +573,7 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
         .collect();
     updates.sort_by(|x, y| x.acctuniqueid.cmp(&y.acctuniqueid));
     let written = pg
-        .write_guarded(&mut [], &updates, &[], &versions)
+        .write_guarded(&mut [], &updates, &[], &[], &versions)
         .await
         .expect("write");
     assert_eq!(
@@ -584,6 +584,19 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
         written.versions.keys().collect::<Vec<_>>(),
         vec![&b.key()],
         "a new version for the row written"
+    );
+    // Rows with nothing to write are only checked: b still has the version just written, a
+    // does not have the one read before the other writer changed it.
+    let mut now_versions = versions.clone();
+    now_versions.insert(b.key(), written.versions[&b.key()].to_string());
+    let checked = pg
+        .write_guarded(&mut [], &[], &[], &updates, &now_versions)
+        .await
+        .expect("check");
+    assert_eq!(
+        checked.refused.into_iter().collect::<Vec<_>>(),
+        vec![a.key()],
+        "a changed since; b did not"
     );
     let after = db.rows().await;
     let ra = after.iter().find(|r| r.acctuniqueid == a.key()).expect("a");
@@ -912,9 +925,10 @@ impl Gen {
 /// [`Gen::events`]) go through a PostgreSQL and a SQLite writer, one round per run; between
 /// rounds "another writer" moves update times back, closes rows, readdresses and tags some, and
 /// leaves a terminate cause and Connect-Info on open ones, in both databases (the indexes are
-/// not told). Every column of every row must be equal, and the PostgreSQL writer must
-/// have taken rows from the index, inserted new ones without a read, and redone the rows the
-/// other writer changed.
+/// not told); at the end, such rows are closed and reopened in one batch, and Interim-Updates
+/// are repeated after their rows' update times were moved back. Every column of every row must
+/// be equal, and the PostgreSQL writer must have taken rows from the index, inserted new ones
+/// without a read, and redone the rows the other writer changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_from_the_index_equal_rows_written_after_reading() {
     use radacctd::metrics::ROW_SOURCES;
@@ -1046,6 +1060,38 @@ async fn rows_written_from_the_index_equal_rows_written_after_reading() {
     run_writers(&writers, &again[0]).await;
     run_writers(&writers, &again[1]).await;
     run_writers(&writers, &reopen).await;
+    // An Interim-Update repeated (a NAS that bumped Acct-Delay-Time) after another writer moved
+    // the row's update time back: on the index's copy it changes nothing, on the row it does.
+    let repeat: Vec<&mut Gen> = gens
+        .iter_mut()
+        .filter(|g| open.contains(&g.sess.key()))
+        .skip(10)
+        .take(10)
+        .collect();
+    assert!(repeat.len() >= 5, "{} sessions still open", repeat.len());
+    let keys: Vec<String> = repeat
+        .iter()
+        .map(|g| format!("'{}'", g.sess.key()))
+        .collect();
+    let mut interims = Vec::new();
+    for g in repeat {
+        g.at += 300;
+        interims.push(common::Queued::Packet(g.sess.interim(
+            g.at,
+            g.at - g.start,
+            g.input + 5,
+            5,
+        )));
+    }
+    run_writers(&writers, &interims).await;
+    for db in [&pg_db, &lite_db] {
+        db.exec(&format!(
+            "UPDATE radacct SET acctupdatetime = acctstarttime WHERE acctuniqueid IN ({})",
+            keys.join(",")
+        ))
+        .await;
+    }
+    run_writers(&writers, &interims).await;
     let normalized = |mut rows: Vec<Row>| {
         for r in &mut rows {
             r.radacctid = None;

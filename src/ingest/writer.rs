@@ -1184,20 +1184,25 @@ async fn commit_optimistic(
         exact
     });
     // An index-fed session whose items changed nothing was judged on the index's copy, which
-    // only the write's guard can vouch for; another writer may have changed the row so that
-    // they do change it. Those (repeated events, mostly) are read under locks instead.
+    // is right only while the row still has its version: the same statement checks that, and
+    // a session whose row changed is redone under locks like a refused write.
     let changed: std::collections::HashSet<&str> =
         index_fed.iter().map(|r| r.acctuniqueid.as_str()).collect();
-    let mut verify: std::collections::HashSet<String> = fed
-        .keys()
-        .filter(|k| !changed.contains(k.as_str()) && !redo.contains(*k))
-        .cloned()
+    let judged_unchanged: Vec<Row> = fed
+        .iter()
+        .filter(|(k, _)| !changed.contains(k.as_str()) && !redo.contains(*k))
+        .map(|(_, r)| r.clone())
         .collect();
     let written = pg
-        .write_guarded(&mut folded.inserts, &updates, &index_fed, &versions)
+        .write_guarded(
+            &mut folded.inserts,
+            &updates,
+            &index_fed,
+            &judged_unchanged,
+            &versions,
+        )
         .await?;
     redo.extend(written.refused);
-    verify.retain(|k| !redo.contains(k));
     folded.updates = updates;
     folded.updates.extend(index_fed);
     if !redo.is_empty() {
@@ -1209,12 +1214,12 @@ async fn commit_optimistic(
         folded.updates.retain(|r| !redo.contains(&r.acctuniqueid));
     }
     record(folded, &mut out, &written.versions);
-    if redo.is_empty() && verify.is_empty() {
+    if redo.is_empty() {
         out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
         return Ok(out);
     }
     let again_at: Vec<usize> = (0..items.len())
-        .filter(|i| redo.contains(items[*i].key()) || verify.contains(items[*i].key()))
+        .filter(|i| redo.contains(items[*i].key()))
         .collect();
     let again_items: Vec<&Item> = again_at.iter().map(|i| items[*i]).collect();
     let again = match commit_locked(store, &again_items).await {
@@ -1232,11 +1237,8 @@ async fn commit_optimistic(
                 out.closed[*i] = false;
                 unchanged[*i] = false;
             }
-            out.changes.extend(
-                redo.into_iter()
-                    .chain(verify)
-                    .map(IndexChange::ForgetVersion),
-            );
+            out.changes
+                .extend(redo.into_iter().map(IndexChange::ForgetVersion));
             out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
             return Ok(out);
         }
@@ -1247,8 +1249,6 @@ async fn commit_optimistic(
         }
     }
     out.sources[SOURCE_REDONE] += redo.len() as u64;
-    out.sources[Source::Index.metric()] -= verify.len() as u64;
-    out.sources[SOURCE_READ] += verify.len() as u64;
     out.changes
         .extend(redo.into_iter().map(IndexChange::ForgetVersion));
     out.changes.extend(again.changes);

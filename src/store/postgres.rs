@@ -46,13 +46,13 @@ static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The batch write of the optimistic path, one statement per combination of its parts (index
-/// = [`INSERTS`] | [`UPDATES`] | [`INDEX_FED`]); each part returns `(part, radacctid,
+/// = [`INSERTS`] | [`UPDATES`] | [`INDEX_FED`] | [`UNCHANGED`]); each part returns `(part, radacctid,
 /// acctuniqueid, xmin)` for the rows it wrote, and several parts are joined as CTEs of one
 /// statement, so the batch is one implicit transaction. Only the parts a batch has are sent:
 /// every statement is planned afresh for its parameters (`force_custom_plan`), and a part
 /// costs planning even when its arrays are empty.
 static WRITE_GUARDED_SQL: LazyLock<Vec<String>> =
-    LazyLock::new(|| (0..8).map(guarded_write_statement).collect());
+    LazyLock::new(|| (0..16).map(guarded_write_statement).collect());
 
 /// New rows, inserted unless another row has their key (`ON CONFLICT DO NOTHING`).
 const INSERTS: usize = 1;
@@ -61,6 +61,9 @@ const UPDATES: usize = 2;
 /// Rows rebuilt from the live index, written with [`index_fed_update`] where the row's version
 /// is still the one radacctd last wrote.
 const INDEX_FED: usize = 4;
+/// Rows rebuilt from the live index that the batch's events did not change: only their version
+/// is checked (the index's copy was right only if nobody changed the row since).
+const UNCHANGED: usize = 8;
 
 fn guarded_write_statement(parts: usize) -> String {
     let mut next = 1;
@@ -85,6 +88,15 @@ fn guarded_write_statement(parts: usize) -> String {
         statements.push(format!(
             "{} RETURNING 2 AS part, r.radacctid, NULL::text, r.xmin::text",
             index_fed_update(next)
+        ));
+        next += 2 + INDEX_FED_COLUMNS.len();
+    }
+    if parts & UNCHANGED != 0 {
+        statements.push(format!(
+            "SELECT 3 AS part, r.radacctid, NULL::text, r.xmin::text FROM radacct AS r \
+             JOIN unnest(${next}::int8[], ${}::text[]) AS v(id, version) ON r.radacctid = v.id \
+             WHERE r.xmin::text = v.version",
+            next + 1
         ));
     }
     match statements.len() {
@@ -469,18 +481,22 @@ impl PgStore {
     /// One statement (one implicit transaction): inserts `inserts` (filling their ids) unless
     /// their key exists, updates `updates` (rows read from the table) and `index_fed` (rows
     /// rebuilt from the index, see [`INDEX_HELD`]) where each row's version is still
-    /// `versions[key]`. Returns what was refused and the new row versions.
+    /// `versions[key]`, and checks that the rows `unchanged` (rebuilt from the index, nothing
+    /// to write) still have theirs. Returns what was refused (or found changed) and the row
+    /// versions.
     pub async fn write_guarded(
         &self,
         inserts: &mut [Row],
         updates: &[Row],
         index_fed: &[Row],
+        unchanged: &[Row],
         versions: &HashMap<String, String>,
     ) -> Result<GuardedWrite> {
         let parts = [
             (INSERTS, !inserts.is_empty()),
             (UPDATES, !updates.is_empty()),
             (INDEX_FED, !index_fed.is_empty()),
+            (UNCHANGED, !unchanged.is_empty()),
         ]
         .iter()
         .filter(|(_, has)| *has)
@@ -503,6 +519,10 @@ impl PgStore {
                 index_fed,
                 INDEX_FED_COLUMNS.iter().copied(),
             );
+        }
+        if !unchanged.is_empty() {
+            let (ids, vers) = ids_and_versions(unchanged, versions);
+            q = q.bind(ids).bind(vers);
         }
         let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
         let mut updated: HashMap<i64, Option<u32>> =
@@ -528,7 +548,7 @@ impl PgStore {
                 out.refused.insert(row.acctuniqueid.clone());
             }
         }
-        for row in updates.iter().chain(index_fed) {
+        for row in updates.iter().chain(index_fed).chain(unchanged) {
             match row.radacctid.and_then(|id| updated.get(&id)) {
                 Some(Some(v)) => {
                     out.versions.insert(row.acctuniqueid.clone(), *v);
