@@ -3,13 +3,18 @@
 # the same load generator, on the same PostgreSQL and machine.
 #
 #   benches/compare-freeradius.sh [--sessions N] [--windows 64,256,1024] [--fillfactor F]
-#                                 [--no-build] [--keep] [--out DIR] [-- EXTRA-BENCH-ARGS...]
+#                                 [--fr-site acct|stock] [--no-build] [--keep] [--out DIR]
+#                                 [-- EXTRA-BENCH-ARGS...]
 #
 # For every window: two fresh databases (FreeRADIUS's schema.sql from the installed package in
 # one; radacctd migrates its own into the other), a private FreeRADIUS (stock radiusd.conf and
 # queries.conf, a copy of /etc/freeradius/3.0 in a temporary directory, accounting-only virtual
 # server `preacct { preprocess acct_unique } accounting { sql; if (noop) { ok } }` as
-# tests/common/freeradius.rs runs it) and the release radacctd, each started just before its
+# tests/common/freeradius.rs runs it; with --fr-site stock, the preacct and accounting sections
+# of Debian's stock sites-available/default, copied at run time, with every module the stock
+# install enables plus sql: `preprocess acct_unique suffix files` then `detail unix -sql exec
+# attr_filter.accounting_response`, which is what "stock FreeRADIUS with rlm_sql accounting"
+# runs on an ISP's RADIUS host, detail files included) and the release radacctd, each started just before its
 # run and stopped after it; radacctd-bench drives each with N sessions × (Start, Interim-Update,
 # Stop) and --verify-db checks every session's final row; then both databases are exported
 # (acctuniqueid, counters, session time, stop cause, open/closed) and must be identical. The
@@ -22,7 +27,7 @@
 # net.core.rmem_max), same client, secret and machine. Different by design and printed: the
 # connection pool (FreeRADIUS stock: one connection per server thread, up to
 # thread pool max_servers = 32; radacctd: database.max_connections = 8, of which its
-# group-commit writer uses one, and up to four for batches of 256+ events committed in parts),
+# group-commit writer uses up to four, one per commit in flight),
 # and the indexes (radacctd's EnsureIndexes adds four for its
 # API and jobs, so it maintains 10 indexes on radacct to FreeRADIUS's 6; run with
 # RADACCTD__JOBS__ENSURE_INDEXES=false for the same 6). Both are printed per window, with the
@@ -39,6 +44,7 @@ set -euo pipefail
 sessions=25000
 windows=64,256,1024
 fillfactor=
+fr_site=acct
 build=1
 keep=0
 out=
@@ -47,6 +53,9 @@ while [ $# -gt 0 ]; do
         --sessions) sessions=$2; shift 2 ;;
         --windows) windows=$2; shift 2 ;;
         --fillfactor) fillfactor=$2; shift 2 ;;
+        --fr-site)
+            fr_site=$2; shift 2
+            case "$fr_site" in acct|stock) ;; *) echo "compare-freeradius.sh: --fr-site is acct or stock" >&2; exit 2 ;; esac ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         --out) out=$2; shift 2 ;;
@@ -185,9 +194,15 @@ client localhost {
 	nas_type = other
 }
 EOF
-    rm -rf "$raddb/mods-enabled" "$raddb/sites-enabled"
-    mkdir "$raddb/mods-enabled" "$raddb/sites-enabled"
-    for m in always expr preprocess; do ln -s "../mods-available/$m" "$raddb/mods-enabled/$m"; done
+    if [ "$fr_site" = stock ]; then
+        # Every module the stock install enables (eap needs its inner-tunnel server); only the
+        # stock default server, which listens on the standard ports, is replaced below.
+        rm -f "$raddb/sites-enabled/default"
+    else
+        rm -rf "$raddb/mods-enabled" "$raddb/sites-enabled"
+        mkdir "$raddb/mods-enabled" "$raddb/sites-enabled"
+        for m in always expr preprocess; do ln -s "../mods-available/$m" "$raddb/mods-enabled/$m"; done
+    fi
     local pw=
     [ -n "$(pg_part password)" ] && pw="	password = \"$(pg_part password)\""
     cat >"$raddb/mods-enabled/sql" <<EOF
@@ -227,6 +242,17 @@ $pw
 	\$INCLUDE \${modconfdir}/\${.:name}/main/\${dialect}/queries.conf
 }
 EOF
+    if [ "$fr_site" = stock ]; then
+        {
+            echo "server default {"
+            printf 'listen {\n\ttype = acct\n\tipaddr = 127.0.0.1\n\tport = %s\n\trecv_buff = 8388608\n}\n' "$port"
+            # The stock sections verbatim (comments dropped).
+            awk '/^(preacct|accounting) \{/, /^\}/' "$FR_CONF/sites-available/default" |
+                grep -v '^[[:space:]]*#' | grep -v '^[[:space:]]*$'
+            echo "}"
+        } >"$raddb/sites-enabled/acct"
+        return
+    fi
     cat >"$raddb/sites-enabled/acct" <<EOF
 server default {
 listen {
@@ -343,7 +369,7 @@ export_rows() { # url file
 }
 
 # --- the runs ------------------------------------------------------------------------------
-echo "FreeRADIUS: $FR_BIN ($fr_version), stock queries.conf; radacctd: $daemon_bin"
+echo "FreeRADIUS: $FR_BIN ($fr_version), stock queries.conf, virtual server: $fr_site; radacctd: $daemon_bin"
 echo "PostgreSQL: $(psql "$admin" -AtXc 'SHOW server_version') at $(pg_part host):$(pg_part port); $(nproc) CPUs; $sessions sessions × (Start, Interim-Update, Stop) per run"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 i=0
