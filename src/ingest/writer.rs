@@ -962,8 +962,9 @@ impl Outcome {
 }
 
 /// Writes `items`. On PostgreSQL a batch without Accounting-On/Off takes the optimistic path
-/// (two round trips: read, then one guarded statement that inserts and updates); anything
-/// else, and any batch whose optimistic write fails, takes the locked transaction path.
+/// (one guarded statement that inserts and updates, preceded by a read only for sessions the
+/// index cannot vouch for); anything else, and any batch whose optimistic write fails before
+/// it commits, takes the locked transaction path.
 async fn commit(
     store: &Store,
     index: Option<&SessionIndex>,
@@ -1129,7 +1130,8 @@ fn sources<'a>(
 /// wrote, is assumed absent when the index has no open session with its key and its events
 /// would create one, and is read from the table otherwise (see [`Source`]). Then fold, and one
 /// statement inserts the new rows and updates the changed ones, each only where its row
-/// version (`xmin`) is still the one known. Rows another writer changed, and keys that turned
+/// version (`xmin`) is still the one known; the same statement checks the version of index-fed
+/// sessions whose events changed nothing. Rows another writer changed, and keys that turned
 /// out to exist, are redone under locks. In steady state (Interim-Updates and Stops of open
 /// sessions, Starts of new ones) a batch is one statement and reads nothing.
 async fn commit_optimistic(
