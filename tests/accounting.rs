@@ -790,22 +790,107 @@ type TestWriter = (
 
 /// Runs each writer once over `steps` (until they are all done).
 async fn run_writers(writers: &[TestWriter], steps: &[common::Queued]) {
-    use radacctd::ingest::{Writer, WriterOptions};
-    for (store, index, stats) in writers {
-        let writer = Writer::new(
-            store.clone(),
-            index.clone(),
-            std::sync::Arc::new(()),
-            None,
-            stats.clone(),
-            WriterOptions {
-                max_batch: 64,
-                commit_timeout: Duration::from_secs(30),
-                replay_interval: Duration::from_secs(1),
-            },
-        );
-        writer.run(common::queued(steps)).await;
+    for w in writers {
+        run_writer(w, steps, Duration::from_secs(30)).await;
     }
+}
+
+/// Runs a writer (batches of up to 64, no journal) over `steps` until they are all done.
+async fn run_writer(w: &TestWriter, steps: &[common::Queued], commit_timeout: Duration) {
+    use radacctd::ingest::{Writer, WriterOptions};
+    let (store, index, stats) = w;
+    let writer = Writer::new(
+        store.clone(),
+        index.clone(),
+        std::sync::Arc::new(()),
+        None,
+        stats.clone(),
+        WriterOptions {
+            max_batch: 64,
+            commit_timeout,
+            replay_interval: Duration::from_secs(1),
+        },
+    );
+    writer.run(common::queued(steps)).await;
+}
+
+/// A redo under locks that cannot finish by the commit's deadline (another writer changed a
+/// row, then kept it locked) leaves only that session's events unanswered: the rest of the
+/// batch committed, so it is answered and indexed, not failed with it (which would also apply
+/// it again when the NAS retransmits). Once the lock is gone, the retransmission is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redo_past_the_deadline_leaves_only_its_own_events_unanswered() {
+    use common::Queued::Packet;
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
+    store.migrate().await.expect("migrate");
+    let w: TestWriter = (
+        store.clone(),
+        std::sync::Arc::new(radacctd::sessions::SessionIndex::new()),
+        std::sync::Arc::new(Stats::default()),
+    );
+    let (a, b) = (Sess::new(8101), Sess::new(8102));
+    let t = now() - 1000;
+    run_writers(
+        std::slice::from_ref(&w),
+        &[Packet(a.start(t)), Packet(b.start(t))],
+    )
+    .await;
+    db.exec(&format!(
+        "UPDATE radacct SET class = 'panel' WHERE acctuniqueid = '{}'",
+        a.key()
+    ))
+    .await;
+    let radacctd::store::Store::Postgres(pg) = &store else {
+        unreachable!("a PostgreSQL test")
+    };
+    let mut other = pg.pool().begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM radacct WHERE acctuniqueid = $1 FOR UPDATE")
+        .bind(a.key())
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    let interims = [
+        Packet(a.interim(t + 300, 300, 1000, 2000)),
+        Packet(b.interim(t + 300, 300, 3000, 4000)),
+    ];
+    run_writer(&w, &interims, Duration::from_secs(1)).await;
+    let failed = || w.2.dropped_count(DropReason::WriteFailed);
+    assert_eq!(failed(), 1, "only a's interim is unanswered");
+    // Read without locks: a's row is still locked by the other writer.
+    let input = |key: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT acctinputoctets FROM radacct WHERE acctuniqueid = $1")
+            .bind(key)
+            .fetch_one(pg.pool())
+            .await
+            .expect("row")
+    };
+    assert_eq!(input(b.key()).await, 3000);
+    assert_eq!(
+        w.1.get(&b.key()).expect("b open").acctinputoctets,
+        Some(3000),
+        "b's committed interim is indexed"
+    );
+    assert_eq!(input(a.key()).await, 0, "a waits");
+    other.rollback().await.expect("rollback");
+    // The NAS retransmits a's interim.
+    run_writer(&w, &interims[..1], Duration::from_secs(5)).await;
+    let rows = db.rows().await;
+    let ra = row_for(&rows, &a);
+    assert_eq!(ra.acctinputoctets, Some(1000));
+    assert_eq!(
+        ra.class.as_deref(),
+        Some("panel"),
+        "the other writer's change kept"
+    );
+    assert_eq!(
+        w.1.get(&a.key()).expect("a open").acctinputoctets,
+        Some(1000)
+    );
+    assert_eq!(failed(), 1);
+    store.close().await;
 }
 
 /// A small deterministic generator for the differential test (xorshift64*).

@@ -846,11 +846,32 @@ pub async fn replay_chunk(
         return Ok(ReplayStep::Drained);
     };
     let items: Vec<Item> = chunk.iter().map(|(e, _)| entry_item(e)).collect();
-    match tokio::time::timeout(commit_timeout, commit(store, None, &items)).await {
-        Ok(Ok(_)) => {
-            lock(journal).mark_replayed(last_offset, items.len() as u64);
+    let deadline = tokio::time::Instant::now() + commit_timeout;
+    match tokio::time::timeout_at(
+        deadline + DEADLINE_GRACE,
+        commit(store, None, &items, deadline),
+    )
+    .await
+    {
+        Ok(Ok(outcome)) => {
+            // Entries are replayed in order: up to the first one left unfinished (its redo
+            // failed after the rest committed); that one and the rest are retried later.
+            let done = outcome
+                .unfinished
+                .iter()
+                .position(|u| *u)
+                .unwrap_or(items.len());
+            if done == 0 {
+                return Err(StoreError::Timeout(commit_timeout));
+            }
+            let offset = if done == items.len() {
+                last_offset
+            } else {
+                chunk[done - 1].1
+            };
+            lock(journal).mark_replayed(offset, done as u64);
             *poison_attempts = 0;
-            return Ok(ReplayStep::Replayed(items.len() as u64));
+            return Ok(ReplayStep::Replayed(done as u64));
         }
         Ok(Err(e)) if e.is_unavailable() => return Err(e),
         Err(_) => return Err(StoreError::Timeout(commit_timeout)),
@@ -859,12 +880,20 @@ pub async fn replay_chunk(
     // A statement failed: go one by one up to the failing entry.
     let mut done = 0;
     for ((entry, offset), item) in chunk.iter().zip(&items) {
-        match tokio::time::timeout(
-            commit_timeout,
-            commit(store, None, std::slice::from_ref(item)),
+        let deadline = tokio::time::Instant::now() + commit_timeout;
+        match tokio::time::timeout_at(
+            deadline + DEADLINE_GRACE,
+            commit(store, None, std::slice::from_ref(item), deadline),
         )
         .await
         {
+            Ok(Ok(outcome)) if outcome.unfinished.contains(&true) => {
+                return if done > 0 {
+                    Ok(ReplayStep::Replayed(done))
+                } else {
+                    Err(StoreError::Timeout(commit_timeout))
+                };
+            }
             Ok(Ok(_)) => {
                 lock(journal).mark_replayed(*offset, 1);
                 *poison_attempts = 0;
@@ -969,12 +998,13 @@ async fn commit(
     store: &Store,
     index: Option<&SessionIndex>,
     items: &[Item],
+    deadline: tokio::time::Instant,
 ) -> Result<Outcome, StoreError> {
     let refs: Vec<&Item> = items.iter().collect();
     if let Store::Postgres(pg) = store
         && !refs.iter().any(|i| is_barrier(i))
     {
-        match commit_optimistic(pg, store, index, &refs).await {
+        match commit_optimistic(pg, store, index, &refs, deadline).await {
             Ok(out) => return Ok(out),
             Err(e) if e.is_unavailable() => return Err(e),
             // A conflicting insert by another writer, a statement error: the locked path
@@ -1019,9 +1049,19 @@ async fn timed_commit(
     Duration,
 ) {
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(timeout, commit(store, index, items)).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = tokio::time::timeout_at(
+        deadline + DEADLINE_GRACE,
+        commit(store, index, items, deadline),
+    )
+    .await;
     (result, started.elapsed())
 }
+
+/// How long after a commit's deadline the whole commit is abandoned. Within the deadline, a
+/// redo under locks that follows a committed guarded write gives up on its own (its events are
+/// left unfinished, the rest is answered); the grace keeps the outer timeout from firing first.
+const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
 fn is_barrier(item: &Item) -> bool {
     matches!(item, Item::Event { event, .. }
@@ -1139,6 +1179,7 @@ async fn commit_optimistic(
     store: &Store,
     index: Option<&SessionIndex>,
     items: &[&Item],
+    deadline: tokio::time::Instant,
 ) -> Result<Outcome, StoreError> {
     let new_without_lookup = index.is_some() && pg.key_is_unique().await?;
     let Sources {
@@ -1224,7 +1265,12 @@ async fn commit_optimistic(
         .filter(|i| redo.contains(items[*i].key()))
         .collect();
     let again_items: Vec<&Item> = again_at.iter().map(|i| items[*i]).collect();
-    let again = match commit_locked(store, &again_items).await {
+    let redo_started = std::time::Instant::now();
+    let redone = match tokio::time::timeout_at(deadline, commit_locked(store, &again_items)).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(redo_started.elapsed())),
+    };
+    let again = match redone {
         Ok(again) => again,
         Err(e) => {
             // The rest of the batch has committed; redoing the whole batch now would apply
