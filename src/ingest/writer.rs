@@ -1114,15 +1114,19 @@ fn sources<'a>(
     new_without_lookup: bool,
 ) -> Sources<'a> {
     let keys = unique_keys(items, 0..items.len());
-    // Per key: whether every item allows the index as the source, and a new row.
-    let mut allowed: HashMap<&str, (bool, bool)> = HashMap::with_capacity(keys.len());
-    let mut closes: HashMap<&str, usize> = HashMap::new();
-    let mut counts: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+    // Per key: whether every item allows the index as the source, and a new row; and whether
+    // a close is followed by something else (a close followed by an Interim-Update can reopen
+    // the row, a sweeper close, which clears columns the index does not hold: the index-fed
+    // update could only keep them).
+    #[derive(Clone, Copy)]
+    struct Allowed {
+        from_index: bool,
+        new: bool,
+        closed: bool,
+        after_close: bool,
+    }
+    let mut allowed: HashMap<&str, Allowed> = HashMap::with_capacity(keys.len());
     for item in items {
-        *counts.entry(item.key()).or_default() += 1;
-        if let Item::Close(_) = item {
-            *closes.entry(item.key()).or_default() += 1;
-        }
         let (from_index, new) = match item {
             Item::Event { event, .. } => match event.kind {
                 EventKind::InterimUpdate | EventKind::Stop => (true, true),
@@ -1132,19 +1136,22 @@ fn sources<'a>(
             Item::Close(_) => (true, false),
             Item::Reconcile(_) => (false, false),
         };
-        let a = allowed.entry(item.key()).or_insert((true, true));
-        a.0 &= from_index;
-        a.1 &= new;
+        let a = allowed.entry(item.key()).or_insert(Allowed {
+            from_index: true,
+            new: true,
+            closed: false,
+            after_close: false,
+        });
+        a.from_index &= from_index;
+        a.new &= new;
+        a.after_close |= a.closed;
+        a.closed |= matches!(item, Item::Close(_));
     }
     let mut out = HashMap::with_capacity(keys.len());
     let mut fed = Vec::new();
     for k in &keys {
-        let (mut from_index, new) = allowed[k];
-        // A close followed by an Interim-Update can reopen the row (a sweeper close), which
-        // clears columns the index does not hold: the index-fed update could only keep them.
-        if closes.get(k).is_some_and(|c| *c < counts[k]) {
-            from_index = false;
-        }
+        let a = allowed[k];
+        let (from_index, new) = (a.from_index && !a.after_close, a.new);
         let source = match index {
             None => Source::Table,
             Some(ix) => match ix.get(k) {

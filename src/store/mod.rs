@@ -416,7 +416,7 @@ pub(crate) const INDEX_KEPT_UNLESS_SET: [&str; 8] = [
 /// index-fed update: no column outside [`INDEX_HELD`] and [`INDEX_KEPT_UNLESS_SET`] changed.
 /// (The kept columns start unknown, `None`, and the update keeps the table's value where the
 /// fold left `None`; the one fold that sets them back to `None`, reopening a row the sweeper
-/// closed, needs a close and an Interim-Update of the session in the same batch, and the
+/// closed, needs a close followed by an Interim-Update of the session in one batch, and the
 /// writer reads such sessions first.)
 pub(crate) fn index_fed_write_is_exact(before: &Row, after: &Row) -> bool {
     WRITE_COLUMNS.iter().enumerate().all(|(i, c)| {
