@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Attr, Backend, Nas, Sess, TestApp, TestDb, eventually, nas_onoff, now, test_config};
+use common::{
+    Attr, Backend, Nas, Sess, TestApp, TestDb, TestWriter, eventually, nas_onoff, now, test_config,
+};
 use radacctd::metrics::{DropReason, Stats};
 use radacctd::radius::dictionary as d;
 use radacctd::sessions::Row;
@@ -620,31 +622,17 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
 /// concurrently; on SQLite it stays whole. Either way every session's events apply in order:
 /// all rows closed with the Stop's counters, nothing left in the index.
 async fn large_batches_commit_in_parts_keeping_each_sessions_order(backend: Backend) {
-    use radacctd::ingest::{Writer, WriterOptions};
-    use std::sync::Arc;
-
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    // The daemon's default pool: the writer may take up to 4 of its 8 connections.
-    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
-    store.migrate().await.expect("migrate");
-    let index = Arc::new(radacctd::sessions::SessionIndex::new());
-    let stats = Arc::new(Stats::default());
+    let w = migrated_writer(&db).await;
+    let (store, index, stats) = (&w.store, &w.index, &w.stats);
     let run = |packets: Vec<Vec<Attr>>| {
-        let writer = Writer::new(
-            store.clone(),
-            index.clone(),
-            Arc::new(()),
-            None,
-            stats.clone(),
-            WriterOptions {
-                max_batch: 1024,
-                commit_timeout: Duration::from_secs(30),
-                replay_interval: Duration::from_secs(1),
-            },
-        );
-        writer.run(common::queued_events(&packets))
+        w.run(
+            common::queued_events(&packets),
+            1024,
+            Duration::from_secs(30),
+        )
     };
     let t = now() - 600;
     let sessions: Vec<Sess> = (0..200).map(|n| Sess::new(9000 + n)).collect();
@@ -727,16 +715,11 @@ async fn configured_fillfactor_is_set_on_radacct() {
 /// and Stops of all 200, whose batches hold sessions that may still be in flight (they wait).
 /// Every row ends closed with its Stop's counters, whatever overlapped.
 async fn pipelined_batches_keep_each_sessions_order(backend: Backend) {
-    use radacctd::ingest::{Writer, WriterOptions};
-    use std::sync::Arc;
-
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
-    store.migrate().await.expect("migrate");
-    let index = Arc::new(radacctd::sessions::SessionIndex::new());
-    let stats = Arc::new(Stats::default());
+    let w = migrated_writer(&db).await;
+    let (store, index, stats) = (&w.store, &w.index, &w.stats);
     let t = now() - 600;
     let sessions: Vec<Sess> = (0..200).map(|n| Sess::new(7000 + n)).collect();
     let mut packets: Vec<Vec<Attr>> = sessions.iter().map(|s| s.start(t)).collect();
@@ -746,19 +729,11 @@ async fn pipelined_batches_keep_each_sessions_order(backend: Backend) {
     for (i, s) in sessions.iter().enumerate() {
         packets.push(s.stop(t + 400, 400, 5000 + i as u64, 6000, 1));
     }
-    Writer::new(
-        store.clone(),
-        index.clone(),
-        Arc::new(()),
-        None,
-        stats.clone(),
-        WriterOptions {
-            max_batch: 100,
-            commit_timeout: Duration::from_secs(30),
-            replay_interval: Duration::from_secs(1),
-        },
+    w.run(
+        common::queued_events(&packets),
+        100,
+        Duration::from_secs(30),
     )
-    .run(common::queued_events(&packets))
     .await;
 
     let paired = stats
@@ -781,12 +756,13 @@ async fn pipelined_batches_keep_each_sessions_order(backend: Backend) {
     store.close().await;
 }
 
-/// A store, its writer's index and its stats.
-type TestWriter = (
-    radacctd::store::Store,
-    std::sync::Arc<radacctd::sessions::SessionIndex>,
-    std::sync::Arc<Stats>,
-);
+/// A writer's parts on `db`, migrated, with the daemon's default pool (8 connections: the
+/// writer may take up to 4).
+async fn migrated_writer(db: &TestDb) -> TestWriter {
+    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
+    store.migrate().await.expect("migrate");
+    TestWriter::new(store)
+}
 
 /// Runs each writer once over `steps` (until they are all done).
 async fn run_writers(writers: &[TestWriter], steps: &[common::Queued]) {
@@ -797,21 +773,7 @@ async fn run_writers(writers: &[TestWriter], steps: &[common::Queued]) {
 
 /// Runs a writer (batches of up to 64, no journal) over `steps` until they are all done.
 async fn run_writer(w: &TestWriter, steps: &[common::Queued], commit_timeout: Duration) {
-    use radacctd::ingest::{Writer, WriterOptions};
-    let (store, index, stats) = w;
-    let writer = Writer::new(
-        store.clone(),
-        index.clone(),
-        std::sync::Arc::new(()),
-        None,
-        stats.clone(),
-        WriterOptions {
-            max_batch: 64,
-            commit_timeout,
-            replay_interval: Duration::from_secs(1),
-        },
-    );
-    writer.run(common::queued(steps)).await;
+    w.run(common::queued(steps), 64, commit_timeout).await;
 }
 
 /// A redo under locks that cannot finish by the commit's deadline (another writer changed a
@@ -824,13 +786,8 @@ async fn a_redo_past_the_deadline_leaves_only_its_own_events_unanswered() {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
-    store.migrate().await.expect("migrate");
-    let w: TestWriter = (
-        store.clone(),
-        std::sync::Arc::new(radacctd::sessions::SessionIndex::new()),
-        std::sync::Arc::new(Stats::default()),
-    );
+    let w = migrated_writer(&db).await;
+    let store = &w.store;
     let (a, b) = (Sess::new(8101), Sess::new(8102));
     let t = now() - 1000;
     run_writers(
@@ -843,7 +800,7 @@ async fn a_redo_past_the_deadline_leaves_only_its_own_events_unanswered() {
         a.key()
     ))
     .await;
-    let radacctd::store::Store::Postgres(pg) = &store else {
+    let radacctd::store::Store::Postgres(pg) = store else {
         unreachable!("a PostgreSQL test")
     };
     let mut other = pg.pool().begin().await.expect("begin");
@@ -857,7 +814,7 @@ async fn a_redo_past_the_deadline_leaves_only_its_own_events_unanswered() {
         Packet(b.interim(t + 300, 300, 3000, 4000)),
     ];
     run_writer(&w, &interims, Duration::from_secs(1)).await;
-    let failed = || w.2.dropped_count(DropReason::WriteFailed);
+    let failed = || w.stats.dropped_count(DropReason::WriteFailed);
     assert_eq!(failed(), 1, "only a's interim is unanswered");
     // Read without locks: a's row is still locked by the other writer.
     let input = |key: String| async move {
@@ -869,7 +826,7 @@ async fn a_redo_past_the_deadline_leaves_only_its_own_events_unanswered() {
     };
     assert_eq!(input(b.key()).await, 3000);
     assert_eq!(
-        w.1.get(&b.key()).expect("b open").acctinputoctets,
+        w.index.get(&b.key()).expect("b open").acctinputoctets,
         Some(3000),
         "b's committed interim is indexed"
     );
@@ -886,7 +843,7 @@ async fn a_redo_past_the_deadline_leaves_only_its_own_events_unanswered() {
         "the other writer's change kept"
     );
     assert_eq!(
-        w.1.get(&a.key()).expect("a open").acctinputoctets,
+        w.index.get(&a.key()).expect("a open").acctinputoctets,
         Some(1000)
     );
     assert_eq!(failed(), 1);
@@ -1017,20 +974,16 @@ impl Gen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_from_the_index_equal_rows_written_after_reading() {
     use radacctd::metrics::ROW_SOURCES;
-    use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
     let Some(pg_db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
     let lite_db = TestDb::new(Backend::Sqlite).await.expect("SQLite");
-    let mut writers: Vec<TestWriter> = Vec::new();
-    for db in [&pg_db, &lite_db] {
-        let store = common::open_store(&db.url, 8, Duration::from_secs(5)).await;
-        store.migrate().await.expect("migrate");
-        let index = Arc::new(radacctd::sessions::SessionIndex::new());
-        writers.push((store, index, Arc::new(Stats::default())));
-    }
+    let writers = [
+        migrated_writer(&pg_db).await,
+        migrated_writer(&lite_db).await,
+    ];
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let t0 = now() - 30_000;
     let mut gens: Vec<Gen> = (0..120)
@@ -1195,7 +1148,7 @@ async fn rows_written_from_the_index_equal_rows_written_after_reading() {
     assert_eq!(pg_rows, lite_rows);
     let source = |name: &str| {
         let i = ROW_SOURCES.iter().position(|s| *s == name).expect("source");
-        writers[0].2.row_sources[i].load(Ordering::Relaxed)
+        writers[0].stats.row_sources[i].load(Ordering::Relaxed)
     };
     eprintln!(
         "PostgreSQL writer's sessions by source: {:?}",
@@ -1215,7 +1168,7 @@ async fn rows_written_from_the_index_equal_rows_written_after_reading() {
         source("redone") > 0,
         "rows another writer changed were redone"
     );
-    for (store, _, _) in writers {
-        store.close().await;
+    for w in writers {
+        w.store.close().await;
     }
 }

@@ -442,7 +442,6 @@ async fn garbage_flood_does_not_stop_valid_packets() {
 /// dead database first (each retry would cost another connect or commit timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
-    use radacctd::ingest::{Writer, WriterOptions};
     use std::sync::atomic::AtomicBool;
 
     // Nothing listens here: every connection attempt is refused.
@@ -456,21 +455,11 @@ async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
     let journal = Arc::new(std::sync::Mutex::new(
         radacctd::ingest::journal::Journal::open(&dir.path().join("j"), 1 << 30).expect("journal"),
     ));
-    let stats = Arc::new(Stats::default());
-    let index = Arc::new(radacctd::sessions::SessionIndex::new());
-    let writer = Writer::new(
-        store.clone(),
-        index.clone(),
-        Arc::new(()),
-        None,
-        stats.clone(),
-        WriterOptions {
-            max_batch: 1024,
-            commit_timeout: Duration::from_secs(10),
-            replay_interval: Duration::from_secs(60),
-        },
-    )
-    .with_journal(journal.clone(), Arc::new(AtomicBool::new(true)));
+    let w = common::TestWriter::new(store.clone());
+    let (stats, index) = (&w.stats, &w.index);
+    let writer = w
+        .writer(1024, Duration::from_secs(10), Duration::from_secs(60))
+        .with_journal(journal.clone(), Arc::new(AtomicBool::new(true)));
     let t = now() - 60;
     let starts: Vec<_> = (0..300u32).map(|n| Sess::new(n).start(t)).collect();
     writer.run(common::queued_events(&starts)).await;

@@ -455,6 +455,58 @@ pub fn queued(steps: &[Queued]) -> radacctd::ingest::IngestReceiver {
     rx
 }
 
+/// What a test needs to drive the ingest writer directly: a store, its live index and the
+/// writer's stats, kept across runs so that a test can look at them in between.
+pub struct TestWriter {
+    pub store: Store,
+    pub index: Arc<SessionIndex>,
+    pub stats: Arc<Stats>,
+}
+
+impl TestWriter {
+    /// An empty index and fresh stats over `store`.
+    pub fn new(store: Store) -> TestWriter {
+        TestWriter {
+            store,
+            index: Arc::new(SessionIndex::new()),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// A writer over these (no responder, no reseller resolver).
+    pub fn writer(
+        &self,
+        max_batch: usize,
+        commit_timeout: Duration,
+        replay_interval: Duration,
+    ) -> radacctd::ingest::Writer {
+        radacctd::ingest::Writer::new(
+            self.store.clone(),
+            self.index.clone(),
+            Arc::new(()),
+            None,
+            self.stats.clone(),
+            radacctd::ingest::WriterOptions {
+                max_batch,
+                commit_timeout,
+                replay_interval,
+            },
+        )
+    }
+
+    /// Runs a writer (no journal) until `queue` is drained.
+    pub async fn run(
+        &self,
+        queue: radacctd::ingest::IngestReceiver,
+        max_batch: usize,
+        commit_timeout: Duration,
+    ) {
+        self.writer(max_batch, commit_timeout, Duration::from_secs(1))
+            .run(queue)
+            .await;
+    }
+}
+
 /// A subscriber session as a MikroTik BNG reports it.
 #[derive(Debug, Clone)]
 pub struct Sess {
