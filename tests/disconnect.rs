@@ -776,6 +776,19 @@ fn api_timeouts() -> ApiTimeouts {
     }
 }
 
+/// The RouterOS fallback over plaintext API, with the test credentials and timeouts.
+async fn plain_disconnect(addr: SocketAddr, user: &str, framed_ip: Option<&str>) -> ApiOutcome {
+    disconnect_ppp(
+        addr,
+        &ApiTransport::Plain,
+        &creds(),
+        user,
+        framed_ip,
+        &api_timeouts(),
+    )
+    .await
+}
+
 async fn connected(ros: &FakeRouterOs) -> ApiConnection<tokio::net::TcpStream> {
     let mut c = ApiConnection::connect(ros.addr, &api_timeouts())
         .await
@@ -897,15 +910,7 @@ async fn hanging_router_hits_the_reply_deadline() {
     })
     .await;
     let t = std::time::Instant::now();
-    let outcome = disconnect_ppp(
-        ros.addr,
-        &ApiTransport::Plain,
-        &creds(),
-        &sess(22).user,
-        None,
-        &api_timeouts(),
-    )
-    .await;
+    let outcome = plain_disconnect(ros.addr, &sess(22).user, None).await;
     assert!(
         matches!(outcome, ApiOutcome::Failed(ref r) if r.contains("deadline")),
         "{outcome:?}"
@@ -924,15 +929,7 @@ async fn entry_vanishing_during_remove_is_not_found() {
         ..router_with(23)
     })
     .await;
-    let outcome = disconnect_ppp(
-        ros.addr,
-        &ApiTransport::Plain,
-        &creds(),
-        &sess(23).user,
-        None,
-        &api_timeouts(),
-    )
-    .await;
+    let outcome = plain_disconnect(ros.addr, &sess(23).user, None).await;
     assert_eq!(outcome, ApiOutcome::NotFound);
     assert_eq!(
         ros.commands(),
@@ -955,27 +952,11 @@ async fn only_the_sessions_own_entry_is_removed_when_the_user_has_two() {
         ..RosConfig::default()
     })
     .await;
-    let outcome = disconnect_ppp(
-        ros.addr,
-        &ApiTransport::Plain,
-        &creds(),
-        "alice",
-        Some("10.0.0.2"),
-        &api_timeouts(),
-    )
-    .await;
+    let outcome = plain_disconnect(ros.addr, "alice", Some("10.0.0.2")).await;
     assert_eq!(outcome, ApiOutcome::Removed);
     assert_eq!(ros.active(), vec![Active::new("*1", "alice", "10.0.0.1")]);
     // Without a known address every entry of the user goes, in one remove.
-    let outcome = disconnect_ppp(
-        ros.addr,
-        &ApiTransport::Plain,
-        &creds(),
-        "alice",
-        None,
-        &api_timeouts(),
-    )
-    .await;
+    let outcome = plain_disconnect(ros.addr, "alice", None).await;
     assert_eq!(outcome, ApiOutcome::Removed);
     assert!(ros.active().is_empty());
 }
@@ -987,15 +968,7 @@ async fn refused_connection_is_a_failure() {
         .expect("bind");
     let addr: SocketAddr = closed.local_addr().expect("addr");
     drop(closed);
-    let outcome = disconnect_ppp(
-        addr,
-        &ApiTransport::Plain,
-        &creds(),
-        "alice",
-        None,
-        &api_timeouts(),
-    )
-    .await;
+    let outcome = plain_disconnect(addr, "alice", None).await;
     assert!(matches!(outcome, ApiOutcome::Failed(_)), "{outcome:?}");
 }
 
@@ -1232,15 +1205,7 @@ async fn api_ssl_client_speaks_tls12_to_a_routeros6_style_router() {
     assert_eq!(outcome, ApiOutcome::Removed);
     assert!(ros.active().is_empty());
     // A plaintext client against the TLS service gets an error, not a hang.
-    let plain = disconnect_ppp(
-        ros.addr,
-        &ApiTransport::Plain,
-        &creds(),
-        "alice",
-        None,
-        &api_timeouts(),
-    )
-    .await;
+    let plain = plain_disconnect(ros.addr, "alice", None).await;
     assert!(matches!(plain, ApiOutcome::Failed(_)), "{plain:?}");
 }
 
