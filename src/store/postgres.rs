@@ -77,10 +77,9 @@ fn guarded_write_statement(parts: usize) -> String {
         next += WRITE_COLUMNS.len();
     }
     if parts & UPDATES != 0 {
-        let all: Vec<usize> = (0..WRITE_COLUMNS.len()).collect();
         statements.push(format!(
             "{} RETURNING 1 AS part, r.radacctid, NULL::text, r.xmin::text",
-            update_core(next, true, &all, &[])
+            update_statement(next, true)
         ));
         next += 2 + WRITE_COLUMNS.len();
     }
@@ -119,15 +118,8 @@ fn guarded_write_statement(parts: usize) -> String {
 /// The update of rows rebuilt from the index: [`INDEX_HELD`] columns set, the
 /// [`INDEX_KEPT_UNLESS_SET`] ones set only when the fold gave them a value.
 fn index_fed_update(first: usize) -> String {
-    let col = |name: &str| {
-        WRITE_COLUMNS
-            .iter()
-            .position(|c| *c == name)
-            .expect("a write column")
-    };
-    let set: Vec<usize> = INDEX_HELD.iter().map(|c| col(c)).collect();
-    let kept: Vec<usize> = INDEX_KEPT_UNLESS_SET.iter().map(|c| col(c)).collect();
-    update_core(first, true, &set, &kept)
+    let (set, kept) = INDEX_FED_COLUMNS.split_at(INDEX_HELD.len());
+    update_core(first, true, set, kept)
 }
 
 /// The columns bound for [`index_fed_update`], in its parameter order.
