@@ -608,13 +608,7 @@ pub async fn rebuild_index(
     let mut sessions = Vec::new();
     store
         .for_each_open_row(|row, version| {
-            let reseller = row
-                .username
-                .as_deref()
-                .and_then(|u| resolver.reseller_of(u));
-            let mut session = Session::from_row(&row, reseller);
-            session.row_version = version;
-            sessions.push(session);
+            sessions.push(Session::indexed(&row, resolver, version));
         })
         .await?;
     let n = sessions.len();

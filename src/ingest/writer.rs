@@ -451,12 +451,7 @@ impl Writer {
         let mut open: HashMap<String, Session> = HashMap::new();
         self.store
             .for_each_open_row(|row, version| {
-                let reseller = row
-                    .username
-                    .as_deref()
-                    .and_then(|u| self.resolver.reseller_of(u));
-                let mut session = Session::from_row(&row, reseller);
-                session.row_version = version;
+                let session = Session::indexed(&row, self.resolver.as_ref(), version);
                 open.insert(row.acctuniqueid.clone(), session);
             })
             .await?;
@@ -732,13 +727,8 @@ impl Writer {
         for change in changes {
             match change {
                 IndexChange::Upsert(row, version) => {
-                    let reseller = row
-                        .username
-                        .as_deref()
-                        .and_then(|u| self.resolver.reseller_of(u));
-                    let mut session = Session::from_row(&row, reseller);
-                    session.row_version = version;
-                    self.index.upsert(session);
+                    self.index
+                        .upsert(Session::indexed(&row, self.resolver.as_ref(), version));
                 }
                 IndexChange::Remove(key) => {
                     self.index.remove(&key);
@@ -780,8 +770,7 @@ pub fn apply_offline(index: &SessionIndex, resolver: &dyn ResellerResolver, entr
     }
     match row {
         Some(r) if r.is_open() => {
-            let reseller = r.username.as_deref().and_then(|u| resolver.reseller_of(u));
-            index.upsert(Session::from_row(&r, reseller));
+            index.upsert(Session::indexed(&r, resolver, None));
         }
         _ => {
             index.remove(key);
@@ -846,13 +835,7 @@ pub async fn replay_chunk(
         return Ok(ReplayStep::Drained);
     };
     let items: Vec<Item> = chunk.iter().map(|(e, _)| entry_item(e)).collect();
-    let deadline = tokio::time::Instant::now() + commit_timeout;
-    match tokio::time::timeout_at(
-        deadline + DEADLINE_GRACE,
-        commit(store, None, &items, deadline),
-    )
-    .await
-    {
+    match timed_commit(store, None, &items, commit_timeout).await.0 {
         Ok(Ok(outcome)) => {
             // Entries are replayed in order: up to the first one left unfinished (its redo
             // failed after the rest committed); that one and the rest are retried later.
@@ -880,12 +863,9 @@ pub async fn replay_chunk(
     // A statement failed: go one by one up to the failing entry.
     let mut done = 0;
     for ((entry, offset), item) in chunk.iter().zip(&items) {
-        let deadline = tokio::time::Instant::now() + commit_timeout;
-        match tokio::time::timeout_at(
-            deadline + DEADLINE_GRACE,
-            commit(store, None, std::slice::from_ref(item), deadline),
-        )
-        .await
+        match timed_commit(store, None, std::slice::from_ref(item), commit_timeout)
+            .await
+            .0
         {
             Ok(Ok(outcome)) if outcome.unfinished.contains(&true) => {
                 return if done > 0 {

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::ResellerResolver;
+
 /// A radacct row as radacctd reads and writes it. Column names are FreeRADIUS's, lower-case.
 /// Addresses are kept as text in PostgreSQL's `inet` output form (`host()` for addresses, the
 /// `addr/len` form for prefixes), so both stores round-trip them unchanged.
@@ -92,6 +94,19 @@ impl Session {
             acctsessiontime: row.acctsessiontime,
             reseller_id,
             row_version: None,
+        }
+    }
+
+    /// The index entry for an open row at row version `version`, owned by the reseller that
+    /// `resolver` finds for its user.
+    pub fn indexed(row: &Row, resolver: &dyn ResellerResolver, version: Option<u32>) -> Session {
+        let reseller = row
+            .username
+            .as_deref()
+            .and_then(|u| resolver.reseller_of(u));
+        Session {
+            row_version: version,
+            ..Session::from_row(row, reseller)
         }
     }
 
