@@ -22,7 +22,7 @@ use crate::metrics::Stats;
 use crate::radius::clients::{Client, ClientAddr, ClientTable};
 use crate::radius::listener::{self, Listener, SharedClients};
 use crate::radius::reply::{ReplyCache, Responder};
-use crate::sessions::{ResellerResolver, Session, SessionIndex};
+use crate::sessions::{ResellerResolver, SessionIndex};
 use crate::store::{Store, StoreOptions};
 
 /// The client configured when radacctd runs without a config file (FreeRADIUS's convention).
@@ -607,9 +607,7 @@ pub async fn rebuild_index(
     let started = std::time::Instant::now();
     let mut sessions = Vec::new();
     store
-        .for_each_open_row(|row, version| {
-            sessions.push(Session::indexed(&row, resolver, version));
-        })
+        .for_each_open_session(resolver, |session| sessions.push(session))
         .await?;
     let n = sessions.len();
     index.replace_all(sessions);

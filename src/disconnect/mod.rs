@@ -400,7 +400,7 @@ impl Disconnector {
     /// concurrent calls for the same `acctuniqueid` share one attempt and one result.
     pub async fn disconnect(&self, session: &Session) -> Result<Disconnected, DisconnectError> {
         let started = Instant::now();
-        let key = session.acctuniqueid.clone();
+        let key = session.acctuniqueid.to_string();
         let mut rx = {
             let mut inflight = self
                 .inner
@@ -755,7 +755,7 @@ impl Inner {
         started: Instant,
     ) -> Disconnected {
         let deadline = Instant::now() + Duration::from_millis(self.config.close_timeout_ms);
-        let (request, done) = CloseRequest::new(s.acctuniqueid.clone(), stop_time, cause, None);
+        let (request, done) = CloseRequest::new(s.acctuniqueid.to_string(), stop_time, cause, None);
         let closed = match self.ingest.upgrade() {
             None => Err("the writer is shutting down"),
             Some(tx) => {

@@ -450,17 +450,16 @@ impl Writer {
     async fn reconcile(&self) -> Result<Drift, StoreError> {
         let mut open: HashMap<String, Session> = HashMap::new();
         self.store
-            .for_each_open_row(|row, version| {
-                let session = Session::indexed(&row, self.resolver.as_ref(), version);
-                open.insert(row.acctuniqueid.clone(), session);
+            .for_each_open_session(self.resolver.as_ref(), |session| {
+                open.insert(session.acctuniqueid.to_string(), session);
             })
             .await?;
         let mut drift = Drift::default();
         let stale: Vec<String> = self
             .index
-            .collect(|s| !open.contains_key(&s.acctuniqueid))
+            .collect(|s| !open.contains_key(s.acctuniqueid.as_str()))
             .into_iter()
-            .map(|s| s.acctuniqueid)
+            .map(|s| s.acctuniqueid.into_string())
             .collect();
         for key in stale {
             self.index.remove(&key);
@@ -927,13 +926,13 @@ fn entry_item(e: &JournalEntry) -> Item {
 fn row_from_session(s: &Session) -> Row {
     Row {
         radacctid: s.radacctid,
-        acctsessionid: s.acctsessionid.clone(),
-        acctuniqueid: s.acctuniqueid.clone(),
-        username: Some(s.username.clone()),
-        nasipaddress: s.nasipaddress.clone(),
-        nasportid: s.nasportid.clone(),
-        framedipaddress: s.framedipaddress.clone(),
-        callingstationid: s.callingstationid.clone(),
+        acctsessionid: s.acctsessionid.to_string(),
+        acctuniqueid: s.acctuniqueid.to_string(),
+        username: Some(s.username.to_string()),
+        nasipaddress: s.nasipaddress.to_string(),
+        nasportid: s.nasportid.as_deref().map(String::from),
+        framedipaddress: s.framedipaddress.as_deref().map(String::from),
+        callingstationid: s.callingstationid.as_deref().map(String::from),
         acctstarttime: s.acctstarttime,
         acctupdatetime: s.acctupdatetime,
         acctinputoctets: s.acctinputoctets,

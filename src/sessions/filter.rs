@@ -349,7 +349,7 @@ impl Ranked {
         Ranked {
             key: sort.key.value(s),
             id: s.radacctid,
-            uid: s.radacctid.is_none().then(|| s.acctuniqueid.clone()),
+            uid: s.radacctid.is_none().then(|| s.acctuniqueid.to_string()),
             sort,
         }
     }
@@ -489,12 +489,12 @@ mod tests {
     fn session(id: i64, user: &str, start: Option<i64>, input: Option<i64>) -> Session {
         Session {
             radacctid: Some(id),
-            acctuniqueid: format!("k{id}"),
+            acctuniqueid: format!("k{id}").into(),
             username: user.into(),
             acctsessionid: "s".into(),
             nasipaddress: "192.0.2.1".into(),
             nasportid: None,
-            framedipaddress: Some(format!("10.0.0.{id}")),
+            framedipaddress: Some(format!("10.0.0.{id}").into()),
             callingstationid: Some("AA:BB:CC:DD:EE:01".into()),
             acctstarttime: start,
             acctupdatetime: start,

@@ -10,24 +10,50 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use dashmap::DashMap;
+use hashbrown::HashTable;
 
-use super::row::Session;
+use super::row::{Session, Text};
 
 /// Shards for the maps: full scans with dashmap's default shard count starve the writer at a
 /// million entries (DESIGN §9). A power of two.
 const SHARDS: usize = 256;
 
 /// `acctuniqueid` → session, in shards behind locks of their own. A full scan takes each
-/// shard's read lock once and walks its map; dashmap's iterator clones an `Arc` for every
+/// shard's read lock once and walks its sessions; dashmap's iterator clones an `Arc` for every
 /// entry, which was most of a list request's time at a million sessions.
 #[derive(Debug)]
 struct Shards {
-    shards: Box<[RwLock<HashMap<String, Session>>]>,
+    shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
 }
 
-type ShardGuard<'a> = std::sync::RwLockReadGuard<'a, HashMap<String, Session>>;
-type ShardGuardMut<'a> = std::sync::RwLockWriteGuard<'a, HashMap<String, Session>>;
+/// One shard: its sessions packed in a vector (a scan reads them in order, with no empty
+/// slots in between), and a hash table of positions in it, found by the session's own
+/// `acctuniqueid`, so the key is not stored twice and an empty slot costs 4 bytes.
+#[derive(Debug, Default)]
+struct Shard {
+    slots: HashTable<u32>,
+    sessions: Vec<Session>,
+}
+
+type ShardGuard<'a> = std::sync::RwLockReadGuard<'a, Shard>;
+type ShardGuardMut<'a> = std::sync::RwLockWriteGuard<'a, Shard>;
+
+impl Shard {
+    fn with_capacity(n: usize) -> Shard {
+        Shard {
+            slots: HashTable::with_capacity(n),
+            sessions: Vec::with_capacity(n),
+        }
+    }
+
+    fn find(&self, hash: u64, is: impl Fn(&Session) -> bool) -> Option<usize> {
+        let sessions = &self.sessions;
+        self.slots
+            .find(hash, |&i| is(&sessions[i as usize]))
+            .map(|&i| i as usize)
+    }
+}
 
 impl Shards {
     fn new() -> Self {
@@ -37,57 +63,100 @@ impl Shards {
         }
     }
 
-    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Session>> {
-        &self.shards[self.hasher.hash_one(key) as usize & (SHARDS - 1)]
+    /// The hash of a key: it picks the shard (low bits) and the slot within it.
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    // A panic while a shard is locked cannot leave a map half-changed (std's HashMap
-    // operations are panic-safe), so a poisoned lock is taken over.
-    fn read(lock: &RwLock<HashMap<String, Session>>) -> ShardGuard<'_> {
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[hash as usize & (SHARDS - 1)]
+    }
+
+    // A panic while a shard is locked cannot leave it half-changed (nothing below can panic
+    // between the two structures' updates but allocation failure, which aborts), so a
+    // poisoned lock is taken over.
+    fn read(lock: &RwLock<Shard>) -> ShardGuard<'_> {
         lock.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(lock: &RwLock<HashMap<String, Session>>) -> ShardGuardMut<'_> {
+    fn write(lock: &RwLock<Shard>) -> ShardGuardMut<'_> {
         lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, key: String, session: Session) -> Option<Session> {
-        Self::write(self.shard(&key)).insert(key, session)
+    /// Inserts or replaces the session under its `acctuniqueid`; returns the one replaced.
+    fn insert(&self, hash: u64, session: Session) -> Option<Session> {
+        let mut guard = Self::write(self.shard(hash));
+        if let Some(i) = guard.find(hash, |s| s.acctuniqueid == session.acctuniqueid) {
+            return Some(std::mem::replace(&mut guard.sessions[i], session));
+        }
+        let Shard { slots, sessions } = &mut *guard;
+        let at = u32::try_from(sessions.len()).expect("fewer than 2^32 sessions per shard");
+        sessions.push(session);
+        slots.insert_unique(hash, at, |&i| self.hash(&sessions[i as usize].acctuniqueid));
+        None
     }
 
-    fn remove(&self, key: &str) -> Option<Session> {
-        Self::write(self.shard(key)).remove(key)
+    /// Removes the session; the shard's last session moves into its place.
+    fn remove(&self, hash: u64, key: &str) -> Option<Session> {
+        let mut guard = Self::write(self.shard(hash));
+        let Shard { slots, sessions } = &mut *guard;
+        let entry = slots
+            .find_entry(hash, |&i| sessions[i as usize].acctuniqueid == key)
+            .ok()?;
+        let (at, _) = entry.remove();
+        let last = sessions.len() - 1;
+        if at as usize != last {
+            let moved = self.hash(&sessions[last].acctuniqueid);
+            if let Some(slot) = slots.find_mut(moved, |&i| i as usize == last) {
+                *slot = at;
+            }
+        }
+        let removed = sessions.swap_remove(at as usize);
+        // Give memory back after a mass close (a NAS reboot), keeping room to grow again.
+        if sessions.capacity() > 64 && sessions.len() < sessions.capacity() / 4 {
+            sessions.shrink_to(sessions.len() * 2);
+        }
+        Some(removed)
     }
 
-    fn clear_version(&self, key: &str) {
-        if let Some(s) = Self::write(self.shard(key)).get_mut(key) {
-            s.row_version = None;
+    fn clear_version(&self, hash: u64, key: &str) {
+        let mut guard = Self::write(self.shard(hash));
+        if let Some(i) = guard.find(hash, |s| s.acctuniqueid == key) {
+            guard.sessions[i].row_version = None;
         }
     }
 
-    fn get(&self, key: &str) -> Option<Session> {
-        Self::read(self.shard(key)).get(key).cloned()
+    /// A copy of the session that `is` picks among those whose key has this hash.
+    fn get(&self, hash: u64, is: impl Fn(&Session) -> bool) -> Option<Session> {
+        let guard = Self::read(self.shard(hash));
+        guard.find(hash, is).map(|i| guard.sessions[i].clone())
     }
 
-    fn contains(&self, key: &str) -> bool {
-        Self::read(self.shard(key)).contains_key(key)
+    fn contains(&self, hash: u64, key: &str) -> bool {
+        Self::read(self.shard(hash))
+            .find(hash, |s| s.acctuniqueid == key)
+            .is_some()
     }
 
-    fn clear(&self) {
+    /// Empties every shard, leaving room for `expected` sessions in all (spread evenly by the
+    /// hash), so a rebuild does not grow the tables step by step.
+    fn clear(&self, expected: usize) {
+        let per_shard = expected.div_ceil(SHARDS);
+        let per_shard = per_shard + per_shard / 8;
         for shard in &*self.shards {
-            Self::write(shard).clear();
+            *Self::write(shard) = Shard::with_capacity(per_shard);
         }
     }
 
     fn for_each(&self, mut f: impl FnMut(&Session)) {
         for shard in &*self.shards {
-            Self::read(shard).values().for_each(&mut f);
+            Self::read(shard).sessions.iter().for_each(&mut f);
         }
     }
 
     fn for_each_mut(&self, mut f: impl FnMut(&mut Session)) {
         for shard in &*self.shards {
-            Self::write(shard).values_mut().for_each(&mut f);
+            Self::write(shard).sessions.iter_mut().for_each(&mut f);
         }
     }
 }
@@ -115,7 +184,7 @@ pub struct IndexCounts {
 
 #[derive(Debug, Default)]
 struct Counters {
-    per_nas: HashMap<String, i64>,
+    per_nas: HashMap<Text, i64>,
     per_reseller: HashMap<Option<i64>, i64>,
 }
 
@@ -138,7 +207,8 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, delta: i64) 
 #[derive(Debug)]
 pub struct SessionIndex {
     by_key: Shards,
-    by_id: DashMap<i64, String>,
+    /// `radacctid` → the hash of the session's key, which finds it in `by_key`.
+    by_id: DashMap<i64, u64>,
     total: AtomicI64,
     /// Per-NAS and per-reseller counts change together with `by_key`; one small mutex keeps the
     /// pair consistent for readers (the writer is the only one that takes it for writing).
@@ -169,18 +239,18 @@ impl SessionIndex {
 
     /// Inserts or replaces the session with this `acctuniqueid`.
     pub fn upsert(&self, session: Session) {
-        let key = session.acctuniqueid.clone();
+        let hash = self.by_key.hash(&session.acctuniqueid);
         let new_id = session.radacctid;
         if let Some(id) = new_id {
-            self.by_id.insert(id, key.clone());
+            self.by_id.insert(id, hash);
         }
         let mut counters = self.counters();
         counters.add(&session, 1);
-        match self.by_key.insert(key, session) {
+        match self.by_key.insert(hash, session) {
             Some(old) => {
                 counters.add(&old, -1);
                 if let Some(id) = old.radacctid.filter(|id| Some(*id) != new_id) {
-                    self.by_id.remove(&id);
+                    self.by_id.remove_if(&id, |_, h| *h == hash);
                 }
             }
             None => {
@@ -191,29 +261,32 @@ impl SessionIndex {
 
     /// Removes the session; returns it if it was there.
     pub fn remove(&self, acctuniqueid: &str) -> Option<Session> {
+        let hash = self.by_key.hash(acctuniqueid);
         let mut counters = self.counters();
-        let old = self.by_key.remove(acctuniqueid)?;
+        let old = self.by_key.remove(hash, acctuniqueid)?;
         counters.add(&old, -1);
         self.total.fetch_sub(1, Ordering::Relaxed);
         if let Some(id) = old.radacctid {
-            self.by_id.remove_if(&id, |_, k| k == acctuniqueid);
+            self.by_id.remove_if(&id, |_, h| *h == hash);
         }
         Some(old)
     }
 
     /// Replaces the whole content (start-up rebuild).
     pub fn replace_all(&self, sessions: impl IntoIterator<Item = Session>) {
+        let sessions = sessions.into_iter();
         let mut counters = self.counters();
-        self.by_key.clear();
+        self.by_key.clear(sessions.size_hint().0);
         self.by_id.clear();
         *counters = Counters::default();
         let mut total = 0;
         for s in sessions {
             counters.add(&s, 1);
+            let hash = self.by_key.hash(&s.acctuniqueid);
             if let Some(id) = s.radacctid {
-                self.by_id.insert(id, s.acctuniqueid.clone());
+                self.by_id.insert(id, hash);
             }
-            if let Some(old) = self.by_key.insert(s.acctuniqueid.clone(), s) {
+            if let Some(old) = self.by_key.insert(hash, s) {
                 counters.add(&old, -1);
             } else {
                 total += 1;
@@ -225,20 +298,24 @@ impl SessionIndex {
     /// Forgets the session's row version (in place: nothing else about it changes), so the
     /// writer reads its row before the next write.
     pub fn clear_version(&self, acctuniqueid: &str) {
-        self.by_key.clear_version(acctuniqueid);
+        self.by_key
+            .clear_version(self.by_key.hash(acctuniqueid), acctuniqueid);
     }
 
     pub fn get(&self, acctuniqueid: &str) -> Option<Session> {
-        self.by_key.get(acctuniqueid)
+        self.by_key.get(self.by_key.hash(acctuniqueid), |s| {
+            s.acctuniqueid == acctuniqueid
+        })
     }
 
     pub fn get_by_id(&self, radacctid: i64) -> Option<Session> {
-        let key = self.by_id.get(&radacctid).map(|k| k.clone())?;
-        self.get(&key)
+        let hash = *self.by_id.get(&radacctid)?;
+        self.by_key.get(hash, |s| s.radacctid == Some(radacctid))
     }
 
     pub fn contains(&self, acctuniqueid: &str) -> bool {
-        self.by_key.contains(acctuniqueid)
+        self.by_key
+            .contains(self.by_key.hash(acctuniqueid), acctuniqueid)
     }
 
     /// Number of open sessions.
@@ -272,7 +349,11 @@ impl SessionIndex {
         let c = self.counters();
         IndexCounts {
             total: self.total.load(Ordering::Relaxed),
-            per_nas: c.per_nas.clone(),
+            per_nas: c
+                .per_nas
+                .iter()
+                .map(|(nas, n)| (nas.to_string(), *n))
+                .collect(),
             per_reseller: c.per_reseller.clone(),
         }
     }
@@ -315,7 +396,7 @@ mod tests {
         Session {
             radacctid: Some(id),
             acctuniqueid: key.into(),
-            username: format!("user-{key}"),
+            username: format!("user-{key}").into(),
             acctsessionid: "s".into(),
             nasipaddress: nas.into(),
             nasportid: None,
@@ -367,6 +448,49 @@ mod tests {
         assert_eq!(idx.get_by_id(1), None);
         assert_eq!(idx.count_for_nas("10.0.0.1"), 0);
         assert_eq!(idx.counts().per_reseller.get(&None), Some(&1));
+    }
+
+    #[test]
+    fn every_session_stays_findable_by_key_and_id_as_the_tables_grow_and_shrink() {
+        let idx = SessionIndex::new();
+        let n = 20_000;
+        for i in 0..n {
+            idx.upsert(session(&format!("{i:032x}"), i, "10.0.0.1", None));
+        }
+        // A session that moves to another row id: the old id no longer finds it.
+        idx.upsert(session(&format!("{:032x}", 7), n + 7, "10.0.0.1", None));
+        assert_eq!(idx.get_by_id(7), None);
+        assert_eq!(idx.get_by_id(n + 7).map(|s| s.radacctid), Some(Some(n + 7)));
+        for i in (0..n).step_by(2) {
+            assert!(idx.remove(&format!("{i:032x}")).is_some(), "remove {i}");
+        }
+        assert_eq!(idx.len(), n as usize / 2);
+        for i in 0..n {
+            let key = format!("{i:032x}");
+            let id = if i == 7 { n + 7 } else { i };
+            let by_key = idx.get(&key);
+            assert_eq!(idx.contains(&key), i % 2 == 1, "contains {i}");
+            assert_eq!(
+                by_key.as_ref().map(|s| s.acctuniqueid.as_str()),
+                (i % 2 == 1).then_some(key.as_str())
+            );
+            assert_eq!(idx.get_by_id(id), by_key, "by id {id}");
+        }
+        let mut seen = 0;
+        idx.for_each(|s| {
+            assert_eq!(s.radacctid.unwrap() % 2, 1);
+            seen += 1;
+        });
+        assert_eq!(seen, n / 2);
+        let one = format!("{:032x}", 1);
+        idx.upsert(Session {
+            row_version: Some(5),
+            ..session(&one, 1, "10.0.0.1", None)
+        });
+        assert_eq!(idx.get(&one).and_then(|s| s.row_version), Some(5));
+        idx.clear_version(&one);
+        assert_eq!(idx.get(&one).map(|s| s.row_version), Some(None));
+        assert_eq!(idx.count_for_nas("10.0.0.1"), n / 2);
     }
 
     struct Fixed;

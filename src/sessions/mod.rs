@@ -8,4 +8,4 @@ mod index;
 mod row;
 
 pub use index::{IndexCounts, ResellerResolver, SessionIndex};
-pub use row::{Row, Session};
+pub use row::{Row, Session, Text};

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use compact_str::CompactString;
+
 use super::ResellerResolver;
 
 /// A radacct row as radacctd reads and writes it. Column names are FreeRADIUS's, lower-case.
@@ -49,19 +51,23 @@ impl Row {
     }
 }
 
+/// Text as the index keeps it: up to 24 bytes inline (user names, session ids, addresses, port
+/// ids and MACs fit), longer text on the heap. A million open sessions are a million of each.
+pub type Text = CompactString;
+
 /// An open session as the live index holds it: what the Sessions API lists, filters and sorts
 /// on, plus the scope key (`reseller_id`). Built from a committed [`Row`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// `None` only for sessions that exist solely in the journal (DESIGN §10).
     pub radacctid: Option<i64>,
-    pub acctuniqueid: String,
-    pub username: String,
-    pub acctsessionid: String,
-    pub nasipaddress: String,
-    pub nasportid: Option<String>,
-    pub framedipaddress: Option<String>,
-    pub callingstationid: Option<String>,
+    pub acctuniqueid: Text,
+    pub username: Text,
+    pub acctsessionid: Text,
+    pub nasipaddress: Text,
+    pub nasportid: Option<Text>,
+    pub framedipaddress: Option<Text>,
+    pub callingstationid: Option<Text>,
     pub acctstarttime: Option<i64>,
     pub acctupdatetime: Option<i64>,
     pub acctinputoctets: Option<i64>,
@@ -75,18 +81,22 @@ pub struct Session {
     pub row_version: Option<u32>,
 }
 
+fn text(s: &str) -> Text {
+    Text::new(s)
+}
+
 impl Session {
     /// The index entry for an open row.
     pub fn from_row(row: &Row, reseller_id: Option<i64>) -> Session {
         Session {
             radacctid: row.radacctid,
-            acctuniqueid: row.acctuniqueid.clone(),
-            username: row.username.clone().unwrap_or_default(),
-            acctsessionid: row.acctsessionid.clone(),
-            nasipaddress: row.nasipaddress.clone(),
-            nasportid: row.nasportid.clone(),
-            framedipaddress: row.framedipaddress.clone(),
-            callingstationid: row.callingstationid.clone(),
+            acctuniqueid: text(&row.acctuniqueid),
+            username: row.username.as_deref().map(text).unwrap_or_default(),
+            acctsessionid: text(&row.acctsessionid),
+            nasipaddress: text(&row.nasipaddress),
+            nasportid: row.nasportid.as_deref().map(text),
+            framedipaddress: row.framedipaddress.as_deref().map(text),
+            callingstationid: row.callingstationid.as_deref().map(text),
             acctstarttime: row.acctstarttime,
             acctupdatetime: row.acctupdatetime,
             acctinputoctets: row.acctinputoctets,

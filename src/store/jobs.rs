@@ -100,7 +100,7 @@ impl Store {
         match self {
             Store::Postgres(s) => sqlx::query(
                 "SELECT radacctid, acctuniqueid, username, host(nasipaddress), \
-                 floor(extract(epoch from COALESCE(acctupdatetime, acctstarttime)))::int8 \
+                 floor(date_part('epoch', COALESCE(acctupdatetime, acctstarttime)))::int8 \
                  FROM radacct WHERE acctstoptime IS NULL \
                  AND COALESCE(acctupdatetime, acctstarttime) < to_timestamp($1) \
                  ORDER BY COALESCE(acctupdatetime, acctstarttime), radacctid LIMIT $2",
@@ -197,7 +197,7 @@ impl Store {
                 .fetch_one(s.pool())
                 .await?;
                 let rows = sqlx::query(
-                    "SELECT radacctid, username, floor(extract(epoch from acctstoptime))::int8 \
+                    "SELECT radacctid, username, floor(date_part('epoch', acctstoptime))::int8 \
                      FROM radacct WHERE acctstoptime IS NOT NULL AND acctstoptime < to_timestamp($1) \
                      ORDER BY acctstoptime, radacctid LIMIT $2",
                 )

@@ -11,7 +11,7 @@ mod sqlite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::sessions::Row;
+use crate::sessions::{ResellerResolver, Row, Session};
 
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{GuardedWrite, PgStore};
@@ -176,12 +176,19 @@ impl Store {
         }
     }
 
-    /// Every open row (`acctstoptime IS NULL`), streamed to `f` (the index rebuild) with its
-    /// row version on PostgreSQL (`xmin`, read with the row; see `Session::row_version`).
-    pub async fn for_each_open_row(&self, f: impl FnMut(Row, Option<u32>) + Send) -> Result<()> {
+    /// The index entry of every open row (`acctstoptime IS NULL`), streamed to `f` (the index
+    /// rebuild, the sweeper's reconciliation): owned by the reseller `resolver` finds, with its
+    /// row version on PostgreSQL (`xmin`, read with the row; see `Session::row_version`). Only
+    /// the columns an entry holds are read.
+    pub async fn for_each_open_session(
+        &self,
+        resolver: &dyn ResellerResolver,
+        mut f: impl FnMut(Session) + Send,
+    ) -> Result<()> {
+        let mut g = |row: Row, version| f(Session::indexed(&row, resolver, version));
         match self {
-            Store::Postgres(s) => s.for_each_open_row(f).await,
-            Store::Sqlite(s) => s.for_each_open_row(f).await,
+            Store::Postgres(s) => s.for_each_open_row(&mut g).await,
+            Store::Sqlite(s) => s.for_each_open_row(&mut g).await,
         }
     }
 
@@ -428,6 +435,78 @@ pub(crate) fn index_fed_write_is_exact(before: &Row, after: &Row) -> bool {
                 _ => false,
             }
     })
+}
+
+/// The write columns an index entry is built from ([`Session::from_row`]): all that the
+/// start-up rebuild and the sweeper's reconciliation read of each open row.
+pub(crate) const SESSION_COLUMNS: [&str; 12] = [
+    "acctsessionid",
+    "acctuniqueid",
+    "username",
+    "nasipaddress",
+    "nasportid",
+    "acctstarttime",
+    "acctupdatetime",
+    "acctsessiontime",
+    "acctinputoctets",
+    "acctoutputoctets",
+    "callingstationid",
+    "framedipaddress",
+];
+
+/// Whether write column `c` is one an index entry is built from.
+pub(crate) fn is_session_column(c: &str) -> bool {
+    SESSION_COLUMNS.contains(&c)
+}
+
+/// The select list: `radacctid`, then the write columns `selected` keeps, in [`WRITE_COLUMNS`]
+/// order, each through `convert` (the store's conversion to text or seconds).
+pub(crate) fn read_list(selected: fn(&str) -> bool, convert: impl Fn(&str) -> String) -> String {
+    let mut cols = vec!["radacctid".to_owned()];
+    cols.extend(
+        WRITE_COLUMNS
+            .iter()
+            .filter(|c| selected(c))
+            .map(|c| convert(c)),
+    );
+    cols.join(", ")
+}
+
+/// Reads a row selected by [`read_list`] with the same `selected`: the columns it left out
+/// stay empty.
+pub(crate) fn read_row<'r, R>(r: &'r R, selected: fn(&str) -> bool) -> Result<Row>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut texts = Vec::with_capacity(WRITE_COLUMNS.len());
+    let mut ints = Vec::with_capacity(8);
+    let mut next = 1;
+    for c in WRITE_COLUMNS {
+        let int = matches!(column_kind(c), ColumnKind::Int | ColumnKind::Time);
+        if !selected(c) {
+            if int {
+                ints.push(None)
+            } else {
+                texts.push(None)
+            }
+            continue;
+        }
+        if int {
+            ints.push(r.try_get::<Option<i64>, _>(next)?);
+        } else {
+            texts.push(r.try_get::<Option<String>, _>(next)?);
+        }
+        next += 1;
+    }
+    Ok(RowReader { texts, ints }.into_row(r.try_get(0)?))
+}
+
+/// Every write column: [`read_list`] and [`read_row`] of whole rows.
+pub(crate) fn all_columns(_: &str) -> bool {
+    true
 }
 
 /// Builds a `Row` from values read in `radacctid` + [`WRITE_COLUMNS`] order.

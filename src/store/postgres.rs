@@ -7,28 +7,32 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
 use super::{
-    ColumnKind, INDEX_HELD, INDEX_KEPT_UNLESS_SET, NasRow, Result, RowReader, StoreOptions, Value,
-    WRITE_COLUMNS, column_kind, column_value,
+    ColumnKind, INDEX_HELD, INDEX_KEPT_UNLESS_SET, NasRow, Result, SESSION_COLUMNS, StoreOptions,
+    Value, WRITE_COLUMNS, all_columns, column_kind, column_value, is_session_column, read_list,
+    read_row,
 };
 use crate::sessions::Row;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// `radacctid` then every write column, converted to text / seconds.
-static SELECT_LIST: LazyLock<String> = LazyLock::new(|| {
-    let mut cols = vec!["radacctid".to_owned()];
-    cols.extend(WRITE_COLUMNS.iter().map(|c| match column_kind(c) {
-        ColumnKind::Text | ColumnKind::Int => (*c).to_owned(),
-        ColumnKind::Time => format!("floor(extract(epoch from {c}))::int8"),
+/// A write column as read back: text or seconds. Seconds come from `date_part`, a double:
+/// `extract` gives the same whole seconds through `numeric`, at twice the cost (measured on a
+/// million rows: 0.38 s against 0.76 s for two columns).
+fn read_back(c: &str) -> String {
+    match column_kind(c) {
+        ColumnKind::Text | ColumnKind::Int => c.to_owned(),
+        ColumnKind::Time => format!("floor(date_part('epoch', {c}))::int8"),
         ColumnKind::Addr => format!("host({c})"),
         ColumnKind::Prefix => format!("{c}::text"),
-    }));
-    cols.join(", ")
-});
+    }
+}
+
+/// `radacctid` then every write column, converted to text / seconds.
+static SELECT_LIST: LazyLock<String> = LazyLock::new(|| read_list(all_columns, read_back));
 
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -212,10 +216,11 @@ fn update_core(first: usize, guarded: bool, set: &[usize], kept: &[usize]) -> St
     )
 }
 
+/// The open rows' index columns and versions.
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {}, xmin::text FROM radacct WHERE acctstoptime IS NULL",
-        *SELECT_LIST
+        read_list(is_session_column, read_back)
     )
 });
 
@@ -240,22 +245,10 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| update_statement(1, false
 
 const CLOSE_NAS_SQL: &str = "UPDATE radacct SET acctstoptime = to_timestamp($2), \
      acctupdatetime = to_timestamp($2), \
-     acctsessiontime = $2 - floor(extract(epoch from acctstarttime))::int8, \
+     acctsessiontime = $2 - floor(date_part('epoch', acctstarttime))::int8, \
      acctterminatecause = $3 \
      WHERE acctstoptime IS NULL AND nasipaddress = $1::inet AND acctstarttime <= to_timestamp($2) \
      RETURNING acctuniqueid";
-
-fn read_row(r: &PgRow) -> Result<Row> {
-    let mut texts = Vec::with_capacity(WRITE_COLUMNS.len());
-    let mut ints = Vec::with_capacity(8);
-    for (i, c) in WRITE_COLUMNS.iter().enumerate() {
-        match column_kind(c) {
-            ColumnKind::Int | ColumnKind::Time => ints.push(r.try_get::<Option<i64>, _>(i + 1)?),
-            _ => texts.push(r.try_get::<Option<String>, _>(i + 1)?),
-        }
-    }
-    Ok(RowReader { texts, ints }.into_row(r.try_get(0)?))
-}
 
 /// Binds one array per write column, in [`WRITE_COLUMNS`] order.
 fn bind_columns<'q>(
@@ -415,10 +408,10 @@ impl PgStore {
         let mut stream = sqlx::query(OPEN_ROWS_SQL.as_str()).fetch(&self.pool);
         while let Some(r) = stream.try_next().await? {
             let version = r
-                .try_get::<String, _>(WRITE_COLUMNS.len() + 1)?
+                .try_get::<String, _>(SESSION_COLUMNS.len() + 1)?
                 .parse()
                 .ok();
-            f(read_row(&r)?, version);
+            f(read_row(&r, is_session_column)?, version);
         }
         Ok(())
     }
@@ -460,7 +453,7 @@ impl PgStore {
         let mut out = HashMap::with_capacity(rows.len());
         let mut versions = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let row = read_row(r)?;
+            let row = read_row(r, all_columns)?;
             versions.insert(
                 row.acctuniqueid.clone(),
                 r.try_get::<String, _>(WRITE_COLUMNS.len() + 1)?,
@@ -579,7 +572,7 @@ impl PgTx {
             .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let row = read_row(r)?;
+            let row = read_row(r, all_columns)?;
             out.insert(row.acctuniqueid.clone(), row);
         }
         Ok(out)

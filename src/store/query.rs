@@ -39,12 +39,12 @@ impl SessionRecord {
     pub fn from_session(s: &Session) -> SessionRecord {
         SessionRecord {
             radacctid: s.radacctid,
-            username: Some(s.username.clone()).filter(|u| !u.is_empty()),
-            acctsessionid: s.acctsessionid.clone(),
-            nasipaddress: s.nasipaddress.clone(),
-            nasportid: s.nasportid.clone(),
-            framedipaddress: s.framedipaddress.clone(),
-            callingstationid: s.callingstationid.clone(),
+            username: Some(s.username.to_string()).filter(|u| !u.is_empty()),
+            acctsessionid: s.acctsessionid.to_string(),
+            nasipaddress: s.nasipaddress.to_string(),
+            nasportid: s.nasportid.as_deref().map(String::from),
+            framedipaddress: s.framedipaddress.as_deref().map(String::from),
+            callingstationid: s.callingstationid.as_deref().map(String::from),
             acctstarttime: s.acctstarttime,
             acctstoptime: None,
             acctupdatetime: s.acctupdatetime,
@@ -134,7 +134,7 @@ fn ascii_lower(d: Dialect, expr: &str) -> String {
 /// The columns of [`SessionRecord`], in its field order.
 fn select_list(d: Dialect) -> String {
     let time = |c: &str| match d {
-        Dialect::Postgres => format!("floor(extract(epoch from {c}))::int8"),
+        Dialect::Postgres => format!("floor(date_part('epoch', {c}))::int8"),
         Dialect::Sqlite => format!("CAST(strftime('%s', {c}) AS INTEGER)"),
     };
     let addr = |c: &str| match d {

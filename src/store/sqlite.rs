@@ -8,27 +8,27 @@ use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use super::{
-    ColumnKind, NasRow, Result, RowReader, StoreOptions, Value, WRITE_COLUMNS, column_kind,
-    column_value,
+    ColumnKind, NasRow, Result, StoreOptions, Value, WRITE_COLUMNS, all_columns, column_kind,
+    column_value, is_session_column, read_list, read_row,
 };
 use crate::sessions::Row;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-static SELECT_LIST: LazyLock<String> = LazyLock::new(|| {
-    let mut cols = vec!["radacctid".to_owned()];
-    cols.extend(WRITE_COLUMNS.iter().map(|c| match column_kind(c) {
+/// A write column as read back: text or seconds.
+fn read_back(c: &str) -> String {
+    match column_kind(c) {
         ColumnKind::Time => format!("CAST(strftime('%s', {c}) AS INTEGER)"),
-        _ => (*c).to_owned(),
-    }));
-    cols.join(", ")
-});
+        _ => c.to_owned(),
+    }
+}
+
+static SELECT_LIST: LazyLock<String> = LazyLock::new(|| read_list(all_columns, read_back));
 
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -40,7 +40,7 @@ static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM radacct WHERE acctstoptime IS NULL",
-        *SELECT_LIST
+        read_list(is_session_column, read_back)
     )
 });
 
@@ -83,18 +83,6 @@ const CLOSE_NAS_SQL: &str = "UPDATE radacct SET acctstoptime = datetime(?2, 'uni
      acctterminatecause = ?3 \
      WHERE acctstoptime IS NULL AND nasipaddress = ?1 AND acctstarttime <= datetime(?2, 'unixepoch') \
      RETURNING acctuniqueid";
-
-fn read_row(r: &SqliteRow) -> Result<Row> {
-    let mut texts = Vec::with_capacity(WRITE_COLUMNS.len());
-    let mut ints = Vec::with_capacity(8);
-    for (i, c) in WRITE_COLUMNS.iter().enumerate() {
-        match column_kind(c) {
-            ColumnKind::Int | ColumnKind::Time => ints.push(r.try_get::<Option<i64>, _>(i + 1)?),
-            _ => texts.push(r.try_get::<Option<String>, _>(i + 1)?),
-        }
-    }
-    Ok(RowReader { texts, ints }.into_row(r.try_get(0)?))
-}
 
 fn bind_row<'q>(
     mut q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -151,7 +139,7 @@ impl SqliteStore {
     ) -> Result<()> {
         let mut stream = sqlx::query(OPEN_ROWS_SQL.as_str()).fetch(&self.pool);
         while let Some(r) = stream.try_next().await? {
-            f(read_row(&r)?, None);
+            f(read_row(&r, is_session_column)?, None);
         }
         Ok(())
     }
@@ -209,7 +197,7 @@ impl SqliteTx {
                 .fetch_optional(&mut *self.tx)
                 .await?
             {
-                let row = read_row(&r)?;
+                let row = read_row(&r, all_columns)?;
                 out.insert(row.acctuniqueid.clone(), row);
             }
         }
