@@ -483,3 +483,301 @@ async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
     assert_eq!(index.len(), 300, "the index follows the journal");
     store.close().await;
 }
+
+/// The `radacctd_journal_entries` gauge (entries not yet replayed), from `/metrics`.
+async fn journal_entries(metrics: SocketAddr) -> f64 {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("radacctd_journal_entries "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("radacctd_journal_entries exported")
+}
+
+/// Backends of the test's database other than `mine`, waiting on a lock while running a
+/// statement `LIKE pattern`, and blocked by `blocker` when given.
+async fn lock_waiters(
+    watch: &mut sqlx::PgConnection,
+    mine: &[i32],
+    pattern: &str,
+    blocker: Option<i32>,
+) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND NOT pid = ANY($1) AND wait_event_type = 'Lock' AND query LIKE $2 \
+         AND ($3::int4 IS NULL OR $3 = ANY(pg_blocking_pids(pid)))",
+    )
+    .bind(mine)
+    .bind(pattern)
+    .bind(blocker)
+    .fetch_one(&mut *watch)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// Polls an async condition every 20 ms for up to 30 s; panics with `what` if it never holds.
+macro_rules! poll_until {
+    ($what:expr, $cond:expr) => {{
+        let mut held = false;
+        for _ in 0..1500 {
+            if $cond {
+                held = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(held, "timed out waiting for {}", $what);
+    }};
+}
+
+async fn backend_pid(c: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(c)
+        .await
+        .expect("pid")
+}
+
+/// A row's input octets, update time and class, read without locks.
+async fn plain_row(url: &str, key: &str) -> (i64, Option<i64>, Option<String>) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+    let row = sqlx::query_as(
+        "SELECT acctinputoctets, extract(epoch FROM acctupdatetime)::int8, class FROM radacct \
+         WHERE acctuniqueid = $1",
+    )
+    .bind(key)
+    .fetch_one(&mut c)
+    .await
+    .expect("row");
+    let _ = c.close().await;
+    row
+}
+
+/// Journal replay marks entries replayed only up to the first one left unfinished (its redo
+/// under locks missed the commit deadline after the rest of the chunk had committed); that
+/// entry and every one behind it stay in the journal and are replayed again later.
+///
+/// The journal holds Interim-Updates of c, a and b, in that order. While it is replayed,
+/// another writer changes a's row between the replay's read and its guarded write, then keeps
+/// the row locked: the guarded write refuses a and commits c and b, and a's redo under locks
+/// blocks past the deadline. Only c's entry may be marked replayed then: a's stays, and so
+/// does b's behind it, although b is in the table. Once the lock is gone, both are replayed:
+/// a's interim lands, b's second replay changes nothing, the other writer's column is kept,
+/// and the index equals the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_marks_the_journal_only_up_to_the_first_unfinished_entry() {
+    use sqlx::Connection;
+    /// The replay's guarded write (rows read from the table, updated where their version is
+    /// still the one read) and its redo under locks (`SELECT … FOR UPDATE`, the only `SELECT`
+    /// of the writer that waits for a row lock).
+    const GUARDED_WRITE: &str = "UPDATE radacct AS r SET %";
+    const REDO_READ: &str = "SELECT %";
+
+    let Some((db, proxy, url)) = pg_behind_proxy().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = journaled_config(&db, &url, dir.path());
+    // Room to line up the locks below within the first replay attempt's deadline.
+    config.radius.commit_timeout_secs = 5;
+    let app = TestApp::start(config).await;
+    let metrics = app.metrics_addr.expect("metrics enabled");
+    let mut nas = Nas::new(app.addr).await;
+    let (a, b, c) = (Sess::new(1), Sess::new(2), Sess::new(3));
+    let t = now() - 1000;
+    nas.send(&a.start(t)).await.expect("a's start committed");
+    nas.send(&b.start(t)).await.expect("b's start committed");
+    nas.send(&c.start(t)).await.expect("c's start committed");
+    assert!(
+        app.index
+            .get(&a.key())
+            .expect("a open")
+            .row_version
+            .is_some(),
+        "a's row version is indexed"
+    );
+    proxy.cut();
+    nas.send(&c.interim(t + 300, 300, 5000, 6000))
+        .await
+        .expect("c's interim answered from the journal");
+    nas.send(&a.interim(t + 300, 300, 1000, 2000))
+        .await
+        .expect("a's interim answered from the journal");
+    nas.send(&b.interim(t + 300, 300, 3000, 4000))
+        .await
+        .expect("b's interim answered from the journal");
+    assert_eq!(Stats::get(&app.stats.journal_appended), 3);
+    assert_eq!(journal_entries(metrics).await, 3.0);
+
+    // The test's connections go straight to the database, not through the proxy.
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let mut changer = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let changer_pid = backend_pid(&mut changer).await;
+    let holder_pid = backend_pid(&mut holder).await;
+    let mine = [changer_pid, holder_pid];
+
+    // The other writer changes a's row (uncommitted) and takes a SHARE lock on the table: the
+    // replay's plain read still sees a's old version, its guarded write waits for the table.
+    let mut change = changer.begin().await.expect("begin");
+    sqlx::query("UPDATE radacct SET class = 'panel' WHERE acctuniqueid = $1")
+        .bind(a.key())
+        .execute(&mut *change)
+        .await
+        .expect("change a");
+    sqlx::query("LOCK TABLE radacct IN SHARE MODE")
+        .execute(&mut *change)
+        .await
+        .expect("lock the table");
+    proxy.restore();
+    poll_until!(
+        "the replay's guarded write to wait for the other writer",
+        lock_waiters(&mut watch, &mine, GUARDED_WRITE, Some(changer_pid)).await == 1
+    );
+    assert_eq!(Stats::get(&app.stats.journal_replayed), 0);
+
+    // A second transaction queues for a's row lock behind the change, so that it holds the row
+    // as soon as the change commits, before the writer's redo can ask for it.
+    let (locked_tx, locked) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let key = a.key();
+    let holding = tokio::spawn(async move {
+        let mut tx = holder.begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM radacct WHERE acctuniqueid = $1 FOR UPDATE")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .expect("lock a");
+        let _ = locked_tx.send(());
+        let _ = released.await;
+        tx.rollback().await.expect("release a");
+    });
+    poll_until!(
+        "the row lock to queue behind the change",
+        sqlx::query_scalar::<_, bool>("SELECT $2 = ANY(pg_blocking_pids($1))")
+            .bind(holder_pid)
+            .bind(changer_pid)
+            .fetch_one(&mut watch)
+            .await
+            .expect("pg_blocking_pids")
+    );
+    change.commit().await.expect("the change commits");
+    tokio::time::timeout(Duration::from_secs(30), locked)
+        .await
+        .expect("a's row locked in time")
+        .expect("lock task alive");
+
+    // The guarded write saw a's new version: it refused a and committed c and b. a's redo
+    // under locks waits for the row lock (until the deadline, then a is left unfinished).
+    poll_until!(
+        "b's journaled interim to be committed by the replay",
+        plain_row(&db.url, &b.key()).await.0 == 3000
+    );
+    assert_eq!(plain_row(&db.url, &c.key()).await.0, 5000, "c committed");
+    poll_until!(
+        "a's redo under locks to wait for the row lock",
+        lock_waiters(&mut watch, &mine, REDO_READ, Some(holder_pid)).await == 1
+    );
+    let (a_input, a_updated, a_class) = plain_row(&db.url, &a.key()).await;
+    assert_eq!(
+        a_input, 0,
+        "a's interim is not in the table while its row is locked"
+    );
+    assert_ne!(a_updated, Some(i64::from(t) + 300));
+    assert_eq!(a_class.as_deref(), Some("panel"));
+    let observer = db.open_store().await;
+    let b_committed = observer
+        .row_by_key(&b.key())
+        .await
+        .expect("b")
+        .expect("b exists");
+
+    // That attempt ends at its deadline with a unfinished. The replay tries again (its guarded
+    // write now waits for a's row): by then the attempt has been accounted for. Only c's entry,
+    // before a's, is marked replayed; b's, although b is committed, stays behind a's.
+    poll_until!(
+        "the replay to try again, or to mark more entries replayed",
+        Stats::get(&app.stats.journal_replayed) > 1
+            || journal_entries(metrics).await < 2.0
+            || lock_waiters(&mut watch, &mine, GUARDED_WRITE, None).await > 0
+    );
+    assert_eq!(
+        Stats::get(&app.stats.journal_replayed),
+        1,
+        "marked replayed: c's entry, up to a's, the first one left unfinished"
+    );
+    assert_eq!(
+        journal_entries(metrics).await,
+        2.0,
+        "the journal still holds a's entry and b's behind it"
+    );
+    assert_eq!(plain_row(&db.url, &a.key()).await.0, 0, "a still waits");
+
+    // The other writer lets go: the journal drains.
+    let _ = release.send(());
+    holding.await.expect("lock task");
+    wait_for("the journal to be replayed", || replayed_all(&app)).await;
+    let journal_file = dir.path().join("radacctd.journal");
+    wait_for("the journal to be truncated", || {
+        std::fs::metadata(&journal_file).is_ok_and(|m| m.len() == 0)
+    })
+    .await;
+    assert_eq!(
+        Stats::get(&app.stats.journal_replayed),
+        3,
+        "each entry marked replayed once"
+    );
+    assert_eq!(journal_entries(metrics).await, 0.0);
+
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 3, "each session exactly once");
+    let by_key: BTreeMap<_, _> = rows.iter().map(|r| (r.acctuniqueid.clone(), r)).collect();
+    let ra = by_key[&a.key()];
+    assert_eq!(ra.acctupdatetime, Some(i64::from(t) + 300));
+    assert_eq!(ra.acctsessiontime, Some(300));
+    assert_eq!(ra.acctinputoctets, Some(1000));
+    assert_eq!(ra.acctoutputoctets, Some(2000));
+    assert_eq!(
+        ra.class.as_deref(),
+        Some("panel"),
+        "the other writer's change kept"
+    );
+    let rb = by_key[&b.key()];
+    assert_eq!(rb.acctinputoctets, Some(3000));
+    assert_eq!(rb.acctoutputoctets, Some(4000));
+    assert_eq!(
+        *rb, b_committed,
+        "b's entry, replayed again behind a's, changed nothing"
+    );
+    let rc = by_key[&c.key()];
+    assert_eq!(rc.acctinputoctets, Some(5000));
+    assert_eq!(rc.acctoutputoctets, Some(6000));
+    assert_index_equals_open_rows(&app, &db.open_rows().await);
+
+    // Direct commits again: the Stops are not journaled, and close each row once.
+    nas.send(&a.stop(t + 600, 600, 1500, 2500, 1))
+        .await
+        .expect("a's stop answered");
+    nas.send(&b.stop(t + 600, 600, 3500, 4500, 1))
+        .await
+        .expect("b's stop answered");
+    nas.send(&c.stop(t + 600, 600, 5500, 6500, 1))
+        .await
+        .expect("c's stop answered");
+    assert_eq!(Stats::get(&app.stats.journal_appended), 3);
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 3);
+    for (r, input) in rows.iter().zip([1500, 3500, 5500]) {
+        assert_eq!(r.acctstoptime, Some(i64::from(t) + 600));
+        assert_eq!(r.acctinputoctets, Some(input));
+    }
+    assert!(app.index.is_empty());
+    observer.close().await;
+    let _ = watch.close().await;
+    app.stop().await;
+}

@@ -711,7 +711,7 @@ impl Writer {
                 }
                 Ok(ReplayStep::Stuck) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "journal replay paused: database unavailable");
+                    tracing::warn!(error = %e, "journal replay paused: database unavailable, or a row locked past the commit deadline");
                     self.db_up.store(false, Ordering::Relaxed);
                     return;
                 }
