@@ -19,10 +19,10 @@ use crate::sessions::Row;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A write column as read back: text or seconds. Seconds come from `date_part`, a double:
+/// A radacct column as read back: text or seconds. Seconds come from `date_part`, a double:
 /// `extract` gives the same whole seconds through `numeric`, at twice the cost (measured on a
 /// million rows: 0.38 s against 0.76 s for two columns).
-fn read_back(c: &str) -> String {
+pub(super) fn read_back(c: &str) -> String {
     match column_kind(c) {
         ColumnKind::Text | ColumnKind::Int => c.to_owned(),
         ColumnKind::Time => format!("floor(date_part('epoch', {c}))::int8"),

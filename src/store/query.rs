@@ -133,30 +133,27 @@ fn ascii_lower(d: Dialect, expr: &str) -> String {
 
 /// The columns of [`SessionRecord`], in its field order.
 fn select_list(d: Dialect) -> String {
-    let time = |c: &str| match d {
-        Dialect::Postgres => format!("floor(date_part('epoch', {c}))::int8"),
-        Dialect::Sqlite => format!("CAST(strftime('%s', {c}) AS INTEGER)"),
-    };
-    let addr = |c: &str| match d {
-        Dialect::Postgres => format!("host({c})"),
-        Dialect::Sqlite => c.to_owned(),
+    let read_back = match d {
+        Dialect::Postgres => super::postgres::read_back,
+        Dialect::Sqlite => super::sqlite::read_back,
     };
     [
-        "radacctid".to_owned(),
-        "username".to_owned(),
-        "acctsessionid".to_owned(),
-        addr("nasipaddress"),
-        "nasportid".to_owned(),
-        addr("framedipaddress"),
-        "callingstationid".to_owned(),
-        time("acctstarttime"),
-        time("acctstoptime"),
-        time("acctupdatetime"),
-        "acctinputoctets".to_owned(),
-        "acctoutputoctets".to_owned(),
-        "acctsessiontime".to_owned(),
-        "acctterminatecause".to_owned(),
+        "radacctid",
+        "username",
+        "acctsessionid",
+        "nasipaddress",
+        "nasportid",
+        "framedipaddress",
+        "callingstationid",
+        "acctstarttime",
+        "acctstoptime",
+        "acctupdatetime",
+        "acctinputoctets",
+        "acctoutputoctets",
+        "acctsessiontime",
+        "acctterminatecause",
     ]
+    .map(read_back)
     .join(", ")
 }
 

@@ -20,8 +20,8 @@ use crate::sessions::Row;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// A write column as read back: text or seconds.
-fn read_back(c: &str) -> String {
+/// A radacct column as read back: text or seconds.
+pub(super) fn read_back(c: &str) -> String {
     match column_kind(c) {
         ColumnKind::Time => format!("CAST(strftime('%s', {c}) AS INTEGER)"),
         _ => c.to_owned(),
