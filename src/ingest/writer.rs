@@ -23,7 +23,7 @@ use super::{CloseRequest, Drift, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::accounting::EventKind;
 use crate::radius::reply::Responder;
-use crate::sessions::{ResellerResolver, Row, Session, SessionIndex};
+use crate::sessions::{ResellerResolver, Row, Session, SessionIndex, Text};
 use crate::store::{Store, StoreError};
 
 /// Writer tuning.
@@ -448,19 +448,19 @@ impl Writer {
 
     /// Makes the index equal the open rows in SQL; returns the differences it fixed.
     async fn reconcile(&self) -> Result<Drift, StoreError> {
-        let mut open: HashMap<String, Session> = HashMap::new();
+        let mut open: HashMap<Text, Session> = HashMap::new();
         self.store
             .for_each_open_session(self.resolver.as_ref(), |session| {
-                open.insert(session.acctuniqueid.to_string(), session);
+                open.insert(session.acctuniqueid.clone(), session);
             })
             .await?;
         let mut drift = Drift::default();
-        let stale: Vec<String> = self
-            .index
-            .collect(|s| !open.contains_key(s.acctuniqueid.as_str()))
-            .into_iter()
-            .map(|s| s.acctuniqueid.into_string())
-            .collect();
+        let mut stale: Vec<Text> = Vec::new();
+        self.index.for_each(|s| {
+            if !open.contains_key(&s.acctuniqueid) {
+                stale.push(s.acctuniqueid.clone());
+            }
+        });
         for key in stale {
             self.index.remove(&key);
             drift.removed += 1;
