@@ -4,43 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Attr, Backend, Nas, Sess, TestApp, TestDb, now, require, test_config};
+use common::{Attr, Backend, Nas, Sess, TestApp, TestDb, now, require, scrape, test_config, value};
 use radacctd::radius::dictionary as d;
-
-/// Scrapes `/metrics` into `series (name{labels}) → value`.
-async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    parse_exposition(&text)
-}
-
-fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *m.get(series).unwrap_or_else(|| {
-        panic!(
-            "{series} missing from /metrics: {:?}",
-            m.keys().collect::<Vec<_>>()
-        )
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_exactly_what_was_sent() {

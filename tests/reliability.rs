@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use common::freeradius::PgTarget;
 use common::proxy::TcpProxy;
-use common::{Backend, Nas, SECRET, Sess, TestApp, TestDb, now, require, test_config};
+use common::{
+    Backend, Nas, SECRET, Sess, TestApp, TestDb, now, require, scrape, test_config, value,
+};
 use radacctd::config::Config;
 use radacctd::metrics::{DropReason, Stats};
 
@@ -486,16 +488,7 @@ async fn split_batch_during_an_outage_goes_straight_to_the_journal() {
 
 /// The `radacctd_journal_entries` gauge (entries not yet replayed), from `/metrics`.
 async fn journal_entries(metrics: SocketAddr) -> f64 {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("radacctd_journal_entries "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("radacctd_journal_entries exported")
+    value(&scrape(metrics).await, "radacctd_journal_entries")
 }
 
 /// Backends of the test's database other than `mine`, waiting on a lock while running a

@@ -5,6 +5,7 @@
 pub mod freeradius;
 pub mod proxy;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -650,4 +651,35 @@ macro_rules! both_stores {
             }
         )*
     };
+}
+
+/// Scrapes `/metrics` into `series (name{labels}) → value`.
+pub async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    parse_exposition(&text)
+}
+
+pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One series of a scrape; panics, listing what there is, when it is missing.
+pub fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *m.get(series).unwrap_or_else(|| {
+        panic!(
+            "{series} missing from /metrics: {:?}",
+            m.keys().collect::<Vec<_>>()
+        )
+    })
 }
