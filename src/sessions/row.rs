@@ -81,22 +81,18 @@ pub struct Session {
     pub row_version: Option<u32>,
 }
 
-fn text(s: &str) -> Text {
-    Text::new(s)
-}
-
 impl Session {
     /// The index entry for an open row.
     pub fn from_row(row: &Row, reseller_id: Option<i64>) -> Session {
         Session {
             radacctid: row.radacctid,
-            acctuniqueid: text(&row.acctuniqueid),
-            username: row.username.as_deref().map(text).unwrap_or_default(),
-            acctsessionid: text(&row.acctsessionid),
-            nasipaddress: text(&row.nasipaddress),
-            nasportid: row.nasportid.as_deref().map(text),
-            framedipaddress: row.framedipaddress.as_deref().map(text),
-            callingstationid: row.callingstationid.as_deref().map(text),
+            acctuniqueid: Text::new(&row.acctuniqueid),
+            username: row.username.as_deref().map(Text::new).unwrap_or_default(),
+            acctsessionid: Text::new(&row.acctsessionid),
+            nasipaddress: Text::new(&row.nasipaddress),
+            nasportid: row.nasportid.as_deref().map(Text::new),
+            framedipaddress: row.framedipaddress.as_deref().map(Text::new),
+            callingstationid: row.callingstationid.as_deref().map(Text::new),
             acctstarttime: row.acctstarttime,
             acctupdatetime: row.acctupdatetime,
             acctinputoctets: row.acctinputoctets,
