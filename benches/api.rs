@@ -75,6 +75,7 @@ async fn seed(url: &str, pg: bool, active: u64, closed: u64) -> anyhow::Result<(
         &StoreOptions {
             max_connections: 2,
             acquire_timeout: Duration::from_secs(30),
+            ..Default::default()
         },
     )
     .await?;

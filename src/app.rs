@@ -16,7 +16,7 @@ use crate::api::{self, ApiDeps, ApiState};
 use crate::config::{ClientConfig, Config, Secret};
 use crate::disconnect::Disconnector;
 use crate::ingest::journal::Journal;
-use crate::ingest::{self, Writer, WriterOptions};
+use crate::ingest::{self, Writer, WriterHealth, WriterOptions};
 use crate::jobs::{Archiver, Sweeper};
 use crate::metrics::Stats;
 use crate::radius::clients::{Client, ClientAddr, ClientTable};
@@ -24,6 +24,29 @@ use crate::radius::listener::{self, Listener, SharedClients};
 use crate::radius::reply::{ReplyCache, Responder};
 use crate::sessions::{ResellerResolver, SessionIndex};
 use crate::store::{Store, StoreOptions};
+
+/// Prints a line on standard output for a one-shot command. A reader that went away
+/// (`radacctd check-config | head -1`) ends the process quietly with status 0, as SIGPIPE
+/// would, instead of a panic; any other write error is reported and exits 1.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("radacctd: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for one-shot commands, through [`print_line`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::app::print_line(format_args!($($arg)*))
+    };
+}
 
 /// The client configured when radacctd runs without a config file (FreeRADIUS's convention).
 pub fn quickstart_client() -> ClientConfig {
@@ -42,10 +65,19 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let opts = StoreOptions {
         max_connections: config.database.max_connections,
         acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
+        write_statement_timeout: Some(write_statement_timeout(config.commit_timeout())),
     };
     Store::open(config.database.url.expose(), &opts)
         .await
         .context("opening the database")
+}
+
+/// The writer's server-side statement and lock timeout: just under the commit deadline, so the
+/// server gives up on a statement about when the writer does.
+fn write_statement_timeout(commit_timeout: Duration) -> Duration {
+    commit_timeout
+        .saturating_sub(Duration::from_millis(250))
+        .max(Duration::from_millis(500))
 }
 
 /// A built, not yet running daemon: sockets bound, database migrated, index loaded.
@@ -102,7 +134,7 @@ impl Application {
             false => None,
         };
         let ready = Arc::new(AtomicBool::new(true));
-        let database = prepare_database(&store, &config).await;
+        let database = prepare_database(&store, &config, journal.is_some()).await;
         if let Err(e) = &database {
             if journal.is_none() || is_permanent(e) {
                 return Err(anyhow::anyhow!("{e:#}"));
@@ -145,9 +177,12 @@ impl Application {
                 ingest::apply_offline(&index, resolver.as_ref(), entry);
             }
         }
-        let clients = Arc::new(RwLock::new(Arc::new(
-            load_clients(&config.radius.clients, &store).await,
-        )));
+        // With the database down, the `nas` table's clients come when it is back (the writer
+        // then triggers a reload); the configured ones answer at once.
+        let clients = Arc::new(RwLock::new(Arc::new(match database {
+            Ok(()) => load_clients(&config.radius.clients, &store).await,
+            Err(_) => configured_clients(&config.radius.clients),
+        })));
         let socket = listener::bind(config.radius.listen, config.radius.recv_buffer_bytes)
             .with_context(|| format!("binding RADIUS accounting on {}", config.radius.listen))?;
         let radius_addr = socket.local_addr()?;
@@ -272,20 +307,17 @@ impl Application {
             self.cache.clone(),
             self.stats.clone(),
         );
+        let writer_health = Arc::new(WriterHealth::default());
         let writer = Writer::new(
             self.store.clone(),
             self.index.clone(),
             self.resolver.clone(),
             Some(responder.clone()),
             self.stats.clone(),
-            WriterOptions {
-                max_batch: self.config.radius.max_batch,
-                commit_timeout: self.config.commit_timeout(),
-                replay_interval: Duration::from_millis(
-                    self.config.journal.replay_interval_ms.max(10),
-                ),
-            },
-        );
+            writer_options(&self.config),
+        )
+        .with_health(writer_health.clone())
+        .on_ready(self.reload.clone());
         let writer = match &self.journal {
             Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
             None => writer,
@@ -326,6 +358,7 @@ impl Application {
                 index: self.index.clone(),
                 scope: self.scope.clone(),
                 index_ready: self.ready.clone(),
+                writer_health: Some(writer_health),
                 disconnector: Some(self.disconnector.clone()),
                 stats: Some(self.stats.clone()),
                 queue_timeout: Duration::from_secs(
@@ -337,7 +370,11 @@ impl Application {
         .context("configuring the API")?;
         let router = api::router(api_state, &self.config.api, background.clone())
             .context("configuring the API")?;
-        let mut api_task = tokio::spawn(api::serve(self.api_listener, router, stop_api.clone()));
+        let stop_api_serve = stop_api.clone();
+        let api_config = self.config.api.clone();
+        let mut api_task = tokio::spawn(async move {
+            api::serve(self.api_listener, router, &api_config, stop_api_serve).await
+        });
         let scope_refresh = tokio::spawn(self.scope.clone().run(
             self.store.clone(),
             self.index.clone(),
@@ -379,6 +416,12 @@ impl Application {
                     journal: self.journal.clone(),
                     store: self.store.clone(),
                     index_rebuild: self.index_rebuild,
+                },
+                crate::api::server::HttpLimits {
+                    max_connections: self.config.metrics.max_connections,
+                    header_read_timeout: Duration::from_secs(
+                        self.config.api.header_read_timeout_secs,
+                    ),
                 },
                 stop_metrics.clone(),
             ))
@@ -470,10 +513,24 @@ impl Application {
     }
 }
 
-/// Migrations (when configured) and a round trip: the database can take our writes.
-async fn prepare_database(store: &Store, config: &Config) -> anyhow::Result<()> {
+/// How long start-up waits for the database when there is a journal to answer into: a
+/// database that does not answer by then is treated as down (the writer catches up when it
+/// answers), instead of holding every answer for the pool's acquire timeouts.
+const STARTUP_PROBE: Duration = Duration::from_secs(1);
+
+/// Migrations (when configured) and a round trip: the database can take our writes. With a
+/// journal, a database that does not answer a first round trip within [`STARTUP_PROBE`] is
+/// down for now.
+async fn prepare_database(store: &Store, config: &Config, journal: bool) -> anyhow::Result<()> {
+    if journal {
+        match tokio::time::timeout(STARTUP_PROBE, store.ping()).await {
+            Ok(r) => r.context("reaching the database")?,
+            Err(_) => anyhow::bail!("reaching the database: no answer within {STARTUP_PROBE:?}"),
+        }
+    }
     if config.database.migrate_on_start {
-        migrate_store(store, config)
+        store
+            .prepare(config.database.radacct_fillfactor)
             .await
             .map_err(explain_migration_error)?;
     }
@@ -481,17 +538,14 @@ async fn prepare_database(store: &Store, config: &Config) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Pending migrations, then the configured radacct fillfactor.
-async fn migrate_store(store: &Store, config: &Config) -> Result<(), crate::store::StoreError> {
-    store.migrate().await?;
-    if let Some(ff) = config.database.radacct_fillfactor {
-        if store.set_radacct_fillfactor(ff).await? {
-            tracing::info!(fillfactor = ff, "radacct fillfactor set");
-        } else if !matches!(store, Store::Postgres(_)) {
-            tracing::warn!("database.radacct_fillfactor only applies to PostgreSQL; ignored");
-        }
+/// The writer's settings from the configuration.
+fn writer_options(config: &Config) -> WriterOptions {
+    WriterOptions {
+        max_batch: config.radius.max_batch,
+        commit_timeout: config.commit_timeout(),
+        replay_interval: Duration::from_millis(config.journal.replay_interval_ms.max(10)),
+        radacct_fillfactor: config.database.radacct_fillfactor,
     }
-    Ok(())
 }
 
 /// Lacking DDL rights is not an outage: say which grant is missing.
@@ -574,18 +628,7 @@ fn spawn_jobs(
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if config.jobs.ensure_indexes {
-        let store = store.clone();
-        let cancel = cancel.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                r = store.ensure_indexes() => match r {
-                    Ok(created) if created.is_empty() => tracing::debug!("all indexes present"),
-                    Ok(created) => tracing::info!(indexes = ?created, "EnsureIndexes created missing indexes"),
-                    Err(e) => tracing::warn!(error = %e, "EnsureIndexes failed; queries still work, slower"),
-                },
-            }
-        }));
+        tasks.push(tokio::spawn(ensure_indexes(store.clone(), cancel.clone())));
     }
     if config.jobs.sweep_enabled {
         let sweeper = Sweeper::new(store.clone(), ingest, config.jobs.clone(), stats.clone());
@@ -596,6 +639,42 @@ fn spawn_jobs(
         tasks.push(tokio::spawn(archiver.run(cancel)));
     }
     tasks
+}
+
+/// EnsureIndexes until it succeeds: a database that was down at start-up (or a table that
+/// migrations deferred to later have not created yet) gets its indexes once it is back.
+/// Retries back off from 1 s to 5 min; the first failure is a warning, later ones debug lines.
+async fn ensure_indexes(store: Store, cancel: CancellationToken) {
+    let mut wait = Duration::from_secs(1);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = store.ensure_indexes() => match r {
+                Ok(created) if created.is_empty() => {
+                    tracing::debug!("all indexes present");
+                    return;
+                }
+                Ok(created) => {
+                    tracing::info!(indexes = ?created, "EnsureIndexes created missing indexes");
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, retry_in = ?wait, "EnsureIndexes failed; queries still work, slower; retrying");
+                    } else {
+                        tracing::debug!(error = %e, failures, retry_in = ?wait, "EnsureIndexes failed again");
+                    }
+                }
+            },
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(300));
+    }
 }
 
 /// Replaces the index with the open rows of the database (start-up, invariant B).
@@ -619,9 +698,8 @@ pub async fn rebuild_index(
     Ok(())
 }
 
-/// Configured clients first (they win), then the `nas` table. A `nas` row whose name is a
-/// hostname is resolved now; one that cannot be read is skipped with a warning.
-pub async fn load_clients(configured: &[ClientConfig], store: &Store) -> ClientTable {
+/// The clients of the configuration file alone.
+fn configured_clients(configured: &[ClientConfig]) -> ClientTable {
     let mut table = ClientTable::default();
     for c in configured {
         table.add(
@@ -633,6 +711,13 @@ pub async fn load_clients(configured: &[ClientConfig], store: &Store) -> ClientT
             },
         );
     }
+    table
+}
+
+/// Configured clients first (they win), then the `nas` table. A `nas` row whose name is a
+/// hostname is resolved now; one that cannot be read is skipped with a warning.
+pub async fn load_clients(configured: &[ClientConfig], store: &Store) -> ClientTable {
+    let mut table = configured_clients(configured);
     match store.nas_rows().await {
         Ok(rows) => {
             for row in rows {
@@ -720,10 +805,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// `radacctd migrate`: applies pending migrations and exits.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    migrate_store(&store, &config)
+    store
+        .prepare(config.database.radacct_fillfactor)
         .await
         .map_err(explain_migration_error)?;
-    println!("migrations applied ({})", store.kind());
+    crate::outln!("migrations applied ({})", store.kind());
     store.close().await;
     Ok(())
 }
@@ -752,13 +838,13 @@ pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> 
     let sweeper = Sweeper::new(store.clone(), tx, config.jobs.clone(), stats.clone());
     if dry_run {
         let rows = sweeper.dry_run(config.jobs.sweep_limit).await?;
-        println!(
+        crate::outln!(
             "dry run: {} open session(s) with no update for {} s would be closed as NAS-Idle-Timeout",
             rows.len(),
             config.jobs.stale_after_secs
         );
         for r in rows.iter().take(20) {
-            println!(
+            crate::outln!(
                 "  radacctid={} username={} nas={} last_seen={}",
                 r.radacctid,
                 r.username.as_deref().unwrap_or(""),
@@ -775,11 +861,7 @@ pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> 
         Arc::new(()),
         None,
         stats,
-        WriterOptions {
-            max_batch: config.radius.max_batch,
-            commit_timeout: config.commit_timeout(),
-            replay_interval: Duration::from_millis(config.journal.replay_interval_ms.max(10)),
-        },
+        writer_options(&config),
     );
     let writer = tokio::spawn(writer.run(rx));
     let report = sweeper.run_once().await;
@@ -787,9 +869,12 @@ pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> 
     let _ = writer.await;
     store.close().await;
     let report = report?;
-    println!(
+    crate::outln!(
         "closed {} of {} stale session(s); marked {} subscriber(s) online, {} offline",
-        report.closed, report.candidates, report.marked_online, report.marked_offline
+        report.closed,
+        report.candidates,
+        report.marked_online,
+        report.marked_offline
     );
     Ok(())
 }
@@ -804,12 +889,12 @@ pub async fn archive_command(config: Config, dry_run: bool) -> anyhow::Result<()
     );
     let result = if dry_run {
         archiver.dry_run(20).await.map(|(count, rows)| {
-            println!(
+            crate::outln!(
                 "dry run: {count} closed session(s) stopped more than {} days ago would move to radacct_archive",
                 config.jobs.archive_after_days
             );
             for r in rows {
-                println!(
+                crate::outln!(
                     "  radacctid={} username={} stopped={}",
                     r.radacctid,
                     r.username.as_deref().unwrap_or(""),
@@ -819,9 +904,10 @@ pub async fn archive_command(config: Config, dry_run: bool) -> anyhow::Result<()
         })
     } else {
         archiver.run_once().await.map(|r| {
-            println!(
+            crate::outln!(
                 "moved {} session(s) to radacct_archive in {} batch(es)",
-                r.moved, r.batches
+                r.moved,
+                r.batches
             );
         })
     };
@@ -869,6 +955,7 @@ impl MetricsSource {
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     source: MetricsSource,
+    limits: crate::api::server::HttpLimits,
     stop: CancellationToken,
 ) {
     use axum::routing::get;
@@ -888,15 +975,18 @@ async fn serve_metrics(
             }
         }),
     );
-    // A scrape can simply be cut at shutdown: Prometheus retries. Dropping the server future
-    // closes the listener and any keep-alive connection at once.
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        r = axum::serve(listener, router).into_future() => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "/metrics listener failed");
-            }
-        }
+    // A scrape can simply be cut at shutdown: Prometheus retries.
+    if let Err(e) = crate::api::server::serve(
+        listener,
+        router,
+        limits,
+        stop,
+        crate::api::server::OnShutdown::Close,
+        "metrics",
+    )
+    .await
+    {
+        tracing::error!(error = %e, "/metrics listener failed");
     }
 }
 

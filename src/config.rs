@@ -54,6 +54,8 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// TCP address of the metrics listener.
     pub listen: SocketAddr,
+    /// Connections open at once on `/metrics`; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for MetricsConfig {
@@ -61,6 +63,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9813)),
+            max_connections: 32,
         }
     }
 }
@@ -179,6 +182,11 @@ pub struct ApiConfig {
     pub query_concurrency: u32,
     /// How often the reseller tree, subscriber owners and `nas` ids are re-read, in seconds.
     pub scope_refresh_secs: u64,
+    /// Connections open at once on the API; more wait to be accepted (the kernel queues them).
+    pub max_connections: usize,
+    /// A request's headers must arrive within this many seconds of the connection opening or
+    /// going idle after a response; else the connection is closed (also on `/metrics`).
+    pub header_read_timeout_secs: u64,
 }
 
 /// Token signature algorithms the API can be pinned to.
@@ -254,6 +262,8 @@ impl Default for ApiConfig {
             export_concurrency: 2,
             query_concurrency: 4,
             scope_refresh_secs: 60,
+            max_connections: 512,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -381,6 +391,14 @@ impl Config {
                 api.export_concurrency + api.query_concurrency,
                 self.database.max_connections
             ));
+        }
+        if api.max_connections == 0 || self.metrics.max_connections == 0 {
+            return Err(
+                "api.max_connections and metrics.max_connections must be at least 1".into(),
+            );
+        }
+        if api.header_read_timeout_secs == 0 {
+            return Err("api.header_read_timeout_secs must be at least 1".into());
         }
         if api.request_timeout_secs == 0 || api.scope_refresh_secs == 0 {
             return Err(

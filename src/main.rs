@@ -88,8 +88,8 @@ fn main() -> ExitCode {
             .push(radacctd::app::quickstart_client());
     }
     if let Command::CheckConfig = cli.command {
-        println!("configuration OK");
-        println!("{config:#?}");
+        radacctd::outln!("configuration OK");
+        radacctd::outln!("{config:#?}");
         return ExitCode::SUCCESS;
     }
     if let Command::Token(args) = &cli.command {
@@ -165,7 +165,7 @@ fn token(config: &Config, args: &TokenArgs) -> ExitCode {
     };
     match token_for(&config.api, &request) {
         Ok(t) => {
-            println!("{t}");
+            radacctd::outln!("{t}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -39,10 +39,13 @@ pub enum DropReason {
     WriteFailed,
     /// The database was unavailable and the journal is at its size cap; no response.
     JournalFull,
+    /// The database was unavailable and the journal append failed (disk full, I/O error); no
+    /// response.
+    JournalFailed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownClient,
         DropReason::BadAuthenticator,
         DropReason::BadMessageAuthenticator,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::WriteFailed,
         DropReason::JournalFull,
+        DropReason::JournalFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::WriteFailed => "write_failed",
             DropReason::JournalFull => "journal_full",
+            DropReason::JournalFailed => "journal_failed",
         }
     }
 

@@ -476,3 +476,82 @@ async fn sighup_picks_up_a_new_nas() {
     let status = child.wait().await.expect("status");
     assert!(status.success());
 }
+
+/// Both HTTP listeners close a connection whose request headers do not arrive within
+/// `api.header_read_timeout_secs` (one that sends nothing, or half a request), and serve at
+/// most `max_connections` at once: a further connection waits until a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_are_closed_and_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let mut config = test_config(&db);
+    config.api.max_connections = 2;
+    config.metrics.max_connections = 2;
+    config.api.header_read_timeout_secs = 1;
+    let app = TestApp::start(config).await;
+    let servers = [
+        (app.api_addr.expect("api"), "/healthz"),
+        (app.metrics_addr.expect("metrics"), "/metrics"),
+    ];
+    for (addr, path) in servers {
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+        assert!(
+            closed.is_ok(),
+            "{path}: a connection that sends nothing is never closed"
+        );
+        let mut holders = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("half a request");
+            holders.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut third = TcpStream::connect(addr)
+            .await
+            .expect("connect (kernel queue)");
+        third
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("request");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf))
+                .await
+                .is_err(),
+            "{path}: a third connection was served while two held the slots"
+        );
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+            .await
+            .expect("served once the half requests time out")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        drop(holders);
+    }
+    app.stop().await;
+}
+
+/// `radacctd check-config | head -1`: a reader that went away ends the command quietly.
+#[test]
+fn check_config_into_a_closed_pipe_exits_quietly() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+        .arg("check-config")
+        .env_remove("RADACCTD_CONFIG")
+        .stdout(writer)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}

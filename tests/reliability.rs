@@ -208,6 +208,9 @@ async fn restart_with_a_non_empty_journal_replays_it_before_answering() {
     app.stop().await;
 }
 
+/// Start-up with the database down answers at once (not after the pool's acquire timeouts),
+/// and once the database is back the deferred work is done: migrations with the configured
+/// fillfactor, and EnsureIndexes, which failed while it was down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_with_the_database_down_answers_into_the_journal() {
     let Some((db, proxy, url)) = pg_behind_proxy().await else {
@@ -216,17 +219,213 @@ async fn start_up_with_the_database_down_answers_into_the_journal() {
     // Create the schema first, as a previous run would have.
     db.open_store().await.migrate().await.expect("migrate");
     let dir = tempfile::tempdir().expect("dir");
+    let mut config = journaled_config(&db, &url, dir.path());
+    // Long enough that waiting for it (twice, as start-up did) cannot pass for "at once".
+    config.database.acquire_timeout_secs = 30;
+    config.database.radacct_fillfactor = Some(70);
+    config.jobs.ensure_indexes = true;
     proxy.cut();
-    let app = TestApp::start(journaled_config(&db, &url, dir.path())).await;
+    let started = std::time::Instant::now();
+    let app = TestApp::start(config).await;
     let mut nas = Nas::new(app.addr).await;
     let s = Sess::new(1);
     nas.send(&s.start(now() - 10))
         .await
         .expect("answered into the journal");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "answered only after {:?}: start-up waited for the database",
+        started.elapsed()
+    );
     assert_eq!(app.index.get(&s.key()).expect("listed").radacctid, None);
     proxy.restore();
     wait_for("the journal to be replayed", || replayed_all(&app)).await;
     assert_eq!(db.rows().await.len(), 1);
+    let mut c = pg_connect(&db.url).await;
+    let options: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'radacct'::regclass")
+            .fetch_one(&mut c)
+            .await
+            .expect("reloptions");
+    assert_eq!(options, Some(vec!["fillfactor=70".to_string()]));
+    let mut indexes = 0;
+    for _ in 0..300 {
+        indexes = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indisvalid AND c.relname IN ('radacct_active_session_idx', \
+             'radacct_bulk_close', 'radacct_start_user_idx', 'radacct_open_username_idx', \
+             'radacct_stop_idx')",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("count indexes");
+        if indexes == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(indexes, 5, "EnsureIndexes ran once the database was back");
+    app.stop().await;
+}
+
+async fn pg_connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.expect("connect")
+}
+
+/// `radacct` locked past the commit deadline (a long `LOCK TABLE`, a COMMIT waiting for a
+/// synchronous replica): the first batch waits for the deadline and is journaled; after that
+/// every packet is answered from the journal at once while the replay keeps failing, the
+/// server ends each of the writer's statements at the deadline (no backend of ours is left
+/// queueing on the lock), and `/readyz` says the database is not committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_table_keeps_answers_flowing_through_the_journal() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let app = TestApp::start(journaled_config(&db, &db.url, dir.path())).await;
+    let readyz = format!("http://{}/readyz", app.api_addr.expect("api"));
+    let mut nas = Nas::new(app.addr).await;
+    let n = now();
+    nas.send(&Sess::new(1).start(n - 60))
+        .await
+        .expect("committed");
+    let mut locker = pg_connect(&db.url).await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE radacct IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let req = nas.request(&Sess::new(2).start(n - 50));
+    assert!(
+        nas.exchange(&req, Duration::from_secs(8)).await.is_some(),
+        "journaled after the commit deadline"
+    );
+    let r = reqwest::get(&readyz).await.expect("readyz");
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.expect("body").contains("not committing"));
+    let mut watch = pg_connect(&db.url).await;
+    let mut late = Vec::new();
+    let mut most_waiting = 0;
+    let mut next = 3;
+    // Three commit deadlines (2 s each) of replays failing on the lock.
+    let until = std::time::Instant::now() + Duration::from_secs(7);
+    while std::time::Instant::now() < until {
+        let req = nas.request(&Sess::new(next).start(n - 40));
+        match nas.exchange(&req, Duration::from_millis(1500)).await {
+            Some(resp) if resp[1] == req[1] => {}
+            _ => late.push(next),
+        }
+        next += 1;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'radacctd writer' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .expect("pg_stat_activity");
+        most_waiting = most_waiting.max(waiting);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        late.is_empty(),
+        "sessions {late:?} not answered within 1.5 s while replay failed"
+    );
+    assert!(
+        most_waiting <= 1,
+        "{most_waiting} writer statements queued on the lock at once"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    wait_for("the journal to be replayed", || replayed_all(&app)).await;
+    assert_eq!(db.rows().await.len() as u32, next - 1);
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest::get(&readyz).await.expect("readyz").status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz is 200 again once commits go through");
+    assert_index_equals_open_rows(&app, &db.open_rows().await);
+    app.stop().await;
+}
+
+/// A small tmpfs the test mounts (root only; unmounted on drop).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(kib: u32) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("dir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        require(mounted, "mounting a tmpfs (root) for a full disk").then_some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A journal on a full disk (ENOSPC): the packets it cannot take are not answered and are
+/// counted as `journal_failed`; what it took is replayed, and the NAS's retransmissions of
+/// the rest are stored once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_journal_is_counted_and_recovers() {
+    let Some((db, proxy, url)) = pg_behind_proxy().await else {
+        return;
+    };
+    let Some(disk) = Tmpfs::mount(16) else {
+        return;
+    };
+    let app = TestApp::start(journaled_config(&db, &url, disk.dir.path())).await;
+    let mut nas = Nas::new(app.addr).await;
+    proxy.cut();
+    let n = now();
+    let mut answered = 0;
+    let mut refused = Vec::new();
+    for i in 1..=60 {
+        let req = nas.request(&Sess::new(i).start(n - 100));
+        // The first waits for the commit deadline (2 s); the journal answers the next at once.
+        let wait = Duration::from_millis(if i == 1 { 5000 } else { 500 });
+        match nas.exchange(&req, wait).await {
+            Some(resp) if resp[1] == req[1] => answered += 1,
+            _ => refused.push(req),
+        }
+    }
+    assert!(answered > 0, "the journal took some");
+    assert!(!refused.is_empty(), "the full disk refused the rest");
+    assert!(
+        app.stats.dropped_count(DropReason::JournalFailed) >= refused.len() as u64,
+        "{} refused, {} counted as journal_failed",
+        refused.len(),
+        app.stats.dropped_count(DropReason::JournalFailed)
+    );
+    assert_eq!(app.stats.dropped_count(DropReason::JournalFull), 0);
+    proxy.restore();
+    wait_for("the journal to be replayed", || replayed_all(&app)).await;
+    assert_eq!(
+        db.rows().await.len(),
+        answered,
+        "what was answered is stored"
+    );
+    for req in &refused {
+        nas.send_bytes(req).await.expect("answered after recovery");
+    }
+    assert_eq!(db.rows().await.len(), 60);
     app.stop().await;
 }
 

@@ -18,9 +18,9 @@ pub mod openapi;
 pub mod params;
 pub mod ratelimit;
 pub mod scope;
+pub mod server;
 pub mod sessions;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -127,6 +127,8 @@ struct Inner {
     queue_timeout: Duration,
     /// False while the index is not loaded (the API then answers 503 `index not ready`).
     index_ready: Arc<AtomicBool>,
+    /// Whether the ingest writer's commits go through (`/readyz`).
+    writer_health: Option<Arc<crate::ingest::WriterHealth>>,
     /// Cancelled at shutdown: running exports stop.
     shutdown: CancellationToken,
     /// The disconnect service (absent in API-only test setups).
@@ -142,6 +144,8 @@ pub struct ApiDeps {
     pub index: Arc<SessionIndex>,
     pub scope: Arc<ScopeCache>,
     pub index_ready: Arc<AtomicBool>,
+    /// Whether the ingest writer's commits go through (absent in API-only test setups).
+    pub writer_health: Option<Arc<crate::ingest::WriterHealth>>,
     /// How long a request waits for a database slot (the pool's acquire timeout).
     pub queue_timeout: Duration,
     pub disconnector: Option<crate::disconnect::Disconnector>,
@@ -165,6 +169,7 @@ impl ApiState {
                 exports: Arc::new(Semaphore::new(config.export_concurrency as usize)),
                 queue_timeout: deps.queue_timeout,
                 index_ready: deps.index_ready,
+                writer_health: deps.writer_health,
                 shutdown,
                 disconnector: deps.disconnector,
                 stats: deps.stats,
@@ -248,6 +253,19 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<ApiState>) -> Response {
     if state.ensure_index_ready().is_err() {
         return error_body(StatusCode::SERVICE_UNAVAILABLE, "index not ready");
+    }
+    // A database can answer a ping and still not commit (a locked table, a commit waiting for
+    // a synchronous replica): the writer knows.
+    if state
+        .inner
+        .writer_health
+        .as_ref()
+        .is_some_and(|h| !h.committing())
+    {
+        return error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database not committing: accounting goes to the journal or is not answered",
+        );
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store().ping()).await {
         Ok(Ok(())) => Json(json!({ "success": true, "status": "ready" })).into_response(),
@@ -377,12 +395,20 @@ fn route_of(method: &str, path: &str) -> &'static str {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    config: &ApiConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let limits = server::HttpLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+    };
+    server::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        limits,
+        shutdown,
+        server::OnShutdown::Finish,
+        "api",
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
 }

@@ -10,7 +10,8 @@ use crate::radius::accounting::AccountingEvent;
 use crate::radius::reply::Reply;
 
 pub use writer::{
-    ReplayStep, SharedJournal, Writer, WriterOptions, apply_offline, replay_chunk, writer_lock,
+    ReplayStep, SharedJournal, Writer, WriterHealth, WriterOptions, apply_offline, replay_chunk,
+    writer_lock,
 };
 
 /// One unit of work for the writer.

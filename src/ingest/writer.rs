@@ -36,6 +36,29 @@ pub struct WriterOptions {
     pub commit_timeout: Duration,
     /// How often, while the journal holds entries, the database is probed and replay retried.
     pub replay_interval: Duration,
+    /// `database.radacct_fillfactor`, applied with migrations deferred from start-up.
+    pub radacct_fillfactor: Option<u8>,
+}
+
+/// What the writer tells the rest of the daemon about the database: whether commits go
+/// through. `/readyz` reads it (a database that answers a ping can still not commit: a locked
+/// table, a commit waiting for a synchronous replica).
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    /// The last commit failed on an outage, or changes are going to the journal: the database
+    /// is not taking the writer's commits.
+    not_committing: AtomicBool,
+}
+
+impl WriterHealth {
+    /// Whether the writer's commits currently go through to the database.
+    pub fn committing(&self) -> bool {
+        !self.not_committing.load(Ordering::Relaxed)
+    }
+
+    fn set_committing(&self, ok: bool) {
+        self.not_committing.store(!ok, Ordering::Relaxed);
+    }
 }
 
 /// A change to the live index, applied after the transaction committed.
@@ -71,6 +94,40 @@ pub struct Writer {
     needs_migrate: bool,
     /// Failed replay attempts of the entry at the replay position.
     poison_attempts: u32,
+    /// Whether commits go through (read by `/readyz`).
+    health: Arc<WriterHealth>,
+    /// Notified when the database is back after start-up without it (clients, scope reload).
+    on_ready: Option<Arc<tokio::sync::Notify>>,
+    /// Log lines about refused journal appends, at most one per [`REFUSED_LOG_EVERY`].
+    refused_log: LogLimiter,
+}
+
+/// A journal that refuses appends (full, disk full, I/O error) is logged at most this often,
+/// with the count of batches refused meanwhile: a NAS retransmitting into a full journal must
+/// not turn every packet into an ERROR line.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets a repeated log line through at most once per period, counting the others.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    last: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    fn allow(&mut self, every: Duration) -> Option<u64> {
+        self.allow_at(tokio::time::Instant::now(), every)
+    }
+
+    fn allow_at(&mut self, now: tokio::time::Instant, every: Duration) -> Option<u64> {
+        if self.last.is_some_and(|t| now.duration_since(t) < every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -190,7 +247,22 @@ impl Writer {
             ready: Arc::new(AtomicBool::new(true)),
             needs_migrate: false,
             poison_attempts: 0,
+            health: Arc::new(WriterHealth::default()),
+            on_ready: None,
+            refused_log: LogLimiter::default(),
         }
+    }
+
+    /// Shares the writer's view of the database with `/readyz`.
+    pub fn with_health(mut self, health: Arc<WriterHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// `notify` is told when the database is back after a start-up without it.
+    pub fn on_ready(mut self, notify: Arc<tokio::sync::Notify>) -> Self {
+        self.on_ready = Some(notify);
+        self
     }
 
     /// Enables the journal. `ready` is the flag the API reads; when it is false (the database
@@ -201,6 +273,7 @@ impl Writer {
         self.spooling = pending > 0 || !ready.load(Ordering::Relaxed);
         self.needs_migrate = !ready.load(Ordering::Relaxed);
         self.db_up.store(!self.spooling, Ordering::Relaxed);
+        self.health.set_committing(!self.spooling);
         self.journal = Some(journal);
         self.ready = ready;
         self
@@ -229,14 +302,28 @@ impl Writer {
             Store::Sqlite(_) => 1,
         };
         let mut flights = Flights::default();
+        // The replay of the journal runs in a task of its own, so that new batches are
+        // journaled and answered while it waits on a slow or locked database.
+        let mut replay: Option<tokio::task::JoinHandle<ReplayRun>> = None;
+        let stop_replay = tokio_util::sync::CancellationToken::new();
+        // After a failed or stuck replay, the next one waits for the replay tick.
+        let mut replay_due = true;
         loop {
             if self.spooling {
                 // Everything goes to the journal, in order: nothing may still be in flight.
                 self.land_all(&mut flights).await;
+                if replay.is_none() && replay_due && self.db_up.load(Ordering::Relaxed) {
+                    replay = Some(self.spawn_replay(stop_replay.child_token()));
+                }
                 let got = tokio::select! {
                     n = rx.recv_many(&mut batch, max) => n,
+                    run = async { replay.as_mut().expect("checked").await }, if replay.is_some() => {
+                        replay = None;
+                        replay_due = self.replay_landed(run).await;
+                        continue;
+                    }
                     _ = replay_tick.tick() => {
-                        self.replay_some().await;
+                        replay_due = true;
                         continue;
                     }
                 };
@@ -245,9 +332,6 @@ impl Writer {
                 }
                 self.process(std::mem::take(&mut batch)).await;
                 batch.reserve(max);
-                if self.spooling && self.db_up.load(Ordering::Relaxed) {
-                    self.replay_some().await;
-                }
                 continue;
             }
             let got = if flights.is_empty() {
@@ -298,6 +382,12 @@ impl Writer {
             for part in parts {
                 flights.launch(&self.store, &self.index, part, self.opts.commit_timeout);
             }
+        }
+        if let Some(run) = replay.take() {
+            // Shutdown: the replay stops after its current chunk (what it replayed is marked;
+            // the rest is replayed at the next start).
+            stop_replay.cancel();
+            let _ = run.await;
         }
         if let Some(p) = prober {
             p.abort();
@@ -367,10 +457,14 @@ impl Writer {
         tracing::warn!(error = %error, events, "commit failed; journaling");
         self.spooling = true;
         self.db_up.store(false, Ordering::Relaxed);
+        self.health.set_committing(false);
     }
 
     /// Items that could not be recorded: logged, then released unanswered.
     fn not_recorded(&self, error: &StoreError, items: &[Item]) {
+        if error.is_outage() {
+            self.health.set_committing(false);
+        }
         if let [item] = items {
             let kind = match item {
                 Item::Event { event, .. } => event.kind.as_str(),
@@ -421,6 +515,7 @@ impl Writer {
     /// Items left unfinished (see `Outcome::unfinished`) are released unanswered, as after a
     /// failed commit: the NAS retransmits them.
     fn committed(&mut self, part: &[Item], outcome: Outcome, elapsed: Duration) {
+        self.health.set_committing(true);
         self.stats.observe_commit(elapsed, part.len());
         self.apply_to_index(outcome.changes);
         Stats::add(&self.stats.batches, 1);
@@ -633,22 +728,32 @@ impl Writer {
                 }
             }
             Ok(Err(e)) => {
-                if matches!(e, JournalError::Full { .. }) {
-                    for _ in &accepted {
-                        self.stats.dropped(DropReason::JournalFull);
-                    }
-                }
-                tracing::error!(error = %e, events = accepted.len(), "not journaled; no responses");
-                for item in accepted {
-                    self.release(item);
-                }
+                let reason = match e {
+                    JournalError::Full { .. } => DropReason::JournalFull,
+                    JournalError::Io(_) | JournalError::Encode(_) => DropReason::JournalFailed,
+                };
+                self.refused(&e, reason, &accepted);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "journal task failed; no responses");
-                for item in accepted {
-                    self.release(item);
-                }
+            Err(e) => self.refused(&e, DropReason::JournalFailed, &accepted),
+        }
+    }
+
+    /// The journal refused `items` (full, disk full, I/O error): counted by `reason`, left
+    /// unanswered (the NAS retransmits), logged at most once per [`REFUSED_LOG_EVERY`].
+    fn refused(&mut self, error: &dyn std::fmt::Display, reason: DropReason, items: &[&Item]) {
+        for item in items {
+            if let Item::Event { .. } = item {
+                self.stats.dropped(reason);
             }
+            self.release(item);
+        }
+        if let Some(suppressed) = self.refused_log.allow(REFUSED_LOG_EVERY) {
+            tracing::error!(
+                error = %error,
+                events = items.len(),
+                refusals_not_logged = suppressed,
+                "not journaled; no responses (the NAS retransmits)"
+            );
         }
     }
 
@@ -656,68 +761,95 @@ impl Writer {
         apply_offline(&self.index, self.resolver.as_ref(), entry);
     }
 
-    /// Replays journal entries into the database for a short while (so new packets are not
-    /// starved); when the journal is empty, truncates it and returns to direct commits.
-    async fn replay_some(&mut self) {
-        let Some(journal) = self.journal.clone() else {
-            return;
-        };
-        if !self.db_up.load(Ordering::Relaxed) {
-            return;
-        }
-        if self.needs_migrate {
-            if let Err(e) = self.store.migrate().await {
-                tracing::warn!(error = %e, "migrations failed; replay waits");
-                self.db_up.store(false, Ordering::Relaxed);
-                return;
+    /// Starts replaying the journal off the writer's path: migrations first when they were
+    /// deferred, then chunk after chunk until the journal is drained, a chunk is stuck, the
+    /// database fails, or `stop` is cancelled.
+    fn spawn_replay(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<ReplayRun> {
+        let store = self.store.clone();
+        let journal = self.journal.clone();
+        let stats = self.stats.clone();
+        let (max, timeout) = (self.opts.max_batch, self.opts.commit_timeout);
+        let fillfactor = self.opts.radacct_fillfactor;
+        let migrate = self.needs_migrate;
+        let mut poison_attempts = self.poison_attempts;
+        tokio::spawn(async move {
+            let Some(journal) = journal else {
+                return ReplayRun::ended(Ok(ReplayStep::Stuck), poison_attempts, false);
+            };
+            if migrate && let Err(e) = store.prepare(fillfactor).await {
+                return ReplayRun::ended(Err(e), poison_attempts, false);
             }
+            loop {
+                if stop.is_cancelled() {
+                    return ReplayRun::ended(Ok(ReplayStep::Stuck), poison_attempts, true);
+                }
+                match replay_chunk(&store, &journal, max, timeout, &mut poison_attempts).await {
+                    Ok(ReplayStep::Replayed(n)) => Stats::add(&stats.journal_replayed, n),
+                    other => return ReplayRun::ended(other, poison_attempts, true),
+                }
+            }
+        })
+    }
+
+    /// A replay run ended. Drained, and nothing journaled since: the journal is truncated, the
+    /// index reloaded from the database, and the writer goes back to direct commits. Returns
+    /// whether the next replay may start at once (else it waits for the replay tick).
+    async fn replay_landed(&mut self, run: Result<ReplayRun, tokio::task::JoinError>) -> bool {
+        let run = match run {
+            Ok(run) => run,
+            Err(e) => {
+                tracing::error!(error = %e, "journal replay task failed; retrying later");
+                return false;
+            }
+        };
+        self.poison_attempts = run.poison_attempts;
+        if run.migrated {
             self.needs_migrate = false;
         }
-        let budget = tokio::time::Instant::now() + Duration::from_millis(250);
-        loop {
-            match replay_chunk(
-                &self.store,
-                &journal,
-                self.opts.max_batch,
-                self.opts.commit_timeout,
-                &mut self.poison_attempts,
-            )
-            .await
-            {
-                Ok(ReplayStep::Replayed(n)) => {
-                    Stats::add(&self.stats.journal_replayed, n);
-                }
-                Ok(ReplayStep::Drained) => {
-                    let truncated = {
-                        let j = journal.clone();
-                        tokio::task::spawn_blocking(move || lock(&j).truncate()).await
-                    };
-                    if !matches!(truncated, Ok(Ok(()))) {
-                        tracing::error!("journal could not be truncated; will retry");
-                        return;
-                    }
-                    match self.reconcile().await {
-                        Ok(_) => {
-                            self.spooling = false;
-                            self.ready.store(true, Ordering::Relaxed);
-                            tracing::info!("journal replayed; back to direct commits");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "index reload after replay failed; will retry");
-                            self.db_up.store(false, Ordering::Relaxed);
-                        }
-                    }
-                    return;
-                }
-                Ok(ReplayStep::Stuck) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "journal replay paused: database unavailable, or a row locked past the commit deadline");
-                    self.db_up.store(false, Ordering::Relaxed);
-                    return;
-                }
+        let Some(journal) = self.journal.clone() else {
+            return false;
+        };
+        match run.result {
+            Ok(ReplayStep::Drained) => {}
+            Ok(ReplayStep::Replayed(_)) => return true,
+            Ok(ReplayStep::Stuck) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "journal replay paused: database unavailable, or a row locked past the commit deadline");
+                self.db_up.store(false, Ordering::Relaxed);
+                return false;
             }
-            if tokio::time::Instant::now() >= budget {
-                return;
+        }
+        if lock(&journal).pending() > 0 {
+            // Batches were journaled while the last chunk was replayed: replay them next.
+            return true;
+        }
+        let truncated = {
+            let j = journal.clone();
+            tokio::task::spawn_blocking(move || lock(&j).truncate()).await
+        };
+        if !matches!(truncated, Ok(Ok(()))) {
+            tracing::error!("journal could not be truncated; will retry");
+            return false;
+        }
+        match self.reconcile().await {
+            Ok(_) => {
+                self.spooling = false;
+                self.health.set_committing(true);
+                if !self.ready.swap(true, Ordering::Relaxed)
+                    && let Some(n) = &self.on_ready
+                {
+                    n.notify_one();
+                }
+                tracing::info!("journal replayed; back to direct commits");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "index reload after replay failed; will retry");
+                self.db_up.store(false, Ordering::Relaxed);
+                false
             }
         }
     }
@@ -798,6 +930,26 @@ async fn probe(store: Store, up: Arc<AtomicBool>, every: Duration) {
             tokio::time::timeout(every.max(Duration::from_millis(500)), store.ping()).await
         {
             up.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How a replay task ended.
+struct ReplayRun {
+    /// The last step: `Drained`, `Stuck` (also: stopped for shutdown), or the database error.
+    result: Result<ReplayStep, StoreError>,
+    /// Failed attempts of the entry at the replay position, for the next run.
+    poison_attempts: u32,
+    /// Deferred migrations ran (or none were due).
+    migrated: bool,
+}
+
+impl ReplayRun {
+    fn ended(result: Result<ReplayStep, StoreError>, poison_attempts: u32, migrated: bool) -> Self {
+        ReplayRun {
+            result,
+            poison_attempts,
+            migrated,
         }
     }
 }
@@ -1441,4 +1593,28 @@ fn close_if_due(r: &mut Row, c: &CloseRequest) -> bool {
         return false;
     };
     semantics::close(r, stop, &c.cause)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_limiter_lets_one_line_through_per_period_and_counts_the_rest() {
+        let mut limiter = LogLimiter::default();
+        let t0 = tokio::time::Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(limiter.allow_at(t0, every), Some(0));
+        assert_eq!(limiter.allow_at(t0 + Duration::from_secs(1), every), None);
+        assert_eq!(limiter.allow_at(t0 + Duration::from_secs(9), every), None);
+        assert_eq!(
+            limiter.allow_at(t0 + Duration::from_secs(10), every),
+            Some(2)
+        );
+        assert_eq!(limiter.allow_at(t0 + Duration::from_secs(11), every), None);
+        assert_eq!(
+            limiter.allow_at(t0 + Duration::from_secs(25), every),
+            Some(1)
+        );
+    }
 }

@@ -61,8 +61,17 @@ impl From<sqlx::Error> for StoreError {
             | E::Protocol(_) => StoreError::Unavailable(e),
             E::Database(db) => match db.code().as_deref() {
                 // Class 08 connection exception, 57P0x operator intervention (shutdown),
-                // 53xxx insufficient resources.
-                Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
+                // 53xxx insufficient resources; 55P03 lock_not_available and 57014
+                // query_canceled: the writer's server-side lock or statement timeout fired (a
+                // locked table, a commit waiting for a replica). The same work may succeed
+                // later; splitting it will not help.
+                Some(c)
+                    if c.starts_with("08")
+                        || c.starts_with("57P")
+                        || c.starts_with("53")
+                        || c == "55P03"
+                        || c == "57014" =>
+                {
                     StoreError::Unavailable(e)
                 }
                 _ => StoreError::Query(e),
@@ -112,6 +121,21 @@ impl std::fmt::Debug for NasRow {
 pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// PostgreSQL: the server-side `statement_timeout` and `lock_timeout` of the writer's
+    /// connections (the ingest writer's reads, writes and transactions). Set just under the
+    /// commit deadline, so that a statement the writer gave up on does not go on waiting on the
+    /// server (for a lock, a synchronous replica) and keep its connection. `None`: no limit.
+    pub write_statement_timeout: Option<Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            write_statement_timeout: None,
+        }
+    }
 }
 
 /// The database behind radacctd.
@@ -161,6 +185,21 @@ impl Store {
 
     /// PostgreSQL: sets radacct's `fillfactor` when it differs; returns whether it changed.
     /// SQLite has no such setting: `Ok(false)`.
+    /// Pending migrations, then the configured `radacct` fillfactor (PostgreSQL only; ignored
+    /// with a warning on SQLite). What `serve` runs at start-up, or later, once the database
+    /// is back, when it was down at start-up.
+    pub async fn prepare(&self, radacct_fillfactor: Option<u8>) -> Result<()> {
+        self.migrate().await?;
+        if let Some(ff) = radacct_fillfactor {
+            if self.set_radacct_fillfactor(ff).await? {
+                tracing::info!(fillfactor = ff, "radacct fillfactor set");
+            } else if !matches!(self, Store::Postgres(_)) {
+                tracing::warn!("database.radacct_fillfactor only applies to PostgreSQL; ignored");
+            }
+        }
+        Ok(())
+    }
+
     pub async fn set_radacct_fillfactor(&self, fillfactor: u8) -> Result<bool> {
         match self {
             Store::Postgres(s) => s.set_radacct_fillfactor(fillfactor).await,
@@ -226,7 +265,7 @@ impl Store {
     /// (connections open, of which idle), for metrics.
     pub fn pool_stats(&self) -> (u32, u32) {
         match self {
-            Store::Postgres(s) => (s.pool().size(), s.pool().num_idle() as u32),
+            Store::Postgres(s) => s.pool_stats(),
             Store::Sqlite(s) => (s.pool().size(), s.pool().num_idle() as u32),
         }
     }

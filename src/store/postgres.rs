@@ -311,10 +311,16 @@ pub struct GuardedWrite {
     pub versions: HashMap<String, u32>,
 }
 
-/// PostgreSQL connection pool.
+/// PostgreSQL connection pools.
 #[derive(Debug, Clone)]
 pub struct PgStore {
+    /// Everything but the writer: API queries and exports, jobs, migrations, index rebuilds.
+    /// No server-side statement timeout (an export streams for minutes, `CREATE INDEX
+    /// CONCURRENTLY` runs for as long as it takes).
     pool: PgPool,
+    /// The ingest writer's reads, writes and transactions, with the server-side statement and
+    /// lock timeouts of [`StoreOptions::write_statement_timeout`].
+    write_pool: PgPool,
     /// Whether `radacct.acctuniqueid` has a unique index (looked up once, on first use).
     unique_key: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
@@ -326,15 +332,37 @@ impl PgStore {
         // batch lookup `acctuniqueid = ANY($1)` for the life of the connection (measured: 4x
         // slower interims). Planning these statements is cheap next to executing them.
         let connect = sqlx::postgres::PgConnectOptions::from_str(url)?
+            .application_name("radacctd")
             .options([("plan_cache_mode", "force_custom_plan")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
-            .connect_lazy_with(connect);
+        let pool_of = |connect| {
+            PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(connect)
+        };
+        let write_connect = match opts.write_statement_timeout {
+            Some(t) => {
+                let ms = t.as_millis().max(1).to_string();
+                connect
+                    .clone()
+                    .application_name("radacctd writer")
+                    .options([("statement_timeout", ms.as_str()), ("lock_timeout", &ms)])
+            }
+            None => connect.clone().application_name("radacctd writer"),
+        };
         Ok(PgStore {
-            pool,
+            pool: pool_of(connect),
+            write_pool: pool_of(write_connect),
             unique_key: Default::default(),
         })
+    }
+
+    /// Open and idle connections, both pools together.
+    pub(super) fn pool_stats(&self) -> (u32, u32) {
+        (
+            self.pool.size() + self.write_pool.size(),
+            (self.pool.num_idle() + self.write_pool.num_idle()) as u32,
+        )
     }
 
     /// The pool, for code in this module's siblings that needs raw access (tests, jobs).
@@ -448,7 +476,7 @@ impl PgStore {
     ) -> Result<(HashMap<String, Row>, HashMap<String, String>)> {
         let rows = sqlx::query(LOAD_VERSIONS_SQL.as_str())
             .bind(keys)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.write_pool)
             .await?;
         let mut out = HashMap::with_capacity(rows.len());
         let mut versions = HashMap::with_capacity(rows.len());
@@ -513,7 +541,7 @@ impl PgStore {
         let mut updated: HashMap<i64, Option<u32>> =
             HashMap::with_capacity(updates.len() + index_fed.len());
         let mut out = GuardedWrite::default();
-        for r in &q.fetch_all(&self.pool).await? {
+        for r in &q.fetch_all(&self.write_pool).await? {
             let part: i32 = r.try_get(0)?;
             let id: i64 = r.try_get(1)?;
             let version = r.try_get::<String, _>(3)?.parse::<u32>().ok();
@@ -549,11 +577,12 @@ impl PgStore {
 
     pub(super) async fn begin(&self) -> Result<PgTx> {
         Ok(PgTx {
-            tx: self.pool.begin().await?,
+            tx: self.write_pool.begin().await?,
         })
     }
 
     pub(super) async fn close(&self) {
+        self.write_pool.close().await;
         self.pool.close().await;
     }
 }

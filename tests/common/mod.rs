@@ -394,6 +394,7 @@ pub async fn open_store(url: &str, max_connections: u32, acquire_timeout: Durati
         &radacctd::store::StoreOptions {
             max_connections,
             acquire_timeout,
+            ..Default::default()
         },
     )
     .await
@@ -491,6 +492,7 @@ impl TestWriter {
                 max_batch,
                 commit_timeout,
                 replay_interval,
+                radacct_fillfactor: None,
             },
         )
     }
