@@ -21,6 +21,9 @@ pub async fn disconnect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(SUBSCRIBERS_DISCONNECT)?;
+    // Before the index is loaded an open session is missing from it: it would be answered
+    // `already_closed` without any NAS being asked.
+    state.ensure_index_ready()?;
     let id = parse_radacctid(&id)?;
     let scope = state.scope().scope_for(&caller);
     let Some(session) = state.index().get_by_id(id) else {

@@ -214,7 +214,7 @@ pub fn document() -> Value {
     );
     export_responses.insert(
         "503".into(),
-        error_response("`too many exports in progress, try again later` (see `Retry-After`), `database unavailable` or `request timed out`"),
+        error_response("`too many exports in progress, try again later` (see `Retry-After`), `index not ready` (see `Retry-After`), `database unavailable` or `request timed out`"),
     );
 
     let health = |description: &str| {
