@@ -13,7 +13,7 @@ pub enum ApiError {
     /// A query parameter (named in the message) is invalid.
     #[error("{0}")]
     BadRequest(String),
-    /// Missing, malformed, badly signed or expired token.
+    /// Missing, malformed, badly signed, expired or not yet valid (`nbf`) token.
     #[error("{0}")]
     Unauthorized(&'static str),
     /// A missing permission (`<permission> denied`) or an out-of-scope session.

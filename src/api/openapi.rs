@@ -24,7 +24,7 @@ fn common_errors(with_400: bool) -> Map<String, Value> {
     }
     m.insert(
         "401".into(),
-        error_response("Missing, malformed, badly signed or expired token (`missing token`, `invalid token`, `token expired`)"),
+        error_response("Missing, malformed, badly signed, expired or not yet valid token (`missing token`, `malformed token`, `invalid token`, `token expired`, `token not yet valid`: `nbf` ahead of the clock by more than `api.jwt_leeway_secs`)"),
     );
     m.insert(
         "403".into(),
@@ -290,7 +290,7 @@ pub fn document() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "HS256 (or the configured RS256/ES256); exp required. Claims: sub, exp, role (admin | reseller), reseller_id (resellers), permissions (list)."
+                    "description": "HS256 (or the configured RS256/ES256); exp required; nbf, when present, must not be in the future (both with api.jwt_leeway_secs of leeway). Claims: sub, exp, role (admin | reseller), reseller_id (resellers), permissions (list)."
                 }
             },
             "schemas": {
