@@ -41,6 +41,7 @@ both_stores!(
     health_and_readiness,
     count_follows_ingest_and_scope_refresh,
     every_sessions_route_is_503_while_the_index_is_not_ready,
+    export_ignores_page_and_limit_and_keeps_filters_and_order,
 );
 
 async fn seeded(backend: Backend, rows: &[Seed]) -> Option<(TestDb, Vec<i64>)> {
@@ -1448,4 +1449,55 @@ async fn every_sessions_route_is_503_while_the_index_is_not_ready(backend: Backe
         .expect("request");
     assert_eq!(r.status().as_u16(), 403);
     shutdown.cancel();
+}
+
+async fn export_ignores_page_and_limit_and_keeps_filters_and_order(backend: Backend) {
+    let rows = [
+        Seed::closed("alice", 1),
+        Seed::closed("bob", 2),
+        Seed::closed("alice", 3),
+        Seed::closed("alice", 4),
+    ];
+    let Some((db, ids)) = seeded(backend, &rows).await else {
+        return;
+    };
+    let app = ApiApp::start(api_config(&db)).await;
+    let t = admin();
+    let alice_by_start_desc = vec![ids[3].to_string(), ids[2].to_string(), ids[0].to_string()];
+    // Any page/limit, even out of range, garbage or repeated, changes nothing.
+    for paging in [
+        "",
+        "&limit=1000",
+        "&limit=1",
+        "&page=2&limit=1",
+        "&page=0&limit=0",
+        "&page=abc&limit=-5",
+        "&limit=1&limit=2&page=1&page=9",
+    ] {
+        let path = format!(
+            "/api/sessions/export?status=closed&search=alice&sort=acctstarttime&order=desc&columns=radacctid{paging}"
+        );
+        let r = app.get(&path, Some(&t)).await;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(r.headers()["x-total-count"], "3", "{path}");
+        let body = r.text().await.expect("csv");
+        let got: Vec<String> = body.lines().skip(1).map(str::to_owned).collect();
+        assert_eq!(got, alice_by_start_desc, "{path}");
+    }
+    // The filters and order still go through the same validation as the list's.
+    app.expect_error(
+        "/api/sessions/export?limit=1000&order=up",
+        Some(&t),
+        400,
+        "invalid order, must be asc/desc",
+    )
+    .await;
+    app.expect_error(
+        "/api/sessions/export?page=0&status=open",
+        Some(&t),
+        400,
+        "invalid status, must be active/closed/all",
+    )
+    .await;
+    app.stop().await;
 }

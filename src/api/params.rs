@@ -9,6 +9,9 @@ use crate::sessions::filter::{Order, Page, Search, Sort, SortKey, Status};
 
 /// Most rows on one page.
 pub const MAX_LIMIT: u64 = 500;
+/// Highest `page`: pages beyond could not be reached with any real data and would overflow
+/// offsets.
+pub const MAX_PAGE: u64 = 1 << 40;
 pub const DEFAULT_LIMIT: u64 = 50;
 /// Longest accepted `search` term, in characters.
 pub const MAX_SEARCH_CHARS: usize = 256;
@@ -46,7 +49,7 @@ pub const DEFAULT_COLUMNS: [&str; 10] = [
     "acctterminatecause",
 ];
 
-/// The parameters of `GET /api/sessions` (and, without `page`/`limit`, of the export).
+/// The parameters of `GET /api/sessions` (and of the export, which ignores `page`/`limit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListParams {
     pub status: Status,
@@ -162,21 +165,34 @@ fn positive(q: &Query, name: &str, default: u64, max: u64, rule: &str) -> Result
 
 impl ListParams {
     pub fn parse(q: &Query) -> Result<ListParams, ApiError> {
+        ListParams::parse_with(q, true)
+    }
+
+    /// With `paging` false (the export, DESIGN §10) `page` and `limit` are not read at all,
+    /// whatever they hold, and `page` is left at its default.
+    fn parse_with(q: &Query, paging: bool) -> Result<ListParams, ApiError> {
         let status = match q.get("status")? {
             None => Status::Active,
             Some(v) => Status::parse(v).ok_or_else(|| {
                 ApiError::bad_request("invalid status, must be active/closed/all")
             })?,
         };
-        // Pages beyond this could not be reached with any real data and would overflow offsets.
-        let page = positive(q, "page", 1, 1 << 40, "must be an integer >= 1")?;
-        let limit = positive(
-            q,
-            "limit",
-            DEFAULT_LIMIT,
-            MAX_LIMIT,
-            "must be between 1 and 500",
-        )?;
+        let page = match paging {
+            true => Page {
+                page: positive(q, "page", 1, MAX_PAGE, "must be an integer >= 1")?,
+                limit: positive(
+                    q,
+                    "limit",
+                    DEFAULT_LIMIT,
+                    MAX_LIMIT,
+                    "must be between 1 and 500",
+                )?,
+            },
+            false => Page {
+                page: 1,
+                limit: DEFAULT_LIMIT,
+            },
+        };
         let search = match q.get("search")? {
             None => None,
             Some(v) => {
@@ -229,7 +245,7 @@ impl ListParams {
         };
         Ok(ListParams {
             status,
-            page: Page { page, limit },
+            page,
             search,
             nas_id,
             from,
@@ -276,7 +292,7 @@ impl ExportParams {
             }
         };
         Ok(ExportParams {
-            list: ListParams::parse(q)?,
+            list: ListParams::parse_with(q, false)?,
             columns,
         })
     }
@@ -323,6 +339,23 @@ mod tests {
             let e = parse(q).expect_err(q);
             assert!(e.starts_with(name), "{q}: {e}");
         }
+    }
+
+    #[test]
+    fn export_ignores_page_and_limit() {
+        let q = |s: &str| ExportParams::parse(&Query::parse(Some(s)).expect("q"));
+        let plain = q("status=closed&order=asc").expect("ok");
+        for paging in [
+            "limit=1000",
+            "limit=0&page=0",
+            "page=x&limit=-1",
+            "limit=1&limit=2",
+            "page=2&page=3",
+        ] {
+            let p = q(&format!("status=closed&order=asc&{paging}")).expect(paging);
+            assert_eq!(p, plain, "{paging}");
+        }
+        assert!(q("limit=1000&order=up").is_err(), "filters still validated");
     }
 
     #[test]
