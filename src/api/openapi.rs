@@ -194,7 +194,7 @@ pub fn document() -> Value {
         "404".into(),
         error_response("`session not found`: no session with that radacctid"),
     );
-    disconnect_responses.insert("503".into(), error_response("`NAS unreachable`: both the Disconnect-Request and the MikroTik API failed; the row stays open for the stale sweeper"));
+    disconnect_responses.insert("503".into(), error_response("`NAS unreachable`: no answer to the Disconnect-Request, and the MikroTik API failed too (or the NAS has no API credentials); `NAS refused the disconnect: Error-Cause <n> (<name>)`: the NAS answered with a Disconnect-NAK (e.g. `Error-Cause 402 (Missing-Attribute)`) and the MikroTik API did not remove the session either. Either way the row stays open for the stale sweeper. Also `index not ready` (see `Retry-After`), `database unavailable` or `request timed out`"));
     get_responses.insert(
         "404".into(),
         error_response("`session not found` (the archive is not searched)"),
