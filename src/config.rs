@@ -159,7 +159,7 @@ pub struct ApiConfig {
     pub jwt_public_key: Option<PathBuf>,
     /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
-    /// Clock skew tolerated on `exp`, in seconds.
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,
     /// Rate limit per client IP (GCRA): this many requests at once...
     pub rate_limit_burst: u32,

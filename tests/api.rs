@@ -9,10 +9,19 @@ use api_support::{
     ApiApp, JWT_SECRET, Seed, T0, admin, api_config, reseller, reseller_view_all, seed,
     seed_closed_bulk, seed_tables, token,
 };
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
 use common::{Backend, TestDb};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::api::params::FIELDS;
+use radacctd::api::scope::ScopeCache;
+use radacctd::api::{ApiDeps, ApiState};
+use radacctd::sessions::SessionIndex;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 both_stores!(
     seed_error_tables_are_answered_with_their_status_and_message,
@@ -31,6 +40,8 @@ both_stores!(
     openapi_documents_every_served_route,
     health_and_readiness,
     count_follows_ingest_and_scope_refresh,
+    every_sessions_route_is_503_while_the_index_is_not_ready,
+    export_ignores_page_and_limit_and_keeps_filters_and_order,
 );
 
 async fn seeded(backend: Backend, rows: &[Seed]) -> Option<(TestDb, Vec<i64>)> {
@@ -199,7 +210,7 @@ async fn invalid_parameters_are_400_naming_the_parameter(backend: Backend) {
         ),
     ] {
         for path in ["/api/sessions", "/api/sessions/export"] {
-            if path.ends_with("export") && q.starts_with("page") {
+            if path.ends_with("export") && (q.starts_with("page") || q.starts_with("limit")) {
                 continue; // the export ignores paging
             }
             app.expect_error(&format!("{path}?{q}"), Some(&t), 400, message)
@@ -1354,4 +1365,139 @@ mod index_matches_database {
     fn postgres() {
         run(Backend::Postgres);
     }
+}
+
+/// The API alone over `db`, with its index not ready, as while the database was unreachable
+/// at start-up: the index is empty and the flag false (no disconnect service: nothing may
+/// reach a NAS anyway). Stopped by cancelling the token.
+async fn api_with_index_not_ready(db: &TestDb) -> (SocketAddr, CancellationToken) {
+    let config = api_config(db);
+    let shutdown = CancellationToken::new();
+    let state = ApiState::new(
+        &config.api,
+        ApiDeps {
+            store: db.open_store().await,
+            index: Arc::new(SessionIndex::new()),
+            scope: Arc::new(ScopeCache::new()),
+            index_ready: Arc::new(AtomicBool::new(false)),
+            queue_timeout: Duration::from_secs(5),
+            disconnector: None,
+            stats: None,
+        },
+        shutdown.clone(),
+    )
+    .expect("API state");
+    let router = radacctd::api::router(state, &config.api, shutdown.clone()).expect("API router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(radacctd::api::serve(listener, router, shutdown.clone()));
+    (addr, shutdown)
+}
+
+async fn every_sessions_route_is_503_while_the_index_is_not_ready(backend: Backend) {
+    // Rows the database holds (one open, one closed): answering from them while the index is
+    // not loaded would be wrong (an open row is not "already closed").
+    let Some((db, ids)) = seeded(backend, &[Seed::open("alice", 1), Seed::closed("bob", 2)]).await
+    else {
+        return;
+    };
+    let (addr, shutdown) = api_with_index_not_ready(&db).await;
+    let http = reqwest::Client::new();
+    let t = token(
+        Role::Admin,
+        None,
+        &[SESSIONS_VIEW, "subscribers.disconnect"],
+    );
+    let mut requests = vec![
+        ("GET", "/api/sessions".to_owned()),
+        ("GET", "/api/sessions?status=closed".to_owned()),
+        ("GET", "/api/sessions/count".to_owned()),
+        ("GET", "/api/sessions/export?status=all".to_owned()),
+    ];
+    for id in &ids {
+        requests.push(("GET", format!("/api/sessions/{id}")));
+        requests.push(("POST", format!("/api/sessions/{id}/disconnect")));
+    }
+    for (method, path) in requests {
+        let url = format!("http://{addr}{path}");
+        let rq = match method {
+            "GET" => http.get(url),
+            _ => http.post(url),
+        };
+        let r = rq.bearer_auth(&t).send().await.expect("request");
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let body: Value = r.json().await.expect("JSON body");
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (503, Some("index not ready")),
+            "{method} {path}: {body}"
+        );
+        assert_eq!(retry_after.as_deref(), Some("5"), "{method} {path}");
+    }
+    // Permission checks still come first.
+    let r = http
+        .get(format!("http://{addr}/api/sessions/{}", ids[0]))
+        .bearer_auth(token(Role::Admin, None, &["subscribers.disconnect"]))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 403);
+    shutdown.cancel();
+}
+
+async fn export_ignores_page_and_limit_and_keeps_filters_and_order(backend: Backend) {
+    let rows = [
+        Seed::closed("alice", 1),
+        Seed::closed("bob", 2),
+        Seed::closed("alice", 3),
+        Seed::closed("alice", 4),
+    ];
+    let Some((db, ids)) = seeded(backend, &rows).await else {
+        return;
+    };
+    let app = ApiApp::start(api_config(&db)).await;
+    let t = admin();
+    let alice_by_start_desc = vec![ids[3].to_string(), ids[2].to_string(), ids[0].to_string()];
+    // Any page/limit, even out of range, garbage or repeated, changes nothing.
+    for paging in [
+        "",
+        "&limit=1000",
+        "&limit=1",
+        "&page=2&limit=1",
+        "&page=0&limit=0",
+        "&page=abc&limit=-5",
+        "&limit=1&limit=2&page=1&page=9",
+    ] {
+        let path = format!(
+            "/api/sessions/export?status=closed&search=alice&sort=acctstarttime&order=desc&columns=radacctid{paging}"
+        );
+        let r = app.get(&path, Some(&t)).await;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(r.headers()["x-total-count"], "3", "{path}");
+        let body = r.text().await.expect("csv");
+        let got: Vec<String> = body.lines().skip(1).map(str::to_owned).collect();
+        assert_eq!(got, alice_by_start_desc, "{path}");
+    }
+    // The filters and order still go through the same validation as the list's.
+    app.expect_error(
+        "/api/sessions/export?limit=1000&order=up",
+        Some(&t),
+        400,
+        "invalid order, must be asc/desc",
+    )
+    .await;
+    app.expect_error(
+        "/api/sessions/export?page=0&status=open",
+        Some(&t),
+        400,
+        "invalid status, must be active/closed/all",
+    )
+    .await;
+    app.stop().await;
 }

@@ -10,7 +10,7 @@ mod common;
 mod fake_nas;
 
 use api_support::{ApiApp, api_config, token};
-use common::{Backend, Nas, Sess, TestDb, now};
+use common::{Backend, Nas, Sess, TestDb, now, scrape, value};
 use fake_nas::{FakeNas, NasMode};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::store::Store;
@@ -21,6 +21,8 @@ const DISCONNECT: &str = "subscribers.disconnect";
 both_stores!(
     disconnect_over_http_follows_the_seed,
     silent_nas_without_api_credentials_is_503_and_the_row_stays_open,
+    nak_with_an_error_cause_is_503_saying_what_the_nas_answered,
+    already_closed_answered_by_the_api_is_counted,
 );
 
 /// A database with the schema and one NAS row (127.0.0.1, CoA at the test NAS's port).
@@ -158,5 +160,73 @@ async fn silent_nas_without_api_credentials_is_503_and_the_row_stays_open(backen
         .expect("row");
     assert!(row.is_open(), "left open for the stale sweeper");
     assert!(app.index.contains(&s.key()));
+    app.stop().await;
+}
+
+async fn nak_with_an_error_cause_is_503_saying_what_the_nas_answered(backend: Backend) {
+    // 402 Missing-Attribute: the NAS answered, and refused; no RouterOS API to fall back on.
+    let coa = FakeNas::start(common::SECRET, NasMode::Nak(Some(402))).await;
+    let Some(db) = db_with_nas(backend, coa.addr.port()).await else {
+        return;
+    };
+    let app = ApiApp::start(api_config(&db)).await;
+    let (s, id) = open_session(&app, 3).await;
+    let (st, body) = post(
+        &app,
+        &format!("/api/sessions/{id}/disconnect"),
+        Some(&token(Role::Admin, None, &[DISCONNECT])),
+    )
+    .await;
+    assert_eq!(
+        (st, body["success"].as_bool(), body["message"].as_str()),
+        (
+            503,
+            Some(false),
+            Some("NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)")
+        ),
+        "{body}"
+    );
+    assert_eq!(coa.count(), 1, "answered at once: no retransmission");
+    let row = app
+        .store
+        .row_by_key(&s.key())
+        .await
+        .expect("read")
+        .expect("row");
+    assert!(row.is_open(), "a refusal closes nothing");
+    assert!(app.index.contains(&s.key()));
+    app.stop().await;
+}
+
+async fn already_closed_answered_by_the_api_is_counted(backend: Backend) {
+    let coa = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let Some(db) = db_with_nas(backend, coa.addr.port()).await else {
+        return;
+    };
+    let mut config = api_config(&db);
+    config.metrics.enabled = true;
+    let app = ApiApp::start(config).await;
+    let metrics = app.metrics_addr.expect("metrics listener");
+    let series = r#"radacctd_disconnect_results_total{result="already_closed"}"#;
+    // A session the NAS itself stopped: closed in the database, gone from the index.
+    let (s, id) = open_session(&app, 4).await;
+    let mut nas = Nas::new(app.radius_addr).await;
+    nas.send(&s.stop(now() - 1, 59, 100, 200, 1))
+        .await
+        .expect("stop");
+    assert!(!app.index.contains(&s.key()));
+    assert_eq!(value(&scrape(metrics).await, series), 0.0);
+    let path = format!("/api/sessions/{id}/disconnect");
+    let allowed = token(Role::Admin, None, &[DISCONNECT]);
+    for n in 1..=2 {
+        let (st, body) = post(&app, &path, Some(&allowed)).await;
+        assert_eq!((st, body["method"].as_str()), (200, Some("already_closed")));
+        assert_eq!(value(&scrape(metrics).await, series), f64::from(n));
+    }
+    assert_eq!(coa.count(), 0, "no NAS was asked");
+    // A 404 is not a disconnect result.
+    let (st, _) = post(&app, "/api/sessions/999999/disconnect", Some(&allowed)).await;
+    assert_eq!(st, 404);
+    assert_eq!(value(&scrape(metrics).await, series), 2.0);
     app.stop().await;
 }

@@ -10,6 +10,7 @@ use radacctd::store::Store;
 both_stores!(
     sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags,
     late_interim_after_a_sweep_reopens_the_same_row,
+    a_sweep_closes_at_most_sweep_limit_sessions_the_longest_silent_first,
     sweeper_reconciles_the_index_with_other_writers,
     archiver_moves_exactly_the_eligible_rows,
     interrupted_archive_batch_leaves_both_tables_consistent,
@@ -140,6 +141,45 @@ async fn sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags(backend: B
     // A second sweep finds nothing.
     let again = sweeper(&app).run_once().await.expect("sweep");
     assert_eq!((again.candidates, again.closed), (0, 0));
+    app.stop().await;
+}
+
+async fn a_sweep_closes_at_most_sweep_limit_sessions_the_longest_silent_first(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    let mut nas = Nas::new(app.addr).await;
+    let n = now();
+    // Three stale sessions, silent for 4000, 3000 and 2000 s.
+    let sessions: Vec<Sess> = (1..=3).map(Sess::new).collect();
+    for (s, age) in sessions.iter().zip([4000, 3000, 2000]) {
+        nas.send(&s.start(n - age)).await.expect("start");
+    }
+    let capped = Sweeper::new(
+        app.store.clone(),
+        app.ingest.clone(),
+        JobsConfig {
+            sweep_limit: 2,
+            ..jobs()
+        },
+        app.stats.clone(),
+    );
+    let report = capped.run_once().await.expect("sweep");
+    assert_eq!((report.candidates, report.closed), (2, 2));
+    let open: Vec<String> = db
+        .rows()
+        .await
+        .into_iter()
+        .filter(|r| r.is_open())
+        .map(|r| r.acctuniqueid)
+        .collect();
+    assert_eq!(open, vec![sessions[2].key()], "the most recent one waits");
+    let report = capped.run_once().await.expect("sweep");
+    assert_eq!((report.candidates, report.closed), (1, 1));
+    assert!(app.index.is_empty());
+    // The sweeper holds a sender of the writer's queue: the writer drains only without it.
+    drop(capped);
     app.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! Bearer-token authentication (DESIGN §4): a JWT signed with the configured HS256 secret or
-//! RS256/ES256 key, algorithm pinned, `exp` required, small leeway. The verified claims become
-//! a [`Caller`]; permissions are checked by handlers, scope by `scope::ScopeCache`.
+//! RS256/ES256 key, algorithm pinned, `exp` required, `nbf` checked when present, the same
+//! small leeway on both. The verified claims become a [`Caller`]; permissions are checked by
+//! handlers, scope by `scope::ScopeCache`.
 //!
 //! Also issues tokens for `radacctd token`. Nothing here touches the database.
 
@@ -136,6 +137,8 @@ impl Authenticator {
         validation.algorithms = vec![alg];
         validation.leeway = config.jwt_leeway_secs;
         validation.validate_exp = true;
+        // `nbf` is optional; when present it is checked with the same leeway as `exp`.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         match &config.jwt_audience {
             Some(aud) => {
@@ -156,6 +159,7 @@ impl Authenticator {
             jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
                 match e.kind() {
                     ErrorKind::ExpiredSignature => ApiError::Unauthorized("token expired"),
+                    ErrorKind::ImmatureSignature => ApiError::Unauthorized("token not yet valid"),
                     _ => ApiError::Unauthorized("invalid token"),
                 }
             })?;
@@ -367,6 +371,48 @@ mod tests {
         let t =
             issue_token(&cfg, &reseller_without_id, SigningKey::ConfiguredSecret).expect("signs");
         assert!(auth.verify(&t).is_err());
+    }
+
+    /// A token with these claims, signed with the test secret (`Claims` has no `nbf`).
+    fn signed(cfg: &ApiConfig, claims: &serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(cfg.jwt_secret.expose().as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("signs")
+    }
+
+    #[test]
+    fn not_before_in_the_future_is_refused_with_the_exp_leeway() {
+        let cfg = config();
+        let leeway = cfg.jwt_leeway_secs;
+        assert!(leeway > 10, "the test needs some leeway: {leeway}");
+        let auth = Authenticator::from_config(&cfg).expect("auth");
+        let with_nbf = |nbf: serde_json::Value| {
+            let claims = serde_json::json!({
+                "exp": now_secs() + 3600,
+                "nbf": nbf,
+                "role": "admin",
+                "permissions": [SESSIONS_VIEW],
+            });
+            auth.verify(&signed(&cfg, &claims))
+        };
+        let refused = with_nbf((now_secs() + 3600).into()).expect_err("nbf an hour ahead");
+        assert_eq!(refused.status_code(), axum::http::StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.to_string(), "token not yet valid");
+        let refused = with_nbf((now_secs() + leeway + 60).into()).expect_err("beyond the leeway");
+        assert_eq!(refused.to_string(), "token not yet valid");
+        assert!(
+            with_nbf((now_secs() - 60).into()).is_ok(),
+            "nbf in the past"
+        );
+        assert!(
+            with_nbf((now_secs() + leeway - 10).into()).is_ok(),
+            "nbf ahead by less than the leeway (clock skew)"
+        );
+        assert_eq!(
+            with_nbf("tomorrow".into())
+                .expect_err("not a number")
+                .to_string(),
+            "invalid token"
+        );
     }
 
     #[test]

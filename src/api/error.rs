@@ -13,7 +13,7 @@ pub enum ApiError {
     /// A query parameter (named in the message) is invalid.
     #[error("{0}")]
     BadRequest(String),
-    /// Missing, malformed, badly signed or expired token.
+    /// Missing, malformed, badly signed, expired or not yet valid (`nbf`) token.
     #[error("{0}")]
     Unauthorized(&'static str),
     /// A missing permission (`<permission> denied`) or an out-of-scope session.
@@ -29,6 +29,10 @@ pub enum ApiError {
         message: &'static str,
         retry_after_secs: Option<u64>,
     },
+    /// The NAS refused a disconnect (a Disconnect-NAK): the message says what it answered
+    /// (`disconnect::refusal_message`). Not an internal cause: the client needs it.
+    #[error("{0}")]
+    NasRefused(String),
     #[error("database unavailable")]
     Database(#[source] StoreError),
     #[error("internal error")]
@@ -47,7 +51,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable { .. } | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::NasRefused(_) | ApiError::Database(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -30,6 +30,7 @@ pub async fn export(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     caller.require(SESSIONS_VIEW)?;
+    state.ensure_index_ready()?;
     let p = ExportParams::parse(&Query::parse(raw.as_deref())?)?;
     let filter = state.filter_for(&caller, &p.list);
     let permit = state.export_permit()?;

@@ -201,6 +201,13 @@ impl ApiState {
         self.inner.disconnector.as_ref()
     }
 
+    /// Counts a disconnect answered by the API itself (without the disconnect service).
+    pub(crate) fn count_disconnect(&self, result: crate::metrics::DisconnectResult) {
+        if let Some(stats) = &self.inner.stats {
+            stats.disconnect.result(result);
+        }
+    }
+
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }

@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::params::{DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, MAX_LIMIT, MAX_SEARCH_CHARS};
+use super::params::{
+    DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS, search_pattern,
+};
 use crate::sessions::filter::SortKey;
 
 fn error_response(description: &str) -> Value {
@@ -24,7 +26,7 @@ fn common_errors(with_400: bool) -> Map<String, Value> {
     }
     m.insert(
         "401".into(),
-        error_response("Missing, malformed, badly signed or expired token (`missing token`, `invalid token`, `token expired`)"),
+        error_response("Missing, malformed, badly signed, expired or not yet valid token (`missing token`, `malformed token`, `invalid token`, `token expired`, `token not yet valid`: `nbf` ahead of the clock by more than `api.jwt_leeway_secs`)"),
     );
     m.insert(
         "403".into(),
@@ -45,6 +47,12 @@ fn common_errors(with_400: bool) -> Map<String, Value> {
     m
 }
 
+fn bad_radacctid() -> Value {
+    error_response(
+        "`invalid radacctid, must be an integer`: the path's id is not a signed 64-bit integer",
+    )
+}
+
 fn param(name: &str, description: &str, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
 }
@@ -60,21 +68,25 @@ fn filter_params(with_paging: bool) -> Vec<Value> {
         v.push(param(
             "page",
             "1-indexed page",
-            json!({ "type": "integer", "minimum": 1, "default": 1 }),
+            json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_PAGE, "default": 1 }),
         ));
         v.push(param(
             "limit",
             "Rows per page",
-            json!({ "type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT }),
+            json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT }),
         ));
     }
     v.extend([
         param(
             "search",
             "Case-insensitive (ASCII) substring of username, prefix of framedipaddress, or - for a MAC fragment (hex digits once : - . are removed) - substring of callingstationid with those separators ignored (AA:BB:CC:DD:EE:01 = aa-bb-cc-dd-ee-01 = aabb.ccdd.ee01)",
-            json!({ "type": "string", "maxLength": MAX_SEARCH_CHARS }),
+            json!({ "type": "string", "maxLength": MAX_SEARCH_CHARS, "pattern": search_pattern() }),
         ),
-        param("nas_id", "Only sessions of the NAS with this `nas.id`", json!({ "type": "integer" })),
+        param(
+            "nas_id",
+            "Only sessions of the NAS with this `nas.id` (a signed 64-bit integer)",
+            json!({ "type": "integer", "format": "int64" }),
+        ),
         param(
             "from",
             "Sessions started at or after this instant: RFC 3339, or YYYY-MM-DD (UTC midnight)",
@@ -82,7 +94,7 @@ fn filter_params(with_paging: bool) -> Vec<Value> {
         ),
         param(
             "to",
-            "Sessions started at or before this instant (not before `from`): RFC 3339, or YYYY-MM-DD (UTC midnight)",
+            "Sessions started at or before this instant: RFC 3339, or YYYY-MM-DD (UTC midnight). Must not be earlier than `from` when both are given (400 `invalid to, must not be earlier than from`)",
             json!({ "type": "string", "format": "date-time" }),
         ),
         param(
@@ -158,6 +170,7 @@ pub fn document() -> Value {
             }),
         ),
     );
+    get_responses.insert("400".into(), bad_radacctid());
     get_responses.insert("403".into(), error_response("`sessions.view denied`, or `not authorized`: the session is outside the caller's scope"));
     let mut disconnect_responses = common_errors(true);
     disconnect_responses.insert(
@@ -175,12 +188,13 @@ pub fn document() -> Value {
             }),
         ),
     );
+    disconnect_responses.insert("400".into(), bad_radacctid());
     disconnect_responses.insert("403".into(), error_response("`subscribers.disconnect denied`, or `not authorized`: the session is outside the caller's scope"));
     disconnect_responses.insert(
         "404".into(),
         error_response("`session not found`: no session with that radacctid"),
     );
-    disconnect_responses.insert("503".into(), error_response("`NAS unreachable`: both the Disconnect-Request and the MikroTik API failed; the row stays open for the stale sweeper"));
+    disconnect_responses.insert("503".into(), error_response("`NAS unreachable`: no answer to the Disconnect-Request, and the MikroTik API failed too (or the NAS has no API credentials); `NAS refused the disconnect: Error-Cause <n> (<name>)`: the NAS answered with a Disconnect-NAK (e.g. `Error-Cause 402 (Missing-Attribute)`) and the MikroTik API did not remove the session either. Either way the row stays open for the stale sweeper. Also `index not ready` (see `Retry-After`), `database unavailable` or `request timed out`"));
     get_responses.insert(
         "404".into(),
         error_response("`session not found` (the archive is not searched)"),
@@ -192,14 +206,21 @@ pub fn document() -> Value {
         "csv only (xlsx is reserved: 400 `invalid format, xlsx is not supported yet (use csv)`)",
         json!({ "type": "string", "enum": ["csv"], "default": "csv" }),
     ));
-    export_params.push(param(
+    let mut columns = param(
         "columns",
-        &format!(
-            "Comma-separated columns, any of the session fields; default: {}",
-            DEFAULT_COLUMNS.join(",")
-        ),
-        json!({ "type": "string" }),
-    ));
+        "Comma-separated columns, in the order wanted, each at most once; any of the session fields",
+        json!({
+            "type": "array",
+            "items": { "type": "string", "enum": FIELDS },
+            "minItems": 1,
+            "uniqueItems": true,
+            "default": DEFAULT_COLUMNS,
+        }),
+    );
+    // `columns=a,b`: one comma-separated value (OpenAPI 3 `form`, not exploded).
+    columns["style"] = json!("form");
+    columns["explode"] = json!(false);
+    export_params.push(columns);
     let mut export_responses = common_errors(true);
     export_responses.insert(
         "200".into(),
@@ -214,7 +235,7 @@ pub fn document() -> Value {
     );
     export_responses.insert(
         "503".into(),
-        error_response("`too many exports in progress, try again later` (see `Retry-After`), `database unavailable` or `request timed out`"),
+        error_response("`too many exports in progress, try again later` (see `Retry-After`), `index not ready` (see `Retry-After`), `database unavailable` or `request timed out`"),
     );
 
     let health = |description: &str| {
@@ -290,7 +311,7 @@ pub fn document() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "HS256 (or the configured RS256/ES256); exp required. Claims: sub, exp, role (admin | reseller), reseller_id (resellers), permissions (list)."
+                    "description": "HS256 (or the configured RS256/ES256); exp required; nbf, when present, must not be in the future (both with api.jwt_leeway_secs of leeway). Claims: sub, exp, role (admin | reseller), reseller_id (resellers), permissions (list)."
                 }
             },
             "schemas": {
@@ -312,4 +333,104 @@ pub fn document() -> Value {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::params::{FIELDS, SEARCH_FORBIDDEN, forbidden_in_search};
+
+    /// The schema of query parameter `name` of `GET path`.
+    fn schema<'a>(doc: &'a Value, path: &str, name: &str) -> &'a Value {
+        param_of(doc, path, name)
+            .map(|p| &p["schema"])
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))
+    }
+
+    fn param_of<'a>(doc: &'a Value, path: &str, name: &str) -> Option<&'a Value> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+    }
+
+    #[test]
+    fn parameters_carry_the_validators_constraints() {
+        let doc = document();
+        for path in ["/api/sessions", "/api/sessions/export"] {
+            let search = schema(&doc, path, "search");
+            assert_eq!(search["maxLength"], json!(MAX_SEARCH_CHARS), "{path}");
+            assert_eq!(search["pattern"], json!(search_pattern()), "{path}");
+            let nas_id = schema(&doc, path, "nas_id");
+            assert_eq!(
+                (&nas_id["type"], &nas_id["format"]),
+                (&json!("integer"), &json!("int64")),
+                "{path}"
+            );
+            let to = &param_of(&doc, path, "to").expect("to")["description"];
+            assert!(
+                to.as_str()
+                    .expect("text")
+                    .contains("Must not be earlier than `from`"),
+                "{path}: {to}"
+            );
+            let sort = schema(&doc, path, "sort");
+            let keys: Vec<&str> = SortKey::ALL.iter().map(|k| k.column()).collect();
+            assert_eq!(sort["enum"], json!(keys), "{path}");
+        }
+        let page = schema(&doc, "/api/sessions", "page");
+        assert_eq!(
+            (&page["minimum"], &page["maximum"]),
+            (&json!(1), &json!(MAX_PAGE))
+        );
+        let limit = schema(&doc, "/api/sessions", "limit");
+        assert_eq!(
+            (&limit["minimum"], &limit["maximum"]),
+            (&json!(1), &json!(MAX_LIMIT))
+        );
+        // The export ignores page and limit: they are not among its parameters.
+        for name in ["page", "limit"] {
+            assert!(
+                param_of(&doc, "/api/sessions/export", name).is_none(),
+                "{name}"
+            );
+        }
+        let columns = param_of(&doc, "/api/sessions/export", "columns").expect("columns");
+        assert_eq!(
+            (&columns["style"], &columns["explode"]),
+            (&json!("form"), &json!(false))
+        );
+        assert_eq!(columns["schema"]["type"], json!("array"));
+        assert_eq!(columns["schema"]["items"]["enum"], json!(FIELDS));
+        assert_eq!(columns["schema"]["uniqueItems"], json!(true));
+        assert_eq!(columns["schema"]["default"], json!(DEFAULT_COLUMNS));
+        for path in [
+            "/api/sessions/{radacctid}",
+            "/api/sessions/{radacctid}/disconnect",
+        ] {
+            let op = doc["paths"][path]
+                .as_object()
+                .and_then(|o| o.values().next())
+                .expect("operation");
+            assert_eq!(op["parameters"][0]["schema"]["format"], json!("int64"));
+            assert!(
+                op["responses"]["400"]["description"]
+                    .as_str()
+                    .expect("400")
+                    .contains("invalid radacctid")
+            );
+        }
+    }
+
+    #[test]
+    fn search_pattern_names_every_forbidden_range() {
+        let pattern = search_pattern();
+        for (first, last) in SEARCH_FORBIDDEN {
+            assert!(forbidden_in_search(first) && forbidden_in_search(last));
+            let range = format!("\\u{:04X}-\\u{:04X}", u32::from(first), u32::from(last));
+            assert!(pattern.contains(&range), "{pattern} lacks {range}");
+        }
+        assert!(pattern.starts_with("^[^") && pattern.ends_with("]*$"));
+    }
 }

@@ -9,9 +9,32 @@ use crate::sessions::filter::{Order, Page, Search, Sort, SortKey, Status};
 
 /// Most rows on one page.
 pub const MAX_LIMIT: u64 = 500;
+/// Highest `page`: pages beyond could not be reached with any real data and would overflow
+/// offsets.
+pub const MAX_PAGE: u64 = 1 << 40;
 pub const DEFAULT_LIMIT: u64 = 50;
 /// Longest accepted `search` term, in characters.
 pub const MAX_SEARCH_CHARS: usize = 256;
+/// Characters `search` refuses: the control characters (Unicode general category Cc), as
+/// inclusive ranges. The OpenAPI document's `pattern` is built from them.
+pub const SEARCH_FORBIDDEN: [(char, char); 2] = [('\u{0}', '\u{1f}'), ('\u{7f}', '\u{9f}')];
+
+/// Whether `search` refuses `c` (see [`SEARCH_FORBIDDEN`]).
+pub fn forbidden_in_search(c: char) -> bool {
+    SEARCH_FORBIDDEN
+        .iter()
+        .any(|(first, last)| (*first..=*last).contains(&c))
+}
+
+/// The ECMA-262 regular expression (JSON Schema `pattern`) of an acceptable `search` term:
+/// none of [`SEARCH_FORBIDDEN`].
+pub fn search_pattern() -> String {
+    let ranges: String = SEARCH_FORBIDDEN
+        .iter()
+        .map(|(first, last)| format!("\\u{:04X}-\\u{:04X}", u32::from(*first), u32::from(*last)))
+        .collect();
+    format!("^[^{ranges}]*$")
+}
 
 /// The fields of the seed's session object, in its order: the JSON keys and the CSV columns.
 pub const FIELDS: [&str; 15] = [
@@ -46,7 +69,7 @@ pub const DEFAULT_COLUMNS: [&str; 10] = [
     "acctterminatecause",
 ];
 
-/// The parameters of `GET /api/sessions` (and, without `page`/`limit`, of the export).
+/// The parameters of `GET /api/sessions` (and of the export, which ignores `page`/`limit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListParams {
     pub status: Status,
@@ -162,25 +185,38 @@ fn positive(q: &Query, name: &str, default: u64, max: u64, rule: &str) -> Result
 
 impl ListParams {
     pub fn parse(q: &Query) -> Result<ListParams, ApiError> {
+        ListParams::parse_with(q, true)
+    }
+
+    /// With `paging` false (the export, DESIGN §10) `page` and `limit` are not read at all,
+    /// whatever they hold, and `page` is left at its default.
+    fn parse_with(q: &Query, paging: bool) -> Result<ListParams, ApiError> {
         let status = match q.get("status")? {
             None => Status::Active,
             Some(v) => Status::parse(v).ok_or_else(|| {
                 ApiError::bad_request("invalid status, must be active/closed/all")
             })?,
         };
-        // Pages beyond this could not be reached with any real data and would overflow offsets.
-        let page = positive(q, "page", 1, 1 << 40, "must be an integer >= 1")?;
-        let limit = positive(
-            q,
-            "limit",
-            DEFAULT_LIMIT,
-            MAX_LIMIT,
-            "must be between 1 and 500",
-        )?;
+        let page = match paging {
+            true => Page {
+                page: positive(q, "page", 1, MAX_PAGE, "must be an integer >= 1")?,
+                limit: positive(
+                    q,
+                    "limit",
+                    DEFAULT_LIMIT,
+                    MAX_LIMIT,
+                    &format!("must be between 1 and {MAX_LIMIT}"),
+                )?,
+            },
+            false => Page {
+                page: 1,
+                limit: DEFAULT_LIMIT,
+            },
+        };
         let search = match q.get("search")? {
             None => None,
             Some(v) => {
-                if v.chars().count() > MAX_SEARCH_CHARS || v.chars().any(char::is_control) {
+                if v.chars().count() > MAX_SEARCH_CHARS || v.chars().any(forbidden_in_search) {
                     return Err(ApiError::bad_request(format!(
                         "invalid search, must be at most {MAX_SEARCH_CHARS} characters without control characters"
                     )));
@@ -229,7 +265,7 @@ impl ListParams {
         };
         Ok(ListParams {
             status,
-            page: Page { page, limit },
+            page,
             search,
             nas_id,
             from,
@@ -276,7 +312,7 @@ impl ExportParams {
             }
         };
         Ok(ExportParams {
-            list: ListParams::parse(q)?,
+            list: ListParams::parse_with(q, false)?,
             columns,
         })
     }
@@ -323,6 +359,61 @@ mod tests {
             let e = parse(q).expect_err(q);
             assert!(e.starts_with(name), "{q}: {e}");
         }
+    }
+
+    #[test]
+    fn limits_are_the_published_constants() {
+        let ok = |q: String| parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let bad = |q: String| parse(&q).expect_err(&q);
+        assert_eq!(ok(format!("page={MAX_PAGE}")).page.page, MAX_PAGE);
+        assert!(bad(format!("page={}", MAX_PAGE + 1)).starts_with("invalid page"));
+        assert_eq!(ok(format!("limit={MAX_LIMIT}")).page.limit, MAX_LIMIT);
+        assert!(bad(format!("limit={}", MAX_LIMIT + 1)).starts_with("invalid limit"));
+        let longest = "é".repeat(MAX_SEARCH_CHARS);
+        assert!(ok(format!("search={longest}")).search.is_some());
+        assert!(bad(format!("search={longest}x")).starts_with("invalid search"));
+        assert_eq!(ok(format!("nas_id={}", i64::MAX)).nas_id, Some(i64::MAX));
+        assert_eq!(ok(format!("nas_id={}", i64::MIN)).nas_id, Some(i64::MIN));
+        let above = i128::from(i64::MAX) + 1;
+        assert!(bad(format!("nas_id={above}")).starts_with("invalid nas_id"));
+    }
+
+    #[test]
+    fn search_refuses_exactly_the_control_characters() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            assert_eq!(
+                forbidden_in_search(c),
+                c.is_control(),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        assert_eq!(search_pattern(), r"^[^\u0000-\u001F\u007F-\u009F]*$");
+        assert!(
+            parse("search=a%C2%85b").is_err(),
+            "U+0085 (NEL) is a control"
+        );
+        assert!(
+            parse("search=a%C2%A0b").is_ok(),
+            "U+00A0 (no-break space) is not"
+        );
+    }
+
+    #[test]
+    fn export_ignores_page_and_limit() {
+        let q = |s: &str| ExportParams::parse(&Query::parse(Some(s)).expect("q"));
+        let plain = q("status=closed&order=asc").expect("ok");
+        for paging in [
+            "limit=1000",
+            "limit=0&page=0",
+            "page=x&limit=-1",
+            "limit=1&limit=2",
+            "page=2&page=3",
+        ] {
+            let p = q(&format!("status=closed&order=asc&{paging}")).expect(paging);
+            assert_eq!(p, plain, "{paging}");
+        }
+        assert!(q("limit=1000&order=up").is_err(), "filters still validated");
     }
 
     #[test]

@@ -96,7 +96,6 @@ async fn index_page(
     filter: SessionFilter,
     p: &ListParams,
 ) -> Result<(Vec<SessionRecord>, u64), ApiError> {
-    state.ensure_index_ready()?;
     let index = state.index();
     let (sort, page) = (p.sort, p.page);
     let scan = move || {
@@ -120,6 +119,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(SESSIONS_VIEW)?;
+    state.ensure_index_ready()?;
     let p = ListParams::parse(&Query::parse(raw.as_deref())?)?;
     let filter = state.filter_for(&caller, &p);
     let (records, total) = match p.status {
@@ -162,6 +162,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(SESSIONS_VIEW)?;
+    // Without the index an open session would be looked up in SQL alone, and the scope
+    // (reseller tree) may not be loaded either.
+    state.ensure_index_ready()?;
     let id = parse_radacctid(&id)?;
     let scope = state.scope().scope_for(&caller);
     let live: Option<Session> = state.index().get_by_id(id);

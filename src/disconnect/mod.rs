@@ -11,7 +11,9 @@
 //!   cause is [`GHOST_CAUSE`] (`Admin-Reset`: the close was an administrator's decision).
 //! - Timeout or another NAK → the RouterOS API when the NAS has API credentials: removed →
 //!   close as for an ACK, method `api`.
-//! - Both fail → [`DisconnectError::Unreachable`]; the row stays open for the sweeper.
+//! - Both fail → [`DisconnectError::Refused`] when the NAS answered with a NAK (the API says
+//!   which Error-Cause), else [`DisconnectError::Unreachable`]; the row stays open for the
+//!   sweeper.
 //!
 //! Concurrent calls for one session share one attempt (one Disconnect-Request), which runs in
 //! its own task so that a caller going away never leaves a NAS-confirmed disconnect unrecorded.
@@ -36,6 +38,7 @@ use crate::config::ClientConfig;
 use crate::ingest::{CloseRequest, IngestSender, Item};
 use crate::metrics::{DisconnectAttempt, DisconnectResult, Stats};
 use crate::radius::clients::ClientAddr;
+use crate::radius::dictionary::ERROR_CAUSE;
 use crate::sessions::{Session, SessionIndex};
 use crate::store::{NasRow, Store, StoreError};
 
@@ -184,13 +187,36 @@ pub struct Disconnected {
 /// A failed disconnect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DisconnectError {
-    /// Neither the Disconnect-Request nor the RouterOS API disconnected the session; the row
-    /// stays open. HTTP: 503 `NAS unreachable`. `detail` is for logs, not for clients.
+    /// No answer to the Disconnect-Request (or none could be sent), and the RouterOS API did
+    /// not disconnect the session either; the row stays open. HTTP: 503 `NAS unreachable`.
+    /// `detail` is for logs, not for clients.
     #[error("NAS unreachable: {detail}")]
     Unreachable { detail: String },
+    /// The NAS answered the Disconnect-Request with a Disconnect-NAK (other than Error-Cause
+    /// 503), and the RouterOS API, if the NAS has credentials, did not disconnect the session
+    /// either; the row stays open. HTTP: 503 with [`refusal_message`]. `detail` is for logs.
+    #[error("{}: {detail}", refusal_message(*error_cause))]
+    Refused {
+        /// The NAK's Error-Cause, if it carried one.
+        error_cause: Option<u32>,
+        detail: String,
+    },
     /// The disconnect task ended without a result (a bug). HTTP: 500.
     #[error("disconnect failed: {0}")]
     Internal(String),
+}
+
+/// What the API tells a client whose disconnect the NAS refused: the Error-Cause the NAS
+/// answered, by number and FreeRADIUS dictionary name, e.g.
+/// `NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)`.
+pub fn refusal_message(error_cause: Option<u32>) -> String {
+    match error_cause {
+        Some(c) => match crate::radius::dictionary::value_name(ERROR_CAUSE, c) {
+            Some(name) => format!("NAS refused the disconnect: Error-Cause {c} ({name})"),
+            None => format!("NAS refused the disconnect: Error-Cause {c}"),
+        },
+        None => "NAS refused the disconnect: Disconnect-NAK without Error-Cause".to_owned(),
+    }
 }
 
 /// A NAS as the disconnect paths need it.
@@ -609,6 +635,9 @@ impl Inner {
             });
         };
         let target = self.target(nas_ip);
+        // The NAS's own answer, when it refused: what the client is told if the API fallback
+        // does not succeed either.
+        let mut refused: Option<Option<u32>> = None;
         let coa_note = match self.try_coa(s, nas_ip, &target).await {
             Ok(CoaOutcome::Ack) => {
                 return Ok(self
@@ -620,14 +649,24 @@ impl Inner {
                     .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
                     .await);
             }
-            Ok(CoaOutcome::Nak(cause)) => format!("Disconnect-NAK (Error-Cause {cause:?})"),
+            Ok(CoaOutcome::Nak(cause)) => {
+                refused = Some(cause);
+                format!("Disconnect-NAK (Error-Cause {cause:?})")
+            }
             Ok(CoaOutcome::Timeout) => "no answer to the Disconnect-Request".to_owned(),
             Err(e) => e,
         };
+        let failed = |detail: String| match refused {
+            Some(error_cause) => DisconnectError::Refused {
+                error_cause,
+                detail,
+            },
+            None => DisconnectError::Unreachable { detail },
+        };
         let Some((addr, creds, transport)) = &target.api else {
-            return Err(DisconnectError::Unreachable {
-                detail: format!("{coa_note}; no RouterOS API credentials for the NAS"),
-            });
+            return Err(failed(format!(
+                "{coa_note}; no RouterOS API credentials for the NAS"
+            )));
         };
         let t0 = Instant::now();
         let outcome = match transport {
@@ -672,9 +711,9 @@ impl Inner {
             ApiOutcome::NotFound => Ok(self
                 .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
                 .await),
-            ApiOutcome::Failed(reason) => Err(DisconnectError::Unreachable {
-                detail: format!("{coa_note}; RouterOS API: {reason}"),
-            }),
+            ApiOutcome::Failed(reason) => {
+                Err(failed(format!("{coa_note}; RouterOS API: {reason}")))
+            }
         }
     }
 
@@ -850,6 +889,22 @@ mod tests {
         let info = nas_info(&r);
         assert!(info.secret.is_none() && info.coa_port.is_none() && info.api.is_none());
         assert_eq!(info.tls, None, "plain API unless api_tls");
+    }
+
+    #[test]
+    fn refusals_name_the_error_cause() {
+        assert_eq!(
+            refusal_message(Some(402)),
+            "NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)"
+        );
+        assert_eq!(
+            refusal_message(Some(999)),
+            "NAS refused the disconnect: Error-Cause 999"
+        );
+        assert_eq!(
+            refusal_message(None),
+            "NAS refused the disconnect: Disconnect-NAK without Error-Cause"
+        );
     }
 
     #[test]

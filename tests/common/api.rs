@@ -38,6 +38,8 @@ pub fn api_config(db: &TestDb) -> Config {
 pub struct ApiApp {
     pub api_addr: SocketAddr,
     pub radius_addr: SocketAddr,
+    /// `/metrics`, when the configuration enables it (`api_config` does not).
+    pub metrics_addr: Option<SocketAddr>,
     pub index: Arc<SessionIndex>,
     pub store: Store,
     pub http: reqwest::Client,
@@ -52,6 +54,7 @@ impl ApiApp {
             .expect("application builds");
         let api_addr = app.api_addr();
         let radius_addr = app.radius_addr();
+        let metrics_addr = app.metrics_addr();
         let index = app.index();
         let store = app.store();
         let shutdown = CancellationToken::new();
@@ -59,6 +62,7 @@ impl ApiApp {
         ApiApp {
             api_addr,
             radius_addr,
+            metrics_addr,
             index,
             store,
             http: reqwest::Client::builder()
