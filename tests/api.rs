@@ -1380,6 +1380,7 @@ async fn api_with_index_not_ready(db: &TestDb) -> (SocketAddr, CancellationToken
             index: Arc::new(SessionIndex::new()),
             scope: Arc::new(ScopeCache::new()),
             index_ready: Arc::new(AtomicBool::new(false)),
+            writer_health: None,
             queue_timeout: Duration::from_secs(5),
             disconnector: None,
             stats: None,
@@ -1392,7 +1393,10 @@ async fn api_with_index_not_ready(db: &TestDb) -> (SocketAddr, CancellationToken
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(radacctd::api::serve(listener, router, shutdown.clone()));
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        radacctd::api::serve(listener, router, &config.api, token).await
+    });
     (addr, shutdown)
 }
 
