@@ -940,6 +940,10 @@ impl MetricsSource {
             let j = ingest::writer_lock(j);
             (j.pending(), j.bytes(), j.oldest_age(listener::now_secs()))
         });
+        let journal_health = self
+            .journal
+            .as_ref()
+            .map(|j| ingest::writer_lock(j).health());
         self.stats.render(&crate::metrics::Live {
             active_sessions: counts.total,
             active_by_nas: by_nas,
@@ -947,6 +951,7 @@ impl MetricsSource {
             journal,
             pool: self.store.pool_stats(),
             index_rebuild: self.index_rebuild,
+            journal_health,
         })
     }
 }

@@ -43,6 +43,25 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show the journal's entries, or retry the entries replay rejected (safe while the daemon
+    /// runs: the live journal file is never changed).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Print the journal's entries (key, kind, time) and a count.
+    Inspect {
+        /// Print the entries moved to `<journal>.rejected` instead, with their errors.
+        #[arg(long)]
+        rejected: bool,
+    },
+    /// Apply the entries of `<journal>.rejected` to the database again, one by one; those that
+    /// succeed leave the file, the others stay with their new error. Exits 1 if any remain.
+    Retry,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +132,14 @@ fn main() -> ExitCode {
             Command::Migrate => radacctd::app::migrate(config).await,
             Command::Sweep { dry_run } => radacctd::app::sweep_command(config, dry_run).await,
             Command::Archive { dry_run } => radacctd::app::archive_command(config, dry_run).await,
+            Command::Journal { command } => {
+                use radacctd::ingest::journal_cli::{JournalAction, journal_command};
+                let action = match command {
+                    JournalCommand::Inspect { rejected } => JournalAction::Inspect { rejected },
+                    JournalCommand::Retry => JournalAction::Retry,
+                };
+                journal_command(config, action).await
+            }
             Command::CheckConfig | Command::Token(_) => Ok(()),
         }
     });

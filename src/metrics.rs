@@ -130,6 +130,10 @@ pub const JOURNAL_BYTES: &str = "radacctd_journal_bytes";
 pub const JOURNAL_OLDEST_AGE: &str = "radacctd_journal_oldest_entry_age_seconds";
 pub const JOURNAL_APPENDED: &str = "radacctd_journal_appended_total";
 pub const JOURNAL_REPLAYED: &str = "radacctd_journal_replayed_total";
+pub const JOURNAL_CORRUPT_REGIONS: &str = "radacctd_journal_corrupt_regions_total";
+pub const JOURNAL_CORRUPT_BYTES: &str = "radacctd_journal_corrupt_bytes_total";
+pub const JOURNAL_REJECTED: &str = "radacctd_journal_rejected_total";
+pub const JOURNAL_REJECTED_ENTRIES: &str = "radacctd_journal_rejected_entries";
 pub const API_REQUESTS: &str = "radacctd_api_requests_total";
 pub const API_DURATION: &str = "radacctd_api_request_duration_seconds";
 pub const DB_POOL: &str = "radacctd_db_pool_connections";
@@ -159,6 +163,8 @@ pub struct Live {
     /// (connections open, of which idle).
     pub pool: (u32, u32),
     pub index_rebuild: Duration,
+    /// Corruption found in the journal and entries it rejected, when it is enabled.
+    pub journal_health: Option<crate::ingest::journal::JournalHealth>,
 }
 
 /// The per-instance Prometheus recorder.
@@ -388,6 +394,13 @@ impl Stats {
             self.gauge(JOURNAL_BYTES, vec![]).set(bytes as f64);
             self.gauge(JOURNAL_OLDEST_AGE, vec![])
                 .set(age.unwrap_or(0) as f64);
+        }
+        if let Some(h) = live.journal_health {
+            abs(JOURNAL_CORRUPT_REGIONS, vec![], h.corrupt_regions);
+            abs(JOURNAL_CORRUPT_BYTES, vec![], h.corrupt_bytes);
+            abs(JOURNAL_REJECTED, vec![], h.rejected);
+            self.gauge(JOURNAL_REJECTED_ENTRIES, vec![])
+                .set(h.rejected_entries as f64);
         }
         let (open, idle) = live.pool;
         self.gauge(DB_POOL, vec![label("state", "idle")])

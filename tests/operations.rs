@@ -1,6 +1,7 @@
 //! Operations: the Prometheus exposition after a scripted workload, the systemd notify protocol
 //! (a fake NOTIFY_SOCKET), SIGTERM in the middle of a burst, SIGHUP picking up a new NAS, the
-//! unit file (`systemd-analyze verify`) and the Grafana dashboard's queries.
+//! unit file (`systemd-analyze verify`), and the Grafana dashboard's and the alert rules'
+//! queries.
 
 mod common;
 
@@ -129,6 +130,32 @@ fn grafana_dashboard_queries_only_exported_metrics() {
     for e in &exprs {
         let names = metric_names(e);
         assert!(!names.is_empty(), "query without a radacctd metric: {e}");
+        for name in names {
+            assert!(exported.contains(&name), "{name} (in {e}) is not exported");
+        }
+    }
+}
+
+#[test]
+fn prometheus_alerts_use_only_exported_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus-alerts.yml");
+    let text = std::fs::read_to_string(&path).expect("alert rules");
+    let alerts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(str::trim)
+        .collect();
+    assert!(alerts.contains(&"RadacctdJournalRejected"), "{alerts:?}");
+    assert!(alerts.contains(&"RadacctdJournalCorrupt"), "{alerts:?}");
+    let exprs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .collect();
+    assert_eq!(exprs.len(), alerts.len(), "one expression per alert");
+    let exported = exported_names();
+    for e in exprs {
+        let names = metric_names(e);
+        assert!(!names.is_empty(), "rule without a radacctd metric: {e}");
         for name in names {
             assert!(exported.contains(&name), "{name} (in {e}) is not exported");
         }

@@ -973,3 +973,186 @@ async fn replay_marks_the_journal_only_up_to_the_first_unfinished_entry() {
     let _ = watch.close().await;
     app.stop().await;
 }
+
+/// The journal's records start with this (see `radacctd::ingest::journal`).
+const JOURNAL_MAGIC: [u8; 4] = [0xFE, b'R', b'J', b'1'];
+
+/// Answered records survive a damaged byte in the middle of the journal: the daemon stops with
+/// a journal of answered Starts, one byte in the middle of the file is flipped, and the restart
+/// replays every record but the damaged one, whose bytes are in `<journal>.corrupt`, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_byte_in_the_journal_loses_only_its_record_after_a_restart() {
+    let Some((db, proxy, url)) = pg_behind_proxy().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let config = journaled_config(&db, &url, dir.path());
+    let app = TestApp::start(config.clone()).await;
+    let mut nas = Nas::new(app.addr).await;
+    proxy.cut();
+    let sessions: Vec<Sess> = (1..=30).map(Sess::new).collect();
+    let t = now() - 100;
+    for s in &sessions {
+        nas.send(&s.start(t))
+            .await
+            .expect("answered from the journal");
+    }
+    app.stop().await;
+
+    let path = dir.path().join("radacctd.journal");
+    let mut bytes = std::fs::read(&path).expect("journal");
+    let starts: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == JOURNAL_MAGIC)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), 30, "one record per answered Start");
+    let at = bytes.len() / 2;
+    let hit = starts.iter().rposition(|s| *s <= at).expect("record");
+    let end = starts.get(hit + 1).copied().unwrap_or(bytes.len());
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("flip a byte");
+
+    proxy.restore();
+    let app = TestApp::start(config).await;
+    let keys: std::collections::BTreeSet<String> = db
+        .rows()
+        .await
+        .into_iter()
+        .map(|r| r.acctuniqueid)
+        .collect();
+    assert_eq!(keys.len(), 29, "every answered record but the damaged one");
+    let lost: Vec<&Sess> = sessions
+        .iter()
+        .filter(|s| !keys.contains(&s.key()))
+        .collect();
+    assert_eq!(lost.len(), 1);
+    let side = std::fs::read(dir.path().join("radacctd.journal.corrupt")).expect("side file");
+    assert!(
+        side.windows(end - starts[hit])
+            .any(|w| w == &bytes[starts[hit]..end]),
+        "the damaged record's bytes are in the side file"
+    );
+    let m = scrape(app.metrics_addr.expect("metrics")).await;
+    assert_eq!(value(&m, "radacctd_journal_corrupt_regions_total"), 1.0);
+    assert_eq!(
+        value(&m, "radacctd_journal_corrupt_bytes_total"),
+        (end - starts[hit]) as f64
+    );
+    app.stop().await;
+}
+
+/// Runs `radacctd journal …` against `journal` and the database at `db_url`: (success, stdout).
+async fn journal_cli(db_url: &str, journal: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+        .arg("journal")
+        .args(args)
+        .env("RADACCTD__DATABASE__URL", db_url)
+        .env("RADACCTD__JOURNAL__PATH", journal)
+        .env("RADACCTD__LOG__LEVEL", "warn")
+        .output()
+        .await
+        .expect("radacctd journal runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "radacctd journal {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), stdout)
+}
+
+/// A journaled event the database keeps refusing (a trigger the test adds) is answered, then
+/// rejected after repeated replays: counted in `/metrics`, listed by `journal inspect
+/// --rejected`, kept by `journal retry` while the cause is there, and applied by it (while the
+/// daemon runs) once the trigger is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_entry_is_counted_listed_and_applied_by_journal_retry() {
+    let Some((db, proxy, url)) = pg_behind_proxy().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let journal = dir.path().join("radacctd.journal");
+    let app = TestApp::start(journaled_config(&db, &url, dir.path())).await;
+    let metrics = app.metrics_addr.expect("metrics");
+    let mut nas = Nas::new(app.addr).await;
+    let (poison, fine) = (Sess::new(1), Sess::new(2));
+    proxy.cut();
+    let t = now() - 100;
+    nas.send(&poison.start(t))
+        .await
+        .expect("answered from the journal");
+    nas.send(&fine.start(t))
+        .await
+        .expect("answered from the journal");
+    db.exec(&format!(
+        "CREATE FUNCTION poison_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.acctuniqueid = '{}' THEN RAISE EXCEPTION 'poisoned by the test'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER poison_test BEFORE INSERT OR UPDATE ON radacct \
+           FOR EACH ROW EXECUTE FUNCTION poison_test();",
+        poison.key()
+    ))
+    .await;
+    proxy.restore();
+    poll_until!(
+        "the poison entry to be rejected",
+        value(&scrape(metrics).await, "radacctd_journal_rejected_total") == 1.0
+    );
+    poll_until!(
+        "the journal to be replayed",
+        journal_entries(metrics).await == 0.0
+    );
+    let m = scrape(metrics).await;
+    assert_eq!(value(&m, "radacctd_journal_rejected_entries"), 1.0);
+    let keys: Vec<String> = db
+        .rows()
+        .await
+        .into_iter()
+        .map(|r| r.acctuniqueid)
+        .collect();
+    assert_eq!(keys, vec![fine.key()], "the entry behind it was replayed");
+
+    let (ok, out) = journal_cli(&db.url, &journal, &["inspect", "--rejected"]).await;
+    assert!(ok);
+    assert!(
+        out.contains(&format!("key={} kind=start", poison.key())),
+        "{out}"
+    );
+    assert!(out.contains("poisoned by the test"), "{out}");
+    assert!(out.contains("1 rejected entry"), "{out}");
+
+    // The cause is still there: the entry stays, with its new error, and the exit status says so.
+    let (ok, out) = journal_cli(&db.url, &journal, &["retry"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("0 applied and removed, 1 still failing"),
+        "{out}"
+    );
+    let (_, listed) = journal_cli(&db.url, &journal, &["inspect", "--rejected"]).await;
+    assert!(listed.contains("1 rejected entry"), "{listed}");
+
+    db.exec("DROP TRIGGER poison_test ON radacct; DROP FUNCTION poison_test();")
+        .await;
+    let (ok, out) = journal_cli(&db.url, &journal, &["retry"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("1 applied and removed"), "{out}");
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 2);
+    let applied = rows
+        .iter()
+        .find(|r| r.acctuniqueid == poison.key())
+        .expect("the rejected Start is in radacct");
+    assert_eq!(applied.acctstarttime, Some(i64::from(t)));
+    let (_, listed) = journal_cli(&db.url, &journal, &["inspect", "--rejected"]).await;
+    assert!(listed.contains("0 rejected entries"), "{listed}");
+    // The running daemon sees the file emptied; the counter keeps what happened.
+    let m = scrape(metrics).await;
+    assert_eq!(value(&m, "radacctd_journal_rejected_entries"), 0.0);
+    assert_eq!(value(&m, "radacctd_journal_rejected_total"), 1.0);
+    // The live journal was left alone.
+    let (ok, out) = journal_cli(&db.url, &journal, &["inspect"]).await;
+    assert!(ok && out.contains("0 entries"), "{out}");
+    app.stop().await;
+}

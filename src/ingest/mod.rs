@@ -3,12 +3,14 @@
 //! writer, so SQL and the live index change in the same order.
 
 pub mod journal;
+pub mod journal_cli;
 pub mod semantics;
 mod writer;
 
 use crate::radius::accounting::AccountingEvent;
 use crate::radius::reply::Reply;
 
+pub use writer::replay_entry;
 pub use writer::{
     ReplayStep, SharedJournal, Writer, WriterHealth, WriterOptions, apply_offline, replay_chunk,
     writer_lock,

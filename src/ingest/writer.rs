@@ -1047,7 +1047,14 @@ pub async fn replay_chunk(
                     tracing::error!(error = %io, "could not write the rejected entry; retrying later");
                     return Ok(ReplayStep::Stuck);
                 }
-                tracing::error!(error = %e, key = entry.key(), "journal entry rejected after repeated failures; kept in <journal>.rejected");
+                tracing::error!(
+                    error = %e,
+                    key = entry.key(),
+                    rejected = %super::journal::rejected_path(j.path()).display(),
+                    "journal entry rejected after repeated failures: answered but NOT in the \
+                     database; kept in the rejected file (`radacctd journal retry` applies it \
+                     once the cause is fixed)"
+                );
                 j.mark_replayed(*offset, 1);
                 *poison_attempts = 0;
                 done += 1;
@@ -1055,6 +1062,28 @@ pub async fn replay_chunk(
         }
     }
     Ok(ReplayStep::Replayed(done))
+}
+
+/// Applies one journal entry on its own, as replay does once a chunk failed on a statement
+/// (`radacctd journal retry`). An entry left unfinished (its redo under locks missed the
+/// deadline) is an error.
+pub async fn replay_entry(
+    store: &Store,
+    entry: &JournalEntry,
+    commit_timeout: Duration,
+) -> Result<(), StoreError> {
+    let item = entry_item(entry);
+    match timed_commit(store, None, std::slice::from_ref(&item), commit_timeout)
+        .await
+        .0
+    {
+        Ok(Ok(outcome)) if outcome.unfinished.contains(&true) => {
+            Err(StoreError::Timeout(commit_timeout))
+        }
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StoreError::Timeout(commit_timeout)),
+    }
 }
 
 /// The writer item that replays a journal entry (no one to answer).
