@@ -1394,9 +1394,7 @@ async fn api_with_index_not_ready(db: &TestDb) -> (SocketAddr, CancellationToken
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = shutdown.clone();
-    tokio::spawn(async move {
-        radacctd::api::serve(listener, router, &config.api, token).await
-    });
+    tokio::spawn(async move { radacctd::api::serve(listener, router, &config.api, token).await });
     (addr, shutdown)
 }
 

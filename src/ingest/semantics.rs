@@ -206,33 +206,7 @@ mod tests {
     use super::*;
 
     fn ev(kind: EventKind, time: i64) -> AccountingEvent {
-        AccountingEvent {
-            kind,
-            time,
-            acctuniqueid: "k".into(),
-            acctsessionid: "S1".into(),
-            username: "bob".into(),
-            nasipaddress: "192.0.2.20".parse().expect("ip"),
-            nasportid: Some("ether2".into()),
-            nasporttype: "Ethernet".into(),
-            acctauthentic: "RADIUS".into(),
-            connectinfo: String::new(),
-            calledstationid: "svc".into(),
-            callingstationid: "AA:BB:CC:DD:EE:01".into(),
-            servicetype: "Framed-User".into(),
-            framedprotocol: "PPP".into(),
-            framedipaddress: Some("10.0.0.1".into()),
-            framedipv6address: None,
-            framedipv6prefix: None,
-            framedinterfaceid: None,
-            delegatedipv6prefix: None,
-            class: None,
-            sessiontime: None,
-            inputoctets: 0,
-            outputoctets: 0,
-            terminatecause: None,
-            clock_skewed: false,
-        }
+        AccountingEvent::sample(kind, "k", time)
     }
 
     fn with(mut e: AccountingEvent, f: impl FnOnce(&mut AccountingEvent)) -> AccountingEvent {

@@ -70,6 +70,40 @@ pub struct AccountingEvent {
     pub clock_skewed: bool,
 }
 
+#[cfg(test)]
+impl AccountingEvent {
+    /// An event of a PPPoE session with key `acctuniqueid`, for unit tests.
+    pub(crate) fn sample(kind: EventKind, acctuniqueid: &str, time: i64) -> AccountingEvent {
+        AccountingEvent {
+            kind,
+            time,
+            acctuniqueid: acctuniqueid.into(),
+            acctsessionid: "S1".into(),
+            username: "bob".into(),
+            nasipaddress: "192.0.2.20".parse().expect("ip"),
+            nasportid: Some("ether2".into()),
+            nasporttype: "Ethernet".into(),
+            acctauthentic: "RADIUS".into(),
+            connectinfo: String::new(),
+            calledstationid: "svc".into(),
+            callingstationid: "AA:BB:CC:DD:EE:01".into(),
+            servicetype: "Framed-User".into(),
+            framedprotocol: "PPP".into(),
+            framedipaddress: Some("10.0.0.1".into()),
+            framedipv6address: None,
+            framedipv6prefix: None,
+            framedinterfaceid: None,
+            delegatedipv6prefix: None,
+            class: None,
+            sessiontime: None,
+            inputoctets: 0,
+            outputoctets: 0,
+            terminatecause: None,
+            clock_skewed: false,
+        }
+    }
+}
+
 /// The result of reading an Accounting-Request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {

@@ -1,0 +1,130 @@
+//! One commit of a batch: within its deadline, the optimistic path on PostgreSQL, else one
+//! locked transaction; and what a committed write did ([`Outcome`]).
+
+use std::time::Duration;
+
+use super::IndexChange;
+use super::fold::{fold_and_write, unique_keys};
+use super::optimistic::{SOURCE_READ, commit_optimistic};
+use crate::ingest::Item;
+use crate::radius::accounting::EventKind;
+use crate::sessions::SessionIndex;
+use crate::store::{Store, StoreError};
+
+/// What a committed write did.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    pub(super) changes: Vec<IndexChange>,
+    /// Events that changed nothing.
+    pub(super) unchanged: u64,
+    /// Per item: whether a close request closed its row.
+    pub(super) closed: Vec<bool>,
+    /// Sessions by where their row came from (`metrics::ROW_SOURCES` order).
+    pub(super) sources: [u64; 4],
+    /// Per item: not written after all (its redo under locks failed after the rest of the
+    /// batch had committed). The writer treats these as a failed commit of their own.
+    pub(super) unfinished: Vec<bool>,
+}
+
+impl Outcome {
+    pub(super) fn new(items: usize) -> Outcome {
+        Outcome {
+            changes: Vec::new(),
+            unchanged: 0,
+            closed: vec![false; items],
+            sources: [0; 4],
+            unfinished: vec![false; items],
+        }
+    }
+}
+
+/// Writes `items`. On PostgreSQL a batch without Accounting-On/Off takes the optimistic path
+/// (one guarded statement that inserts and updates, preceded by a read only for sessions the
+/// index cannot vouch for); anything else, and any batch whose optimistic write fails before
+/// it commits, takes the locked transaction path.
+pub(super) async fn commit(
+    store: &Store,
+    index: Option<&SessionIndex>,
+    items: &[Item],
+    deadline: tokio::time::Instant,
+) -> Result<Outcome, StoreError> {
+    let refs: Vec<&Item> = items.iter().collect();
+    if let Store::Postgres(pg) = store
+        && !refs.iter().any(|i| is_barrier(i))
+    {
+        match commit_optimistic(pg, store, index, &refs, deadline).await {
+            Ok(out) => return Ok(out),
+            Err(e) if e.is_unavailable() => return Err(e),
+            // A conflicting insert by another writer, a statement error: the locked path
+            // either succeeds or isolates the culprit.
+            Err(e) => tracing::debug!(error = %e, "optimistic write failed; using a transaction"),
+        }
+    }
+    commit_locked(store, &refs).await
+}
+
+/// [`commit`] within `timeout`, and how long it took.
+pub(super) async fn timed_commit(
+    store: &Store,
+    index: Option<&SessionIndex>,
+    items: &[Item],
+    timeout: Duration,
+) -> (
+    Result<Result<Outcome, StoreError>, tokio::time::error::Elapsed>,
+    Duration,
+) {
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = tokio::time::timeout_at(
+        deadline + DEADLINE_GRACE,
+        commit(store, index, items, deadline),
+    )
+    .await;
+    (result, started.elapsed())
+}
+
+/// How long after a commit's deadline the whole commit is abandoned. Within the deadline, a
+/// redo under locks that follows a committed guarded write gives up on its own (its events are
+/// left unfinished, the rest is answered); the grace keeps the outer timeout from firing first.
+pub(super) const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+pub(super) fn is_barrier(item: &Item) -> bool {
+    matches!(item, Item::Event { event, .. }
+        if matches!(event.kind, EventKind::AccountingOn | EventKind::AccountingOff))
+}
+
+/// One transaction, rows locked as they are read (`FOR UPDATE`).
+pub(super) async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outcome, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut out = Outcome::new(items.len());
+    let mut unchanged = vec![false; items.len()];
+    let mut run_start = 0;
+    for (i, item) in items.iter().enumerate() {
+        let Item::Event { event: ev, .. } = item else {
+            continue;
+        };
+        if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
+            // A barrier: everything queued before it is applied first.
+            fold_and_write(&mut tx, items, run_start..i, &mut out, &mut unchanged).await?;
+            run_start = i + 1;
+            let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
+            let closed = tx
+                .close_nas(&ev.nasipaddress.to_string(), ev.time, cause)
+                .await?;
+            out.changes
+                .extend(closed.into_iter().map(IndexChange::Remove));
+        }
+    }
+    fold_and_write(
+        &mut tx,
+        items,
+        run_start..items.len(),
+        &mut out,
+        &mut unchanged,
+    )
+    .await?;
+    tx.commit().await?;
+    out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
+    out.sources[SOURCE_READ] = unique_keys(items, 0..items.len()).len() as u64;
+    Ok(out)
+}
