@@ -255,6 +255,12 @@ impl Store {
     }
 
     /// The pool's size limit (`database.max_connections`).
+    /// Whether commits of different sessions may run at once (PostgreSQL); SQLite has one
+    /// writer at a time.
+    pub fn concurrent_writes(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     pub fn max_connections(&self) -> u32 {
         match self {
             Store::Postgres(s) => s.pool().options().get_max_connections(),

@@ -37,7 +37,7 @@ use crate::store::{Store, StoreError};
 
 use commit::{Outcome, timed_commit};
 use flights::{Flights, Landed, MAX_FLIGHTS, PART_MIN, split_by_key, splittable};
-use spool::{LogLimiter, ReplayRun, lock, probe};
+use spool::{LogLimiter, Replay, lock, probe};
 pub use spool::{ReplayStep, apply_offline, replay_chunk, replay_entry, writer_lock};
 
 /// Writer tuning.
@@ -193,107 +193,102 @@ impl Writer {
                 self.opts.replay_interval,
             ))
         });
-        let mut replay_tick = tokio::time::interval(self.opts.replay_interval);
-        replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Leave a connection of the pool to the API and the jobs. SQLite has one writer at a
-        // time: nothing runs concurrently there.
-        let pool_share = (self.store.max_connections() as usize).saturating_sub(1);
-        let max_flights = match self.store {
-            Store::Postgres(_) => MAX_FLIGHTS.min(pool_share).max(1),
-            Store::Sqlite(_) => 1,
-        };
+        let mut replay = Replay::new(self.opts.replay_interval);
+        let max_flights = self.max_flights();
         let mut flights = Flights::default();
-        // The replay of the journal runs in a task of its own, so that new batches are
-        // journaled and answered while it waits on a slow or locked database.
-        let mut replay: Option<tokio::task::JoinHandle<ReplayRun>> = None;
-        let stop_replay = tokio_util::sync::CancellationToken::new();
-        // After a failed or stuck replay, the next one waits for the replay tick.
-        let mut replay_due = true;
         loop {
-            if self.spooling {
+            let more = if self.spooling {
                 // Everything goes to the journal, in order: nothing may still be in flight.
                 self.land_all(&mut flights).await;
-                if replay.is_none() && replay_due && self.db_up.load(Ordering::Relaxed) {
-                    replay = Some(self.spawn_replay(stop_replay.child_token()));
-                }
-                let got = tokio::select! {
-                    n = rx.recv_many(&mut batch, max) => n,
-                    run = async { replay.as_mut().expect("checked").await }, if replay.is_some() => {
-                        replay = None;
-                        replay_due = self.replay_landed(run).await;
-                        continue;
-                    }
-                    _ = replay_tick.tick() => {
-                        replay_due = true;
-                        continue;
-                    }
-                };
-                if got == 0 {
-                    break;
-                }
-                self.process(std::mem::take(&mut batch)).await;
-                batch.reserve(max);
-                continue;
-            }
-            let got = if flights.is_empty() {
-                rx.recv_many(&mut batch, max).await
-            } else if flights.len() >= max_flights {
-                self.land_next(&mut flights).await;
-                continue;
+                self.spool_next(&mut rx, &mut batch, &mut replay).await
             } else {
-                tokio::select! {
-                    biased;
-                    landed = flights.next() => {
-                        self.land(landed).await;
-                        continue;
-                    }
-                    n = rx.recv_many(&mut batch, max) => n,
-                }
+                self.commit_next(&mut rx, &mut batch, &mut flights, max_flights)
+                    .await
             };
-            if got == 0 {
-                self.land_all(&mut flights).await;
+            if !more {
                 break;
             }
-            let items = std::mem::take(&mut batch);
-            batch.reserve(max);
-            let concurrent = max_flights > 1 && splittable(&items);
-            if !concurrent || flights.overlaps(&items) {
-                // In order after everything in flight: a bulk close or a reconciliation, a
-                // session already in flight, or a store without concurrency.
-                self.land_all(&mut flights).await;
-                if !concurrent {
-                    self.process(items).await;
-                    continue;
-                }
-            }
-            let parts = (items.len() / PART_MIN).clamp(1, max_flights);
-            while flights.len() + parts > max_flights {
-                self.land_next(&mut flights).await;
-            }
-            if self.spooling {
-                // A landing just switched to the journal: this batch follows it there.
-                self.process(items).await;
-                continue;
-            }
-            let parts = if parts > 1 {
-                split_by_key(items, parts)
-            } else {
-                vec![items]
-            };
-            for part in parts {
-                flights.launch(&self.store, &self.index, part, self.opts.commit_timeout);
-            }
         }
-        if let Some(run) = replay.take() {
-            // Shutdown: the replay stops after its current chunk (what it replayed is marked;
-            // the rest is replayed at the next start).
-            stop_replay.cancel();
-            let _ = run.await;
-        }
+        replay.stop().await;
         if let Some(p) = prober {
             p.abort();
         }
         tracing::debug!("ingest writer drained");
+    }
+
+    /// Commits in flight at once: leave a connection of the pool to the API and the jobs; a
+    /// store with one writer at a time (SQLite) runs nothing concurrently.
+    fn max_flights(&self) -> usize {
+        if !self.store.concurrent_writes() {
+            return 1;
+        }
+        let pool_share = (self.store.max_connections() as usize).saturating_sub(1);
+        MAX_FLIGHTS.min(pool_share).max(1)
+    }
+
+    /// One step of direct commits: lands a commit in flight, or takes a batch from the queue
+    /// and commits it. False once the queue is closed and drained.
+    async fn commit_next(
+        &mut self,
+        rx: &mut IngestReceiver,
+        batch: &mut Vec<Item>,
+        flights: &mut Flights,
+        max_flights: usize,
+    ) -> bool {
+        let max = self.opts.max_batch.max(1);
+        let got = if flights.is_empty() {
+            rx.recv_many(batch, max).await
+        } else if flights.len() >= max_flights {
+            self.land_next(flights).await;
+            return true;
+        } else {
+            tokio::select! {
+                biased;
+                landed = flights.next() => {
+                    self.land(landed).await;
+                    return true;
+                }
+                n = rx.recv_many(batch, max) => n,
+            }
+        };
+        if got == 0 {
+            self.land_all(flights).await;
+            return false;
+        }
+        let items = std::mem::take(batch);
+        batch.reserve(max);
+        self.commit_batch(items, flights, max_flights).await;
+        true
+    }
+
+    /// Commits a batch: in flight beside the commits already running (split by session when
+    /// large) when it may, else in order after all of them.
+    async fn commit_batch(&mut self, items: Vec<Item>, flights: &mut Flights, max_flights: usize) {
+        let concurrent = max_flights > 1 && splittable(&items);
+        if !concurrent || flights.overlaps(&items) {
+            // In order after everything in flight: a bulk close or a reconciliation, a
+            // session already in flight, or a store without concurrency.
+            self.land_all(flights).await;
+            if !concurrent {
+                return self.process(items).await;
+            }
+        }
+        let parts = (items.len() / PART_MIN).clamp(1, max_flights);
+        while flights.len() + parts > max_flights {
+            self.land_next(flights).await;
+        }
+        if self.spooling {
+            // A landing just switched to the journal: this batch follows it there.
+            return self.process(items).await;
+        }
+        let parts = if parts > 1 {
+            split_by_key(items, parts)
+        } else {
+            vec![items]
+        };
+        for part in parts {
+            flights.launch(&self.store, &self.index, part, self.opts.commit_timeout);
+        }
     }
 
     /// Waits for the oldest commit in flight and handles its outcome.

@@ -134,6 +134,49 @@ pub(super) async fn commit_optimistic(
     deadline: tokio::time::Instant,
 ) -> Result<Outcome, StoreError> {
     let new_without_lookup = index.is_some() && pg.key_is_unique().await?;
+    let StartingRows {
+        sources,
+        rows,
+        versions,
+        fed,
+    } = starting_rows(pg, items, index, new_without_lookup).await?;
+    let mut out = Outcome::new(items.len());
+    for source in sources.values() {
+        out.sources[source.metric()] += 1;
+    }
+    let mut unchanged = vec![false; items.len()];
+    let written = Guarded {
+        rows,
+        versions: &versions,
+        fed: &fed,
+    };
+    let redo = written
+        .fold_and_write(pg, items, &mut out, &mut unchanged)
+        .await?;
+    if redo.is_empty() {
+        out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
+        return Ok(out);
+    }
+    redo_under_locks(store, items, redo, &sources, out, unchanged, deadline).await
+}
+
+/// The rows a batch's events fold over, by session: the index's copy (with the version the
+/// index vouches for), the row read from the table (with its version), or none (a new
+/// session).
+struct StartingRows<'a> {
+    sources: HashMap<&'a str, Source>,
+    rows: HashMap<String, Row>,
+    versions: HashMap<String, String>,
+    /// The index-fed rows as they were before folding.
+    fed: HashMap<String, Row>,
+}
+
+async fn starting_rows<'a>(
+    pg: &crate::store::PgStore,
+    items: &[&'a Item],
+    index: Option<&SessionIndex>,
+    new_without_lookup: bool,
+) -> Result<StartingRows<'a>, StoreError> {
     let Sources {
         keys,
         of: sources,
@@ -141,7 +184,6 @@ pub(super) async fn commit_optimistic(
     } = sources(items, index, new_without_lookup);
     let mut rows: HashMap<String, Row> = HashMap::with_capacity(keys.len());
     let mut versions: HashMap<String, String> = HashMap::with_capacity(keys.len());
-    // The index-fed rows as they were before folding.
     let mut fed: HashMap<String, Row> = HashMap::new();
     for (k, session) in fed_sessions {
         let row = row_from_session(&session);
@@ -161,58 +203,94 @@ pub(super) async fn commit_optimistic(
         rows.extend(loaded);
         versions.extend(loaded_versions);
     }
-    let mut out = Outcome::new(items.len());
-    for source in sources.values() {
-        out.sources[source.metric()] += 1;
-    }
-    let mut unchanged = vec![false; items.len()];
-    let mut folded = fold(items, 0..items.len(), rows, &mut out, &mut unchanged);
-    let mut redo: std::collections::HashSet<String> = Default::default();
-    let (mut index_fed, updates): (Vec<Row>, Vec<Row>) = std::mem::take(&mut folded.updates)
-        .into_iter()
-        .partition(|r| fed.contains_key(&r.acctuniqueid));
-    index_fed.retain(|r| {
-        let exact = crate::store::index_fed_write_is_exact(&fed[&r.acctuniqueid], r);
-        if !exact {
-            redo.insert(r.acctuniqueid.clone());
+    Ok(StartingRows {
+        sources,
+        rows,
+        versions,
+        fed,
+    })
+}
+
+/// The starting rows of a batch's guarded write, and the versions that guard it.
+struct Guarded<'s> {
+    rows: HashMap<String, Row>,
+    versions: &'s HashMap<String, String>,
+    fed: &'s HashMap<String, Row>,
+}
+
+impl Guarded<'_> {
+    /// Folds the batch over its starting rows and writes the result in one guarded
+    /// statement. Returns the sessions to redo under locks: refused by the table (another
+    /// writer changed the row, or the key existed), or folded into a change the index-fed
+    /// update cannot write.
+    async fn fold_and_write(
+        self,
+        pg: &crate::store::PgStore,
+        items: &[&Item],
+        out: &mut Outcome,
+        unchanged: &mut [bool],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let fed = self.fed;
+        let mut folded = fold(items, 0..items.len(), self.rows, out, unchanged);
+        let mut redo: std::collections::HashSet<String> = Default::default();
+        let (mut index_fed, updates): (Vec<Row>, Vec<Row>) = std::mem::take(&mut folded.updates)
+            .into_iter()
+            .partition(|r| fed.contains_key(&r.acctuniqueid));
+        index_fed.retain(|r| {
+            let exact = crate::store::index_fed_write_is_exact(&fed[&r.acctuniqueid], r);
+            if !exact {
+                redo.insert(r.acctuniqueid.clone());
+            }
+            exact
+        });
+        // An index-fed session whose items changed nothing was judged on the index's copy, which
+        // is right only while the row still has its version: the same statement checks that, and
+        // a session whose row changed is redone under locks like a refused write.
+        let changed: std::collections::HashSet<&str> =
+            index_fed.iter().map(|r| r.acctuniqueid.as_str()).collect();
+        let judged_unchanged: Vec<Row> = fed
+            .iter()
+            .filter(|(k, _)| !changed.contains(k.as_str()) && !redo.contains(*k))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let written = pg
+            .write_guarded(
+                &mut folded.inserts,
+                &updates,
+                &index_fed,
+                &judged_unchanged,
+                self.versions,
+            )
+            .await?;
+        redo.extend(written.refused);
+        folded.updates = updates;
+        folded.updates.extend(index_fed);
+        if !redo.is_empty() {
+            tracing::debug!(
+                rows = redo.len(),
+                "rows changed by another writer, or already there; redoing them"
+            );
+            folded.inserts.retain(|r| !redo.contains(&r.acctuniqueid));
+            folded.updates.retain(|r| !redo.contains(&r.acctuniqueid));
         }
-        exact
-    });
-    // An index-fed session whose items changed nothing was judged on the index's copy, which
-    // is right only while the row still has its version: the same statement checks that, and
-    // a session whose row changed is redone under locks like a refused write.
-    let changed: std::collections::HashSet<&str> =
-        index_fed.iter().map(|r| r.acctuniqueid.as_str()).collect();
-    let judged_unchanged: Vec<Row> = fed
-        .iter()
-        .filter(|(k, _)| !changed.contains(k.as_str()) && !redo.contains(*k))
-        .map(|(_, r)| r.clone())
-        .collect();
-    let written = pg
-        .write_guarded(
-            &mut folded.inserts,
-            &updates,
-            &index_fed,
-            &judged_unchanged,
-            &versions,
-        )
-        .await?;
-    redo.extend(written.refused);
-    folded.updates = updates;
-    folded.updates.extend(index_fed);
-    if !redo.is_empty() {
-        tracing::debug!(
-            rows = redo.len(),
-            "rows changed by another writer, or already there; redoing them"
-        );
-        folded.inserts.retain(|r| !redo.contains(&r.acctuniqueid));
-        folded.updates.retain(|r| !redo.contains(&r.acctuniqueid));
+        record(folded, out, &written.versions);
+        Ok(redo)
     }
-    record(folded, &mut out, &written.versions);
-    if redo.is_empty() {
-        out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
-        return Ok(out);
-    }
+}
+
+/// Redoes the events of `redo`'s sessions in one locked transaction, after the rest of the
+/// batch has committed, within the commit's deadline. If that fails, only these events are
+/// left unfinished (unanswered; the NAS retransmits them): redoing the whole batch would apply
+/// its committed events twice.
+async fn redo_under_locks(
+    store: &Store,
+    items: &[&Item],
+    redo: std::collections::HashSet<String>,
+    sources: &HashMap<&str, Source>,
+    mut out: Outcome,
+    mut unchanged: Vec<bool>,
+    deadline: tokio::time::Instant,
+) -> Result<Outcome, StoreError> {
     let again_at: Vec<usize> = (0..items.len())
         .filter(|i| redo.contains(items[*i].key()))
         .collect();
@@ -225,8 +303,6 @@ pub(super) async fn commit_optimistic(
     let again = match redone {
         Ok(again) => again,
         Err(e) => {
-            // The rest of the batch has committed; redoing the whole batch now would apply
-            // its events twice. These few are left unanswered (the NAS retransmits them).
             tracing::warn!(
                 error = %e,
                 events = again_at.len(),

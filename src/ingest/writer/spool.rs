@@ -10,7 +10,7 @@ use super::commit::timed_commit;
 use super::{SharedJournal, Writer};
 use crate::ingest::journal::{Journal, JournalEntry, JournalError};
 use crate::ingest::semantics::{self};
-use crate::ingest::{CloseRequest, Item};
+use crate::ingest::{CloseRequest, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::accounting::EventKind;
 use crate::sessions::{ResellerResolver, Row, Session, SessionIndex};
@@ -48,7 +48,77 @@ impl LogLimiter {
 /// times is moved to `<journal>.rejected` so it cannot block everything behind it.
 pub(super) const POISON_ATTEMPTS: u32 = 5;
 
+/// The journal's replay as the writer drives it: the task running (at most one), the token
+/// that stops it at shutdown, and whether the next one may start (after a failed or stuck
+/// replay it waits for the tick).
+pub(super) struct Replay {
+    task: Option<tokio::task::JoinHandle<ReplayRun>>,
+    stop: tokio_util::sync::CancellationToken,
+    due: bool,
+    tick: tokio::time::Interval,
+}
+
+impl Replay {
+    pub(super) fn new(every: Duration) -> Replay {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Replay {
+            task: None,
+            stop: tokio_util::sync::CancellationToken::new(),
+            due: true,
+            tick,
+        }
+    }
+
+    /// Shutdown: a running replay stops after its current chunk (what it replayed is marked;
+    /// the rest is replayed at the next start).
+    pub(super) async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
+}
+
 impl Writer {
+    /// One step while journaling: a batch from the queue goes to the journal (and is
+    /// answered), a replay that ended is handled, the tick makes the next replay due; a replay
+    /// starts whenever none runs, one is due and the database answers. The replay runs in a
+    /// task of its own, so batches are journaled and answered while it waits on a slow or
+    /// locked database. False once the queue is closed and drained.
+    pub(super) async fn spool_next(
+        &mut self,
+        rx: &mut IngestReceiver,
+        batch: &mut Vec<Item>,
+        replay: &mut Replay,
+    ) -> bool {
+        let Replay {
+            task,
+            stop,
+            due,
+            tick,
+        } = replay;
+        if task.is_none() && *due && self.db_up.load(Ordering::Relaxed) {
+            *task = Some(self.spawn_replay(stop.child_token()));
+        }
+        let max = self.opts.max_batch.max(1);
+        tokio::select! {
+            n = rx.recv_many(batch, max) => {
+                if n == 0 {
+                    return false;
+                }
+                self.process(std::mem::take(batch)).await;
+                batch.reserve(max);
+            }
+            run = async { task.as_mut().expect("checked").await }, if task.is_some() => {
+                *task = None;
+                *due = self.replay_landed(run).await;
+            }
+            _ = tick.tick() => *due = true,
+        }
+        true
+    }
+
     /// Appends items to the journal (fsync), updates the index from them, answers them.
     pub(super) async fn spool(&mut self, items: &[Item]) {
         let Some(journal) = self.journal.clone() else {
