@@ -53,8 +53,17 @@ fn bad_radacctid() -> Value {
     )
 }
 
+/// A query parameter. Every parameter may be given empty (`?limit=`), which is the same as
+/// leaving it out: `allowEmptyValue` says so.
 fn param(name: &str, description: &str, schema: Value) -> Value {
-    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+    json!({
+        "name": name,
+        "in": "query",
+        "required": false,
+        "allowEmptyValue": true,
+        "description": description,
+        "schema": schema
+    })
 }
 
 fn filter_params(with_paging: bool) -> Vec<Value> {
@@ -89,13 +98,13 @@ fn filter_params(with_paging: bool) -> Vec<Value> {
         ),
         param(
             "from",
-            "Sessions started at or after this instant: RFC 3339, or YYYY-MM-DD (UTC midnight)",
-            json!({ "type": "string", "format": "date-time" }),
+            "Sessions started at or after this instant: RFC 3339, or YYYY-MM-DD (UTC midnight); empty is the same as absent",
+            time_schema(),
         ),
         param(
             "to",
-            "Sessions started at or before this instant: RFC 3339, or YYYY-MM-DD (UTC midnight). Must not be earlier than `from` when both are given (400 `invalid to, must not be earlier than from`)",
-            json!({ "type": "string", "format": "date-time" }),
+            "Sessions started at or before this instant: RFC 3339, or YYYY-MM-DD (UTC midnight); empty is the same as absent. Must not be earlier than `from` when both are given (400 `invalid to, must not be earlier than from`)",
+            time_schema(),
         ),
         param(
             "sort",
@@ -332,6 +341,19 @@ pub fn document() -> Value {
                 }
             }
         }
+    })
+}
+
+/// `from` and `to`: an RFC 3339 instant, a bare date (UTC midnight), or empty (absent, as
+/// every empty query parameter is).
+fn time_schema() -> Value {
+    json!({
+        "type": "string",
+        "anyOf": [
+            { "format": "date-time" },
+            { "format": "date" },
+            { "maxLength": 0 }
+        ]
     })
 }
 
