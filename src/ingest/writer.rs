@@ -23,7 +23,7 @@ use super::{CloseRequest, Drift, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::accounting::EventKind;
 use crate::radius::reply::Responder;
-use crate::sessions::{ResellerResolver, Row, Session, SessionIndex, Text};
+use crate::sessions::{ResellerResolver, Row, RowVersion, Session, SessionIndex, Text};
 use crate::store::{Store, StoreError};
 
 /// Writer tuning.
@@ -65,7 +65,7 @@ impl WriterHealth {
 #[derive(Debug)]
 enum IndexChange {
     /// The row as written, and its new version when the store reports one.
-    Upsert(Box<Row>, Option<u32>),
+    Upsert(Box<Row>, Option<RowVersion>),
     Remove(String),
     /// The table refused a write from the index: another writer changed the row. The next
     /// write of this session reads the row first (unless this batch's redo wrote it again).
@@ -1355,13 +1355,13 @@ async fn commit_optimistic(
         fed: fed_sessions,
     } = sources(items, index, new_without_lookup);
     let mut rows: HashMap<String, Row> = HashMap::with_capacity(keys.len());
-    let mut versions: HashMap<String, String> = HashMap::with_capacity(keys.len());
+    let mut versions: HashMap<String, RowVersion> = HashMap::with_capacity(keys.len());
     // The index-fed rows as they were before folding.
     let mut fed: HashMap<String, Row> = HashMap::new();
     for (k, session) in fed_sessions {
         let row = row_from_session(&session);
         if let Some(v) = session.row_version {
-            versions.insert(k.to_owned(), v.to_string());
+            versions.insert(k.to_owned(), v);
         }
         rows.insert(k.to_owned(), row.clone());
         fed.insert(k.to_owned(), row);
@@ -1578,7 +1578,7 @@ fn fold(
 }
 
 /// The index changes of rows that were written, with their new versions where known.
-fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<String, u32>) {
+fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<String, RowVersion>) {
     for row in folded.inserts.into_iter().chain(folded.updates) {
         if row.is_open() {
             let version = versions.get(&row.acctuniqueid).copied();
