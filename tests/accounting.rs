@@ -590,7 +590,7 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
     // Rows with nothing to write are only checked: b still has the version just written, a
     // does not have the one read before the other writer changed it.
     let mut now_versions = versions.clone();
-    now_versions.insert(b.key(), written.versions[&b.key()].to_string());
+    now_versions.insert(b.key(), written.versions[&b.key()]);
     let checked = pg
         .write_guarded(&mut [], &[], &[], &updates, &now_versions)
         .await

@@ -1128,11 +1128,12 @@ mod index_matches_database {
 
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
+    use radacctd::sessions::Row;
     use radacctd::sessions::filter::{
         NasMatch, Order, Page, Scope, Search, SessionFilter, Sort, SortKey, Status, select_page,
     };
     use radacctd::sessions::{Session, SessionIndex};
-    use radacctd::store::{SessionQuery, SessionRecord, Store};
+    use radacctd::store::{SessionQuery, Store};
 
     use super::api_support::{Seed, T0, seed_on, seed_tables};
     use super::common::{Backend, TestDb};
@@ -1337,8 +1338,7 @@ mod index_matches_database {
                     for ask in &asks {
                         let (live, live_total) =
                             select_page(&index, &ask.filter, ask.sort, ask.page);
-                        let live: Vec<SessionRecord> =
-                            live.iter().map(SessionRecord::from_session).collect();
+                        let live: Vec<Row> = live.iter().map(Row::from_session).collect();
                         let q = SessionQuery {
                             status: Status::Active,
                             filter: &ask.filter,

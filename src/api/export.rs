@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use super::ApiState;
 use super::auth::{Caller, SESSIONS_VIEW};
 use super::error::ApiError;
-use super::params::{ExportParams, FIELDS, Query};
+use super::params::{ExportParams, FieldValue, Query, SESSION_FIELDS};
 use super::sessions::rfc3339;
-use crate::store::{ExportStart, SessionQuery, SessionRecord, StoreError};
+use crate::sessions::Row;
+use crate::store::{ExportStart, SessionQuery, StoreError};
 
 /// Bytes gathered before a chunk is handed to the connection.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -82,7 +83,7 @@ type NasLookup = Box<dyn Fn(&str) -> Option<i64> + Send + Sync>;
 
 /// The CSV body: rows from the store's channel, formatted a chunk at a time.
 struct CsvStream {
-    rows: mpsc::Receiver<Result<SessionRecord, StoreError>>,
+    rows: mpsc::Receiver<Result<Row, StoreError>>,
     columns: Vec<usize>,
     nas: NasLookup,
     header_done: bool,
@@ -110,7 +111,7 @@ impl CsvStream {
             .from_writer(Vec::with_capacity(CHUNK_BYTES + 8192));
         if !self.header_done {
             self.header_done = true;
-            let names = self.columns.iter().map(|i| FIELDS[*i]);
+            let names = self.columns.iter().map(|i| SESSION_FIELDS[*i].name());
             if let Err(e) = writer.write_record(names) {
                 return Some(Err(io_error(e)));
             }
@@ -155,36 +156,21 @@ impl CsvStream {
     fn write_row(
         &self,
         writer: &mut csv::Writer<Vec<u8>>,
-        r: &SessionRecord,
+        r: &Row,
         field: &mut String,
     ) -> csv::Result<()> {
         for &i in &self.columns {
             field.clear();
-            let int = |f: &mut String, v: Option<i64>| {
-                if let Some(v) = v {
-                    let _ = write!(f, "{v}");
+            match SESSION_FIELDS[i].value(r, || (self.nas)(&r.nasipaddress)) {
+                FieldValue::Int(n) => {
+                    if let Some(n) = n {
+                        let _ = write!(field, "{n}");
+                    }
                 }
-            };
-            let text = |f: &mut String, v: Option<&str>| f.push_str(v.unwrap_or_default());
-            let time = |f: &mut String, v: Option<i64>| {
-                text(f, v.and_then(rfc3339).as_deref());
-            };
-            match FIELDS[i] {
-                "radacctid" => int(field, r.radacctid),
-                "username" => text(field, r.username.as_deref()),
-                "acctsessionid" => text(field, Some(&r.acctsessionid)),
-                "nasipaddress" => text(field, Some(&r.nasipaddress)),
-                "nas_id" => int(field, (self.nas)(&r.nasipaddress)),
-                "nasportid" => text(field, r.nasportid.as_deref()),
-                "framedipaddress" => text(field, r.framedipaddress.as_deref()),
-                "callingstationid" => text(field, r.callingstationid.as_deref()),
-                "acctstarttime" => time(field, r.acctstarttime),
-                "acctstoptime" => time(field, r.acctstoptime),
-                "acctupdatetime" => time(field, r.acctupdatetime),
-                "acctinputoctets" => int(field, r.acctinputoctets),
-                "acctoutputoctets" => int(field, r.acctoutputoctets),
-                "acctsessiontime" => int(field, r.acctsessiontime),
-                _ => text(field, r.acctterminatecause.as_deref()),
+                FieldValue::Text(t) => field.push_str(t.unwrap_or_default()),
+                FieldValue::Time(t) => {
+                    field.push_str(t.and_then(rfc3339).as_deref().unwrap_or_default())
+                }
             }
             writer.write_field(field.as_bytes())?;
         }

@@ -5,8 +5,10 @@
 use serde_json::{Map, Value, json};
 
 use super::params::{
-    DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS, search_pattern,
+    DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, Field, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS,
+    SESSION_FIELDS, search_pattern,
 };
+use crate::sessions::ColumnKind;
 use crate::sessions::filter::SortKey;
 
 fn error_response(description: &str) -> Value {
@@ -123,18 +125,23 @@ fn ok_json(description: &str, schema: Value) -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut session_props = Map::new();
-    for f in FIELDS {
+    for f in SESSION_FIELDS {
         let schema = match f {
-            "radacctid" | "acctinputoctets" | "acctoutputoctets" | "acctsessiontime" | "nas_id" => {
-                json!({ "type": ["integer", "null"], "format": "int64" })
-            }
-            "acctstarttime" | "acctstoptime" | "acctupdatetime" => {
-                json!({ "type": ["string", "null"], "format": "date-time", "description": "RFC 3339, UTC, `Z`" })
-            }
-            "acctsessionid" | "nasipaddress" => json!({ "type": "string" }),
-            _ => json!({ "type": ["string", "null"] }),
+            Field::NasId => json!({ "type": ["integer", "null"], "format": "int64" }),
+            Field::Column(c) => match (c.kind, c.required) {
+                (ColumnKind::Time, _) => {
+                    json!({ "type": ["string", "null"], "format": "date-time", "description": "RFC 3339, UTC, `Z`" })
+                }
+                (ColumnKind::Int, _) => json!({ "type": ["integer", "null"], "format": "int64" }),
+                (ColumnKind::Text | ColumnKind::Addr | ColumnKind::Prefix, true) => {
+                    json!({ "type": "string" })
+                }
+                (ColumnKind::Text | ColumnKind::Addr | ColumnKind::Prefix, false) => {
+                    json!({ "type": ["string", "null"] })
+                }
+            },
         };
-        session_props.insert(f.into(), schema);
+        session_props.insert(f.name().into(), schema);
     }
 
     let mut list_responses = common_errors(true);

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::error::ApiError;
 use crate::sessions::filter::{Order, Page, Search, Sort, SortKey, Status};
+use crate::sessions::{COLUMNS, Column, ColumnKind, Row, Value};
 
 /// Most rows on one page.
 pub const MAX_LIMIT: u64 = 500;
@@ -36,38 +37,102 @@ pub fn search_pattern() -> String {
     format!("^[^{ranges}]*$")
 }
 
-/// The fields of the seed's session object, in its order: the JSON keys and the CSV columns.
-pub const FIELDS: [&str; 15] = [
-    "radacctid",
-    "username",
-    "acctsessionid",
-    "nasipaddress",
-    "nas_id",
-    "nasportid",
-    "framedipaddress",
-    "callingstationid",
-    "acctstarttime",
-    "acctstoptime",
-    "acctupdatetime",
-    "acctinputoctets",
-    "acctoutputoctets",
-    "acctsessiontime",
-    "acctterminatecause",
-];
+/// A field of the seed's session object: a radacct column, or `nas_id` (the id of the NAS the
+/// session's address belongs to, from the `nas` cache).
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    Column(&'static Column),
+    NasId,
+}
 
-/// The export's default columns: the seed sample's ten, in its order.
-pub const DEFAULT_COLUMNS: [&str; 10] = [
-    "radacctid",
-    "username",
-    "nasipaddress",
-    "framedipaddress",
-    "acctstarttime",
-    "acctstoptime",
-    "acctsessiontime",
-    "acctinputoctets",
-    "acctoutputoctets",
-    "acctterminatecause",
-];
+/// A field's value, by how the API writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValue<'r> {
+    Int(Option<i64>),
+    Text(Option<&'r str>),
+    /// Epoch seconds, written in RFC 3339.
+    Time(Option<i64>),
+}
+
+impl Field {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::Column(c) => c.name,
+            Field::NasId => "nas_id",
+        }
+    }
+
+    /// The field of `row`; `nas_id` is asked for only when it is the field.
+    pub fn value<'r>(self, row: &'r Row, nas_id: impl FnOnce() -> Option<i64>) -> FieldValue<'r> {
+        let Field::Column(c) = self else {
+            return FieldValue::Int(nas_id());
+        };
+        match (c.kind, c.get(row)) {
+            (ColumnKind::Time, Value::Int(t)) => FieldValue::Time(t),
+            (_, Value::Int(n)) => FieldValue::Int(n),
+            (_, Value::Text(t)) => FieldValue::Text(t),
+        }
+    }
+}
+
+/// Where `nas_id` sits in the seed's session object; the columns' positions are
+/// [`Lists::api`](crate::sessions::Lists).
+const NAS_ID_POSITION: usize = 4;
+
+/// The fields of the seed's session object, in its order: the JSON keys and the CSV columns.
+/// Built from the radacct column table at compile time (two fields at one position, or a
+/// position left empty, fail the build).
+pub const SESSION_FIELDS: [Field; 15] = {
+    let mut out = [Field::NasId; 15];
+    let mut taken = [false; 15];
+    taken[NAS_ID_POSITION] = true;
+    let mut i = 0;
+    while i < COLUMNS.len() {
+        if let Some(p) = COLUMNS[i].lists.api {
+            assert!(!taken[p], "two session fields at one position");
+            out[p] = Field::Column(&COLUMNS[i]);
+            taken[p] = true;
+        }
+        i += 1;
+    }
+    let mut p = 0;
+    while p < taken.len() {
+        assert!(taken[p], "a session field position left empty");
+        p += 1;
+    }
+    out
+};
+
+/// The names of [`SESSION_FIELDS`].
+pub const FIELDS: [&str; 15] = {
+    let mut out = [""; 15];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = SESSION_FIELDS[i].name();
+        i += 1;
+    }
+    out
+};
+
+/// The export's default columns: the seed sample's ten, in its order (the columns'
+/// [`Lists::export`](crate::sessions::Lists) positions).
+pub const DEFAULT_COLUMNS: [&str; 10] = {
+    let mut out = [""; 10];
+    let mut i = 0;
+    while i < COLUMNS.len() {
+        if let Some(p) = COLUMNS[i].lists.export {
+            assert!(out[p].is_empty(), "two default columns at one position");
+            out[p] = COLUMNS[i].name;
+        }
+        i += 1;
+    }
+    let mut p = 0;
+    while p < out.len() {
+        assert!(!out[p].is_empty(), "a default column position left empty");
+        p += 1;
+    }
+    out
+};
 
 /// The parameters of `GET /api/sessions` (and of the export, which ignores `page`/`limit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +390,35 @@ mod tests {
     fn parse(q: &str) -> Result<ListParams, String> {
         ListParams::parse(&Query::parse(Some(q)).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_session_fields_and_default_columns_are_the_seeds_in_its_order() {
+        assert_eq!(
+            FIELDS,
+            [
+                "radacctid",
+                "username",
+                "acctsessionid",
+                "nasipaddress",
+                "nas_id",
+                "nasportid",
+                "framedipaddress",
+                "callingstationid",
+                "acctstarttime",
+                "acctstoptime",
+                "acctupdatetime",
+                "acctinputoctets",
+                "acctoutputoctets",
+                "acctsessiontime",
+                "acctterminatecause",
+            ]
+        );
+        assert_eq!(
+            DEFAULT_COLUMNS.join(","),
+            "radacctid,username,nasipaddress,framedipaddress,acctstarttime,acctstoptime,\
+             acctsessiontime,acctinputoctets,acctoutputoctets,acctterminatecause"
+        );
     }
 
     #[test]

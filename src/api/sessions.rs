@@ -5,65 +5,47 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
+use serde::ser::SerializeStruct;
 use serde_json::{Value, json};
 
 use super::ApiState;
 use super::auth::{Caller, SESSIONS_VIEW};
 use super::error::ApiError;
-use super::params::{ListParams, Query};
+use super::params::{FieldValue, ListParams, Query, SESSION_FIELDS};
 use crate::sessions::filter::{self, SessionFilter, Status};
-use crate::sessions::{ResellerResolver, Session};
-use crate::store::{SessionQuery, SessionRecord};
+use crate::sessions::{ResellerResolver, Row, Session};
+use crate::store::SessionQuery;
 
 /// Above this many open sessions the index scan runs on the blocking pool, so a large scan
 /// does not hold up the runtime's other tasks.
 const INLINE_SCAN_MAX: usize = 50_000;
 
-/// A session as the API returns it: the seed's 15 fields, in its order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A session as the API returns it: the seed's 15 fields ([`SESSION_FIELDS`]), in its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionJson {
-    pub radacctid: Option<i64>,
-    pub username: Option<String>,
-    pub acctsessionid: String,
-    pub nasipaddress: String,
+    /// The session's [`Columns::Api`](crate::sessions::Columns) columns.
+    pub row: Row,
     pub nas_id: Option<i64>,
-    pub nasportid: Option<String>,
-    pub framedipaddress: Option<String>,
-    pub callingstationid: Option<String>,
-    pub acctstarttime: Option<String>,
-    pub acctstoptime: Option<String>,
-    pub acctupdatetime: Option<String>,
-    pub acctinputoctets: Option<i64>,
-    pub acctoutputoctets: Option<i64>,
-    pub acctsessiontime: Option<i64>,
-    pub acctterminatecause: Option<String>,
+}
+
+impl Serialize for SessionJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Session", SESSION_FIELDS.len())?;
+        for field in SESSION_FIELDS {
+            let name = field.name();
+            match field.value(&self.row, || self.nas_id) {
+                FieldValue::Int(n) => out.serialize_field(name, &n)?,
+                FieldValue::Text(t) => out.serialize_field(name, &t)?,
+                FieldValue::Time(t) => out.serialize_field(name, &t.and_then(rfc3339))?,
+            }
+        }
+        out.end()
+    }
 }
 
 /// RFC 3339 in UTC with `Z`, whole seconds.
 pub fn rfc3339(t: i64) -> Option<String> {
     DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
-}
-
-impl SessionJson {
-    pub fn new(r: SessionRecord, nas_id: Option<i64>) -> SessionJson {
-        SessionJson {
-            radacctid: r.radacctid,
-            username: r.username,
-            acctsessionid: r.acctsessionid,
-            nasipaddress: r.nasipaddress,
-            nas_id,
-            nasportid: r.nasportid,
-            framedipaddress: r.framedipaddress,
-            callingstationid: r.callingstationid,
-            acctstarttime: r.acctstarttime.and_then(rfc3339),
-            acctstoptime: r.acctstoptime.and_then(rfc3339),
-            acctupdatetime: r.acctupdatetime.and_then(rfc3339),
-            acctinputoctets: r.acctinputoctets,
-            acctoutputoctets: r.acctoutputoctets,
-            acctsessiontime: r.acctsessiontime,
-            acctterminatecause: r.acctterminatecause,
-        }
-    }
 }
 
 impl ApiState {
@@ -78,13 +60,12 @@ impl ApiState {
         }
     }
 
-    fn to_json(&self, records: Vec<SessionRecord>) -> Vec<SessionJson> {
+    fn to_json(&self, rows: Vec<Row>) -> Vec<SessionJson> {
         let nas = self.scope().nas_lookup();
-        records
-            .into_iter()
-            .map(|r| {
-                let id = nas(&r.nasipaddress);
-                SessionJson::new(r, id)
+        rows.into_iter()
+            .map(|row| SessionJson {
+                nas_id: nas(&row.nasipaddress),
+                row,
             })
             .collect()
     }
@@ -95,12 +76,12 @@ async fn index_page(
     state: &ApiState,
     filter: SessionFilter,
     p: &ListParams,
-) -> Result<(Vec<SessionRecord>, u64), ApiError> {
+) -> Result<(Vec<Row>, u64), ApiError> {
     let index = state.index();
     let (sort, page) = (p.sort, p.page);
     let scan = move || {
         let (sessions, total) = filter::select_page(&index, &filter, sort, page);
-        let records = sessions.iter().map(SessionRecord::from_session).collect();
+        let records = sessions.iter().map(Row::from_session).collect();
         (records, total)
     };
     if state.index().len() <= INLINE_SCAN_MAX {
@@ -173,7 +154,7 @@ pub async fn get(
             if !scope.contains(s.reseller_id) {
                 return Err(ApiError::Forbidden("not authorized".into()));
             }
-            SessionRecord::from_session(&s)
+            Row::from_session(&s)
         }
         None => stored_session_in_scope(&state, &scope, id).await?,
     };
@@ -193,7 +174,7 @@ pub(crate) async fn stored_session_in_scope(
     state: &ApiState,
     scope: &crate::sessions::filter::Scope,
     id: i64,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<Row, ApiError> {
     let _permit = state.query_permit().await?;
     let Some(r) = state.store().session_by_id(id).await? else {
         return Err(ApiError::NotFound);

@@ -484,10 +484,10 @@ mod tests {
         assert_eq!(seen, n / 2);
         let one = format!("{:032x}", 1);
         idx.upsert(Session {
-            row_version: Some(5),
+            row_version: Some(5.into()),
             ..session(&one, 1, "10.0.0.1", None)
         });
-        assert_eq!(idx.get(&one).and_then(|s| s.row_version), Some(5));
+        assert_eq!(idx.get(&one).and_then(|s| s.row_version), Some(5.into()));
         idx.clear_version(&one);
         assert_eq!(idx.get(&one).map(|s| s.row_version), Some(None));
         assert_eq!(idx.count_for_nas("10.0.0.1"), n / 2);

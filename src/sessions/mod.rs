@@ -8,4 +8,6 @@ mod index;
 mod row;
 
 pub use index::{IndexCounts, ResellerResolver, SessionIndex};
-pub use row::{Row, Session, Text};
+pub use row::{
+    COLUMNS, Column, ColumnKind, Columns, Lists, OwnedValue, Row, RowVersion, Session, Text, Value,
+};

@@ -2,6 +2,17 @@
 //! embedded default) behind one `Store` / `Tx` interface, so everything above is store-blind.
 //!
 //! Callers never build SQL; identifiers come from fixed lists in this module only.
+//!
+//! # Two dialects, one way
+//!
+//! Each database has one file that holds all of its SQL: `postgres.rs` (`PgStore`) and
+//! `sqlite.rs` (`SqliteStore`). Each implements [`Dialect`]: the statement texts and fragments
+//! that differ between them. Logic both share is written once, here and in `jobs.rs` and
+//! `query.rs`, and asks the dialect for its SQL; [`each_store!`] compiles such a body once per
+//! database (sqlx's types differ per database, so the body is monomorphic in each arm).
+//! Logic that itself differs (PostgreSQL's batched array writes against SQLite's statement per
+//! row, the archive move, building indexes) stays in the database's file. Rows of `radacct`
+//! are read by one reader, [`read_row`], over the column table of `sessions::row`.
 
 mod jobs;
 mod postgres;
@@ -11,12 +22,122 @@ mod sqlite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::sessions::{ResellerResolver, Row, Session};
+use futures_util::TryStreamExt;
+use sqlx::Row as _;
+
+use crate::sessions::{Column, Columns, OwnedValue, ResellerResolver, Row, RowVersion, Session};
 
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{GuardedWrite, PgStore};
-pub use query::{ExportStart, SessionQuery, SessionRecord};
+pub use query::{ExportStart, SessionQuery};
 pub use sqlite::SqliteStore;
+
+/// The SQL that differs between the databases: implemented by [`PgStore`] (postgres.rs) and
+/// [`SqliteStore`] (sqlite.rs), used by the logic both share.
+pub(crate) trait Dialect {
+    type Db: sqlx::Database;
+
+    /// The `n`th bound parameter (from 1).
+    fn param(n: usize) -> String;
+    /// A column as read back into a [`Row`]: text, or whole seconds for times.
+    fn read_back(c: &Column) -> String;
+    /// A parameter `p` of epoch seconds, as a timestamp.
+    fn timestamp(p: &str) -> String;
+    /// The condition: the NAS address is the text parameter `p`.
+    fn nas_is(p: &str) -> String;
+    /// `expr` lower-cased, ASCII letters only (PostgreSQL's `lower()` folds by locale;
+    /// SQLite's is ASCII-only).
+    fn lower(expr: &str) -> String;
+    /// The condition: text `hay` contains text `needle`.
+    fn contains(hay: &str, needle: &str) -> String;
+    /// The condition: text `hay` starts with text `needle`.
+    fn starts_with(hay: &str, needle: &str) -> String;
+    /// The condition: the user belongs to one of the resellers bound by [`Dialect::bind_ids`]
+    /// as parameter `p`.
+    fn owned_by_resellers(p: &str) -> String;
+    /// Binds a list of ids as one parameter.
+    fn bind_ids<'q>(
+        q: sqlx::query::Query<'q, Self::Db, <Self::Db as sqlx::Database>::Arguments>,
+        ids: Vec<i64>,
+    ) -> sqlx::query::Query<'q, Self::Db, <Self::Db as sqlx::Database>::Arguments>;
+    /// Starts the read-only transaction of an export: one snapshot for its count and rows.
+    const BEGIN_SNAPSHOT: &'static str;
+
+    /// Every open row's [`Columns::Index`] columns, then its version where the store has
+    /// them (see [`Dialect::VERSIONED`]).
+    fn open_rows() -> &'static str;
+    /// Whether [`Dialect::OPEN_ROWS`] ends with the row version (PostgreSQL's `xmin`).
+    const VERSIONED: bool;
+    /// Open rows last seen before `$1`, oldest first, at most `$2`: `radacctid, acctuniqueid,
+    /// username, nasipaddress, last seen`.
+    const STALE_OPEN_ROWS: &'static str;
+    /// Marks online the subscribers with an open row.
+    const MARK_ONLINE: &'static str;
+    /// Marks offline the subscribers without one.
+    const MARK_OFFLINE: &'static str;
+    /// How many closed rows stopped before `$1`.
+    const COUNT_ARCHIVABLE: &'static str;
+    /// The first `$2` rows stopped before `$1`: `radacctid, username, acctstoptime`.
+    const ARCHIVABLE_ROWS: &'static str;
+    /// Every row of the `nas` table: `id, nasname, shortname, secret, coa_port, api_port,
+    /// api_username, api_password, api_tls, api_tls_name`.
+    const NAS_ROWS: &'static str;
+    /// Accounting-On/Off: closes the open rows of NAS `$1` started at or before `$2` with
+    /// cause `$3`, returning their keys.
+    const CLOSE_NAS: &'static str;
+}
+
+/// Runs a body written once against whichever store `$value` (a [`Store`] or [`Tx`]) is:
+/// `$s` is the `PgStore`/`PgTx` or `SqliteStore`/`SqliteTx`, and `$d` (when named) the
+/// [`Dialect`].
+macro_rules! each_store {
+    ($enum:ident, $value:expr, $s:ident => $body:expr) => {
+        match $value {
+            $enum::Postgres($s) => $body,
+            $enum::Sqlite($s) => $body,
+        }
+    };
+    ($enum:ident, $value:expr, $s:ident: $d:ident => $body:expr) => {
+        match $value {
+            $enum::Postgres($s) => {
+                type $d = $crate::store::PgStore;
+                $body
+            }
+            $enum::Sqlite($s) => {
+                type $d = $crate::store::SqliteStore;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use each_store;
+
+/// Reads a row selected with `columns` (`radacctid` first and the others in table order,
+/// each through [`Dialect::read_back`]): the columns left out stay empty. Any further
+/// selected values start at index `columns.len()`.
+pub(crate) fn read_row<'r, R>(r: &'r R, columns: Columns) -> Result<Row>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut row = Row::default();
+    for (i, c) in columns.iter().enumerate() {
+        let v = if c.kind.is_int() {
+            OwnedValue::Int(r.try_get(i)?)
+        } else {
+            OwnedValue::Text(r.try_get(i)?)
+        };
+        c.set(&mut row, v);
+    }
+    Ok(row)
+}
+
+/// The select list of `columns`, each through `read_back` (the dialect's).
+pub(crate) fn select_list(columns: Columns, read_back: fn(&Column) -> String) -> String {
+    columns.iter().map(read_back).collect::<Vec<_>>().join(", ")
+}
 
 /// A store failure, split by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -177,14 +298,9 @@ impl Store {
 
     /// Runs pending migrations (`migrations/postgres` or `migrations/sqlite`).
     pub async fn migrate(&self) -> Result<()> {
-        match self {
-            Store::Postgres(s) => s.migrate().await,
-            Store::Sqlite(s) => s.migrate().await,
-        }
+        each_store!(Store, self, s => s.migrate().await)
     }
 
-    /// PostgreSQL: sets radacct's `fillfactor` when it differs; returns whether it changed.
-    /// SQLite has no such setting: `Ok(false)`.
     /// Pending migrations, then the configured `radacct` fillfactor (PostgreSQL only; ignored
     /// with a warning on SQLite). What `serve` runs at start-up, or later, once the database
     /// is back, when it was down at start-up.
@@ -200,6 +316,8 @@ impl Store {
         Ok(())
     }
 
+    /// PostgreSQL: sets radacct's `fillfactor` when it differs; returns whether it changed.
+    /// SQLite has no such setting: `Ok(false)`.
     pub async fn set_radacct_fillfactor(&self, fillfactor: u8) -> Result<bool> {
         match self {
             Store::Postgres(s) => s.set_radacct_fillfactor(fillfactor).await,
@@ -209,10 +327,10 @@ impl Store {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
-        match self {
-            Store::Postgres(s) => s.ping().await,
-            Store::Sqlite(s) => s.ping().await,
-        }
+        each_store!(Store, self, s => {
+            sqlx::query("SELECT 1").execute(s.pool()).await?;
+            Ok(())
+        })
     }
 
     /// The index entry of every open row (`acctstoptime IS NULL`), streamed to `f` (the index
@@ -224,11 +342,18 @@ impl Store {
         resolver: &dyn ResellerResolver,
         mut f: impl FnMut(Session) + Send,
     ) -> Result<()> {
-        let mut g = |row: Row, version| f(Session::indexed(&row, resolver, version));
-        match self {
-            Store::Postgres(s) => s.for_each_open_row(&mut g).await,
-            Store::Sqlite(s) => s.for_each_open_row(&mut g).await,
-        }
+        each_store!(Store, self, s: D => {
+            let mut stream = sqlx::query(D::open_rows()).fetch(s.pool());
+            while let Some(r) = stream.try_next().await? {
+                let version = if D::VERSIONED {
+                    RowVersion::parse(&r.try_get::<String, _>(Columns::Index.count())?)
+                } else {
+                    None
+                };
+                f(Session::indexed(&read_row(&r, Columns::Index)?, resolver, version));
+            }
+            Ok(())
+        })
     }
 
     /// The row with this key, if any (tests, tools).
@@ -241,10 +366,25 @@ impl Store {
 
     /// All rows of the `nas` table.
     pub async fn nas_rows(&self) -> Result<Vec<NasRow>> {
-        match self {
-            Store::Postgres(s) => s.nas_rows().await,
-            Store::Sqlite(s) => s.nas_rows().await,
-        }
+        each_store!(Store, self, s: D => {
+            let rows = sqlx::query(D::NAS_ROWS).fetch_all(s.pool()).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(NasRow {
+                        id: r.try_get(0)?,
+                        nasname: r.try_get(1)?,
+                        shortname: r.try_get(2)?,
+                        secret: r.try_get(3)?,
+                        coa_port: r.try_get(4)?,
+                        api_port: r.try_get(5)?,
+                        api_username: r.try_get(6)?,
+                        api_password: r.try_get(7)?,
+                        api_tls: r.try_get(8)?,
+                        api_tls_name: r.try_get(9)?,
+                    })
+                })
+                .collect()
+        })
     }
 
     pub async fn begin(&self) -> Result<Tx> {
@@ -262,10 +402,7 @@ impl Store {
     }
 
     pub fn max_connections(&self) -> u32 {
-        match self {
-            Store::Postgres(s) => s.pool().options().get_max_connections(),
-            Store::Sqlite(s) => s.pool().options().get_max_connections(),
-        }
+        each_store!(Store, self, s => s.pool().options().get_max_connections())
     }
 
     /// (connections open, of which idle), for metrics.
@@ -277,20 +414,14 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        match self {
-            Store::Postgres(s) => s.close().await,
-            Store::Sqlite(s) => s.close().await,
-        }
+        each_store!(Store, self, s => s.close().await)
     }
 }
 
 impl Tx {
     /// The rows with these keys, locked for this transaction where the store can.
     pub async fn load(&mut self, keys: &[&str]) -> Result<HashMap<String, Row>> {
-        match self {
-            Tx::Postgres(t) => t.load(keys).await,
-            Tx::Sqlite(t) => t.load(keys).await,
-        }
+        each_store!(Tx, self, t => t.load(keys).await)
     }
 
     /// Inserts new rows and fills in their `radacctid`.
@@ -298,10 +429,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
-        match self {
-            Tx::Postgres(t) => t.insert(rows).await,
-            Tx::Sqlite(t) => t.insert(rows).await,
-        }
+        each_store!(Tx, self, t => t.insert(rows).await)
     }
 
     /// Writes every column of existing rows (matched by `radacctid`).
@@ -309,133 +437,29 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
-        match self {
-            Tx::Postgres(t) => t.update(rows).await,
-            Tx::Sqlite(t) => t.update(rows).await,
-        }
+        each_store!(Tx, self, t => t.update(rows).await)
     }
 
     /// Accounting-On/Off: closes the open rows of `nas` started at or before `time`, session
     /// time recomputed from the start, with `cause`. Returns the keys it closed.
     pub async fn close_nas(&mut self, nas: &str, time: i64, cause: &str) -> Result<Vec<String>> {
-        match self {
-            Tx::Postgres(t) => t.close_nas(nas, time, cause).await,
-            Tx::Sqlite(t) => t.close_nas(nas, time, cause).await,
-        }
+        each_store!(Tx, self, t: D => {
+            let rows = sqlx::query(D::CLOSE_NAS)
+                .bind(nas)
+                .bind(time)
+                .bind(cause)
+                .fetch_all(t.conn())
+                .await?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
     }
 
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Postgres(t) => t.commit().await,
-            Tx::Sqlite(t) => t.commit().await,
-        }
+        each_store!(Tx, self, t => Ok(t.into_inner().commit().await?))
     }
 
     pub async fn rollback(self) -> Result<()> {
-        match self {
-            Tx::Postgres(t) => t.rollback().await,
-            Tx::Sqlite(t) => t.rollback().await,
-        }
-    }
-}
-
-/// The radacct columns radacctd writes, in one fixed order (all but `radacctid`).
-pub(crate) const WRITE_COLUMNS: [&str; 28] = [
-    "acctsessionid",
-    "acctuniqueid",
-    "username",
-    "realm",
-    "nasipaddress",
-    "nasportid",
-    "nasporttype",
-    "acctstarttime",
-    "acctupdatetime",
-    "acctstoptime",
-    "acctinterval",
-    "acctsessiontime",
-    "acctauthentic",
-    "connectinfo_start",
-    "connectinfo_stop",
-    "acctinputoctets",
-    "acctoutputoctets",
-    "calledstationid",
-    "callingstationid",
-    "acctterminatecause",
-    "servicetype",
-    "framedprotocol",
-    "framedipaddress",
-    "framedipv6address",
-    "framedipv6prefix",
-    "framedinterfaceid",
-    "delegatedipv6prefix",
-    "class",
-];
-
-/// How a column is stored, for the per-store SQL that converts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ColumnKind {
-    Text,
-    Int,
-    Time,
-    /// `inet` in PostgreSQL: an address (read back with `host()`).
-    Addr,
-    /// `inet` holding a prefix (read back with `::text`, which keeps the length).
-    Prefix,
-}
-
-pub(crate) fn column_kind(name: &str) -> ColumnKind {
-    match name {
-        "acctstarttime" | "acctupdatetime" | "acctstoptime" => ColumnKind::Time,
-        "acctinterval" | "acctsessiontime" | "acctinputoctets" | "acctoutputoctets" => {
-            ColumnKind::Int
-        }
-        "nasipaddress" | "framedipaddress" | "framedipv6address" => ColumnKind::Addr,
-        "framedipv6prefix" | "delegatedipv6prefix" => ColumnKind::Prefix,
-        _ => ColumnKind::Text,
-    }
-}
-
-/// A column value of a row, by kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Value<'a> {
-    Text(Option<&'a str>),
-    Int(Option<i64>),
-}
-
-/// The value of write column `i` of `row` (same order as [`WRITE_COLUMNS`]).
-pub(crate) fn column_value(row: &Row, i: usize) -> Value<'_> {
-    fn t(v: &Option<String>) -> Option<&str> {
-        v.as_deref()
-    }
-    match i {
-        0 => Value::Text(Some(&row.acctsessionid)),
-        1 => Value::Text(Some(&row.acctuniqueid)),
-        2 => Value::Text(t(&row.username)),
-        3 => Value::Text(t(&row.realm)),
-        4 => Value::Text(Some(&row.nasipaddress)),
-        5 => Value::Text(t(&row.nasportid)),
-        6 => Value::Text(t(&row.nasporttype)),
-        7 => Value::Int(row.acctstarttime),
-        8 => Value::Int(row.acctupdatetime),
-        9 => Value::Int(row.acctstoptime),
-        10 => Value::Int(row.acctinterval),
-        11 => Value::Int(row.acctsessiontime),
-        12 => Value::Text(t(&row.acctauthentic)),
-        13 => Value::Text(t(&row.connectinfo_start)),
-        14 => Value::Text(t(&row.connectinfo_stop)),
-        15 => Value::Int(row.acctinputoctets),
-        16 => Value::Int(row.acctoutputoctets),
-        17 => Value::Text(t(&row.calledstationid)),
-        18 => Value::Text(t(&row.callingstationid)),
-        19 => Value::Text(t(&row.acctterminatecause)),
-        20 => Value::Text(t(&row.servicetype)),
-        21 => Value::Text(t(&row.framedprotocol)),
-        22 => Value::Text(t(&row.framedipaddress)),
-        23 => Value::Text(t(&row.framedipv6address)),
-        24 => Value::Text(t(&row.framedipv6prefix)),
-        25 => Value::Text(t(&row.framedinterfaceid)),
-        26 => Value::Text(t(&row.delegatedipv6prefix)),
-        _ => Value::Text(t(&row.class)),
+        each_store!(Tx, self, t => Ok(t.into_inner().rollback().await?))
     }
 }
 
@@ -471,164 +495,16 @@ pub(crate) const INDEX_KEPT_UNLESS_SET: [&str; 8] = [
 /// closed, needs a close followed by an Interim-Update of the session in one batch, and the
 /// writer reads such sessions first.)
 pub(crate) fn index_fed_write_is_exact(before: &Row, after: &Row) -> bool {
-    WRITE_COLUMNS.iter().enumerate().all(|(i, c)| {
-        INDEX_HELD.contains(c)
-            || INDEX_KEPT_UNLESS_SET.contains(c)
-            || match (column_value(before, i), column_value(after, i)) {
-                (Value::Text(x), Value::Text(y)) => x == y,
-                (Value::Int(x), Value::Int(y)) => x == y,
-                _ => false,
-            }
+    Columns::Write.iter().all(|c| {
+        INDEX_HELD.contains(&c.name)
+            || INDEX_KEPT_UNLESS_SET.contains(&c.name)
+            || c.get(before) == c.get(after)
     })
-}
-
-/// The write columns an index entry is built from ([`Session::from_row`]): all that the
-/// start-up rebuild and the sweeper's reconciliation read of each open row.
-pub(crate) const SESSION_COLUMNS: [&str; 12] = [
-    "acctsessionid",
-    "acctuniqueid",
-    "username",
-    "nasipaddress",
-    "nasportid",
-    "acctstarttime",
-    "acctupdatetime",
-    "acctsessiontime",
-    "acctinputoctets",
-    "acctoutputoctets",
-    "callingstationid",
-    "framedipaddress",
-];
-
-/// Whether write column `c` is one an index entry is built from.
-pub(crate) fn is_session_column(c: &str) -> bool {
-    SESSION_COLUMNS.contains(&c)
-}
-
-/// The select list: `radacctid`, then the write columns `selected` keeps, in [`WRITE_COLUMNS`]
-/// order, each through `convert` (the store's conversion to text or seconds).
-pub(crate) fn read_list(selected: fn(&str) -> bool, convert: impl Fn(&str) -> String) -> String {
-    let mut cols = vec!["radacctid".to_owned()];
-    cols.extend(
-        WRITE_COLUMNS
-            .iter()
-            .filter(|c| selected(c))
-            .map(|c| convert(c)),
-    );
-    cols.join(", ")
-}
-
-/// Reads a row selected by [`read_list`] with the same `selected`: the columns it left out
-/// stay empty.
-pub(crate) fn read_row<'r, R>(r: &'r R, selected: fn(&str) -> bool) -> Result<Row>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let mut texts = Vec::with_capacity(WRITE_COLUMNS.len());
-    let mut ints = Vec::with_capacity(8);
-    let mut next = 1;
-    for c in WRITE_COLUMNS {
-        let int = matches!(column_kind(c), ColumnKind::Int | ColumnKind::Time);
-        if !selected(c) {
-            if int {
-                ints.push(None)
-            } else {
-                texts.push(None)
-            }
-            continue;
-        }
-        if int {
-            ints.push(r.try_get::<Option<i64>, _>(next)?);
-        } else {
-            texts.push(r.try_get::<Option<String>, _>(next)?);
-        }
-        next += 1;
-    }
-    Ok(RowReader { texts, ints }.into_row(r.try_get(0)?))
-}
-
-/// Every write column: [`read_list`] and [`read_row`] of whole rows.
-pub(crate) fn all_columns(_: &str) -> bool {
-    true
-}
-
-/// Builds a `Row` from values read in `radacctid` + [`WRITE_COLUMNS`] order.
-pub(crate) struct RowReader {
-    pub texts: Vec<Option<String>>,
-    pub ints: Vec<Option<i64>>,
-}
-
-impl RowReader {
-    /// `texts` and `ints` hold the text and integer columns in [`WRITE_COLUMNS`] order.
-    pub(crate) fn into_row(self, radacctid: i64) -> Row {
-        let mut texts = self.texts.into_iter();
-        let mut ints = self.ints.into_iter();
-        let mut t = || texts.next().flatten();
-        let mut n = || ints.next().flatten();
-        Row {
-            radacctid: Some(radacctid),
-            acctsessionid: t().unwrap_or_default(),
-            acctuniqueid: t().unwrap_or_default(),
-            username: t(),
-            realm: t(),
-            nasipaddress: t().unwrap_or_default(),
-            nasportid: t(),
-            nasporttype: t(),
-            acctstarttime: n(),
-            acctupdatetime: n(),
-            acctstoptime: n(),
-            acctinterval: n(),
-            acctsessiontime: n(),
-            acctauthentic: t(),
-            connectinfo_start: t(),
-            connectinfo_stop: t(),
-            acctinputoctets: n(),
-            acctoutputoctets: n(),
-            calledstationid: t(),
-            callingstationid: t(),
-            acctterminatecause: t(),
-            servicetype: t(),
-            framedprotocol: t(),
-            framedipaddress: t(),
-            framedipv6address: t(),
-            framedipv6prefix: t(),
-            framedinterfaceid: t(),
-            delegatedipv6prefix: t(),
-            class: t(),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn column_values_round_trip_through_the_reader() {
-        let row = Row {
-            radacctid: Some(7),
-            acctsessionid: "s".into(),
-            acctuniqueid: "u".into(),
-            username: Some("bob".into()),
-            nasipaddress: "192.0.2.1".into(),
-            acctstarttime: Some(10),
-            acctinputoctets: Some(99),
-            class: Some("0x01".into()),
-            framedipv6prefix: Some("2001:db8::/64".into()),
-            ..Row::default()
-        };
-        let mut texts = Vec::new();
-        let mut ints = Vec::new();
-        for i in 0..WRITE_COLUMNS.len() {
-            match column_value(&row, i) {
-                Value::Text(v) => texts.push(v.map(str::to_owned)),
-                Value::Int(v) => ints.push(v),
-            }
-        }
-        assert_eq!(RowReader { texts, ints }.into_row(7), row);
-    }
 
     #[test]
     fn index_fed_writes_are_exact_only_for_the_columns_they_set() {
@@ -660,16 +536,9 @@ mod tests {
     }
 
     #[test]
-    fn column_kinds_match_values() {
-        let row = Row::default();
-        for (i, name) in WRITE_COLUMNS.iter().enumerate() {
-            let is_int = matches!(column_value(&row, i), Value::Int(_));
-            let kind = column_kind(name);
-            assert_eq!(
-                is_int,
-                matches!(kind, ColumnKind::Int | ColumnKind::Time),
-                "{name}"
-            );
+    fn the_index_fed_columns_are_write_columns() {
+        for name in INDEX_HELD.iter().chain(&INDEX_KEPT_UNLESS_SET) {
+            assert!(Columns::Write.find(name).is_some(), "{name}");
         }
     }
 }

@@ -6,33 +6,114 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
-use futures_util::TryStreamExt;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
+use super::jobs::INDEXES;
 use super::{
-    ColumnKind, INDEX_HELD, INDEX_KEPT_UNLESS_SET, NasRow, Result, SESSION_COLUMNS, StoreOptions,
-    Value, WRITE_COLUMNS, all_columns, column_kind, column_value, is_session_column, read_list,
-    read_row,
+    Dialect, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Result, StoreError, StoreOptions, read_row,
+    select_list,
 };
-use crate::sessions::Row;
+use crate::sessions::{Column, ColumnKind, Columns, Row, RowVersion, Value};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A radacct column as read back: text or seconds. Seconds come from `date_part`, a double:
-/// `extract` gives the same whole seconds through `numeric`, at twice the cost (measured on a
-/// million rows: 0.38 s against 0.76 s for two columns).
-pub(super) fn read_back(c: &str) -> String {
-    match column_kind(c) {
-        ColumnKind::Text | ColumnKind::Int => c.to_owned(),
-        ColumnKind::Time => format!("floor(date_part('epoch', {c}))::int8"),
-        ColumnKind::Addr => format!("host({c})"),
-        ColumnKind::Prefix => format!("{c}::text"),
+impl Dialect for PgStore {
+    type Db = Postgres;
+
+    fn param(n: usize) -> String {
+        format!("${n}")
     }
+
+    /// Seconds come from `date_part`, a double: `extract` gives the same whole seconds through
+    /// `numeric`, at twice the cost (measured on a million rows: 0.38 s against 0.76 s for two
+    /// columns).
+    fn read_back(c: &Column) -> String {
+        let name = c.name;
+        match c.kind {
+            ColumnKind::Text | ColumnKind::Int => name.to_owned(),
+            ColumnKind::Time => format!("floor(date_part('epoch', {name}))::int8"),
+            ColumnKind::Addr => format!("host({name})"),
+            ColumnKind::Prefix => format!("{name}::text"),
+        }
+    }
+
+    fn timestamp(p: &str) -> String {
+        format!("to_timestamp({p})")
+    }
+
+    fn nas_is(p: &str) -> String {
+        format!("nasipaddress = {p}::inet")
+    }
+
+    fn lower(expr: &str) -> String {
+        const UPPER: &str = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'";
+        const LOWER: &str = "'abcdefghijklmnopqrstuvwxyz'";
+        format!("translate({expr}, {UPPER}, {LOWER})")
+    }
+
+    fn contains(hay: &str, needle: &str) -> String {
+        format!("strpos({hay}, {needle}) > 0")
+    }
+
+    fn starts_with(hay: &str, needle: &str) -> String {
+        format!("starts_with({hay}, {needle})")
+    }
+
+    fn owned_by_resellers(p: &str) -> String {
+        format!(
+            "username IN (SELECT username FROM subscribers WHERE reseller_id = ANY({p}::int8[]))"
+        )
+    }
+
+    fn bind_ids<'q>(
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+        ids: Vec<i64>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        q.bind(ids)
+    }
+
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+    fn open_rows() -> &'static str {
+        &OPEN_ROWS_SQL
+    }
+
+    const VERSIONED: bool = true;
+
+    const STALE_OPEN_ROWS: &'static str = "SELECT radacctid, acctuniqueid, username, host(nasipaddress), \
+         floor(date_part('epoch', COALESCE(acctupdatetime, acctstarttime)))::int8 \
+         FROM radacct WHERE acctstoptime IS NULL \
+         AND COALESCE(acctupdatetime, acctstarttime) < to_timestamp($1) \
+         ORDER BY COALESCE(acctupdatetime, acctstarttime), radacctid LIMIT $2";
+
+    const MARK_ONLINE: &'static str = "UPDATE subscribers s SET is_online = true WHERE NOT s.is_online AND EXISTS \
+         (SELECT 1 FROM radacct r WHERE r.username = s.username AND r.acctstoptime IS NULL)";
+
+    const MARK_OFFLINE: &'static str = "UPDATE subscribers s SET is_online = false WHERE s.is_online AND NOT EXISTS \
+         (SELECT 1 FROM radacct r WHERE r.username = s.username AND r.acctstoptime IS NULL)";
+
+    const COUNT_ARCHIVABLE: &'static str = "SELECT count(*) FROM radacct WHERE acctstoptime IS NOT NULL \
+         AND acctstoptime < to_timestamp($1)";
+
+    const ARCHIVABLE_ROWS: &'static str = "SELECT radacctid, username, floor(date_part('epoch', acctstoptime))::int8 \
+         FROM radacct WHERE acctstoptime IS NOT NULL AND acctstoptime < to_timestamp($1) \
+         ORDER BY acctstoptime, radacctid LIMIT $2";
+
+    const NAS_ROWS: &'static str = "SELECT id::int8, nasname, shortname, secret, coa_port::int8, api_port::int8, \
+         api_username, api_password, api_tls, api_tls_name FROM nas ORDER BY id";
+
+    const CLOSE_NAS: &'static str = "UPDATE radacct SET acctstoptime = to_timestamp($2), \
+         acctupdatetime = to_timestamp($2), \
+         acctsessiontime = $2 - floor(date_part('epoch', acctstarttime))::int8, \
+         acctterminatecause = $3 \
+         WHERE acctstoptime IS NULL AND nasipaddress = $1::inet AND acctstarttime <= to_timestamp($2) \
+         RETURNING acctuniqueid";
 }
 
 /// `radacctid` then every write column, converted to text / seconds.
-static SELECT_LIST: LazyLock<String> = LazyLock::new(|| read_list(all_columns, read_back));
+static SELECT_LIST: LazyLock<String> =
+    LazyLock::new(|| select_list(Columns::All, PgStore::read_back));
 
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -78,14 +159,14 @@ fn guarded_write_statement(parts: usize) -> String {
              RETURNING 0 AS part, radacctid, acctuniqueid, xmin::text AS version",
             insert_core(next)
         ));
-        next += WRITE_COLUMNS.len();
+        next += Columns::Write.count();
     }
     if parts & UPDATES != 0 {
         statements.push(format!(
             "{} RETURNING 1 AS part, r.radacctid, NULL::text, r.xmin::text",
             update_statement(next, true)
         ));
-        next += 2 + WRITE_COLUMNS.len();
+        next += 2 + Columns::Write.count();
     }
     if parts & INDEX_FED != 0 {
         statements.push(format!(
@@ -126,17 +207,13 @@ fn index_fed_update(first: usize) -> String {
     update_core(first, true, set, kept)
 }
 
-/// The columns bound for [`index_fed_update`], in its parameter order.
-static INDEX_FED_COLUMNS: LazyLock<Vec<usize>> = LazyLock::new(|| {
+/// The columns bound for [`index_fed_update`], in its parameter order (every name is a write
+/// column: `store::tests::the_index_fed_columns_are_write_columns`).
+static INDEX_FED_COLUMNS: LazyLock<Vec<&'static Column>> = LazyLock::new(|| {
     INDEX_HELD
         .iter()
         .chain(INDEX_KEPT_UNLESS_SET.iter())
-        .map(|name| {
-            WRITE_COLUMNS
-                .iter()
-                .position(|c| c == name)
-                .expect("a write column")
-        })
+        .filter_map(|name| Columns::Write.find(name))
         .collect()
 });
 
@@ -148,20 +225,23 @@ fn insert_statement(first: usize) -> String {
 
 /// `INSERT … SELECT … FROM unnest(<one array per write column>)`, parameters from `$first`.
 fn insert_core(first: usize) -> String {
-    let params: Vec<String> = WRITE_COLUMNS
+    let params: Vec<String> = Columns::Write
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("${}::{}", first + i, array_type(column_kind(c))))
+        .map(|(i, c)| format!("${}::{}", first + i, array_type(c.kind)))
         .collect();
-    let aliases: Vec<String> = (1..=WRITE_COLUMNS.len()).map(|i| format!("c{i}")).collect();
-    let exprs: Vec<String> = WRITE_COLUMNS
+    let aliases: Vec<String> = (1..=Columns::Write.count())
+        .map(|i| format!("c{i}"))
+        .collect();
+    let exprs: Vec<String> = Columns::Write
         .iter()
         .enumerate()
-        .map(|(i, c)| from_unnested(column_kind(c), &format!("c{}", i + 1)))
+        .map(|(i, c)| from_unnested(c.kind, &format!("c{}", i + 1)))
         .collect();
+    let names: Vec<&str> = Columns::Write.iter().map(|c| c.name).collect();
     format!(
         "INSERT INTO radacct ({}) SELECT {} FROM unnest({}) AS u({})",
-        WRITE_COLUMNS.join(", "),
+        names.join(", "),
         exprs.join(", "),
         params.join(", "),
         aliases.join(", ")
@@ -172,14 +252,14 @@ fn insert_core(first: usize) -> String {
 /// matched on `radacctid`, and when `guarded` only where the row's `xmin` is the version read;
 /// parameters numbered from `$first`.
 fn update_statement(first: usize, guarded: bool) -> String {
-    let all: Vec<usize> = (0..WRITE_COLUMNS.len()).collect();
+    let all: Vec<&Column> = Columns::Write.iter().collect();
     update_core(first, guarded, &all, &[])
 }
 
 /// The update of [`update_statement`] for the write columns `set` (set from the arrays) and
 /// `kept` (set from the arrays where those hold a value, else left as they are), bound in that
 /// order after the ids (and versions); `acctuniqueid` is never set.
-fn update_core(first: usize, guarded: bool, set: &[usize], kept: &[usize]) -> String {
+fn update_core(first: usize, guarded: bool, set: &[&Column], kept: &[&Column]) -> String {
     let mut params = vec![format!("${first}::int8[]")];
     let mut aliases = vec!["id".to_owned()];
     if guarded {
@@ -187,9 +267,8 @@ fn update_core(first: usize, guarded: bool, set: &[usize], kept: &[usize]) -> St
         aliases.push("version".to_owned());
     }
     let mut sets = Vec::new();
-    for (n, i) in set.iter().chain(kept).enumerate() {
-        let c = WRITE_COLUMNS[*i];
-        let kind = column_kind(c);
+    for (n, column) in set.iter().chain(kept).enumerate() {
+        let (c, kind) = (column.name, column.kind);
         params.push(format!("${}::{}", first + aliases.len(), array_type(kind)));
         let alias = format!("c{}", n + 1);
         let value = from_unnested(kind, &format!("u.{alias}"));
@@ -220,7 +299,7 @@ fn update_core(first: usize, guarded: bool, set: &[usize], kept: &[usize]) -> St
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {}, xmin::text FROM radacct WHERE acctstoptime IS NULL",
-        read_list(is_session_column, read_back)
+        select_list(Columns::Index, PgStore::read_back)
     )
 });
 
@@ -243,61 +322,56 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| insert_statement(1));
 
 static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| update_statement(1, false));
 
-const CLOSE_NAS_SQL: &str = "UPDATE radacct SET acctstoptime = to_timestamp($2), \
-     acctupdatetime = to_timestamp($2), \
-     acctsessiontime = $2 - floor(date_part('epoch', acctstarttime))::int8, \
-     acctterminatecause = $3 \
-     WHERE acctstoptime IS NULL AND nasipaddress = $1::inet AND acctstarttime <= to_timestamp($2) \
-     RETURNING acctuniqueid";
-
-/// Binds one array per write column, in [`WRITE_COLUMNS`] order.
+/// Binds one array per write column, in table order.
 fn bind_columns<'q>(
     q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     rows: &[Row],
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    bind_some_columns(q, rows, 0..WRITE_COLUMNS.len())
+    bind_some_columns(q, rows, Columns::Write.iter())
 }
 
-/// Binds one array per write column in `columns` (indexes into [`WRITE_COLUMNS`]), in order.
-fn bind_some_columns<'q>(
+/// Binds one array per column of `columns`, in order. (A value of the other kind cannot
+/// occur: each column's kind matches its field, checked where the columns are declared.)
+fn bind_some_columns<'q, 'c>(
     mut q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     rows: &[Row],
-    columns: impl IntoIterator<Item = usize>,
+    columns: impl IntoIterator<Item = &'c Column>,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    for i in columns {
-        match column_value(&Row::default(), i) {
-            Value::Int(_) => {
-                let col: Vec<Option<i64>> = rows
-                    .iter()
-                    .map(|r| match column_value(r, i) {
-                        Value::Int(v) => v,
-                        Value::Text(_) => None,
-                    })
-                    .collect();
-                q = q.bind(col);
-            }
-            Value::Text(_) => {
-                let col: Vec<Option<String>> = rows
-                    .iter()
-                    .map(|r| match column_value(r, i) {
-                        Value::Text(v) => v.map(str::to_owned),
-                        Value::Int(_) => None,
-                    })
-                    .collect();
-                q = q.bind(col);
-            }
+    for c in columns {
+        if c.kind.is_int() {
+            let col: Vec<Option<i64>> = rows
+                .iter()
+                .map(|r| match c.get(r) {
+                    Value::Int(v) => v,
+                    Value::Text(_) => None,
+                })
+                .collect();
+            q = q.bind(col);
+        } else {
+            let col: Vec<Option<String>> = rows
+                .iter()
+                .map(|r| match c.get(r) {
+                    Value::Text(v) => v.map(str::to_owned),
+                    Value::Int(_) => None,
+                })
+                .collect();
+            q = q.bind(col);
         }
     }
     q
 }
 
-/// The ids and the versions of rows to update with a guard, as bound arrays.
+/// The ids and the versions (in `xmin::text` form) of rows to update with a guard, as bound
+/// arrays.
 fn ids_and_versions(
     rows: &[Row],
-    versions: &HashMap<String, String>,
+    versions: &HashMap<String, RowVersion>,
 ) -> (Vec<Option<i64>>, Vec<Option<String>>) {
     rows.iter()
-        .map(|r| (r.radacctid, versions.get(&r.acctuniqueid).cloned()))
+        .map(|r| {
+            let version = versions.get(&r.acctuniqueid).map(RowVersion::to_string);
+            (r.radacctid, version)
+        })
         .unzip()
 }
 
@@ -307,8 +381,8 @@ pub struct GuardedWrite {
     /// Keys not written: an update whose row another writer changed since its version, an
     /// insert whose key another row already has. Their events must be redone under locks.
     pub refused: std::collections::HashSet<String>,
-    /// The new version (`xmin`) of every row written, by key.
-    pub versions: HashMap<String, u32>,
+    /// The new version of every row written, by key.
+    pub versions: HashMap<String, RowVersion>,
 }
 
 /// PostgreSQL connection pools.
@@ -418,62 +492,17 @@ impl PgStore {
                          it UNIQUE): every new session is looked up before it is inserted"
                     );
                 }
-                Ok::<_, super::StoreError>(unique)
+                Ok::<_, StoreError>(unique)
             })
             .await
             .copied()
-    }
-
-    pub(super) async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub(super) async fn for_each_open_row(
-        &self,
-        mut f: impl FnMut(Row, Option<u32>) + Send,
-    ) -> Result<()> {
-        let mut stream = sqlx::query(OPEN_ROWS_SQL.as_str()).fetch(&self.pool);
-        while let Some(r) = stream.try_next().await? {
-            let version = r
-                .try_get::<String, _>(SESSION_COLUMNS.len() + 1)?
-                .parse()
-                .ok();
-            f(read_row(&r, is_session_column)?, version);
-        }
-        Ok(())
-    }
-
-    pub(super) async fn nas_rows(&self) -> Result<Vec<NasRow>> {
-        let rows = sqlx::query(
-            "SELECT id::int8, nasname, shortname, secret, coa_port::int8, api_port::int8, \
-             api_username, api_password, api_tls, api_tls_name FROM nas ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(NasRow {
-                    id: r.try_get(0)?,
-                    nasname: r.try_get(1)?,
-                    shortname: r.try_get(2)?,
-                    secret: r.try_get(3)?,
-                    coa_port: r.try_get(4)?,
-                    api_port: r.try_get(5)?,
-                    api_username: r.try_get(6)?,
-                    api_password: r.try_get(7)?,
-                    api_tls: r.try_get(8)?,
-                    api_tls_name: r.try_get(9)?,
-                })
-            })
-            .collect()
     }
 
     /// The rows with these keys (no locks) and their row versions.
     pub async fn load_versions(
         &self,
         keys: &[&str],
-    ) -> Result<(HashMap<String, Row>, HashMap<String, String>)> {
+    ) -> Result<(HashMap<String, Row>, HashMap<String, RowVersion>)> {
         let rows = sqlx::query(LOAD_VERSIONS_SQL.as_str())
             .bind(keys)
             .fetch_all(&self.write_pool)
@@ -481,11 +510,10 @@ impl PgStore {
         let mut out = HashMap::with_capacity(rows.len());
         let mut versions = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let row = read_row(r, all_columns)?;
-            versions.insert(
-                row.acctuniqueid.clone(),
-                r.try_get::<String, _>(WRITE_COLUMNS.len() + 1)?,
-            );
+            let row = read_row(r, Columns::All)?;
+            if let Some(v) = RowVersion::parse(r.try_get(Columns::All.count())?) {
+                versions.insert(row.acctuniqueid.clone(), v);
+            }
             out.insert(row.acctuniqueid.clone(), row);
         }
         Ok((out, versions))
@@ -503,7 +531,7 @@ impl PgStore {
         updates: &[Row],
         index_fed: &[Row],
         unchanged: &[Row],
-        versions: &HashMap<String, String>,
+        versions: &HashMap<String, RowVersion>,
     ) -> Result<GuardedWrite> {
         let parts = [
             (INSERTS, !inserts.is_empty()),
@@ -538,13 +566,13 @@ impl PgStore {
             q = q.bind(ids).bind(vers);
         }
         let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
-        let mut updated: HashMap<i64, Option<u32>> =
+        let mut updated: HashMap<i64, Option<RowVersion>> =
             HashMap::with_capacity(updates.len() + index_fed.len());
         let mut out = GuardedWrite::default();
         for r in &q.fetch_all(&self.write_pool).await? {
             let part: i32 = r.try_get(0)?;
             let id: i64 = r.try_get(1)?;
-            let version = r.try_get::<String, _>(3)?.parse::<u32>().ok();
+            let version = RowVersion::parse(r.try_get(3)?);
             if part == 0 {
                 let key: String = r.try_get(2)?;
                 if let Some(v) = version {
@@ -585,6 +613,62 @@ impl PgStore {
         self.write_pool.close().await;
         self.pool.close().await;
     }
+
+    /// Moves up to `batch` closed rows stopped before `cutoff` (oldest first) to
+    /// `radacct_archive` in one statement, the rows picked `FOR UPDATE SKIP LOCKED` so a batch
+    /// never waits for (or blocks for long) the ingest writer. `cols`: the columns moved.
+    pub(super) async fn archive_batch(&self, cutoff: i64, batch: i64, cols: &str) -> Result<u64> {
+        let sql = format!(
+            "WITH batch AS (SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
+             AND acctstoptime < to_timestamp($1) ORDER BY acctstoptime LIMIT $2 \
+             FOR UPDATE SKIP LOCKED), \
+             moved AS (DELETE FROM radacct r USING batch b WHERE r.radacctid = b.radacctid \
+             RETURNING r.*) \
+             INSERT INTO radacct_archive ({cols}) SELECT {cols} FROM moved"
+        );
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
+    /// Creates the missing [`INDEXES`] `CONCURRENTLY` (a live FreeRADIUS database keeps
+    /// writing), rebuilding any left INVALID by an interrupted build; returns their names.
+    pub(super) async fn ensure_indexes(&self) -> Result<Vec<String>> {
+        let mut created = Vec::new();
+        for ix in INDEXES {
+            let valid: Option<bool> = sqlx::query_scalar(
+                "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+            )
+            .bind(ix.name)
+            .fetch_optional(&self.pool)
+            .await?;
+            match valid {
+                Some(true) => continue,
+                Some(false) => {
+                    tracing::warn!(index = ix.name, "index is INVALID; rebuilding it");
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                        ix.name
+                    )))
+                    .execute(&self.pool)
+                    .await?;
+                }
+                None => {}
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}",
+                ix.name, ix.on
+            )))
+            .execute(&self.pool)
+            .await?;
+            created.push(ix.name.to_owned());
+        }
+        Ok(created)
+    }
 }
 
 /// A PostgreSQL transaction.
@@ -601,7 +685,7 @@ impl PgTx {
             .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let row = read_row(r, all_columns)?;
+            let row = read_row(r, Columns::All)?;
             out.insert(row.acctuniqueid.clone(), row);
         }
         Ok(out)
@@ -627,28 +711,42 @@ impl PgTx {
         Ok(())
     }
 
-    pub(super) async fn close_nas(
-        &mut self,
-        nas: &str,
-        time: i64,
-        cause: &str,
-    ) -> Result<Vec<String>> {
-        let rows = sqlx::query(CLOSE_NAS_SQL)
-            .bind(nas)
-            .bind(time)
-            .bind(cause)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    /// The transaction's connection.
+    pub(super) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
     }
 
-    pub(super) async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+    pub(super) fn into_inner(self) -> Transaction<'static, Postgres> {
+        self.tx
     }
+}
 
-    pub(super) async fn rollback(self) -> Result<()> {
-        self.tx.rollback().await?;
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    /// The write path's statements as PostgreSQL receives them are pinned: a changed text is
+    /// a new statement to the server (its plans, `pg_stat_statements`), so it must be a
+    /// deliberate change of `testdata/postgres_write.sql`.
+    #[test]
+    fn the_write_path_sends_the_pinned_statements() {
+        let mut sent = vec![
+            ("pg load".to_owned(), LOAD_SQL.as_str()),
+            ("pg load_versions".to_owned(), LOAD_VERSIONS_SQL.as_str()),
+            ("pg insert".to_owned(), INSERT_SQL.as_str()),
+            ("pg update".to_owned(), UPDATE_SQL.as_str()),
+            ("pg open_rows".to_owned(), PgStore::open_rows()),
+            ("pg close_nas".to_owned(), PgStore::CLOSE_NAS),
+        ];
+        for (parts, sql) in WRITE_GUARDED_SQL.iter().enumerate().skip(1) {
+            sent.push((format!("pg write_guarded {parts}"), sql.as_str()));
+        }
+        let mut text = String::new();
+        for (name, sql) in sent {
+            let _ = writeln!(text, "-- {name}\n{sql}");
+        }
+        assert_eq!(text, include_str!("testdata/postgres_write.sql"));
     }
 }

@@ -1,95 +1,174 @@
 //! SQLite store: the embedded default (`sqlite://radacctd.db`). WAL with `synchronous=FULL`, so
 //! a commit is durable before the writer answers. One prepared statement per row; SQLite runs
-//! in-process, so a batch of them in one transaction costs little.
+//! in-process, so a batch of them in one transaction costs little. All of SQLite's SQL is here.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
-use futures_util::TryStreamExt;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use super::{
-    ColumnKind, NasRow, Result, StoreOptions, Value, WRITE_COLUMNS, all_columns, column_kind,
-    column_value, is_session_column, read_list, read_row,
-};
-use crate::sessions::Row;
+use super::jobs::INDEXES;
+use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
+use crate::sessions::{Column, ColumnKind, Columns, Row, Value};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// A radacct column as read back: text or seconds.
-pub(super) fn read_back(c: &str) -> String {
-    match column_kind(c) {
-        ColumnKind::Time => format!("CAST(strftime('%s', {c}) AS INTEGER)"),
-        _ => c.to_owned(),
-    }
-}
+impl Dialect for SqliteStore {
+    type Db = Sqlite;
 
-static SELECT_LIST: LazyLock<String> = LazyLock::new(|| read_list(all_columns, read_back));
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn read_back(c: &Column) -> String {
+        match c.kind {
+            ColumnKind::Time => format!("CAST(strftime('%s', {}) AS INTEGER)", c.name),
+            ColumnKind::Text | ColumnKind::Int | ColumnKind::Addr | ColumnKind::Prefix => {
+                c.name.to_owned()
+            }
+        }
+    }
+
+    fn timestamp(p: &str) -> String {
+        format!("datetime({p}, 'unixepoch')")
+    }
+
+    fn nas_is(p: &str) -> String {
+        format!("nasipaddress = {p}")
+    }
+
+    fn lower(expr: &str) -> String {
+        format!("lower({expr})")
+    }
+
+    fn contains(hay: &str, needle: &str) -> String {
+        format!("instr({hay}, {needle}) > 0")
+    }
+
+    fn starts_with(hay: &str, needle: &str) -> String {
+        format!("substr({hay}, 1, length({needle})) = {needle}")
+    }
+
+    /// SQLite has no arrays: the ids travel as a JSON array (see [`Self::bind_ids`]).
+    fn owned_by_resellers(p: &str) -> String {
+        format!(
+            "username IN (SELECT username FROM subscribers WHERE reseller_id IN \
+             (SELECT value FROM json_each({p})))"
+        )
+    }
+
+    fn bind_ids<'q>(
+        q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+        ids: Vec<i64>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+        let json = format!(
+            "[{}]",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        q.bind(json)
+    }
+
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN DEFERRED";
+
+    fn open_rows() -> &'static str {
+        &OPEN_ROWS_SQL
+    }
+
+    const VERSIONED: bool = false;
+
+    const STALE_OPEN_ROWS: &'static str = "SELECT radacctid, acctuniqueid, username, nasipaddress, \
+         CAST(strftime('%s', COALESCE(acctupdatetime, acctstarttime)) AS INTEGER) \
+         FROM radacct WHERE acctstoptime IS NULL \
+         AND COALESCE(acctupdatetime, acctstarttime) < datetime(?1, 'unixepoch') \
+         ORDER BY COALESCE(acctupdatetime, acctstarttime), radacctid LIMIT ?2";
+
+    const MARK_ONLINE: &'static str = "UPDATE subscribers SET is_online = 1 WHERE NOT is_online AND EXISTS \
+         (SELECT 1 FROM radacct r WHERE r.username = subscribers.username AND r.acctstoptime IS NULL)";
+
+    const MARK_OFFLINE: &'static str = "UPDATE subscribers SET is_online = 0 WHERE is_online AND NOT EXISTS \
+         (SELECT 1 FROM radacct r WHERE r.username = subscribers.username AND r.acctstoptime IS NULL)";
+
+    const COUNT_ARCHIVABLE: &'static str = "SELECT count(*) FROM radacct WHERE acctstoptime IS NOT NULL \
+         AND acctstoptime < datetime(?1, 'unixepoch')";
+
+    const ARCHIVABLE_ROWS: &'static str = "SELECT radacctid, username, CAST(strftime('%s', acctstoptime) AS INTEGER) \
+         FROM radacct WHERE acctstoptime IS NOT NULL AND acctstoptime < datetime(?1, 'unixepoch') \
+         ORDER BY acctstoptime, radacctid LIMIT ?2";
+
+    const NAS_ROWS: &'static str = "SELECT id, nasname, shortname, secret, coa_port, api_port, api_username, \
+         api_password, api_tls, api_tls_name FROM nas ORDER BY id";
+
+    const CLOSE_NAS: &'static str = "UPDATE radacct SET acctstoptime = datetime(?2, 'unixepoch'), \
+         acctupdatetime = datetime(?2, 'unixepoch'), \
+         acctsessiontime = ?2 - CAST(strftime('%s', acctstarttime) AS INTEGER), \
+         acctterminatecause = ?3 \
+         WHERE acctstoptime IS NULL AND nasipaddress = ?1 AND acctstarttime <= datetime(?2, 'unixepoch') \
+         RETURNING acctuniqueid";
+}
 
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM radacct WHERE acctuniqueid = ?1",
-        *SELECT_LIST
+        select_list(Columns::All, SqliteStore::read_back)
     )
 });
 
 static OPEN_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM radacct WHERE acctstoptime IS NULL",
-        read_list(is_session_column, read_back)
+        select_list(Columns::Index, SqliteStore::read_back)
     )
 });
 
-fn placeholder(kind: ColumnKind, n: usize) -> String {
-    match kind {
+/// The value of write column `c`, parameter `n`.
+fn placeholder(c: &Column, n: usize) -> String {
+    match c.kind {
         ColumnKind::Time => format!("datetime(?{n}, 'unixepoch')"),
-        _ => format!("?{n}"),
+        ColumnKind::Text | ColumnKind::Int | ColumnKind::Addr | ColumnKind::Prefix => {
+            format!("?{n}")
+        }
     }
 }
 
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = WRITE_COLUMNS
+    let names: Vec<&str> = Columns::Write.iter().map(|c| c.name).collect();
+    let values: Vec<String> = Columns::Write
         .iter()
         .enumerate()
-        .map(|(i, c)| placeholder(column_kind(c), i + 1))
+        .map(|(i, c)| placeholder(c, i + 1))
         .collect();
     format!(
         "INSERT INTO radacct ({}) VALUES ({}) RETURNING radacctid",
-        WRITE_COLUMNS.join(", "),
+        names.join(", "),
         values.join(", ")
     )
 });
 
 static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
-    let sets: Vec<String> = WRITE_COLUMNS
+    let sets: Vec<String> = Columns::Write
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("{c} = {}", placeholder(column_kind(c), i + 1)))
+        .map(|(i, c)| format!("{} = {}", c.name, placeholder(c, i + 1)))
         .collect();
     format!(
         "UPDATE radacct SET {} WHERE radacctid = ?{}",
         sets.join(", "),
-        WRITE_COLUMNS.len() + 1
+        Columns::Write.count() + 1
     )
 });
 
-const CLOSE_NAS_SQL: &str = "UPDATE radacct SET acctstoptime = datetime(?2, 'unixepoch'), \
-     acctupdatetime = datetime(?2, 'unixepoch'), \
-     acctsessiontime = ?2 - CAST(strftime('%s', acctstarttime) AS INTEGER), \
-     acctterminatecause = ?3 \
-     WHERE acctstoptime IS NULL AND nasipaddress = ?1 AND acctstarttime <= datetime(?2, 'unixepoch') \
-     RETURNING acctuniqueid";
-
+/// Binds the write columns of `row`, in table order.
 fn bind_row<'q>(
     mut q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
     row: &Row,
 ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
-    for i in 0..WRITE_COLUMNS.len() {
-        q = match column_value(row, i) {
+    for c in Columns::Write.iter() {
+        q = match c.get(row) {
             Value::Int(v) => q.bind(v),
             Value::Text(v) => q.bind(v.map(str::to_owned)),
         };
@@ -128,47 +207,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub(super) async fn for_each_open_row(
-        &self,
-        mut f: impl FnMut(Row, Option<u32>) + Send,
-    ) -> Result<()> {
-        let mut stream = sqlx::query(OPEN_ROWS_SQL.as_str()).fetch(&self.pool);
-        while let Some(r) = stream.try_next().await? {
-            f(read_row(&r, is_session_column)?, None);
-        }
-        Ok(())
-    }
-
-    pub(super) async fn nas_rows(&self) -> Result<Vec<NasRow>> {
-        let rows = sqlx::query(
-            "SELECT id, nasname, shortname, secret, coa_port, api_port, api_username, \
-             api_password, api_tls, api_tls_name FROM nas ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(NasRow {
-                    id: r.try_get(0)?,
-                    nasname: r.try_get(1)?,
-                    shortname: r.try_get(2)?,
-                    secret: r.try_get(3)?,
-                    coa_port: r.try_get(4)?,
-                    api_port: r.try_get(5)?,
-                    api_username: r.try_get(6)?,
-                    api_password: r.try_get(7)?,
-                    api_tls: r.try_get(8)?,
-                    api_tls_name: r.try_get(9)?,
-                })
-            })
-            .collect()
-    }
-
     pub(super) async fn begin(&self) -> Result<SqliteTx> {
         // IMMEDIATE takes the write lock up front, so a batch never fails half-way on a lock
         // upgrade (SQLITE_BUSY_SNAPSHOT) after reading.
@@ -179,6 +217,74 @@ impl SqliteStore {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Moves up to `batch` closed rows stopped before `cutoff` (oldest first) to
+    /// `radacct_archive` in one write transaction: the ids first, then the copy and the delete
+    /// of the same ids. `cols`: the columns moved.
+    pub(super) async fn archive_batch(&self, cutoff: i64, batch: i64, cols: &str) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
+             AND acctstoptime < datetime(?1, 'unixepoch') ORDER BY acctstoptime LIMIT ?2",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let json = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::Config(format!("encoding ids: {e}")))?;
+        let insert = format!(
+            "INSERT INTO radacct_archive ({cols}) SELECT {cols} FROM radacct \
+             WHERE radacctid IN (SELECT value FROM json_each(?1))"
+        );
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(&json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let deleted =
+            sqlx::query("DELETE FROM radacct WHERE radacctid IN (SELECT value FROM json_each(?1))")
+                .bind(&json)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if inserted != deleted {
+            tx.rollback().await?;
+            return Err(StoreError::Config(format!(
+                "archive batch inserted {inserted} but deleted {deleted} rows; rolled back"
+            )));
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Creates the missing [`INDEXES`]; returns their names.
+    pub(super) async fn ensure_indexes(&self) -> Result<Vec<String>> {
+        let mut created = Vec::new();
+        for ix in INDEXES {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            )
+            .bind(ix.name)
+            .fetch_optional(&self.pool)
+            .await?;
+            if exists.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {}",
+                ix.name, ix.on
+            )))
+            .execute(&self.pool)
+            .await?;
+            created.push(ix.name.to_owned());
+        }
+        Ok(created)
     }
 }
 
@@ -197,7 +303,7 @@ impl SqliteTx {
                 .fetch_optional(&mut *self.tx)
                 .await?
             {
-                let row = read_row(&r, all_columns)?;
+                let row = read_row(&r, Columns::All)?;
                 out.insert(row.acctuniqueid.clone(), row);
             }
         }
@@ -224,28 +330,12 @@ impl SqliteTx {
         Ok(())
     }
 
-    pub(super) async fn close_nas(
-        &mut self,
-        nas: &str,
-        time: i64,
-        cause: &str,
-    ) -> Result<Vec<String>> {
-        let rows = sqlx::query(CLOSE_NAS_SQL)
-            .bind(nas)
-            .bind(time)
-            .bind(cause)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    /// The transaction's connection.
+    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
     }
 
-    pub(super) async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
-    }
-
-    pub(super) async fn rollback(self) -> Result<()> {
-        self.tx.rollback().await?;
-        Ok(())
+    pub(super) fn into_inner(self) -> Transaction<'static, Sqlite> {
+        self.tx
     }
 }

@@ -7,7 +7,7 @@ use super::IndexChange;
 use super::commit::Outcome;
 use crate::ingest::semantics::{self, Effect};
 use crate::ingest::{CloseRequest, Item};
-use crate::sessions::Row;
+use crate::sessions::{Row, RowVersion};
 use crate::store::StoreError;
 
 /// The keys of a run of items, in first-seen order (so writes are deterministic).
@@ -77,7 +77,7 @@ pub(super) fn fold(
 }
 
 /// The index changes of rows that were written, with their new versions where known.
-pub(super) fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<String, u32>) {
+pub(super) fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<String, RowVersion>) {
     for row in folded.inserts.into_iter().chain(folded.updates) {
         if row.is_open() {
             let version = versions.get(&row.acctuniqueid).copied();

@@ -32,7 +32,7 @@ use super::journal::Journal;
 use super::{Drift, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::reply::Responder;
-use crate::sessions::{ResellerResolver, Row, Session, SessionIndex, Text};
+use crate::sessions::{ResellerResolver, Row, RowVersion, Session, SessionIndex, Text};
 use crate::store::{Store, StoreError};
 
 use commit::{Outcome, timed_commit};
@@ -79,7 +79,7 @@ impl WriterHealth {
 #[derive(Debug)]
 enum IndexChange {
     /// The row as written, and its new version when the store reports one.
-    Upsert(Box<Row>, Option<u32>),
+    Upsert(Box<Row>, Option<RowVersion>),
     Remove(String),
     /// The table refused a write from the index: another writer changed the row. The next
     /// write of this session reads the row first (unless this batch's redo wrote it again).

@@ -10,7 +10,7 @@ use super::fold::{fold, record, unique_keys};
 use super::spool::row_from_session;
 use crate::ingest::Item;
 use crate::radius::accounting::EventKind;
-use crate::sessions::{Row, Session, SessionIndex};
+use crate::sessions::{Row, RowVersion, Session, SessionIndex};
 use crate::store::{Store, StoreError};
 
 /// Where the optimistic path takes a session's row from.
@@ -166,7 +166,7 @@ pub(super) async fn commit_optimistic(
 struct StartingRows<'a> {
     sources: HashMap<&'a str, Source>,
     rows: HashMap<String, Row>,
-    versions: HashMap<String, String>,
+    versions: HashMap<String, RowVersion>,
     /// The index-fed rows as they were before folding.
     fed: HashMap<String, Row>,
 }
@@ -183,12 +183,12 @@ async fn starting_rows<'a>(
         fed: fed_sessions,
     } = sources(items, index, new_without_lookup);
     let mut rows: HashMap<String, Row> = HashMap::with_capacity(keys.len());
-    let mut versions: HashMap<String, String> = HashMap::with_capacity(keys.len());
+    let mut versions: HashMap<String, RowVersion> = HashMap::with_capacity(keys.len());
     let mut fed: HashMap<String, Row> = HashMap::new();
     for (k, session) in fed_sessions {
         let row = row_from_session(&session);
         if let Some(v) = session.row_version {
-            versions.insert(k.to_owned(), v.to_string());
+            versions.insert(k.to_owned(), v);
         }
         rows.insert(k.to_owned(), row.clone());
         fed.insert(k.to_owned(), row);
@@ -214,7 +214,7 @@ async fn starting_rows<'a>(
 /// The starting rows of a batch's guarded write, and the versions that guard it.
 struct Guarded<'s> {
     rows: HashMap<String, Row>,
-    versions: &'s HashMap<String, String>,
+    versions: &'s HashMap<String, RowVersion>,
     fed: &'s HashMap<String, Row>,
 }
 
