@@ -6,8 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Skipped when one is missing, unless
 //! `CI=true`, where that is a failure.
 
-#[path = "common/freeradius.rs"]
-mod freeradius;
+use crate::common::freeradius;
 
 use std::str::FromStr as _;
 use std::time::Duration;
