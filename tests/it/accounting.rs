@@ -1,12 +1,11 @@
 //! The accounting core end to end: real UDP, the real application, a real SQLite file or a
 //! fresh PostgreSQL database per test.
 
-use crate::common;
-
 use std::time::Duration;
 
 use crate::common::{
-    Attr, Backend, Nas, Sess, TestApp, TestDb, TestWriter, eventually, nas_onoff, now, test_config,
+    self, Attr, Backend, Nas, Sess, TestApp, TestDb, TestWriter, eventually, nas_onoff, now,
+    test_config,
 };
 use radacctd::metrics::{DropReason, Stats};
 use radacctd::radius::dictionary as d;

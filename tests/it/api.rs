@@ -1,18 +1,16 @@
 //! The Sessions API end to end: the real application on ephemeral ports, a real SQLite file or
 //! a fresh PostgreSQL database per test, requests over HTTP.
 
-use crate::common;
-
-use crate::common::api::{
-    JWT_SECRET, Seed, T0, admin, api_config, reseller, reseller_view_all, seed, seed_closed_bulk,
-    seed_tables, token,
-};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::common::{Backend, TestApp, TestDb};
+use crate::common::api::{
+    JWT_SECRET, Seed, T0, admin, api_config, reseller, reseller_view_all, seed, seed_closed_bulk,
+    seed_tables, token,
+};
+use crate::common::{self, Backend, TestApp, TestDb};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::api::params::FIELDS;
 use radacctd::api::scope::ScopeCache;

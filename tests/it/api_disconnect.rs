@@ -2,11 +2,9 @@
 //! disconnect service reads the NAS from the `nas` table and talks to a test NAS that speaks
 //! RFC 5176 on loopback.
 
-use crate::common;
-
 use crate::common::api::{api_config, token};
 use crate::common::fake_nas::{FakeNas, NasMode};
-use crate::common::{Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
+use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::store::Store;
 use serde_json::Value;

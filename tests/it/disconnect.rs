@@ -3,16 +3,13 @@
 //! test RouterOS API server over TCP. Plus the peers' own fidelity checks (`radclient`,
 //! radius-rs) and the RouterOS wire protocol against the test router.
 
-use crate::common;
-use crate::common::fake_nas;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::fake_nas::{FakeNas, NasMode};
+use crate::common::fake_nas::{self, FakeNas, NasMode};
 use crate::common::fake_routeros::{Active, FakeRouterOs, RosConfig};
-use crate::common::{Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
+use crate::common::{self, Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
 use radacctd::disconnect::mikrotik::{ApiConnection, ApiError, disconnect_ppp};
 use radacctd::disconnect::{
     ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport, CoaClient, CoaConfig, CoaOutcome,

@@ -3,12 +3,10 @@
 //! FreeRADIUS 3.2 (stock rlm_sql `queries.conf`) writes for the same packets, apart from the
 //! deviations the README documents.
 
-use crate::common;
-
 use std::collections::BTreeMap;
 
 use crate::common::freeradius::{self, FreeRadius, PgTarget};
-use crate::common::{Backend, TestApp, TestDb, now, require, test_config};
+use crate::common::{self, Backend, TestApp, TestDb, now, require, test_config};
 use radacctd::sessions::Row;
 
 both_stores!(radclient_start_interim_stop_are_answered_and_recorded);

@@ -1,9 +1,7 @@
 //! Housekeeping jobs against real stores: the stale sweeper (through the real writer), the
 //! online flag sync, the archiver, EnsureIndexes and the one-shot CLI commands.
 
-use crate::common;
-
-use crate::common::{Backend, Nas, Sess, TestApp, TestDb, now, test_config};
+use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, test_config};
 use radacctd::jobs::{Archiver, JobsConfig, Sweeper};
 use radacctd::store::Store;
 

@@ -3,15 +3,13 @@
 //! unit file (`systemd-analyze verify`), and the Grafana dashboard's and the alert rules'
 //! queries.
 
-use crate::common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{
-    Attr, Backend, Nas, Sess, TestApp, TestDb, daemon, free_port_tcp, free_port_udp, now, require,
-    scrape, signal, test_config, value,
+    self, Attr, Backend, Nas, Sess, TestApp, TestDb, daemon, free_port_tcp, free_port_udp, now,
+    require, scrape, signal, test_config, value,
 };
 use radacctd::radius::dictionary as d;
 

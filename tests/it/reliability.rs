@@ -2,8 +2,6 @@
 //! restarts with a non-empty journal, the journal's size cap, `kill -9` under load, and a
 //! flood of garbage next to valid traffic.
 
-use crate::common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use crate::common::freeradius::PgTarget;
 use crate::common::proxy::TcpProxy;
 use crate::common::{
-    Backend, Nas, SECRET, Sess, TestApp, TestDb, now, require, scrape, test_config, value,
+    self, Backend, Nas, SECRET, Sess, TestApp, TestDb, now, require, scrape, test_config, value,
 };
 use radacctd::config::Config;
 use radacctd::metrics::{DropReason, Stats};

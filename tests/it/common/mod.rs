@@ -33,10 +33,13 @@ pub enum Backend {
     Postgres,
 }
 
-/// The admin URL tests create their databases from.
+/// The admin URL tests create their databases from (`RADACCTD_TEST_DATABASE_URL`; unset or
+/// empty: the local default).
 pub fn pg_admin_url() -> String {
     std::env::var("RADACCTD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn in_ci() -> bool {
