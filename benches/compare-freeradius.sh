@@ -10,7 +10,7 @@
 # one; radacctd migrates its own into the other), a private FreeRADIUS (stock radiusd.conf and
 # queries.conf, a copy of /etc/freeradius/3.0 in a temporary directory, accounting-only virtual
 # server `preacct { preprocess acct_unique } accounting { sql; if (noop) { ok } }` as
-# tests/common/freeradius.rs runs it; with --fr-site stock, the preacct and accounting sections
+# tests/it/common/freeradius.rs runs it; with --fr-site stock, the preacct and accounting sections
 # of Debian's stock sites-available/default, copied at run time, with every module the stock
 # install enables plus sql: `preprocess acct_unique suffix files` then `detail unix -sql exec
 # attr_filter.accounting_response`, which is what "stock FreeRADIUS with rlm_sql accounting"
@@ -40,6 +40,7 @@
 # postgres://postgres@127.0.0.1:5432/postgres (FreeRADIUS gets host, port, user and password
 # from it); psql.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 sessions=25000
 windows=64,256,1024
@@ -60,16 +61,11 @@ while [ $# -gt 0 ]; do
         --keep) keep=1; shift ;;
         --out) out=$2; shift 2 ;;
         --) shift; break ;;
-        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        -h|--help) usage "$0"; exit 0 ;;
         *) echo "compare-freeradius.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 extra_args=("$@")
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
 
 # --- FreeRADIUS packages -------------------------------------------------------------------
 FR_CONF=/etc/freeradius/3.0
@@ -89,16 +85,11 @@ fr_version=$("$FR_BIN" -v 2>/dev/null || true)
 fr_version=$(printf '%s\n' "$fr_version" | grep -m1 -o 'Version [0-9.]*' || echo unknown)
 command -v psql >/dev/null || { echo "compare-freeradius.sh: psql is required" >&2; exit 2; }
 
-if [ "$build" = 1 ]; then
-    cargo build --release --bin radacctd --bin radacctd-bench >&2
-fi
+release_bins compare-freeradius.sh "$build" radacctd radacctd-bench
 daemon_bin=$target_dir/release/radacctd
 bench_bin=$target_dir/release/radacctd-bench
-for b in "$daemon_bin" "$bench_bin"; do
-    [ -x "$b" ] || { echo "compare-freeradius.sh: $b missing (cargo build --release)" >&2; exit 2; }
-done
 
-admin=${RADACCTD_BENCH_DATABASE_URL:-${RADACCTD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
+admin=$(pg_admin_url)
 tmp=$(mktemp -d /tmp/radacctd-compare.XXXXXX)
 chmod 755 "$tmp"
 [ -n "$out" ] || out=$target_dir/benchruns/$(date -u +%Y%m%dT%H%M%SZ)-compare
@@ -122,16 +113,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 stop_server() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid"
-        for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_pid "$server_pid" 100
     server_pid=
 }
-
-url_with_db() { printf '%s\n' "$1" | sed -E "s#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\\1/$2#"; }
 
 # host, port, user, password of the admin URL for rlm_sql (a socket directory as ?host=).
 pg_part() {
@@ -150,15 +134,6 @@ pg_part() {
     [ -n "$host" ] || host=/var/run/postgresql
     [ -n "$user" ] || user=${USER:-postgres}
     case "$1" in host) echo "$host" ;; port) echo "$port" ;; user) echo "$user" ;; password) echo "$pass" ;; esac
-}
-
-# A UDP port nobody on 127.0.0.1 uses now.
-free_port() {
-    local p
-    while :; do
-        p=$(shuf -i 20000-59999 -n 1)
-        ss -Hlun "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-    done
 }
 
 # --- the private FreeRADIUS ----------------------------------------------------------------
@@ -279,7 +254,7 @@ EOF
 
 start_freeradius() { # dir db -> sets server_pid, server_addr
     local dir=$1 db=$2 port
-    port=$(free_port)
+    port=$(free_port udp)
     write_raddb "$dir" "$db" "$port"
     "$FR_BIN" -f -d "$dir/raddb" </dev/null >"$dir/console.log" 2>&1 &
     server_pid=$!
@@ -305,20 +280,15 @@ start_radacctd() { # dir url -> sets server_pid, server_addr
     RADACCTD__LOG__FORMAT=json \
         "$daemon_bin" serve >"$dir/daemon.log" 2>&1 &
     server_pid=$!
-    server_addr=
-    for _ in $(seq 1 600); do
-        server_addr=$(grep -m1 'accounting listener bound' "$dir/daemon.log" 2>/dev/null |
-            grep -o '"address":"[^"]*"' | cut -d'"' -f4 || true)
-        [ -n "$server_addr" ] && break
-        kill -0 "$server_pid" 2>/dev/null || { cat "$dir/daemon.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    [ -n "$server_addr" ] || { echo "radacctd did not start" >&2; exit 1; }
+    local rc=0
+    server_addr=$(listener_address "$dir/daemon.log" "$server_pid" 600) || rc=$?
+    case "$rc" in
+        0) ;;
+        1) cat "$dir/daemon.log" >&2; exit 1 ;;
+        *) echo "radacctd did not start" >&2; exit 1 ;;
+    esac
 }
 
-ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-pg_pids() { psql "$admin" -AtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$1' OR backend_type IN ('walwriter', 'checkpointer', 'background writer')" 2>/dev/null; }
 hz=$(getconf CLK_TCK)
 
 # run_bench NAME DB URL: drives the running server; leaves rates in $dir/rates, CPU in $dir/cpu.
@@ -327,7 +297,7 @@ run_bench() {
     local dir=$tmp/$name
     declare -A pg0=() seen=()
     local p
-    for p in $(pg_pids "$db"); do pg0[$p]=$(ticks "$p"); done
+    for p in $(pg_pids "$admin" "$db"); do pg0[$p]=$(ticks "$p"); done
     local s0 b0 t0 l0 s1 b1 t1 l1 rc pg=0
     s0=$(ticks "$server_pid"); b0=$(busy); t0=$(date +%s.%N); l0=$(cut -d' ' -f1 /proc/loadavg)
     set +e
@@ -337,7 +307,7 @@ run_bench() {
     rc=$?
     set -e
     t1=$(date +%s.%N); b1=$(busy); s1=$(ticks "$server_pid"); l1=$(cut -d' ' -f1 /proc/loadavg)
-    for p in $(pg_pids "$db") "${!pg0[@]}"; do
+    for p in $(pg_pids "$admin" "$db") "${!pg0[@]}"; do
         [ -n "${seen[$p]:-}" ] && continue
         seen[$p]=1
         local now before

@@ -7,18 +7,18 @@
 //!
 //! `cargo bench --bench disconnect`
 
-#[path = "../tests/common/mod.rs"]
+// The integration tests' support code; this benchmark uses a small part of it.
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
-#[path = "../tests/common/fake_nas.rs"]
-mod fake_nas;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fake_nas::{FakeNas, NasMode};
 use common::{Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
-use fake_nas::{FakeNas, NasMode};
 use radacctd::disconnect::{
     CoaClient, CoaConfig, CoaOutcome, DisconnectConfig, DisconnectRequest, Disconnector, Method,
 };
@@ -192,7 +192,7 @@ async fn disconnector_concurrent(backend: Backend) {
     let start_at = now() - 600;
     let senders: Vec<_> = (0..10u32)
         .map(|k| {
-            let addr = app.addr;
+            let addr = app.radius_addr;
             tokio::spawn(async move {
                 let mut nas = Nas::new(addr).await;
                 for n in (k..CONCURRENT as u32).step_by(10) {

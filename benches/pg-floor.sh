@@ -19,6 +19,7 @@
 # else postgres://postgres@127.0.0.1:5432/postgres; the database is dropped on exit. The backend's
 # /proc entry must be readable, so PostgreSQL must run on this machine.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 sessions=25000
 batch=32
@@ -28,20 +29,15 @@ while [ $# -gt 0 ]; do
         --sessions) sessions=$2; shift 2 ;;
         --batch) batch=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        -h|--help) usage "$0"; exit 0 ;;
         *) echo "pg-floor.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
-[ "$build" = 1 ] && cargo build --release --bin radacctd >&2
+release_bins pg-floor.sh "$build" radacctd
 daemon_bin=$target_dir/release/radacctd
-[ -x "$daemon_bin" ] || { echo "pg-floor.sh: $daemon_bin missing (cargo build --release)" >&2; exit 2; }
 
-admin=${RADACCTD_BENCH_DATABASE_URL:-${RADACCTD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
+admin=$(pg_admin_url)
 db=radacctd_floor_$$
 tmp=$(mktemp -d /tmp/radacctd-pg-floor.XXXXXX)
 dpid=
@@ -54,7 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-url=$(printf '%s\n' "$admin" | sed -E "s#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\\1/$db#")
+url=$(url_with_db "$admin" "$db")
 psql "$admin" -qXc "CREATE DATABASE $db" >/dev/null
 
 # The daemon migrates and creates its indexes; stop it once EnsureIndexes has reported.
@@ -118,7 +114,7 @@ total_cpu=0
 coproc PSQL { psql "$url" -qXtA 2>&1; }
 ask() { echo "$1" >&"${PSQL[1]}"; read -r reply <&"${PSQL[0]}"; echo "$reply"; }
 pid=$(ask "SELECT pg_backend_pid();")
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+cpu() { ticks "$pid"; }
 ask "SET synchronous_commit = on; SELECT 'ok';" >/dev/null
 for phase in start interim stop; do
     # The updates look rows up by acctuniqueid: statistics first, as autovacuum would have.

@@ -36,6 +36,7 @@
 # and the load average before and after. Everything is also written to DIR (default
 # target/benchruns/<timestamp>-<store>): daemon.log, bench.out, summary.json.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 store=pg
 out=
@@ -55,7 +56,7 @@ while [ $# -gt 0 ]; do
         --keep) keep=1; shift ;;
         --no-build) build=0; shift ;;
         --) shift; break ;;
-        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        -h|--help) usage "$0"; exit 0 ;;
         *) echo "run-load.sh: unknown option $1 (bench arguments go after --)" >&2; exit 2 ;;
     esac
 done
@@ -63,33 +64,19 @@ case "$store" in pg|postgres) store=pg ;; sqlite) ;; *) echo "run-load.sh: --sto
 bench_args=("$@")
 [ ${#bench_args[@]} -eq 0 ] && bench_args=(--sessions 25000 --window 64)
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
-if [ "$build" = 1 ]; then
-    cargo build --release --bin radacctd --bin radacctd-bench >&2
-fi
+release_bins run-load.sh "$build" radacctd radacctd-bench
 daemon_bin=$target_dir/release/radacctd
 bench_bin=$target_dir/release/radacctd-bench
-for b in "$daemon_bin" "$bench_bin"; do
-    [ -x "$b" ] || { echo "run-load.sh: $b missing (cargo build --release)" >&2; exit 2; }
-done
 
 [ -n "$out" ] || out=$target_dir/benchruns/$(date -u +%Y%m%dT%H%M%SZ)-$store${memory:+-memory}
 mkdir -p "$out"
 tmp=$(mktemp -d /tmp/radacctd-run-load.XXXXXX)
-admin=${RADACCTD_BENCH_DATABASE_URL:-${RADACCTD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
+admin=$(pg_admin_url)
 db=radacctd_bench_$$
 dpid=
 
 stop_daemon() {
-    if [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null; then
-        kill -TERM "$dpid"
-        for _ in $(seq 1 300); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$dpid" 2>/dev/null || true
-        wait "$dpid" 2>/dev/null || true
-    fi
+    stop_pid "$dpid" 300
     dpid=
 }
 cleanup() {
@@ -103,18 +90,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# postgres://user@host:port/db?params with the database replaced.
-url_with_db() { printf '%s\n' "$1" | sed -E "s#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\\1/$2#"; }
-
-# A TCP port nobody on 127.0.0.1 listens on now.
-free_tcp_port() {
-    local p
-    while :; do
-        p=$(shuf -i 20000-59999 -n 1)
-        ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-    done
-}
-
 if [ "$store" = pg ]; then
     psql "$admin" -qXc "CREATE DATABASE $db" >/dev/null
     url=$(url_with_db "$admin" "$db")
@@ -126,7 +101,7 @@ if [ -n "$fillfactor" ]; then
     RADACCTD__DATABASE__URL=$url RADACCTD__LOG__FORMAT=json "$daemon_bin" migrate >"$out/migrate.log" 2>&1
     psql "$url" -qXc "ALTER TABLE radacct SET (fillfactor = $fillfactor)" >/dev/null
 fi
-metrics=127.0.0.1:$(free_tcp_port)
+metrics=127.0.0.1:$(free_port tcp)
 extra_env=()
 [ -n "$memory" ] && extra_env+=(RADACCTD__JOBS__SWEEP_ENABLED=false)
 
@@ -141,15 +116,13 @@ start_daemon() {
         "${extra_env[@]}" \
         "$daemon_bin" serve >"$1" 2>&1 &
     dpid=$!
-    addr=
-    for _ in $(seq 1 3000); do
-        addr=$(grep -m1 'accounting listener bound' "$1" 2>/dev/null |
-            grep -o '"address":"[^"]*"' | cut -d'"' -f4 || true)
-        [ -n "$addr" ] && break
-        kill -0 "$dpid" 2>/dev/null || { cat "$1" >&2; echo "run-load.sh: daemon exited" >&2; exit 1; }
-        sleep 0.1
-    done
-    [ -n "$addr" ] || { echo "run-load.sh: daemon did not bind within 300 s" >&2; exit 1; }
+    local rc=0
+    addr=$(listener_address "$1" "$dpid" 3000) || rc=$?
+    case "$rc" in
+        0) ;;
+        1) cat "$1" >&2; echo "run-load.sh: daemon exited" >&2; exit 1 ;;
+        *) echo "run-load.sh: daemon did not bind within 300 s" >&2; exit 1 ;;
+    esac
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$dpid/status"; }
@@ -202,13 +175,11 @@ fi
 
 start_daemon "$out/daemon.log"
 
-ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 all_pg() { for p in $(pgrep -u postgres); do ticks "$p"; done | awk '{s+=$1} END{print s+0}'; }
 # This database's backends plus the cluster's shared writers (WAL writer, checkpointer, bgwriter).
 our_pg_pids() {
     if [ "$store" = pg ]; then
-        psql "$admin" -AtXc "SELECT pid FROM pg_stat_activity WHERE datname = '$db' OR backend_type IN ('walwriter', 'checkpointer', 'background writer')" 2>/dev/null
+        pg_pids "$admin" "$db"
     fi
 }
 declare -A pg0=()

@@ -1,4 +1,4 @@
-//! The decode path the `decode` fuzz target drives, shared with `tests/fuzz_corpus.rs` (which
+//! The decode path the `decode` fuzz target drives, shared with `tests/it/fuzz_corpus.rs` (which
 //! includes this file by path) so CI replays the corpus through the same code. It must not
 //! do I/O; it panics only when a codec invariant is broken, which is the finding.
 

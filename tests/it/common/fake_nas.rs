@@ -2,7 +2,6 @@
 //! checks packets with its own code (MD5 and HMAC-MD5 directly, not radacctd's codec), so it
 //! can catch codec mistakes; `radclient` is pointed at it to prove it faithful. It records
 //! every datagram and answers as its mode says.
-#![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -39,7 +38,6 @@ pub enum NasMode {
 /// One datagram the NAS received, as it parsed it.
 #[derive(Debug, Clone)]
 pub struct Received {
-    pub from: SocketAddr,
     pub code: u8,
     pub identifier: u8,
     pub authenticator: [u8; 16],
@@ -85,7 +83,6 @@ struct State {
 #[derive(Debug)]
 pub struct FakeNas {
     pub addr: SocketAddr,
-    pub secret: Vec<u8>,
     state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
 }
@@ -108,13 +105,8 @@ impl FakeNas {
             received: Vec::new(),
         }));
         let secret = secret.as_bytes().to_vec();
-        let task = tokio::spawn(serve(socket, other, secret.clone(), state.clone()));
-        FakeNas {
-            addr,
-            secret,
-            state,
-            task,
-        }
+        let task = tokio::spawn(serve(socket, other, secret, state.clone()));
+        FakeNas { addr, state, task }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -156,7 +148,7 @@ async fn serve(
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        let Some(rx) = parse(&buf[..n], from, &secret) else {
+        let Some(rx) = parse(&buf[..n], &secret) else {
             continue;
         };
         let (mode, delay, drop_it) = {
@@ -242,7 +234,7 @@ fn hmac_of(secret: &[u8], data: &[u8]) -> [u8; 16] {
 }
 
 /// Parses and checks a request; `None` if it is not even RADIUS framing.
-fn parse(d: &[u8], from: SocketAddr, secret: &[u8]) -> Option<Received> {
+fn parse(d: &[u8], secret: &[u8]) -> Option<Received> {
     if d.len() < 20 {
         return None;
     }
@@ -282,7 +274,6 @@ fn parse(d: &[u8], from: SocketAddr, secret: &[u8]) -> Option<Received> {
         hmac_of(secret, &copy)[..] == p[at..at + 16]
     });
     Some(Received {
-        from,
         code: p[0],
         identifier: p[1],
         authenticator,

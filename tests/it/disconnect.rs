@@ -3,19 +3,13 @@
 //! test RouterOS API server over TCP. Plus the peers' own fidelity checks (`radclient`,
 //! radius-rs) and the RouterOS wire protocol against the test router.
 
-mod common;
-#[path = "common/fake_nas.rs"]
-mod fake_nas;
-#[path = "common/fake_routeros.rs"]
-mod fake_routeros;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
-use fake_nas::{FakeNas, NasMode};
-use fake_routeros::{Active, FakeRouterOs, RosConfig};
+use crate::common::fake_nas::{self, FakeNas, NasMode};
+use crate::common::fake_routeros::{Active, FakeRouterOs, RosConfig};
+use crate::common::{self, Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
 use radacctd::disconnect::mikrotik::{ApiConnection, ApiError, disconnect_ppp};
 use radacctd::disconnect::{
     ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport, CoaClient, CoaConfig, CoaOutcome,
@@ -94,7 +88,7 @@ async fn lab_with(
 ) -> Option<Lab> {
     let db = TestDb::new(backend).await?;
     let app = TestApp::start(test_config(&db)).await;
-    let nas = Nas::new(app.addr).await;
+    let nas = Nas::new(app.radius_addr).await;
     let coa = FakeNas::start(SECRET, mode).await;
     let ros = FakeRouterOs::start(ros).await;
     let disc = Disconnector::new(config, &app.ingest, app.index.clone(), app.stats.clone())
@@ -499,7 +493,7 @@ async fn configured_client_secret_is_used_without_nas_row(backend: Backend) {
     let config = test_config(&db);
     let clients = config.radius.clients.clone();
     let app = TestApp::start(config).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let coa = FakeNas::start(SECRET, NasMode::Ack).await;
     let disc = Disconnector::new(
         DisconnectConfig {

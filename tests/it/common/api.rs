@@ -1,26 +1,15 @@
 //! Sessions API test support: the real application with its HTTP API on port 0, tokens, and
 //! rows seeded straight into the tables with SQL (open rows must be seeded before the
 //! application starts: it loads them into the index at start).
-//!
-//! Included with `#[path = "common/api.rs"] mod api_support;` next to `mod common;`.
-#![allow(dead_code)]
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use radacctd::api::auth::{
     Claims, Role, SESSIONS_VIEW, SESSIONS_VIEW_ALL, SigningKey, issue_token, now_secs,
 };
-use radacctd::app::Application;
 use radacctd::config::{ApiConfig, Config, Secret};
-use radacctd::sessions::SessionIndex;
 use radacctd::store::Store;
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestDb, test_config};
+use crate::common::{TestApp, TestDb, test_config};
 
 pub const JWT_SECRET: &str = "api-test-secret-0123456789abcdef-0123";
 
@@ -29,51 +18,13 @@ pub fn api_config(db: &TestDb) -> Config {
     let mut c = test_config(db);
     c.api.listen = "127.0.0.1:0".parse().expect("addr");
     c.api.jwt_secret = Secret::new(JWT_SECRET);
-    // Not under test here (tests/operations.rs covers /metrics): one listener fewer.
+    // Not under test here (`operations` covers /metrics): one listener fewer.
     c.metrics.enabled = false;
     c
 }
 
-/// A running application, reached over HTTP.
-pub struct ApiApp {
-    pub api_addr: SocketAddr,
-    pub radius_addr: SocketAddr,
-    /// `/metrics`, when the configuration enables it (`api_config` does not).
-    pub metrics_addr: Option<SocketAddr>,
-    pub index: Arc<SessionIndex>,
-    pub store: Store,
-    pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl ApiApp {
-    pub async fn start(config: Config) -> ApiApp {
-        let app = Application::build(config)
-            .await
-            .expect("application builds");
-        let api_addr = app.api_addr();
-        let radius_addr = app.radius_addr();
-        let metrics_addr = app.metrics_addr();
-        let index = app.index();
-        let store = app.store();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        ApiApp {
-            api_addr,
-            radius_addr,
-            metrics_addr,
-            index,
-            store,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
-            shutdown,
-            task,
-        }
-    }
-
+/// Requests to the application's API.
+impl TestApp {
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.api_addr, path_and_query)
     }
@@ -152,15 +103,6 @@ impl ApiApp {
         let (s, body) = self.json("/api/sessions/count", Some(token)).await;
         assert_eq!(s, 200, "{body}");
         body["count"].as_i64().expect("count")
-    }
-
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops in time")
-            .expect("task joins")
-            .expect("daemon exits cleanly");
     }
 }
 

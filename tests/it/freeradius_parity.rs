@@ -3,12 +3,10 @@
 //! FreeRADIUS 3.2 (stock rlm_sql `queries.conf`) writes for the same packets, apart from the
 //! deviations the README documents.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::freeradius::{self, FreeRadius, PgTarget};
-use common::{Backend, TestApp, TestDb, now, require, test_config};
+use crate::common::freeradius::{self, FreeRadius, PgTarget};
+use crate::common::{self, Backend, TestApp, TestDb, now, require, test_config};
 use radacctd::sessions::Row;
 
 both_stores!(radclient_start_interim_stop_are_answered_and_recorded);
@@ -62,7 +60,7 @@ async fn radclient_start_interim_stop_are_answered_and_recorded(backend: Backend
     }
     let input = packets.join("\n");
     let (ok, out) = tokio::task::spawn_blocking({
-        let addr = app.addr;
+        let addr = app.radius_addr;
         move || freeradius::radclient(addr, common::SECRET, &input)
     })
     .await
@@ -254,7 +252,7 @@ async fn rows_match_freeradius_column_by_column() {
     let packets = parity_packets(n).join("\n");
     for (addr, secret) in [
         (fr.acct_addr, fr.secret.clone()),
-        (app.addr, common::SECRET.into()),
+        (app.radius_addr, common::SECRET.into()),
     ] {
         let input = packets.clone();
         let (ok, out) =

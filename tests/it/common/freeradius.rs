@@ -1,13 +1,9 @@
 //! Test harness: a real, private FreeRADIUS 3.2 with stock rlm_sql PostgreSQL accounting,
 //! and a `radclient` driver.
 //!
-//! This file is a plain module (included as `mod freeradius;` from `tests/common/mod.rs`, or
-//! with `#[path = "common/freeradius.rs"] mod freeradius;`), so it only `use`s full paths.
-//!
 //! Nothing from the FreeRADIUS packages is copied into the repository: the server runs on a
 //! private copy of the installed `/etc/freeradius/3.0`, made in a temporary directory at test
 //! time, and the schema is read from the installed package.
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
@@ -287,13 +283,12 @@ pub struct FreeRadius {
     /// The secret of its only client, 127.0.0.1.
     pub secret: String,
     child: Option<Child>,
-    /// The private raddb directory (a copy of `/etc/freeradius/3.0`).
-    raddb: PathBuf,
     /// radius.log (the server's own log).
     log_file: PathBuf,
     /// The child's stdout and stderr.
     console_file: PathBuf,
-    dir: tempfile::TempDir,
+    /// Holds the private raddb (a copy of `/etc/freeradius/3.0`), the logs and the pid file.
+    _dir: tempfile::TempDir,
 }
 
 impl FreeRadius {
@@ -348,10 +343,9 @@ impl FreeRadius {
             acct_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             secret: TEST_SECRET.to_string(),
             child: Some(child),
-            raddb,
             log_file,
             console_file,
-            dir,
+            _dir: dir,
         };
         fr.wait_ready(START_TIMEOUT)?;
         Ok(fr)
@@ -395,24 +389,6 @@ impl FreeRadius {
             self.log(),
             console
         )
-    }
-
-    /// The private raddb directory the server runs on.
-    pub fn raddb(&self) -> &Path {
-        &self.raddb
-    }
-
-    /// The temporary directory holding raddb, logs and pid file.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// True while the server process runs.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
     }
 
     /// Kills the server and waits for it (also done on drop).
@@ -529,7 +505,7 @@ fn rewrite_radiusd_conf(
 ) -> anyhow::Result<String> {
     let mut out = String::with_capacity(stock.len() + 256);
     let mut seen = std::collections::BTreeSet::new();
-    out.push_str("# Private copy for the radacctd test harness (tests/common/freeradius.rs).\n");
+    out.push_str("# Private copy for the radacctd test harness (tests/it/common/freeradius.rs).\n");
     for line in stock.lines() {
         let trimmed = line.trim_start();
         let key = trimmed

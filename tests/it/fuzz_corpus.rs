@@ -1,10 +1,10 @@
 //! Replays every file in `fuzz/corpus/decode/` through the fuzz target's decode path
 //! (`fuzz/src/lib.rs`) as an ordinary test, so CI exercises the corpus without libFuzzer, and
 //! keeps the hand-made seeds (`seed-*`) equal to the packets built here. It must not write
-//! anywhere unless asked: `RADACCTD_WRITE_SEEDS=1 cargo test --test fuzz_corpus` rewrites
+//! anywhere unless asked: `RADACCTD_WRITE_SEEDS=1 cargo test --test it fuzz_corpus` rewrites
 //! the seeds.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod exercise;
 
 use std::net::Ipv4Addr;
@@ -189,7 +189,7 @@ fn seed_files_match_generator() {
     }
     for (name, bytes, _) in seeds() {
         let on_disk = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
-            panic!("{name}: {e}; run `RADACCTD_WRITE_SEEDS=1 cargo test --test fuzz_corpus`")
+            panic!("{name}: {e}; run `RADACCTD_WRITE_SEEDS=1 cargo test --test it fuzz_corpus`")
         });
         assert_eq!(on_disk, bytes, "{name} differs from the generator");
     }

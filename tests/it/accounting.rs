@@ -1,12 +1,11 @@
 //! The accounting core end to end: real UDP, the real application, a real SQLite file or a
 //! fresh PostgreSQL database per test.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    Attr, Backend, Nas, Sess, TestApp, TestDb, TestWriter, eventually, nas_onoff, now, test_config,
+use crate::common::{
+    self, Attr, Backend, Nas, Sess, TestApp, TestDb, TestWriter, eventually, nas_onoff, now,
+    test_config,
 };
 use radacctd::metrics::{DropReason, Stats};
 use radacctd::radius::dictionary as d;
@@ -35,7 +34,7 @@ both_stores!(
 async fn setup(backend: Backend) -> Option<(TestDb, TestApp, Nas)> {
     let db = TestDb::new(backend).await?;
     let app = TestApp::start(test_config(&db)).await;
-    let nas = Nas::new(app.addr).await;
+    let nas = Nas::new(app.radius_addr).await;
     Some((db, app, nas))
 }
 
@@ -120,7 +119,7 @@ async fn rejected_packets_get_no_response_and_are_counted(backend: Backend) {
     let short = Duration::from_millis(700);
 
     // Wrong secret.
-    let mut wrong = Nas::with_secret(app.addr, "not-the-secret").await;
+    let mut wrong = Nas::with_secret(app.radius_addr, "not-the-secret").await;
     let req = wrong.request(&s.start(now()));
     assert_eq!(wrong.exchange(&req, short).await, None);
 
@@ -147,7 +146,7 @@ async fn rejected_packets_get_no_response_and_are_counted(backend: Backend) {
     // Unknown client: the same packet from a source address no client matches. Bind a
     // socket on another loopback address when the system allows it.
     if let Ok(sock) = tokio::net::UdpSocket::bind("127.0.0.2:0").await {
-        sock.send_to(&good, app.addr).await.expect("send");
+        sock.send_to(&good, app.radius_addr).await.expect("send");
         let mut buf = [0u8; 100];
         let got = tokio::time::timeout(short, sock.recv_from(&mut buf)).await;
         assert!(got.is_err(), "no response to an unknown client");
@@ -399,7 +398,7 @@ async fn index_after_restart_equals_open_rows(backend: Backend) {
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     for i in 1..=20 {
         let s = Sess::new(i);

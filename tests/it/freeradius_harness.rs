@@ -6,28 +6,14 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Skipped when one is missing, unless
 //! `CI=true`, where that is a failure.
 
-#[path = "common/freeradius.rs"]
-mod freeradius;
-
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use crate::common::freeradius;
+use crate::common::{in_ci, pg_admin_url};
 use anyhow::Context as _;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn admin_url() -> String {
-    std::env::var("RADACCTD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_string())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// Skips the test (returns true) with a reason, or panics in CI.
 fn skip(reason: &str) -> bool {
@@ -59,14 +45,14 @@ async fn connect(opts: &PgConnectOptions) -> anyhow::Result<PgConnection> {
 }
 
 /// A database created for one test and dropped (WITH (FORCE)) at the end.
-struct TestDb {
+struct HarnessDb {
     admin: PgConnectOptions,
     name: String,
     opts: PgConnectOptions,
 }
 
-impl TestDb {
-    async fn create(admin: &PgConnectOptions, prefix: &str) -> anyhow::Result<TestDb> {
+impl HarnessDb {
+    async fn create(admin: &PgConnectOptions, prefix: &str) -> anyhow::Result<HarnessDb> {
         let name = format!("{prefix}_{}", unique_suffix());
         let mut conn = connect(admin).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
@@ -74,7 +60,7 @@ impl TestDb {
             .await
             .with_context(|| format!("CREATE DATABASE {name}"))?;
         conn.close().await.ok();
-        Ok(TestDb {
+        Ok(HarnessDb {
             admin: admin.clone(),
             opts: admin.clone().database(&name),
             name,
@@ -105,7 +91,7 @@ async fn freeradius_writes_rows_for_radclient_packets() {
         skip("radclient is not installed (Debian package freeradius-utils)");
         return;
     }
-    let url = admin_url();
+    let url = pg_admin_url();
     let admin = match PgConnectOptions::from_str(&url) {
         Ok(o) => o,
         Err(e) => panic!("RADACCTD_TEST_DATABASE_URL {url:?} is not a valid URL: {e}"),
@@ -121,7 +107,7 @@ async fn freeradius_writes_rows_for_radclient_packets() {
         }
     }
 
-    let db = TestDb::create(&admin, "fr_harness")
+    let db = HarnessDb::create(&admin, "fr_harness")
         .await
         .expect("create test database");
     let result = run_scenario(&db, &target.with_dbname(&db.name)).await;
@@ -144,7 +130,7 @@ struct AcctRow {
     stopped: bool,
 }
 
-async fn run_scenario(db: &TestDb, target: &freeradius::PgTarget) -> anyhow::Result<()> {
+async fn run_scenario(db: &HarnessDb, target: &freeradius::PgTarget) -> anyhow::Result<()> {
     let schema_path = freeradius::freeradius_pg_schema_path();
     let schema = std::fs::read_to_string(&schema_path)
         .with_context(|| format!("reading {}", schema_path.display()))?;

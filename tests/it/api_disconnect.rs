@@ -2,16 +2,9 @@
 //! disconnect service reads the NAS from the `nas` table and talks to a test NAS that speaks
 //! RFC 5176 on loopback.
 
-#[path = "common/api.rs"]
-mod api_support;
-mod common;
-
-#[path = "common/fake_nas.rs"]
-mod fake_nas;
-
-use api_support::{ApiApp, api_config, token};
-use common::{Backend, Nas, Sess, TestDb, now, scrape, value};
-use fake_nas::{FakeNas, NasMode};
+use crate::common::api::{api_config, token};
+use crate::common::fake_nas::{FakeNas, NasMode};
+use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::store::Store;
 use serde_json::Value;
@@ -39,7 +32,7 @@ async fn db_with_nas(backend: Backend, coa_port: u16) -> Option<TestDb> {
     Some(db)
 }
 
-async fn post(app: &ApiApp, path: &str, token: Option<&str>) -> (u16, Value) {
+async fn post(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = app.http.post(format!("http://{}{path}", app.api_addr));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -49,7 +42,7 @@ async fn post(app: &ApiApp, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, r.json().await.expect("JSON body"))
 }
 
-async fn open_session(app: &ApiApp, n: u32) -> (Sess, i64) {
+async fn open_session(app: &TestApp, n: u32) -> (Sess, i64) {
     let mut nas = Nas::new(app.radius_addr).await;
     let s = Sess::new(n).on_nas("127.0.0.1");
     nas.send(&s.start(now() - 60)).await.expect("start");
@@ -67,7 +60,7 @@ async fn disconnect_over_http_follows_the_seed(backend: Backend) {
     let Some(db) = db_with_nas(backend, coa.addr.port()).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let (s, id) = open_session(&app, 1).await;
     let path = format!("/api/sessions/{id}/disconnect");
     let allowed = token(Role::Admin, None, &[DISCONNECT]);
@@ -135,7 +128,7 @@ async fn silent_nas_without_api_credentials_is_503_and_the_row_stays_open(backen
     let mut config = api_config(&db);
     config.disconnect.coa_timeout_ms = 600;
     config.disconnect.coa_retry_interval_ms = 200;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     let (s, id) = open_session(&app, 2).await;
     let (st, body) = post(
         &app,
@@ -169,7 +162,7 @@ async fn nak_with_an_error_cause_is_503_saying_what_the_nas_answered(backend: Ba
     let Some(db) = db_with_nas(backend, coa.addr.port()).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let (s, id) = open_session(&app, 3).await;
     let (st, body) = post(
         &app,
@@ -205,7 +198,7 @@ async fn already_closed_answered_by_the_api_is_counted(backend: Backend) {
     };
     let mut config = api_config(&db);
     config.metrics.enabled = true;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     let metrics = app.metrics_addr.expect("metrics listener");
     let series = r#"radacctd_disconnect_results_total{result="already_closed"}"#;
     // A session the NAS itself stopped: closed in the database, gone from the index.

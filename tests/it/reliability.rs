@@ -2,17 +2,15 @@
 //! restarts with a non-empty journal, the journal's size cap, `kill -9` under load, and a
 //! flood of garbage next to valid traffic.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::freeradius::PgTarget;
-use common::proxy::TcpProxy;
-use common::{
-    Backend, Nas, SECRET, Sess, TestApp, TestDb, now, require, scrape, test_config, value,
+use crate::common::freeradius::PgTarget;
+use crate::common::proxy::TcpProxy;
+use crate::common::{
+    self, Backend, Nas, SECRET, Sess, TestApp, TestDb, now, require, scrape, test_config, value,
 };
 use radacctd::config::Config;
 use radacctd::metrics::{DropReason, Stats};
@@ -99,7 +97,7 @@ async fn database_outage_is_journaled_then_replayed_exactly_once() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let app = TestApp::start(journaled_config(&db, &url, dir.path())).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     let sessions: Vec<Sess> = (1..=12).map(Sess::new).collect();
     for s in &sessions[..10] {
@@ -175,7 +173,7 @@ async fn restart_with_a_non_empty_journal_replays_it_before_answering() {
     let dir = tempfile::tempdir().expect("dir");
     let config = journaled_config(&db, &url, dir.path());
     let app = TestApp::start(config.clone()).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     proxy.cut();
     let n = now();
     for i in 1..=3 {
@@ -227,7 +225,7 @@ async fn start_up_with_the_database_down_answers_into_the_journal() {
     proxy.cut();
     let started = std::time::Instant::now();
     let app = TestApp::start(config).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let s = Sess::new(1);
     nas.send(&s.start(now() - 10))
         .await
@@ -285,8 +283,8 @@ async fn a_locked_table_keeps_answers_flowing_through_the_journal() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let app = TestApp::start(journaled_config(&db, &db.url, dir.path())).await;
-    let readyz = format!("http://{}/readyz", app.api_addr.expect("api"));
-    let mut nas = Nas::new(app.addr).await;
+    let readyz = format!("http://{}/readyz", app.api_addr);
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     nas.send(&Sess::new(1).start(n - 60))
         .await
@@ -392,7 +390,7 @@ async fn a_full_disk_under_the_journal_is_counted_and_recovers() {
         return;
     };
     let app = TestApp::start(journaled_config(&db, &url, disk.dir.path())).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     proxy.cut();
     let n = now();
     let mut answered = 0;
@@ -438,7 +436,7 @@ async fn a_full_journal_refuses_answers_then_recovers() {
     let mut config = journaled_config(&db, &url, dir.path());
     config.journal.max_bytes = 3000; // a few entries
     let app = TestApp::start(config).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     proxy.cut();
     let n = now();
     let mut answered = Vec::new();
@@ -588,7 +586,7 @@ async fn garbage_flood_does_not_stop_valid_packets() {
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let target = app.addr;
+    let target = app.radius_addr;
     let flood = tokio::spawn(async move {
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -612,7 +610,7 @@ async fn garbage_flood_does_not_stop_valid_packets() {
         }
         sent
     });
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     for i in 0..200 {
         let req = nas.request(&Sess::new(i).start(n - 10));
@@ -779,7 +777,7 @@ async fn replay_marks_the_journal_only_up_to_the_first_unfinished_entry() {
     config.radius.commit_timeout_secs = 5;
     let app = TestApp::start(config).await;
     let metrics = app.metrics_addr.expect("metrics enabled");
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let (a, b, c) = (Sess::new(1), Sess::new(2), Sess::new(3));
     let t = now() - 1000;
     nas.send(&a.start(t)).await.expect("a's start committed");
@@ -988,7 +986,7 @@ async fn a_corrupt_byte_in_the_journal_loses_only_its_record_after_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
     let config = journaled_config(&db, &url, dir.path());
     let app = TestApp::start(config.clone()).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     proxy.cut();
     let sessions: Vec<Sess> = (1..=30).map(Sess::new).collect();
     let t = now() - 100;
@@ -1076,7 +1074,7 @@ async fn a_rejected_entry_is_counted_listed_and_applied_by_journal_retry() {
     let journal = dir.path().join("radacctd.journal");
     let app = TestApp::start(journaled_config(&db, &url, dir.path())).await;
     let metrics = app.metrics_addr.expect("metrics");
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let (poison, fine) = (Sess::new(1), Sess::new(2));
     proxy.cut();
     let t = now() - 100;

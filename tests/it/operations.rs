@@ -3,13 +3,14 @@
 //! unit file (`systemd-analyze verify`), and the Grafana dashboard's and the alert rules'
 //! queries.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Attr, Backend, Nas, Sess, TestApp, TestDb, now, require, scrape, test_config, value};
+use crate::common::{
+    self, Attr, Backend, Nas, Sess, TestApp, TestDb, daemon, free_port_tcp, free_port_udp, now,
+    require, scrape, signal, test_config, value,
+};
 use radacctd::radius::dictionary as d;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +24,7 @@ async fn metrics_count_exactly_what_was_sent() {
     config.journal.path = dir.path().join("j");
     let app = TestApp::start(config).await;
     let metrics = app.metrics_addr.expect("metrics enabled");
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     for i in 1..=3 {
         nas.send(&Sess::new(i).start(n - 100)).await.expect("start");
@@ -45,7 +46,7 @@ async fn metrics_count_exactly_what_was_sent() {
             .await
             .is_none()
     );
-    let mut wrong = Nas::with_secret(app.addr, "wrong").await;
+    let mut wrong = Nas::with_secret(app.radius_addr, "wrong").await;
     let req = wrong.request(&Sess::new(9).start(n));
     assert!(
         wrong
@@ -209,11 +210,9 @@ fn exported_names() -> std::collections::BTreeSet<String> {
         let dir = tempfile::tempdir().expect("dir");
         config.journal.path = dir.path().join("j");
         let app = TestApp::start(config).await;
-        let mut nas = Nas::new(app.addr).await;
+        let mut nas = Nas::new(app.radius_addr).await;
         nas.send(&Sess::new(1).start(now())).await.expect("start");
-        if let Some(api) = app.api_addr {
-            let _ = reqwest::get(format!("http://{api}/healthz")).await;
-        }
+        let _ = reqwest::get(format!("http://{}/healthz", app.api_addr)).await;
         let m = scrape(app.metrics_addr.expect("metrics")).await;
         app.stop().await;
         m.keys()
@@ -269,44 +268,6 @@ fn systemd_unit_verifies() {
         !stderr.lines().any(|l| l.contains("radacctd.service")),
         "warnings about the unit: {stderr}"
     );
-}
-
-fn free_port_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port()
-}
-
-fn free_port_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port()
-}
-
-fn daemon(db: &TestDb, radius: u16, metrics: u16) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_radacctd"));
-    cmd.arg("serve")
-        .env("RADACCTD__DATABASE__URL", &db.url)
-        .env("RADACCTD__RADIUS__LISTEN", format!("127.0.0.1:{radius}"))
-        .env("RADACCTD__API__LISTEN", "127.0.0.1:0")
-        .env("RADACCTD__METRICS__LISTEN", format!("127.0.0.1:{metrics}"))
-        .env("RADACCTD__JOURNAL__ENABLED", "false")
-        .env("RADACCTD__JOBS__SWEEP_ENABLED", "false")
-        .env("RADACCTD__JOBS__ARCHIVE_ENABLED", "false")
-        .env("RADACCTD__LOG__LEVEL", "warn")
-        .kill_on_drop(true);
-    cmd
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,7 +481,7 @@ async fn idle_http_connections_are_closed_and_capped() {
     config.api.header_read_timeout_secs = 1;
     let app = TestApp::start(config).await;
     let servers = [
-        (app.api_addr.expect("api"), "/healthz"),
+        (app.api_addr, "/healthz"),
         (app.metrics_addr.expect("metrics"), "/metrics"),
     ];
     for (addr, path) in servers {

@@ -1,7 +1,6 @@
 //! A test MikroTik RouterOS API server on a real TCP socket, with its own implementation of
 //! the wire protocol (all five word-length forms, tags, `!re`/`!done`/`!trap`/`!fatal`/`!empty`,
 //! plaintext and challenge login) and a `/ppp/active` table. It records every sentence it got.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

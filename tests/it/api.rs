@@ -1,20 +1,16 @@
 //! The Sessions API end to end: the real application on ephemeral ports, a real SQLite file or
 //! a fresh PostgreSQL database per test, requests over HTTP.
 
-#[path = "common/api.rs"]
-mod api_support;
-mod common;
-
-use api_support::{
-    ApiApp, JWT_SECRET, Seed, T0, admin, api_config, reseller, reseller_view_all, seed,
-    seed_closed_bulk, seed_tables, token,
-};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use common::{Backend, TestDb};
+use crate::common::api::{
+    JWT_SECRET, Seed, T0, admin, api_config, reseller, reseller_view_all, seed, seed_closed_bulk,
+    seed_tables, token,
+};
+use crate::common::{self, Backend, TestApp, TestDb};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::api::params::FIELDS;
 use radacctd::api::scope::ScopeCache;
@@ -64,7 +60,7 @@ async fn seed_error_tables_are_answered_with_their_status_and_message(backend: B
     .await;
     let mut config = api_config(&db);
     config.api.export_max_rows = 1;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     let no_perm = token(Role::Admin, None, &["subscribers.disconnect"]);
     let admin = admin();
 
@@ -179,7 +175,7 @@ async fn invalid_parameters_are_400_naming_the_parameter(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     for (q, message) in [
         ("status=Active", "invalid status, must be active/closed/all"),
@@ -277,7 +273,7 @@ async fn session_objects_have_the_seed_fields(backend: Backend) {
         &[(2, "192.0.2.10"), (5, "192.0.2.10"), (3, "203.0.113.0/24")],
     )
     .await;
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     let (s, body) = app
         .json(&format!("/api/sessions/{}", ids[0]), Some(&t))
@@ -348,7 +344,7 @@ async fn reseller_tree_scopes_list_count_get_and_export(backend: Backend) {
         &[],
     )
     .await;
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let id_of = |user: &str, open: bool| {
         let i = users.iter().position(|u| *u == user).expect("user");
         ids[2 * i + usize::from(!open)]
@@ -432,7 +428,7 @@ async fn bad_tokens_are_401(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     use radacctd::api::auth::now_secs;
     let claims = serde_json::json!({ "sub": "x", "exp": now_secs() + 600, "role": "admin", "permissions": [SESSIONS_VIEW] });
@@ -571,7 +567,7 @@ async fn injection_strings_are_rejected_or_match_nothing(backend: Backend) {
     let Some((db, _)) = seeded(backend, &rows).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     let evil = [
         "' OR '1'='1",
@@ -637,7 +633,7 @@ async fn pagination_edges(backend: Backend) {
     let Some((db, ids)) = seeded(backend, &rows).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     for (status, mut want) in [("active", ids[..7].to_vec()), ("closed", ids[7..].to_vec())] {
         want.sort_by_key(|id| std::cmp::Reverse(*id)); // start times grow with the id; default desc
@@ -720,7 +716,7 @@ async fn search_from_and_to_match_in_the_index_and_the_database(backend: Backend
     let Some((db, _)) = seeded(backend, &rows).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     let cases: &[(&str, &[&str])] = &[
         ("ALICE", &["Alice@Example.lb"]),
@@ -805,7 +801,7 @@ async fn export_has_the_seed_header_and_quotes_fields(backend: Backend) {
     let Some((db, _)) = seeded(backend, &rows).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     let r = app
         .get("/api/sessions/export?status=closed&order=asc", Some(&t))
@@ -863,7 +859,7 @@ async fn export_cap_is_413_just_above_and_200_at_the_cap(backend: Backend) {
     seed_closed_bulk(&db, "bulk", 11).await;
     let mut config = api_config(&db);
     config.api.export_max_rows = 10;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     let t = admin();
     app.expect_error(
         "/api/sessions/export?status=closed",
@@ -898,7 +894,7 @@ async fn export_client_disconnect_frees_the_export_slot(backend: Backend) {
     seed_closed_bulk(&db, "bulk", 60_000).await;
     let mut config = api_config(&db);
     config.api.export_concurrency = 1;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     let t = admin();
     let mut r = app
         .get("/api/sessions/export?status=closed", Some(&t))
@@ -948,7 +944,7 @@ async fn rate_limit_answers_request_301_with_429(backend: Backend) {
     // refill however slow the test machine is.
     config.api.rate_limit_burst = 300;
     config.api.rate_limit_period_ms = 60_000;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     for i in 1..=300 {
         let r = app.get("/healthz", None).await;
         assert_eq!(r.status().as_u16(), 200, "request {i}");
@@ -980,7 +976,7 @@ async fn forwarded_for_is_honoured_only_from_trusted_proxies(backend: Backend) {
         if trusted {
             config.api.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
         }
-        let app = ApiApp::start(config).await;
+        let app = TestApp::start(config).await;
         let send = |xff: &'static str| {
             let rq = app
                 .http
@@ -1003,7 +999,7 @@ async fn openapi_documents_every_served_route(backend: Backend) {
     let Some((db, ids)) = seeded(backend, &[Seed::open("alice", 1)]).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let (s, doc) = app.json("/api/openapi.json", None).await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().expect("version").starts_with("3."));
@@ -1021,7 +1017,7 @@ async fn openapi_documents_every_served_route(backend: Backend) {
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
             if method == "post" {
-                // The disconnect action is exercised by tests/api_disconnect.rs; here only its
+                // The disconnect action is exercised by `api_disconnect`; here only its
                 // documented answers.
                 for code in ["200", "401", "403", "404", "503"] {
                     assert!(
@@ -1057,7 +1053,7 @@ async fn health_and_readiness(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let (s, body) = app.json("/healthz", None).await;
     assert_eq!((s, body["success"].as_bool()), (200, Some(true)));
     let (s, body) = app.json("/readyz", None).await;
@@ -1083,7 +1079,7 @@ async fn count_follows_ingest_and_scope_refresh(backend: Backend) {
     .await;
     let mut config = api_config(&db);
     config.api.scope_refresh_secs = 1;
-    let app = ApiApp::start(config).await;
+    let app = TestApp::start(config).await;
     let (t, r1, r2) = (admin(), reseller(1), reseller(2));
     assert_eq!(
         (
@@ -1135,8 +1131,8 @@ mod index_matches_database {
     use radacctd::sessions::{Session, SessionIndex};
     use radacctd::store::{SessionQuery, Store};
 
-    use super::api_support::{Seed, T0, seed_on, seed_tables};
-    use super::common::{Backend, TestDb};
+    use crate::common::api::{Seed, T0, seed_on, seed_tables};
+    use crate::common::{Backend, TestDb};
 
     const USERS: [&str; 8] = [
         "alice", "Alice", "BOB", "bob-x", "ÉMILE", "émile", "carol", "",
@@ -1463,7 +1459,7 @@ async fn export_ignores_page_and_limit_and_keeps_filters_and_order(backend: Back
     let Some((db, ids)) = seeded(backend, &rows).await else {
         return;
     };
-    let app = ApiApp::start(api_config(&db)).await;
+    let app = TestApp::start(api_config(&db)).await;
     let t = admin();
     let alice_by_start_desc = vec![ids[3].to_string(), ids[2].to_string(), ids[0].to_string()];
     // Any page/limit, even out of range, garbage or repeated, changes nothing.

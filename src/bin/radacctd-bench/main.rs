@@ -12,11 +12,8 @@
 //! retransmissions, bad responses and latency percentiles. `--verify-db` then reads every
 //! session's final radacct row back and exits non-zero on any difference.
 
-#[path = "radacctd-bench/engine.rs"]
 mod engine;
-#[path = "radacctd-bench/sim.rs"]
 mod sim;
-#[path = "radacctd-bench/verify.rs"]
 mod verify;
 
 use std::fmt::Write as _;

@@ -1,7 +1,9 @@
 //! Test support: a fresh database per test (a SQLite file or a new PostgreSQL database), the
 //! real application on port 0, and a small NAS that speaks RADIUS over real UDP.
-#![allow(dead_code)]
 
+pub mod api;
+pub mod fake_nas;
+pub mod fake_routeros;
 pub mod freeradius;
 pub mod proxy;
 
@@ -31,10 +33,13 @@ pub enum Backend {
     Postgres,
 }
 
-/// The admin URL tests create their databases from.
+/// The admin URL tests create their databases from (`RADACCTD_TEST_DATABASE_URL`; unset or
+/// empty: the local default).
 pub fn pg_admin_url() -> String {
     std::env::var("RADACCTD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn in_ci() -> bool {
@@ -246,16 +251,20 @@ pub fn test_config(db: &TestDb) -> Config {
     c
 }
 
-/// A running application.
+/// A running application: its listeners' addresses, its state, and an HTTP client for its API
+/// (the request helpers are in `api.rs`).
 pub struct TestApp {
-    pub addr: SocketAddr,
+    /// The RADIUS accounting listener.
+    pub radius_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    /// `/metrics`, when the configuration enables it (`api::api_config` does not).
+    pub metrics_addr: Option<SocketAddr>,
     pub stats: Arc<Stats>,
     pub index: Arc<SessionIndex>,
     pub store: Store,
-    pub metrics_addr: Option<SocketAddr>,
-    pub api_addr: Option<SocketAddr>,
     /// A sender into the writer's queue; dropped first on `stop`.
     pub ingest: radacctd::ingest::IngestSender,
+    pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -265,29 +274,25 @@ impl TestApp {
         let app = Application::build(config)
             .await
             .expect("application builds");
-        let addr = app.radius_addr();
-        let stats = app.stats();
-        let index = app.index();
-        let store = app.store();
-        let ingest = app.ingest();
-        let metrics_addr = app.metrics_addr();
-        let api_addr = Some(app.api_addr());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         TestApp {
-            addr,
-            stats,
-            index,
-            store,
-            metrics_addr,
-            api_addr,
-            ingest,
+            radius_addr: app.radius_addr(),
+            api_addr: app.api_addr(),
+            metrics_addr: app.metrics_addr(),
+            stats: app.stats(),
+            index: app.index(),
+            store: app.store(),
+            ingest: app.ingest(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            task: tokio::spawn(app.run_until_stopped(shutdown.clone())),
             shutdown,
-            task,
         }
     }
 
-    /// Graceful stop; panics if the daemon failed.
+    /// Graceful stop; panics if the daemon failed or took more than 30 s.
     pub async fn stop(self) {
         let TestApp {
             ingest,
@@ -297,12 +302,55 @@ impl TestApp {
         } = self;
         drop(ingest);
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), task)
+        tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .expect("stops in time")
             .expect("task joins")
             .expect("daemon exits cleanly");
     }
+}
+
+/// A free UDP port on 127.0.0.1 (bound to port 0 and released).
+pub fn free_port_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// A free TCP port on 127.0.0.1 (bound to port 0 and released).
+pub fn free_port_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// The real binary, `radacctd serve` on these ports (the API on an ephemeral one), jobs and the
+/// journal off; killed when dropped. Later `.env` calls override these settings.
+pub fn daemon(db: &TestDb, radius: u16, metrics: u16) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_radacctd"));
+    cmd.arg("serve")
+        .env("RADACCTD__DATABASE__URL", &db.url)
+        .env("RADACCTD__RADIUS__LISTEN", format!("127.0.0.1:{radius}"))
+        .env("RADACCTD__API__LISTEN", "127.0.0.1:0")
+        .env("RADACCTD__METRICS__LISTEN", format!("127.0.0.1:{metrics}"))
+        .env("RADACCTD__JOURNAL__ENABLED", "false")
+        .env("RADACCTD__JOBS__SWEEP_ENABLED", "false")
+        .env("RADACCTD__JOBS__ARCHIVE_ENABLED", "false")
+        .env("RADACCTD__LOG__LEVEL", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Sends `kill -<sig>` to a process (the daemon a test started).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
 }
 
 /// A NAS on a real UDP socket.

@@ -1,9 +1,7 @@
 //! Housekeeping jobs against real stores: the stale sweeper (through the real writer), the
 //! online flag sync, the archiver, EnsureIndexes and the one-shot CLI commands.
 
-mod common;
-
-use common::{Backend, Nas, Sess, TestApp, TestDb, now, test_config};
+use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, test_config};
 use radacctd::jobs::{Archiver, JobsConfig, Sweeper};
 use radacctd::store::Store;
 
@@ -73,7 +71,7 @@ async fn sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags(backend: B
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     let a = Sess::new(1); // stale: last interim 3700 s ago
     let b = Sess::new(2); // stale: started 2000 s ago, never updated
@@ -149,7 +147,7 @@ async fn a_sweep_closes_at_most_sweep_limit_sessions_the_longest_silent_first(ba
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     // Three stale sessions, silent for 4000, 3000 and 2000 s.
     let sessions: Vec<Sess> = (1..=3).map(Sess::new).collect();
@@ -188,7 +186,7 @@ async fn late_interim_after_a_sweep_reopens_the_same_row(backend: Backend) {
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = now();
     let s = Sess::new(1);
     nas.send(&s.start(n - 4000)).await.expect("start");
@@ -218,7 +216,7 @@ async fn sweeper_reconciles_the_index_with_other_writers(backend: Backend) {
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let n = i64::from(now());
     let s = Sess::new(1);
     nas.send(&s.start(now() - 100)).await.expect("start");
@@ -392,7 +390,7 @@ async fn dry_runs_change_nothing(backend: Backend) {
         return;
     };
     let app = TestApp::start(test_config(&db)).await;
-    let mut nas = Nas::new(app.addr).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let s = Sess::new(1);
     nas.send(&s.start(now() - 4000)).await.expect("start");
     insert_closed(&db, backend, "old", 100 * DAY).await;
