@@ -251,7 +251,7 @@ fn systemd_unit_verifies() {
     let copy = dir.path().join("radacctd.service");
     std::fs::write(
         &copy,
-        text.replace("/usr/local/bin/radacctd", env!("CARGO_BIN_EXE_radacctd")),
+        text.replace("/usr/bin/radacctd", env!("CARGO_BIN_EXE_radacctd")),
     )
     .expect("write");
     let out = std::process::Command::new(analyze)
