@@ -9,5 +9,6 @@ mod row;
 
 pub use index::{IndexCounts, ResellerResolver, SessionIndex};
 pub use row::{
-    COLUMNS, Column, ColumnKind, Columns, Lists, OwnedValue, Row, RowVersion, Session, Text, Value,
+    COLUMNS, Column, ColumnKind, Columns, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Lists, OwnedValue,
+    Row, RowVersion, Session, Text, Value,
 };

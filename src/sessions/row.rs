@@ -365,6 +365,31 @@ impl std::fmt::Display for RowVersion {
     }
 }
 
+/// The write columns the live index holds exactly (see [`Session`]): an index-fed update (a
+/// row the writer rebuilt from the index instead of reading it) sets them from the folded row.
+pub const INDEX_HELD: [&str; 6] = [
+    "acctstarttime",
+    "acctupdatetime",
+    "acctsessiontime",
+    "acctinputoctets",
+    "acctoutputoctets",
+    "framedipaddress",
+];
+
+/// The write columns the index does not hold that folding an Interim-Update, a Stop or a
+/// close can set on an open row. An index-fed row starts with them unknown (`None`); the
+/// update sets the ones the fold gave a value and keeps the others as they are in the table.
+pub const INDEX_KEPT_UNLESS_SET: [&str; 8] = [
+    "acctstoptime",
+    "acctinterval",
+    "connectinfo_stop",
+    "acctterminatecause",
+    "framedipv6address",
+    "framedipv6prefix",
+    "framedinterfaceid",
+    "delegatedipv6prefix",
+];
+
 /// Text as the index keeps it: up to 24 bytes inline (user names, session ids, addresses, port
 /// ids and MACs fit), longer text on the heap. A million open sessions are a million of each.
 pub type Text = CompactString;
@@ -543,5 +568,12 @@ mod tests {
         assert_eq!(v.to_string(), "4294967295");
         assert_eq!(RowVersion::parse("-1"), None);
         assert_eq!(RowVersion::parse(""), None);
+    }
+
+    #[test]
+    fn the_index_fed_columns_are_write_columns() {
+        for name in INDEX_HELD.iter().chain(&INDEX_KEPT_UNLESS_SET) {
+            assert!(Columns::Write.find(name).is_some(), "{name}");
+        }
     }
 }

@@ -10,11 +10,10 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
 use super::jobs::INDEXES;
-use super::{
-    Dialect, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Result, StoreError, StoreOptions, read_row,
-    select_list,
+use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
+use crate::sessions::{
+    Column, ColumnKind, Columns, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Row, RowVersion, Value,
 };
-use crate::sessions::{Column, ColumnKind, Columns, Row, RowVersion, Value};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

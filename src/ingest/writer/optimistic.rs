@@ -10,7 +10,9 @@ use super::fold::{fold, record, unique_keys};
 use super::spool::row_from_session;
 use crate::ingest::Item;
 use crate::radius::accounting::EventKind;
-use crate::sessions::{Row, RowVersion, Session, SessionIndex};
+use crate::sessions::{
+    Columns, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Row, RowVersion, Session, SessionIndex,
+};
 use crate::store::{Store, StoreError};
 
 /// Where the optimistic path takes a session's row from.
@@ -237,7 +239,7 @@ impl Guarded<'_> {
             .into_iter()
             .partition(|r| fed.contains_key(&r.acctuniqueid));
         index_fed.retain(|r| {
-            let exact = crate::store::index_fed_write_is_exact(&fed[&r.acctuniqueid], r);
+            let exact = index_fed_write_is_exact(&fed[&r.acctuniqueid], r);
             if !exact {
                 redo.insert(r.acctuniqueid.clone());
             }
@@ -334,4 +336,52 @@ async fn redo_under_locks(
     }
     out.unchanged = unchanged.iter().filter(|u| **u).count() as u64 + again.unchanged;
     Ok(out)
+}
+
+/// Whether an index-fed row, folded from `before` to `after`, can be written by the
+/// index-fed update: no column outside [`INDEX_HELD`] and [`INDEX_KEPT_UNLESS_SET`] changed.
+/// (The kept columns start unknown, `None`, and the update keeps the table's value where the
+/// fold left `None`; the one fold that sets them back to `None`, reopening a row the sweeper
+/// closed, needs a close followed by an Interim-Update of the session in one batch, and the
+/// writer reads such sessions first.)
+fn index_fed_write_is_exact(before: &Row, after: &Row) -> bool {
+    Columns::Write.iter().all(|c| {
+        INDEX_HELD.contains(&c.name)
+            || INDEX_KEPT_UNLESS_SET.contains(&c.name)
+            || c.get(before) == c.get(after)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_fed_writes_are_exact_only_for_the_columns_they_set() {
+        let before = Row {
+            acctuniqueid: "k".into(),
+            username: Some("u".into()),
+            acctstarttime: Some(100),
+            ..Row::default()
+        };
+        let mut after = before.clone();
+        after.acctupdatetime = Some(400);
+        after.acctinputoctets = Some(7);
+        after.acctinterval = Some(300);
+        after.acctstoptime = Some(400);
+        after.acctterminatecause = Some("User-Request".into());
+        after.framedipv6prefix = Some("2001:db8::/56".into());
+        assert!(index_fed_write_is_exact(&before, &after));
+        let changes: [fn(&mut Row); 4] = [
+            |r| r.nasporttype = Some("Virtual".into()),
+            |r| r.connectinfo_start = Some("1G".into()),
+            |r| r.username = None,
+            |r| r.class = Some("c".into()),
+        ];
+        for change in changes {
+            let mut inexact = after.clone();
+            change(&mut inexact);
+            assert!(!index_fed_write_is_exact(&before, &inexact), "{inexact:?}");
+        }
+    }
 }
