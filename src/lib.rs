@@ -12,11 +12,17 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod disconnect;
+pub mod http;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
+pub mod net;
+pub mod queue;
 pub mod radius;
 pub mod sessions;
 pub mod store;
+pub mod systemd;

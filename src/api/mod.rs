@@ -18,7 +18,6 @@ pub mod openapi;
 pub mod params;
 pub mod ratelimit;
 pub mod scope;
-pub mod server;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -45,6 +44,7 @@ use self::auth::Authenticator;
 use self::error::{ApiError, error_body};
 use self::scope::ScopeCache;
 use crate::config::ApiConfig;
+use crate::http::{self, HttpLimits, OnShutdown};
 use crate::sessions::SessionIndex;
 use crate::store::Store;
 
@@ -202,9 +202,9 @@ impl ApiState {
     }
 
     /// Counts a disconnect answered by the API itself (without the disconnect service).
-    pub(crate) fn count_disconnect(&self, result: crate::metrics::DisconnectResult) {
+    pub(crate) fn count_disconnect(&self, result: crate::disconnect::DisconnectResult) {
         if let Some(stats) = &self.inner.stats {
-            stats.disconnect.result(result);
+            crate::disconnect::DisconnectStats::of(stats).result(result);
         }
     }
 
@@ -405,16 +405,16 @@ pub async fn serve(
     config: &ApiConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limits = server::HttpLimits {
+    let limits = HttpLimits {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
     };
-    server::serve(
+    http::serve(
         listener,
         router,
         limits,
         shutdown,
-        server::OnShutdown::Finish,
+        OnShutdown::Finish,
         "api",
     )
     .await

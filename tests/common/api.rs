@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use radacctd::api::auth::{
-    Claims, Role, SESSIONS_VIEW, SESSIONS_VIEW_ALL, SigningKey, issue_token, now_secs,
+    Claims, Role, SESSIONS_VIEW, SESSIONS_VIEW_ALL, SigningKey, issue_token,
 };
 use radacctd::app::Application;
 use radacctd::config::{ApiConfig, Config, Secret};
@@ -172,7 +172,7 @@ pub fn token(role: Role, reseller_id: Option<i64>, permissions: &[&str]) -> Stri
     };
     let claims = Claims {
         sub: Some("test".into()),
-        exp: now_secs() + 3600,
+        exp: radacctd::clock::now_secs() as u64 + 3600,
         role,
         reseller_id,
         permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
