@@ -233,7 +233,7 @@ impl Application {
         }
     }
 
-    /// Spawns every task, each in its shutdown stage.
+    /// Builds the API router, then spawns every task, each in its shutdown stage.
     fn start(mut self, shutdown: &CancellationToken) -> anyhow::Result<Running> {
         // Cancelled as shutdown begins: the listener, the API, the jobs and the refreshers
         // stop at once. `/metrics` has a token of its own and stops after the API.
@@ -246,6 +246,13 @@ impl Application {
             sender: Stage::new("response sender", CancellationToken::new()),
             stopping,
         };
+        let writer_health = Arc::new(WriterHealth::default());
+        // What can fail is done before any task runs.
+        let router = self.api_router(&stages.api.stop, writer_health.clone())?;
+        let api_listener = self
+            .api_listener
+            .take()
+            .context("the API listener is already serving")?;
         // Responses leave from a task of their own, off the writer's path; it ends after the
         // writer and the listener (the responder's holders), having sent everything.
         let (responder, sender_task) = Responder::with_sender(
@@ -256,7 +263,6 @@ impl Application {
         stages.sender.tasks.spawn(async move {
             let _ = sender_task.await;
         });
-        let writer_health = Arc::new(WriterHealth::default());
         let writer_alive = Arc::new(AtomicBool::new(true));
         let writer = self.spawn_writer(&stages.writer, &responder, &writer_health, &writer_alive);
         let listener = Listener::new(
@@ -272,7 +278,11 @@ impl Application {
             .tasks
             .spawn(listener.run(stages.listener.stop.clone()));
         self.spawn_background(&stages, writer_alive);
-        let api = self.spawn_api(&stages.api, writer_health)?;
+        let (config, stop) = (self.config.api.clone(), stages.api.stop.clone());
+        let api = stages
+            .api
+            .tasks
+            .spawn(async move { api::serve(api_listener, router, &config, stop).await });
         // Dropped here: the writer drains and stops once the listener, the jobs and /metrics
         // have dropped theirs.
         drop(self.ingest_tx);
@@ -315,13 +325,13 @@ impl Application {
         })
     }
 
-    /// The HTTP API, on `stage` (its stop token also ends exports in progress and the rate
-    /// limiter's upkeep).
-    fn spawn_api(
-        &mut self,
-        stage: &Stage,
+    /// The HTTP API's router; `stop` also ends exports in progress and the rate limiter's
+    /// upkeep.
+    fn api_router(
+        &self,
+        stop: &CancellationToken,
         writer_health: Arc<WriterHealth>,
-    ) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+    ) -> anyhow::Result<axum::Router> {
         let api_state = ApiState::new(
             &self.config.api,
             ApiDeps {
@@ -336,19 +346,10 @@ impl Application {
                     self.config.database.acquire_timeout_secs.max(1),
                 ),
             },
-            stage.stop.clone(),
+            stop.clone(),
         )
         .context("configuring the API")?;
-        let router = api::router(api_state, &self.config.api, stage.stop.clone())
-            .context("configuring the API")?;
-        let listener = self
-            .api_listener
-            .take()
-            .context("the API listener is already serving")?;
-        let (config, stop) = (self.config.api.clone(), stage.stop.clone());
-        Ok(stage
-            .tasks
-            .spawn(async move { api::serve(listener, router, &config, stop).await }))
+        api::router(api_state, &self.config.api, stop.clone()).context("configuring the API")
     }
 
     /// Jobs, /metrics, the reseller-cache and `nas` refreshers, SIGHUP reloads and the systemd
