@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use radacctd::api::auth::{Claims, Role, SESSIONS_VIEW, SigningKey, issue_token, now_secs};
+use radacctd::api::auth::{Claims, Role, SESSIONS_VIEW, SigningKey, issue_token};
 use radacctd::app::Application;
+use radacctd::clock::now_secs;
 use radacctd::config::{Config, Secret};
 use radacctd::store::{Store, StoreOptions};
 use sqlx::Connection;
@@ -157,7 +158,7 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
         &config.api,
         &Claims {
             sub: None,
-            exp: now_secs() + 3600,
+            exp: now_secs() as u64 + 3600,
             role: Role::Admin,
             reseller_id: None,
             permissions: vec![SESSIONS_VIEW.into()],

@@ -153,7 +153,7 @@ async fn coa_concurrent() {
         "coa client, {CONCURRENT} Disconnect-Requests at once (16 sockets): all ACKed, \
          {} datagrams at the NAS, retransmits {}; wall {:.1} ms · per-request p50 {} · p99 {}",
         nas.count(),
-        Stats::get(&stats.disconnect.coa_retransmits),
+        Stats::get(&radacctd::disconnect::DisconnectStats::of(&stats).coa_retransmits),
         wall.as_secs_f64() * 1e3,
         us(percentile(&rtts, 0.50)),
         us(percentile(&rtts, 0.99)),

@@ -1,6 +1,13 @@
 //! The composition root: configuration → store → migrations → index rebuild → sockets → tasks
 //! → shutdown. The only module that knows every other one. Tests and benches build the same
 //! `Application` on port 0.
+//!
+//! [`startup`] holds the start-up steps, [`reload`] what keeps clients and caches current, and
+//! [`stages`] the shutdown order; this file wires them.
+
+mod reload;
+mod stages;
+mod startup;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,42 +18,29 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::reload::{Reloader, configured_clients, housekeeping};
+use self::stages::Stage;
+use self::startup::{is_permanent, load_index, open_journal, prepare_database};
 use crate::api::scope::ScopeCache;
 use crate::api::{self, ApiDeps, ApiState};
 use crate::config::{ClientConfig, Config, Secret};
 use crate::disconnect::Disconnector;
-use crate::ingest::journal::Journal;
+use crate::http::HttpLimits;
 use crate::ingest::{self, Writer, WriterHealth, WriterOptions};
-use crate::jobs::{Archiver, Sweeper};
-use crate::metrics::Stats;
-use crate::radius::clients::{Client, ClientAddr, ClientTable};
+use crate::jobs::{self, JobStats};
+use crate::metrics::server::{LiveSource, MetricsSource};
+use crate::metrics::{Live, LiveJournal, Stats};
+use crate::net::ClientAddr;
+use crate::queue::{self, IngestReceiver, IngestSender};
 use crate::radius::listener::{self, Listener, SharedClients};
 use crate::radius::reply::{ReplyCache, Responder};
 use crate::sessions::{ResellerResolver, SessionIndex};
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
+use crate::systemd::{self, NotifyState};
 
-/// Prints a line on standard output for a one-shot command. A reader that went away
-/// (`radacctd check-config | head -1`) ends the process quietly with status 0, as SIGPIPE
-/// would, instead of a panic; any other write error is reported and exits 1.
-pub fn print_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("radacctd: writing to standard output: {e}");
-        std::process::exit(1);
-    }
-}
-
-/// `println!` for one-shot commands, through [`print_line`].
-#[macro_export]
-macro_rules! outln {
-    ($($arg:tt)*) => {
-        $crate::app::print_line(format_args!($($arg)*))
-    };
-}
+pub use self::reload::load_clients;
+pub(crate) use self::startup::explain_migration_error;
+pub use self::startup::{open_store, rebuild_index};
 
 /// The client configured when radacctd runs without a config file (FreeRADIUS's convention).
 pub fn quickstart_client() -> ClientConfig {
@@ -58,26 +52,6 @@ pub fn quickstart_client() -> ClientConfig {
         secret: Secret::new("testing123"),
         name: Some("localhost (quick start)".into()),
     }
-}
-
-/// Opens the store the configuration names.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let opts = StoreOptions {
-        max_connections: config.database.max_connections,
-        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
-        write_statement_timeout: Some(write_statement_timeout(config.commit_timeout())),
-    };
-    Store::open(config.database.url.expose(), &opts)
-        .await
-        .context("opening the database")
-}
-
-/// The writer's server-side statement and lock timeout: just under the commit deadline, so the
-/// server gives up on a statement about when the writer does.
-fn write_statement_timeout(commit_timeout: Duration) -> Duration {
-    commit_timeout
-        .saturating_sub(Duration::from_millis(250))
-        .max(Duration::from_millis(500))
 }
 
 /// A built, not yet running daemon: sockets bound, database migrated, index loaded.
@@ -93,10 +67,12 @@ pub struct Application {
     resolver: Arc<dyn ResellerResolver>,
     /// The reseller tree, subscriber owners and `nas` ids the API scopes by (also `resolver`).
     scope: Arc<ScopeCache>,
-    api_listener: tokio::net::TcpListener,
+    /// Taken when the API starts serving.
+    api_listener: Option<tokio::net::TcpListener>,
     api_addr: SocketAddr,
-    ingest_tx: ingest::IngestSender,
-    ingest_rx: ingest::IngestReceiver,
+    ingest_tx: IngestSender,
+    /// Taken by the writer when it starts.
+    ingest_rx: Option<IngestReceiver>,
     /// The durable spool, when enabled.
     journal: Option<ingest::SharedJournal>,
     /// False while the index does not reflect the database (start-up with it unreachable).
@@ -125,14 +101,7 @@ impl Application {
     /// not answer anything before the index holds every open session.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let store = open_store(&config).await?;
-        let journal = match config.journal.enabled {
-            true => Some(Arc::new(std::sync::Mutex::new(
-                Journal::open(&config.journal.path, config.journal.max_bytes).with_context(
-                    || format!("opening the journal {}", config.journal.path.display()),
-                )?,
-            ))),
-            false => None,
-        };
+        let journal = open_journal(&config)?;
         let ready = Arc::new(AtomicBool::new(true));
         let database = prepare_database(&store, &config, journal.is_some()).await;
         if let Err(e) = &database {
@@ -146,71 +115,19 @@ impl Application {
             );
             ready.store(false, Ordering::Relaxed);
         }
-        let index = Arc::new(SessionIndex::new());
-        let scope = Arc::new(ScopeCache::new());
-        if database.is_ok()
-            && let Err(e) = scope.refresh(&store, &index).await
-        {
-            tracing::warn!(
-                error = %e,
-                "reseller and nas tables not readable yet; resellers see nothing until a refresh succeeds"
-            );
-        }
+        let loaded = load_index(&store, journal.as_ref(), &config, database.is_ok()).await?;
+        let (index, scope) = (loaded.index, loaded.scope);
         let resolver: Arc<dyn ResellerResolver> = scope.clone();
-        let mut index_rebuild = Duration::ZERO;
-        if database.is_ok() {
-            if let Some(j) = &journal {
-                replay_journal_at_start(&store, j, &config).await;
-            }
-            let started = std::time::Instant::now();
-            rebuild_index(&store, &index, resolver.as_ref())
-                .await
-                .context("loading open sessions")?;
-            index_rebuild = started.elapsed();
-        }
-        if let Some(j) = &journal {
-            // What the journal still holds shows in the index (replayed later).
-            let pending = ingest::writer_lock(j)
-                .all_pending()
-                .context("reading the journal")?;
-            for entry in &pending {
-                ingest::apply_offline(&index, resolver.as_ref(), entry);
-            }
-        }
         // With the database down, the `nas` table's clients come when it is back (the writer
         // then triggers a reload); the configured ones answer at once.
         let clients = Arc::new(RwLock::new(Arc::new(match database {
             Ok(()) => load_clients(&config.radius.clients, &store).await,
             Err(_) => configured_clients(&config.radius.clients),
         })));
-        let socket = listener::bind(config.radius.listen, config.radius.recv_buffer_bytes)
-            .with_context(|| format!("binding RADIUS accounting on {}", config.radius.listen))?;
-        let radius_addr = socket.local_addr()?;
-        let api_listener = tokio::net::TcpListener::bind(config.api.listen)
-            .await
-            .with_context(|| format!("binding the API on {}", config.api.listen))?;
-        let api_addr = api_listener.local_addr()?;
-        tracing::info!(
-            address = %radius_addr,
-            store = store.kind(),
-            open_sessions = index.len(),
-            "accounting listener bound"
-        );
-        tracing::info!(address = %api_addr, "API listener bound");
-        let metrics_listener = match config.metrics.enabled {
-            true => Some(
-                tokio::net::TcpListener::bind(config.metrics.listen)
-                    .await
-                    .with_context(|| format!("binding /metrics on {}", config.metrics.listen))?,
-            ),
-            false => None,
-        };
-        let metrics_addr = metrics_listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()?;
-        let (ingest_tx, ingest_rx) = ingest::queue(config.radius.queue_capacity);
+        let sockets = Sockets::bind(&config, &store, &index).await?;
+        let (ingest_tx, ingest_rx) = queue::queue(config.radius.queue_capacity);
         let stats = Arc::new(Stats::default());
+        JobStats::register_all(&stats);
         let disconnector = Disconnector::new(
             config.disconnect.clone(),
             &ingest_tx,
@@ -229,12 +146,12 @@ impl Application {
             disconnector,
             journal,
             ready,
-            metrics_listener,
-            metrics_addr,
-            index_rebuild,
+            metrics_listener: sockets.metrics,
+            metrics_addr: sockets.metrics_addr,
+            index_rebuild: loaded.rebuild_took,
             reload: Arc::new(tokio::sync::Notify::new()),
             ingest_tx,
-            ingest_rx,
+            ingest_rx: Some(ingest_rx),
             cache: Arc::new(ReplyCache::new(Duration::from_secs(
                 config.radius.dedup_window_secs,
             ))),
@@ -243,12 +160,12 @@ impl Application {
             index,
             stats,
             clients,
-            radius_socket: Arc::new(socket),
-            radius_addr,
+            radius_socket: Arc::new(sockets.radius),
+            radius_addr: sockets.radius_addr,
             resolver,
             scope,
-            api_listener,
-            api_addr,
+            api_listener: Some(sockets.api),
+            api_addr: sockets.api_addr,
         })
     }
 
@@ -290,16 +207,52 @@ impl Application {
 
     /// A sender into the writer's queue (for close requests). Drop it before shutdown: the
     /// writer drains and stops once every sender is gone.
-    pub fn ingest(&self) -> ingest::IngestSender {
+    pub fn ingest(&self) -> IngestSender {
         self.ingest_tx.clone()
     }
 
-    /// Runs until `shutdown` is cancelled or a core task fails. On shutdown the listener stops
-    /// first, then the writer commits and answers everything already accepted.
+    /// Runs until `shutdown` is cancelled or a core task (listener, writer, API) fails. Then
+    /// it stops by stages ([`Running::stop`]): whatever the listener accepted is committed and
+    /// answered before this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (tx, rx) = (self.ingest_tx, self.ingest_rx);
-        let jobs_ingest = tx.clone();
-        let tx_for_metrics = tx.clone();
+        let store = self.store.clone();
+        let mut running = self.start(&shutdown)?;
+        // Migrations, index rebuild and socket binds are done, every task runs.
+        systemd::notify(&[NotifyState::Ready]);
+        let failure = running.wait(&shutdown).await;
+        tracing::info!("shutting down: draining accepted accounting");
+        systemd::notify(&[NotifyState::Stopping]);
+        running.stop().await;
+        store.close().await;
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Builds the API router, then spawns every task, each in its shutdown stage.
+    fn start(mut self, shutdown: &CancellationToken) -> anyhow::Result<Running> {
+        // Cancelled as shutdown begins: the listener, the API, the jobs and the refreshers
+        // stop at once. `/metrics` has a token of its own and stops after the API.
+        let stopping = shutdown.child_token();
+        let stages = Stages {
+            listener: Stage::new("accounting listener", stopping.child_token()),
+            api: Stage::new("API", stopping.child_token()),
+            background: Stage::new("jobs, refreshers and /metrics", CancellationToken::new()),
+            writer: Stage::new("ingest writer", CancellationToken::new()),
+            sender: Stage::new("response sender", CancellationToken::new()),
+            stopping,
+        };
+        let writer_health = Arc::new(WriterHealth::default());
+        // What can fail is done before any task runs.
+        let router = self.api_router(&stages.api.stop, writer_health.clone())?;
+        let api_listener = self
+            .api_listener
+            .take()
+            .context("the API listener is already serving")?;
         // Responses leave from a task of their own, off the writer's path; it ends after the
         // writer and the listener (the responder's holders), having sent everything.
         let (responder, sender_task) = Responder::with_sender(
@@ -307,7 +260,48 @@ impl Application {
             self.cache.clone(),
             self.stats.clone(),
         );
-        let writer_health = Arc::new(WriterHealth::default());
+        stages.sender.tasks.spawn(async move {
+            let _ = sender_task.await;
+        });
+        let writer_alive = Arc::new(AtomicBool::new(true));
+        let writer = self.spawn_writer(&stages.writer, &responder, &writer_health, &writer_alive);
+        let listener = Listener::new(
+            self.radius_socket.clone(),
+            self.clients.clone(),
+            responder,
+            self.ingest_tx.clone(),
+            self.stats.clone(),
+            self.config.radius.max_clock_skew_secs as i64,
+        );
+        let listener = stages
+            .listener
+            .tasks
+            .spawn(listener.run(stages.listener.stop.clone()));
+        self.spawn_background(&stages, writer_alive);
+        let (config, stop) = (self.config.api.clone(), stages.api.stop.clone());
+        let api = stages
+            .api
+            .tasks
+            .spawn(async move { api::serve(api_listener, router, &config, stop).await });
+        // Dropped here: the writer drains and stops once the listener, the jobs and /metrics
+        // have dropped theirs.
+        drop(self.ingest_tx);
+        Ok(Running {
+            stages,
+            listener,
+            writer,
+            api,
+        })
+    }
+
+    /// The ingest writer, on `stage`; `alive` turns false when it ends.
+    fn spawn_writer(
+        &mut self,
+        stage: &Stage,
+        responder: &Responder,
+        health: &Arc<WriterHealth>,
+        alive: &Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
         let writer = Writer::new(
             self.store.clone(),
             self.index.clone(),
@@ -316,41 +310,28 @@ impl Application {
             self.stats.clone(),
             writer_options(&self.config),
         )
-        .with_health(writer_health.clone())
+        .with_health(health.clone())
         .on_ready(self.reload.clone());
         let writer = match &self.journal {
             Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
             None => writer,
         };
-        let listener = Listener::new(
-            self.radius_socket.clone(),
-            self.clients.clone(),
-            responder,
-            tx,
-            self.stats.clone(),
-            self.config.radius.max_clock_skew_secs as i64,
-        );
-        let stop_listener = shutdown.child_token();
-        let mut listener_task: JoinHandle<std::io::Result<()>> =
-            tokio::spawn(listener.run(stop_listener.clone()));
-        let writer_alive = Arc::new(AtomicBool::new(true));
-        let mut writer_task = tokio::spawn({
-            let alive = writer_alive.clone();
-            async move {
+        let (rx, alive) = (self.ingest_rx.take(), alive.clone());
+        stage.tasks.spawn(async move {
+            if let Some(rx) = rx {
                 writer.run(rx).await;
-                alive.store(false, Ordering::Relaxed);
             }
-        });
-        let stop_jobs = shutdown.child_token();
-        let jobs = spawn_jobs(
-            &self.config,
-            &self.store,
-            jobs_ingest,
-            &self.stats,
-            stop_jobs.clone(),
-        );
-        let background = shutdown.child_token();
-        let stop_api = shutdown.child_token();
+            alive.store(false, Ordering::Relaxed);
+        })
+    }
+
+    /// The HTTP API's router; `stop` also ends exports in progress and the rate limiter's
+    /// upkeep.
+    fn api_router(
+        &self,
+        stop: &CancellationToken,
+        writer_health: Arc<WriterHealth>,
+    ) -> anyhow::Result<axum::Router> {
         let api_state = ApiState::new(
             &self.config.api,
             ApiDeps {
@@ -365,416 +346,240 @@ impl Application {
                     self.config.database.acquire_timeout_secs.max(1),
                 ),
             },
-            stop_api.clone(),
+            stop.clone(),
         )
         .context("configuring the API")?;
-        let router = api::router(api_state, &self.config.api, background.clone())
-            .context("configuring the API")?;
-        let stop_api_serve = stop_api.clone();
-        let api_config = self.config.api.clone();
-        let mut api_task = tokio::spawn(async move {
-            api::serve(self.api_listener, router, &api_config, stop_api_serve).await
-        });
-        let scope_refresh = tokio::spawn(self.scope.clone().run(
+        api::router(api_state, &self.config.api, stop.clone()).context("configuring the API")
+    }
+
+    /// Jobs, /metrics, the reseller-cache and `nas` refreshers, SIGHUP reloads and the systemd
+    /// watchdog, on the background stage.
+    fn spawn_background(&mut self, stages: &Stages, writer_alive: Arc<AtomicBool>) {
+        let (tasks, stopping) = (&stages.background.tasks, &stages.stopping);
+        jobs::start(
+            &self.config.jobs,
+            &self.store,
+            self.ingest_tx.clone(),
+            &self.stats,
+            tasks,
+            stopping.child_token(),
+        );
+        let reload_every = Duration::from_secs(self.config.radius.nas_reload_secs.max(1));
+        tasks.spawn(self.scope.clone().run(
             self.store.clone(),
             self.index.clone(),
             Duration::from_secs(self.config.api.scope_refresh_secs.max(1)),
-            background.clone(),
+            stopping.child_token(),
         ));
-        let housekeeping = tokio::spawn(housekeeping(
-            background.clone(),
+        tasks.spawn(housekeeping(
+            stopping.child_token(),
             self.cache.clone(),
             self.clients.clone(),
             self.config.radius.clients.clone(),
             self.store.clone(),
-            Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
+            reload_every,
         ));
-        let nas_refresh = tokio::spawn(self.disconnector.clone().run_refresh(
+        tasks.spawn(self.disconnector.clone().run_refresh(
             self.store.clone(),
-            Duration::from_secs(self.config.radius.nas_reload_secs.max(1)),
-            background.clone(),
+            reload_every,
+            stopping.child_token(),
         ));
-        let reloader = tokio::spawn(
-            Reloader {
-                clients: self.clients.clone(),
-                configured: self.config.radius.clients.clone(),
-                store: self.store.clone(),
-                scope: self.scope.clone(),
+        let reloader = Reloader {
+            clients: self.clients.clone(),
+            configured: self.config.radius.clients.clone(),
+            store: self.store.clone(),
+            scope: self.scope.clone(),
+            index: self.index.clone(),
+            disconnector: self.disconnector.clone(),
+        };
+        tasks.spawn(reloader.run(stopping.child_token(), self.reload.clone()));
+        if let Some(listener) = self.metrics_listener.take() {
+            let live = AppLive {
                 index: self.index.clone(),
-                disconnector: self.disconnector.clone(),
-            }
-            .run(background.clone(), self.reload.clone()),
-        );
-        let stop_metrics = CancellationToken::new();
-        let metrics_task = self.metrics_listener.map(|l| {
-            tokio::spawn(serve_metrics(
-                l,
-                MetricsSource {
-                    stats: self.stats.clone(),
-                    index: self.index.clone(),
-                    queue: tx_for_metrics,
-                    journal: self.journal.clone(),
-                    store: self.store.clone(),
-                    index_rebuild: self.index_rebuild,
-                },
-                crate::api::server::HttpLimits {
-                    max_connections: self.config.metrics.max_connections,
-                    header_read_timeout: Duration::from_secs(
-                        self.config.api.header_read_timeout_secs,
-                    ),
-                },
-                stop_metrics.clone(),
-            ))
-        });
-        let watchdog = tokio::spawn(systemd_watchdog(writer_alive.clone(), background.clone()));
-        // Migrations, index rebuild and socket binds are done, every task runs.
-        notify_systemd(&[sd_notify::NotifyState::Ready]);
+                queue: self.ingest_tx.clone(),
+                journal: self.journal.clone(),
+                store: self.store.clone(),
+                index_rebuild: self.index_rebuild,
+            };
+            let limits = HttpLimits {
+                max_connections: self.config.metrics.max_connections,
+                header_read_timeout: Duration::from_secs(self.config.api.header_read_timeout_secs),
+            };
+            tasks.spawn(crate::metrics::server::serve(
+                listener,
+                MetricsSource::new(self.stats.clone(), live),
+                limits,
+                stages.background.stop.clone(),
+            ));
+        }
+        tasks.spawn(systemd::watchdog(writer_alive, stopping.child_token()));
+    }
+}
 
-        let mut failure: Option<anyhow::Error> = None;
-        let mut writer_done = false;
-        let mut listener_done = false;
-        let mut api_done = false;
+/// The listening sockets, bound before anything runs (a port in use fails start-up).
+struct Sockets {
+    radius: tokio::net::UdpSocket,
+    radius_addr: SocketAddr,
+    api: tokio::net::TcpListener,
+    api_addr: SocketAddr,
+    metrics: Option<tokio::net::TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Sockets {
+    /// Binds RADIUS accounting, the API and (when enabled) /metrics. `store` and `index` are
+    /// for the log line only.
+    async fn bind(config: &Config, store: &Store, index: &SessionIndex) -> anyhow::Result<Sockets> {
+        let radius = listener::bind(config.radius.listen, config.radius.recv_buffer_bytes)
+            .with_context(|| format!("binding RADIUS accounting on {}", config.radius.listen))?;
+        let radius_addr = radius.local_addr()?;
+        let api = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .with_context(|| format!("binding the API on {}", config.api.listen))?;
+        let api_addr = api.local_addr()?;
+        tracing::info!(
+            address = %radius_addr,
+            store = store.kind(),
+            open_sessions = index.len(),
+            "accounting listener bound"
+        );
+        tracing::info!(address = %api_addr, "API listener bound");
+        let metrics = match config.metrics.enabled {
+            true => Some(
+                tokio::net::TcpListener::bind(config.metrics.listen)
+                    .await
+                    .with_context(|| format!("binding /metrics on {}", config.metrics.listen))?,
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+        Ok(Sockets {
+            radius,
+            radius_addr,
+            api,
+            api_addr,
+            metrics,
+            metrics_addr,
+        })
+    }
+}
+
+/// The shutdown stages, stopped in field order by [`Running::stop`].
+struct Stages {
+    /// Stops receiving accounting; its queue sender goes with it.
+    listener: Stage,
+    /// Requests in flight get a moment to finish; exports stop at once.
+    api: Stage,
+    /// /metrics (for the queue depth) and the jobs hold senders into the writer's queue: they
+    /// go before the writer.
+    background: Stage,
+    /// Drains: commits and answers everything queued, then ends (every sender is gone).
+    writer: Stage,
+    /// Sends the last answers, then ends (the writer and the listener are gone).
+    sender: Stage,
+    /// Cancelled as shutdown begins (parent of the listener's, the API's, the jobs' and the
+    /// refreshers' tokens).
+    stopping: CancellationToken,
+}
+
+/// A running daemon: its stages and the core tasks whose end is a failure.
+struct Running {
+    stages: Stages,
+    listener: JoinHandle<std::io::Result<()>>,
+    writer: JoinHandle<()>,
+    api: JoinHandle<std::io::Result<()>>,
+}
+
+/// How long API requests in flight may take to finish at shutdown.
+const API_GRACE: Duration = Duration::from_secs(10);
+
+impl Running {
+    /// Until `shutdown` is cancelled (`None`) or a core task ends (its failure).
+    async fn wait(&mut self, shutdown: &CancellationToken) -> Option<anyhow::Error> {
         // Biased: once shutdown is requested the listener and writer end on purpose, which must
         // not be mistaken for a failure.
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {}
-            r = &mut listener_task => {
-                listener_done = true;
-                failure = Some(match r {
-                    Ok(Ok(())) => anyhow::anyhow!("accounting listener stopped"),
-                    Ok(Err(e)) => anyhow::Error::new(e).context("accounting listener failed"),
-                    Err(e) => anyhow::Error::new(e).context("accounting listener panicked"),
-                });
-            }
-            r = &mut writer_task => {
-                writer_done = true;
-                failure = Some(match r {
-                    Ok(()) => anyhow::anyhow!("ingest writer stopped"),
-                    Err(e) => anyhow::Error::new(e).context("ingest writer panicked"),
-                });
-            }
-            r = &mut api_task => {
-                api_done = true;
-                failure = Some(match r {
-                    Ok(Ok(())) => anyhow::anyhow!("API server stopped"),
-                    Ok(Err(e)) => anyhow::Error::new(e).context("API server failed"),
-                    Err(e) => anyhow::Error::new(e).context("API server panicked"),
-                });
-            }
+            _ = shutdown.cancelled() => None,
+            r = &mut self.listener => Some(match r {
+                Ok(Ok(())) => anyhow::anyhow!("accounting listener stopped"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("accounting listener failed"),
+                Err(e) => anyhow::Error::new(e).context("accounting listener panicked"),
+            }),
+            r = &mut self.writer => Some(match r {
+                Ok(()) => anyhow::anyhow!("ingest writer stopped"),
+                Err(e) => anyhow::Error::new(e).context("ingest writer panicked"),
+            }),
+            r = &mut self.api => Some(match r {
+                Ok(Ok(())) => anyhow::anyhow!("API server stopped"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("API server failed"),
+                Err(e) => anyhow::Error::new(e).context("API server panicked"),
+            }),
         }
-        tracing::info!("shutting down: draining accepted accounting");
-        notify_systemd(&[sd_notify::NotifyState::Stopping]);
-        stop_listener.cancel();
-        stop_api.cancel();
-        background.cancel();
-        if !api_done {
-            // Requests in flight get a moment to finish; exports stop at once (they watch
-            // `stop_api`). Past that the connections are dropped.
-            if tokio::time::timeout(Duration::from_secs(10), &mut api_task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("API connections still open after 10 s; closing them");
-                api_task.abort();
-            }
+    }
+
+    /// Stops stage by stage: listener → API → jobs, refreshers and /metrics → writer →
+    /// sender. Everything accepted is committed and answered before this returns.
+    async fn stop(self) {
+        let Running { stages, api, .. } = self;
+        stages.stopping.cancel();
+        stages.listener.stop().await;
+        if !stages.api.stop_within(API_GRACE).await {
+            tracing::warn!("API connections still open after 10 s; closing them");
+            api.abort();
+            stages.api.stop().await;
         }
-        let _ = scope_refresh.await;
-        if !listener_done {
-            let _ = listener_task.await;
-        }
-        // /metrics (for the queue depth) and the jobs hold senders into the writer's queue: they
-        // go first, then the writer drains.
-        stop_metrics.cancel();
-        if let Some(t) = metrics_task {
-            let _ = t.await;
-        }
-        stop_jobs.cancel();
-        for job in jobs {
-            let _ = job.await;
-        }
-        if !writer_done {
-            let _ = writer_task.await;
-        }
-        // The writer and the listener are gone: the sender task drains and ends.
-        let _ = sender_task.await;
-        let _ = watchdog.await;
-        let _ = housekeeping.await;
-        let _ = reloader.await;
-        let _ = nas_refresh.await;
-        self.store.close().await;
-        match failure {
-            Some(e) => Err(e),
-            None => {
-                tracing::info!("stopped");
-                Ok(())
-            }
-        }
+        stages.background.stop().await;
+        stages.writer.stop().await;
+        stages.sender.stop().await;
     }
 }
 
-/// How long start-up waits for the database when there is a journal to answer into: a
-/// database that does not answer by then is treated as down (the writer catches up when it
-/// answers), instead of holding every answer for the pool's acquire timeouts.
-const STARTUP_PROBE: Duration = Duration::from_secs(1);
+/// What `/metrics` reads from the application at scrape time.
+struct AppLive {
+    index: Arc<SessionIndex>,
+    queue: IngestSender,
+    journal: Option<ingest::SharedJournal>,
+    store: Store,
+    index_rebuild: Duration,
+}
 
-/// Migrations (when configured) and a round trip: the database can take our writes. With a
-/// journal, a database that does not answer a first round trip within [`STARTUP_PROBE`] is
-/// down for now.
-async fn prepare_database(store: &Store, config: &Config, journal: bool) -> anyhow::Result<()> {
-    if journal {
-        match tokio::time::timeout(STARTUP_PROBE, store.ping()).await {
-            Ok(r) => r.context("reaching the database")?,
-            Err(_) => anyhow::bail!("reaching the database: no answer within {STARTUP_PROBE:?}"),
+impl LiveSource for AppLive {
+    fn live(&self) -> Live {
+        let counts = self.index.counts();
+        let mut by_nas: Vec<(String, i64)> = counts.per_nas.into_iter().collect();
+        by_nas.sort();
+        let journal = self.journal.as_ref().map(|j| {
+            let mut j = ingest::writer_lock(j);
+            let health = j.health();
+            LiveJournal {
+                entries: j.pending(),
+                bytes: j.bytes(),
+                oldest_age: j.oldest_age(crate::clock::now_secs()),
+                corrupt_regions: health.corrupt_regions,
+                corrupt_bytes: health.corrupt_bytes,
+                rejected: health.rejected,
+                rejected_entries: health.rejected_entries,
+            }
+        });
+        Live {
+            active_sessions: counts.total,
+            active_by_nas: by_nas,
+            queue_depth: self.queue.max_capacity() - self.queue.capacity(),
+            journal,
+            pool: self.store.pool_stats(),
+            index_rebuild: self.index_rebuild,
         }
     }
-    if config.database.migrate_on_start {
-        store
-            .prepare(config.database.radacct_fillfactor)
-            .await
-            .map_err(explain_migration_error)?;
-    }
-    store.ping().await.context("reaching the database")?;
-    Ok(())
 }
 
 /// The writer's settings from the configuration.
-fn writer_options(config: &Config) -> WriterOptions {
+pub(crate) fn writer_options(config: &Config) -> WriterOptions {
     WriterOptions {
         max_batch: config.radius.max_batch,
         commit_timeout: config.commit_timeout(),
         replay_interval: Duration::from_millis(config.journal.replay_interval_ms.max(10)),
         radacct_fillfactor: config.database.radacct_fillfactor,
-    }
-}
-
-/// Lacking DDL rights is not an outage: say which grant is missing.
-fn explain_migration_error(e: crate::store::StoreError) -> anyhow::Error {
-    let text = e.to_string();
-    if text.contains("permission denied") || text.contains("must be owner") {
-        anyhow::anyhow!(
-            "running migrations: {text}. The database role needs to create radacctd's tables \
-             and indexes (CREATE on the schema, or ownership of radacct/nas), or run \
-             `radacctd migrate` once as an owner and set database.migrate_on_start = false; \
-             at run time radacctd needs SELECT, INSERT, UPDATE, DELETE on radacct and \
-             radacct_archive, SELECT on nas, resellers and subscribers, and UPDATE (is_online) \
-             on subscribers"
-        )
-    } else {
-        anyhow::Error::new(e).context("running migrations")
-    }
-}
-
-/// Errors that waiting will not fix (bad credentials, missing rights): exit, do not spool.
-fn is_permanent(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}");
-    [
-        "permission denied",
-        "must be owner",
-        "password authentication failed",
-        "role \"",
-        "database \"",
-    ]
-    .iter()
-    .any(|p| text.contains(p))
-}
-
-/// Replays a journal left by the previous run before anything is answered.
-async fn replay_journal_at_start(store: &Store, journal: &ingest::SharedJournal, config: &Config) {
-    let pending = ingest::writer_lock(journal).pending();
-    if pending == 0 {
-        return;
-    }
-    tracing::info!(
-        entries = pending,
-        "replaying the journal left by the previous run"
-    );
-    let mut attempts = 0;
-    loop {
-        match ingest::replay_chunk(
-            store,
-            journal,
-            config.radius.max_batch,
-            config.commit_timeout(),
-            &mut attempts,
-        )
-        .await
-        {
-            Ok(ingest::ReplayStep::Replayed(_)) => {}
-            Ok(ingest::ReplayStep::Drained) => {
-                if let Err(e) = ingest::writer_lock(journal).truncate() {
-                    tracing::error!(error = %e, "could not truncate the replayed journal");
-                }
-                tracing::info!("journal replayed");
-                return;
-            }
-            Ok(ingest::ReplayStep::Stuck) | Err(_) => {
-                tracing::warn!("journal replay incomplete at start-up; the writer goes on with it");
-                return;
-            }
-        }
-    }
-}
-
-/// Starts EnsureIndexes (once, in the background: queries work meanwhile, only slower), the
-/// stale sweeper and the archiver, as configured. They stop when `cancel` is cancelled, which
-/// releases their handles on the ingest queue.
-fn spawn_jobs(
-    config: &Config,
-    store: &Store,
-    ingest: ingest::IngestSender,
-    stats: &Arc<Stats>,
-    cancel: CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    if config.jobs.ensure_indexes {
-        tasks.push(tokio::spawn(ensure_indexes(store.clone(), cancel.clone())));
-    }
-    if config.jobs.sweep_enabled {
-        let sweeper = Sweeper::new(store.clone(), ingest, config.jobs.clone(), stats.clone());
-        tasks.push(tokio::spawn(sweeper.run(cancel.clone())));
-    }
-    if config.jobs.archive_enabled {
-        let archiver = Archiver::new(store.clone(), config.jobs.clone(), stats.clone());
-        tasks.push(tokio::spawn(archiver.run(cancel)));
-    }
-    tasks
-}
-
-/// EnsureIndexes until it succeeds: a database that was down at start-up (or a table that
-/// migrations deferred to later have not created yet) gets its indexes once it is back.
-/// Retries back off from 1 s to 5 min; the first failure is a warning, later ones debug lines.
-async fn ensure_indexes(store: Store, cancel: CancellationToken) {
-    let mut wait = Duration::from_secs(1);
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = store.ensure_indexes() => match r {
-                Ok(created) if created.is_empty() => {
-                    tracing::debug!("all indexes present");
-                    return;
-                }
-                Ok(created) => {
-                    tracing::info!(indexes = ?created, "EnsureIndexes created missing indexes");
-                    return;
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures == 1 {
-                        tracing::warn!(error = %e, retry_in = ?wait, "EnsureIndexes failed; queries still work, slower; retrying");
-                    } else {
-                        tracing::debug!(error = %e, failures, retry_in = ?wait, "EnsureIndexes failed again");
-                    }
-                }
-            },
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(300));
-    }
-}
-
-/// Replaces the index with the open rows of the database (start-up, invariant B).
-pub async fn rebuild_index(
-    store: &Store,
-    index: &SessionIndex,
-    resolver: &dyn ResellerResolver,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut sessions = Vec::new();
-    store
-        .for_each_open_session(resolver, |session| sessions.push(session))
-        .await?;
-    let n = sessions.len();
-    index.replace_all(sessions);
-    tracing::info!(
-        open_sessions = n,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "index rebuilt"
-    );
-    Ok(())
-}
-
-/// The clients of the configuration file alone.
-fn configured_clients(configured: &[ClientConfig]) -> ClientTable {
-    let mut table = ClientTable::default();
-    for c in configured {
-        table.add(
-            c.address,
-            Client {
-                name: c.name.clone().unwrap_or_else(|| c.address.to_string()),
-                secret: Arc::from(c.secret.expose().as_bytes()),
-                nas_id: None,
-            },
-        );
-    }
-    table
-}
-
-/// Configured clients first (they win), then the `nas` table. A `nas` row whose name is a
-/// hostname is resolved now; one that cannot be read is skipped with a warning.
-pub async fn load_clients(configured: &[ClientConfig], store: &Store) -> ClientTable {
-    let mut table = configured_clients(configured);
-    match store.nas_rows().await {
-        Ok(rows) => {
-            for row in rows {
-                let client = Client {
-                    name: row.shortname.clone(),
-                    secret: Arc::from(row.secret.as_bytes()),
-                    nas_id: Some(row.id),
-                };
-                if let Ok(addr) = row.nasname.parse::<ClientAddr>() {
-                    table.add(addr, client);
-                    continue;
-                }
-                match tokio::net::lookup_host((row.nasname.as_str(), 0)).await {
-                    Ok(addrs) => {
-                        for a in addrs {
-                            let addr = ClientAddr {
-                                addr: a.ip(),
-                                prefix: if a.is_ipv4() { 32 } else { 128 },
-                            };
-                            table.add(addr, client.clone());
-                        }
-                    }
-                    Err(e) => tracing::warn!(
-                        nas = %row.nasname,
-                        error = %e,
-                        "nas row skipped: not an address, block or resolvable name"
-                    ),
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the nas table; keeping configured clients")
-        }
-    }
-    table
-}
-
-async fn housekeeping(
-    cancel: CancellationToken,
-    cache: Arc<ReplyCache>,
-    clients: SharedClients,
-    configured: Vec<ClientConfig>,
-    store: Store,
-    reload_every: Duration,
-) {
-    let mut purge = tokio::time::interval(Duration::from_secs(5));
-    let mut reload = tokio::time::interval(reload_every);
-    reload.tick().await;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = purge.tick() => cache.purge(),
-            _ = reload.tick() => {
-                let table = load_clients(&configured, &store).await;
-                *clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-            }
-        }
     }
 }
 
@@ -802,18 +607,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown).await
 }
 
-/// `radacctd migrate`: applies pending migrations and exits.
-pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
-    store
-        .prepare(config.database.radacct_fillfactor)
-        .await
-        .map_err(explain_migration_error)?;
-    crate::outln!("migrations applied ({})", store.kind());
-    store.close().await;
-    Ok(())
-}
-
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -826,230 +619,5 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// `radacctd sweep [--dry-run]`: one sweep now, through a writer of its own (the running
-/// daemon's index catches up at its next sweep, which reconciles with SQL).
-pub async fn sweep_command(config: Config, dry_run: bool) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
-    let stats = Arc::new(Stats::default());
-    let (tx, rx) = ingest::queue(4096);
-    let sweeper = Sweeper::new(store.clone(), tx, config.jobs.clone(), stats.clone());
-    if dry_run {
-        let rows = sweeper.dry_run(config.jobs.sweep_limit).await?;
-        crate::outln!(
-            "dry run: {} open session(s) with no update for {} s would be closed as NAS-Idle-Timeout",
-            rows.len(),
-            config.jobs.stale_after_secs
-        );
-        for r in rows.iter().take(20) {
-            crate::outln!(
-                "  radacctid={} username={} nas={} last_seen={}",
-                r.radacctid,
-                r.username.as_deref().unwrap_or(""),
-                r.nasipaddress,
-                r.last_seen.map(format_time).unwrap_or_default()
-            );
-        }
-        store.close().await;
-        return Ok(());
-    }
-    let writer = Writer::new(
-        store.clone(),
-        Arc::new(SessionIndex::new()),
-        Arc::new(()),
-        None,
-        stats,
-        writer_options(&config),
-    );
-    let writer = tokio::spawn(writer.run(rx));
-    let report = sweeper.run_once().await;
-    drop(sweeper);
-    let _ = writer.await;
-    store.close().await;
-    let report = report?;
-    crate::outln!(
-        "closed {} of {} stale session(s); marked {} subscriber(s) online, {} offline",
-        report.closed,
-        report.candidates,
-        report.marked_online,
-        report.marked_offline
-    );
-    Ok(())
-}
-
-/// `radacctd archive [--dry-run]`: one archiver run now.
-pub async fn archive_command(config: Config, dry_run: bool) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
-    let archiver = Archiver::new(
-        store.clone(),
-        config.jobs.clone(),
-        Arc::new(Stats::default()),
-    );
-    let result = if dry_run {
-        archiver.dry_run(20).await.map(|(count, rows)| {
-            crate::outln!(
-                "dry run: {count} closed session(s) stopped more than {} days ago would move to radacct_archive",
-                config.jobs.archive_after_days
-            );
-            for r in rows {
-                crate::outln!(
-                    "  radacctid={} username={} stopped={}",
-                    r.radacctid,
-                    r.username.as_deref().unwrap_or(""),
-                    r.acctstoptime.map(format_time).unwrap_or_default()
-                );
-            }
-        })
-    } else {
-        archiver.run_once().await.map(|r| {
-            crate::outln!(
-                "moved {} session(s) to radacct_archive in {} batch(es)",
-                r.moved,
-                r.batches
-            );
-        })
-    };
-    store.close().await;
-    result
-}
-
-fn format_time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| t.to_string())
-}
-
-/// What `/metrics` reads at scrape time.
-struct MetricsSource {
-    stats: Arc<Stats>,
-    index: Arc<SessionIndex>,
-    queue: ingest::IngestSender,
-    journal: Option<ingest::SharedJournal>,
-    store: Store,
-    index_rebuild: Duration,
-}
-
-impl MetricsSource {
-    fn render(&self) -> String {
-        let counts = self.index.counts();
-        let mut by_nas: Vec<(String, i64)> = counts.per_nas.into_iter().collect();
-        by_nas.sort();
-        let journal = self.journal.as_ref().map(|j| {
-            let j = ingest::writer_lock(j);
-            (j.pending(), j.bytes(), j.oldest_age(listener::now_secs()))
-        });
-        let journal_health = self
-            .journal
-            .as_ref()
-            .map(|j| ingest::writer_lock(j).health());
-        self.stats.render(&crate::metrics::Live {
-            active_sessions: counts.total,
-            active_by_nas: by_nas,
-            queue_depth: self.queue.max_capacity() - self.queue.capacity(),
-            journal,
-            pool: self.store.pool_stats(),
-            index_rebuild: self.index_rebuild,
-            journal_health,
-        })
-    }
-}
-
-/// Serves `GET /metrics` (Prometheus text format) until `stop`.
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    source: MetricsSource,
-    limits: crate::api::server::HttpLimits,
-    stop: CancellationToken,
-) {
-    use axum::routing::get;
-    let source = Arc::new(source);
-    let router = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let source = source.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    source.render(),
-                )
-            }
-        }),
-    );
-    // A scrape can simply be cut at shutdown: Prometheus retries.
-    if let Err(e) = crate::api::server::serve(
-        listener,
-        router,
-        limits,
-        stop,
-        crate::api::server::OnShutdown::Close,
-        "metrics",
-    )
-    .await
-    {
-        tracing::error!(error = %e, "/metrics listener failed");
-    }
-}
-
-/// Tells systemd about state changes when started by it (`NOTIFY_SOCKET` set); a no-op else.
-fn notify_systemd(state: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(state) {
-        tracing::warn!(error = %e, "could not notify systemd");
-    }
-}
-
-/// `WATCHDOG=1` at half the watchdog interval while the ingest writer runs — also while the
-/// database is down (a locked table must not make systemd kill us in a loop).
-async fn systemd_watchdog(writer_alive: Arc<AtomicBool>, cancel: CancellationToken) {
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(10)));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if writer_alive.load(Ordering::Relaxed) {
-            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
-        }
-    }
-}
-
-/// What SIGHUP (or [`Application::reload_handle`]) reloads: the `nas` table into the client
-/// list and the disconnect directory, and the reseller cache, without stopping anything.
-struct Reloader {
-    clients: SharedClients,
-    configured: Vec<ClientConfig>,
-    store: Store,
-    scope: Arc<ScopeCache>,
-    index: Arc<SessionIndex>,
-    disconnector: Disconnector,
-}
-
-impl Reloader {
-    async fn run(self, cancel: CancellationToken, reload: Arc<tokio::sync::Notify>) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = reload.notified() => {}
-            }
-            notify_systemd(&[sd_notify::NotifyState::Reloading]);
-            let table = load_clients(&self.configured, &self.store).await;
-            let n = table.len();
-            *self.clients.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-            if let Err(e) = self.scope.refresh(&self.store, &self.index).await {
-                tracing::warn!(error = %e, "reseller cache refresh failed");
-            }
-            if let Err(e) = self.disconnector.reload_nas(&self.store).await {
-                tracing::warn!(error = %e, "nas table refresh for disconnects failed");
-            }
-            tracing::info!(clients = n, "reloaded clients and reseller cache");
-            notify_systemd(&[sd_notify::NotifyState::Ready]);
-        }
     }
 }

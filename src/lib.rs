@@ -3,20 +3,46 @@
 //! # Layout
 //! - [`radius`]: the packet codec (pure), dictionary, client table, accounting semantics of a
 //!   packet, the UDP listener and the reply cache.
-//! - [`ingest`]: the bounded queue and the single group-commit writer; row semantics.
+//! - [`queue`]: the bounded ingest queue and what travels on it (types only).
+//! - [`ingest`]: the single group-commit writer, the journal, row semantics.
 //! - [`sessions`]: the live index of open sessions and the radacct row model (no I/O).
 //! - [`store`]: all SQL, PostgreSQL and SQLite behind one interface.
 //! - [`api`]: the Sessions API (axum): auth, scope, list/count/get/export, rate limit.
 //! - [`disconnect`]: RFC 5176 Disconnect-Request client, RouterOS API fallback, `Disconnector`.
-//! - [`config`], [`metrics`], and [`app`], the composition root that wires them.
+//! - [`jobs`]: the stale sweeper, the archiver, EnsureIndexes.
+//! - [`metrics`]: metric names, the per-instance `Stats`, the `/metrics` server.
+//! - [`config`]; the leaves [`clock`] (one `now_secs`), [`net`] (addresses, CIDR blocks and the
+//!   table keyed by them), [`http`] (an HTTP listener with connection limits), [`systemd`].
+//! - [`app`], the composition root that wires them, and [`cli`], the one-shot commands.
+//!
+//! Dependencies point one way, from the top of this list to the bottom; a module uses only
+//! those below it:
+//!
+//! ```text
+//! cli → app → api → disconnect, jobs → ingest → radius::listener → queue
+//!   → radius::{reply, accounting, clients} → radius::{codec, dictionary}
+//!   → store → sessions → metrics → config → http, net, clock, systemd
+//! ```
+//!
+//! `radius` counts as its parts (the queue carries `radius::accounting`'s events and the
+//! listener feeds the queue). Components own their counters and register them with
+//! `metrics::Stats`, so `metrics` names none of them. `module_graph`'s test fails on a cycle.
 
 pub mod api;
 pub mod app;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod disconnect;
+pub mod http;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
+#[cfg(test)]
+mod module_graph;
+pub mod net;
+pub mod queue;
 pub mod radius;
 pub mod sessions;
 pub mod store;
+pub mod systemd;

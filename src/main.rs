@@ -129,11 +129,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => radacctd::app::serve(config).await,
-            Command::Migrate => radacctd::app::migrate(config).await,
-            Command::Sweep { dry_run } => radacctd::app::sweep_command(config, dry_run).await,
-            Command::Archive { dry_run } => radacctd::app::archive_command(config, dry_run).await,
+            Command::Migrate => radacctd::cli::migrate(config).await,
+            Command::Sweep { dry_run } => radacctd::cli::sweep(config, dry_run).await,
+            Command::Archive { dry_run } => radacctd::cli::archive(config, dry_run).await,
             Command::Journal { command } => {
-                use radacctd::ingest::journal_cli::{JournalAction, journal_command};
+                use radacctd::cli::journal::{JournalAction, journal_command};
                 let action = match command {
                     JournalCommand::Inspect { rejected } => JournalAction::Inspect { rejected },
                     JournalCommand::Retry => JournalAction::Retry,

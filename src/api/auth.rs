@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::error::ApiError;
+use crate::clock::now_secs;
 use crate::config::{ApiConfig, JwtAlgorithm};
 
 /// List, count, get and export sessions.
@@ -245,14 +246,6 @@ pub fn issue_token(
     jsonwebtoken::encode(&Header::new(alg), claims, &key).context("signing the token")
 }
 
-/// Seconds since the epoch, now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// What `radacctd token` was asked for.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
@@ -274,7 +267,7 @@ pub fn token_for(config: &ApiConfig, req: &TokenRequest) -> anyhow::Result<Strin
     anyhow::ensure!(req.ttl_secs > 0, "--ttl must be at least 1 second");
     let claims = Claims {
         sub: req.subject.clone(),
-        exp: now_secs().saturating_add(req.ttl_secs),
+        exp: (now_secs() as u64).saturating_add(req.ttl_secs),
         role: req.role,
         reseller_id: req.reseller_id,
         permissions: req
@@ -352,7 +345,7 @@ mod tests {
         let auth = Authenticator::from_config(&cfg).expect("auth");
         let expired = Claims {
             sub: None,
-            exp: now_secs() - 3600,
+            exp: now_secs() as u64 - 3600,
             role: Role::Admin,
             reseller_id: None,
             permissions: vec![SESSIONS_VIEW.into()],
@@ -364,7 +357,7 @@ mod tests {
         );
         assert!(auth.verify("not.a.token").is_err());
         let reseller_without_id = Claims {
-            exp: now_secs() + 60,
+            exp: now_secs() as u64 + 60,
             role: Role::Reseller,
             ..expired
         };
@@ -382,7 +375,7 @@ mod tests {
     #[test]
     fn not_before_in_the_future_is_refused_with_the_exp_leeway() {
         let cfg = config();
-        let leeway = cfg.jwt_leeway_secs;
+        let leeway = cfg.jwt_leeway_secs as i64;
         assert!(leeway > 10, "the test needs some leeway: {leeway}");
         let auth = Authenticator::from_config(&cfg).expect("auth");
         let with_nbf = |nbf: serde_json::Value| {

@@ -13,8 +13,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::sessions::{parse_radacctid, stored_session_in_scope};
-use crate::disconnect::{DisconnectError, Method, refusal_message};
-use crate::metrics::DisconnectResult;
+use crate::disconnect::{DisconnectError, DisconnectResult, Method, refusal_message};
 
 /// The permission the seed names for disconnects.
 pub const SUBSCRIBERS_DISCONNECT: &str = "subscribers.disconnect";

@@ -18,7 +18,7 @@ use tower_governor::key_extractor::KeyExtractor;
 
 use super::error::error_body;
 use crate::config::ApiConfig;
-use crate::radius::clients::ClientAddr;
+use crate::net::ClientAddr;
 
 /// The rate-limit key: the client's IP address.
 #[derive(Debug, Clone)]

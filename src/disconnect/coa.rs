@@ -16,7 +16,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::metrics::{CoaIgnoreReason, Stats};
+use super::stats::{CoaIgnoreReason, DisconnectStats};
+use crate::metrics::Stats;
 use crate::radius::codec::{Code, EncodeError, Packet, PacketBuilder};
 use crate::radius::dictionary as d;
 
@@ -235,7 +236,7 @@ struct ClientInner {
     permits: Arc<Semaphore>,
     next_socket: AtomicUsize,
     config: CoaConfig,
-    stats: Arc<Stats>,
+    stats: Arc<DisconnectStats>,
     /// Stops the dispatchers when the last handle is dropped.
     _stop: DropGuard,
 }
@@ -259,6 +260,7 @@ impl CoaClient {
     /// Binds `config.sockets` UDP sockets on `config.bind` (ephemeral ports) and starts one
     /// dispatcher per socket.
     pub async fn bind(config: CoaConfig, stats: Arc<Stats>) -> std::io::Result<CoaClient> {
+        let stats = DisconnectStats::of(&stats);
         let n = config.sockets.max(1);
         let stop = CancellationToken::new();
         let mut sockets = Vec::with_capacity(n);
@@ -333,7 +335,10 @@ impl CoaClient {
         let mut sends = 0u32;
         loop {
             if sends > 0 {
-                Stats::add(&self.inner.stats.disconnect.coa_retransmits, 1);
+                self.inner
+                    .stats
+                    .coa_retransmits
+                    .fetch_add(1, Ordering::Relaxed);
             }
             sends += 1;
             if let Err(e) = lease.shared.socket.send_to(&packet, dest).await {
@@ -447,7 +452,7 @@ fn bind_socket(ip: IpAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
 }
 
 /// One per socket: reads answers until the client is dropped. A bad datagram never stops it.
-async fn dispatch(shared: Arc<SocketShared>, stats: Arc<Stats>, stop: CancellationToken) {
+async fn dispatch(shared: Arc<SocketShared>, stats: Arc<DisconnectStats>, stop: CancellationToken) {
     let mut buf = vec![0u8; crate::radius::codec::MAX_PACKET_LEN + 1];
     loop {
         let received = tokio::select! {
@@ -458,7 +463,7 @@ async fn dispatch(shared: Arc<SocketShared>, stats: Arc<Stats>, stop: Cancellati
             Ok((n, from)) => {
                 let datagram = buf.get(..n).unwrap_or_default();
                 if let Err(reason) = shared.deliver(datagram, canonical(from)) {
-                    stats.disconnect.ignored(reason);
+                    stats.ignored(reason);
                     tracing::debug!(%from, reason = reason.as_str(), "CoA datagram ignored");
                 }
             }

@@ -20,133 +20,59 @@
 
 pub mod coa;
 pub mod mikrotik;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_secs;
 use crate::config::ClientConfig;
-use crate::ingest::{CloseRequest, IngestSender, Item};
-use crate::metrics::{DisconnectAttempt, DisconnectResult, Stats};
-use crate::radius::clients::ClientAddr;
+pub use crate::config::DisconnectConfig;
+use crate::metrics::Stats;
+use crate::net::{AddrTable, ClientAddr};
+use crate::queue::{CloseRequest, IngestSender, Item};
 use crate::radius::dictionary::ERROR_CAUSE;
 use crate::sessions::{Session, SessionIndex};
 use crate::store::{NasRow, Store, StoreError};
 
 pub use coa::{CoaClient, CoaConfig, CoaError, CoaOutcome, CoaReply, DisconnectRequest};
 pub use mikrotik::{ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport};
+pub use stats::{
+    CoaIgnoreReason, DisconnectAttempt, DisconnectMethod, DisconnectResult, DisconnectStats,
+    RoundTrips,
+};
 
 /// Terminate cause of a row closed after the NAS confirmed the disconnect.
 pub const CLOSE_CAUSE: &str = "Admin-Reset";
 /// Terminate cause of a ghost row (the NAS says the session does not exist).
 pub const GHOST_CAUSE: &str = "Admin-Reset";
 
-/// The `[disconnect]` section of the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct DisconnectConfig {
-    /// Total time for one Disconnect-Request, retransmissions included, in milliseconds.
-    pub coa_timeout_ms: u64,
-    /// The same Disconnect-Request is sent again after this many milliseconds without answer.
-    pub coa_retry_interval_ms: u64,
-    /// CoA port of a NAS whose `nas` row has no `coa_port` (MikroTik's `/radius incoming`).
-    pub coa_port: u16,
-    /// UDP sockets for Disconnect-Requests; each carries 256 requests in flight.
-    pub coa_sockets: usize,
-    /// Source address of Disconnect-Requests (a MikroTik accepts them only from a configured
-    /// `/radius` server address). `::` gives dual-stack sockets.
-    pub coa_bind: IpAddr,
-    /// RouterOS API port of a NAS whose `nas` row has no `api_port` (the plain API, 8728).
-    pub api_port: u16,
-    /// RouterOS API-SSL port of a NAS with `api_tls` and no `api_port` (8729).
-    pub api_tls_port: u16,
-    /// PEM bundle of the CAs trusted for routers' API-SSL certificates (read at start-up and
-    /// on every `nas` reload; only needed when a NAS has `api_tls`).
-    pub api_tls_ca_file: PathBuf,
-    /// Deadline of the API's TCP connect, in milliseconds.
-    pub api_connect_timeout_ms: u64,
-    /// Deadline of each API reply (and write), in milliseconds.
-    pub api_reply_timeout_ms: u64,
-    /// Deadline of the whole API exchange (connect, login, print, remove), in milliseconds.
-    pub api_timeout_ms: u64,
-    /// How long to wait for the writer to commit the close, in milliseconds.
-    pub close_timeout_ms: u64,
-}
-
-impl Default for DisconnectConfig {
-    fn default() -> Self {
-        DisconnectConfig {
-            coa_timeout_ms: 3000,
-            coa_retry_interval_ms: 1000,
-            coa_port: 1700,
-            coa_sockets: 16,
-            coa_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            api_port: 8728,
-            api_tls_port: 8729,
-            api_tls_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
-            api_connect_timeout_ms: 3000,
-            api_reply_timeout_ms: 3000,
-            api_timeout_ms: 10_000,
-            close_timeout_ms: 10_000,
-        }
+/// The CoA client settings these values give.
+pub fn coa_config(config: &DisconnectConfig) -> CoaConfig {
+    CoaConfig {
+        budget: Duration::from_millis(config.coa_timeout_ms),
+        retry_interval: Duration::from_millis(config.coa_retry_interval_ms),
+        sockets: config.coa_sockets,
+        bind: config.coa_bind,
+        ..CoaConfig::default()
     }
 }
 
-impl DisconnectConfig {
-    /// Explains the first invalid value, for `check-config`.
-    pub fn check(&self) -> Result<(), String> {
-        if self.coa_timeout_ms == 0 {
-            return Err("disconnect.coa_timeout_ms must be above 0".into());
-        }
-        if self.coa_retry_interval_ms == 0 {
-            return Err("disconnect.coa_retry_interval_ms must be above 0".into());
-        }
-        if !(1..=1024).contains(&self.coa_sockets) {
-            return Err("disconnect.coa_sockets must be between 1 and 1024".into());
-        }
-        if self.coa_port == 0 || self.api_port == 0 || self.api_tls_port == 0 {
-            return Err(
-                "disconnect.coa_port, disconnect.api_port and disconnect.api_tls_port must not be 0"
-                    .into(),
-            );
-        }
-        if self.api_connect_timeout_ms == 0
-            || self.api_reply_timeout_ms == 0
-            || self.api_timeout_ms == 0
-            || self.close_timeout_ms == 0
-        {
-            return Err("disconnect API and close timeouts must be above 0".into());
-        }
-        Ok(())
-    }
-
-    /// The CoA client settings these values give.
-    pub fn coa(&self) -> CoaConfig {
-        CoaConfig {
-            budget: Duration::from_millis(self.coa_timeout_ms),
-            retry_interval: Duration::from_millis(self.coa_retry_interval_ms),
-            sockets: self.coa_sockets,
-            bind: self.coa_bind,
-            ..CoaConfig::default()
-        }
-    }
-
-    /// The RouterOS API deadlines these values give.
-    pub fn api_timeouts(&self) -> ApiTimeouts {
-        ApiTimeouts {
-            connect: Duration::from_millis(self.api_connect_timeout_ms),
-            reply: Duration::from_millis(self.api_reply_timeout_ms),
-            total: Duration::from_millis(self.api_timeout_ms),
-        }
+/// The RouterOS API deadlines these values give.
+pub fn api_timeouts(config: &DisconnectConfig) -> ApiTimeouts {
+    ApiTimeouts {
+        connect: Duration::from_millis(config.api_connect_timeout_ms),
+        reply: Duration::from_millis(config.api_reply_timeout_ms),
+        total: Duration::from_millis(config.api_timeout_ms),
     }
 }
 
@@ -231,45 +157,6 @@ struct NasInfo {
     tls: Option<Option<String>>,
 }
 
-/// Addresses and CIDR blocks to values: an exact address first, then the narrowest block.
-#[derive(Clone)]
-struct AddrTable<T> {
-    exact: HashMap<IpAddr, T>,
-    /// Narrowest first.
-    nets: Vec<(ClientAddr, T)>,
-}
-
-impl<T> Default for AddrTable<T> {
-    fn default() -> Self {
-        AddrTable {
-            exact: HashMap::new(),
-            nets: Vec::new(),
-        }
-    }
-}
-
-impl<T> AddrTable<T> {
-    /// The first entry for an address or block wins.
-    fn add(&mut self, addr: ClientAddr, value: T) {
-        if addr.is_host() {
-            self.exact.entry(addr.addr).or_insert(value);
-        } else if !self.nets.iter().any(|(a, _)| *a == addr) {
-            self.nets.push((addr, value));
-            self.nets.sort_by_key(|n| std::cmp::Reverse(n.0.prefix));
-        }
-    }
-
-    fn lookup(&self, ip: IpAddr) -> Option<&T> {
-        let ip = ip.to_canonical();
-        self.exact.get(&ip).or_else(|| {
-            self.nets
-                .iter()
-                .find(|(net, _)| net.contains(ip))
-                .map(|(_, v)| v)
-        })
-    }
-}
-
 /// Everything known to disconnect a session of one NAS address.
 struct Target {
     name: String,
@@ -298,7 +185,7 @@ struct Inner {
     /// Disconnects in flight by acctuniqueid; guards no `.await`.
     inflight: Mutex<HashMap<String, watch::Receiver<Shared>>>,
     config: DisconnectConfig,
-    stats: Arc<Stats>,
+    stats: Arc<DisconnectStats>,
 }
 
 /// Disconnects sessions; cheap to clone and share (an `Arc` inside).
@@ -342,7 +229,8 @@ impl Disconnector {
         index: Arc<SessionIndex>,
         stats: Arc<Stats>,
     ) -> std::io::Result<Disconnector> {
-        let coa = CoaClient::bind(config.coa(), stats.clone()).await?;
+        let coa = CoaClient::bind(coa_config(&config), stats.clone()).await?;
+        let stats = DisconnectStats::of(&stats);
         Ok(Disconnector {
             inner: Arc::new(Inner {
                 coa,
@@ -434,17 +322,14 @@ impl Disconnector {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if let Some(rx) = inflight.get(&key) {
-                Stats::add(&self.inner.stats.disconnect.coalesced, 1);
+                self.inner.stats.coalesced.fetch_add(1, Ordering::Relaxed);
                 rx.clone()
             } else {
                 // Checked under the in-flight lock: an attempt that closed the row removed
                 // its entry only after the index changed, so this cannot miss it.
                 let Some(current) = self.inner.index.get(&key) else {
                     drop(inflight);
-                    self.inner
-                        .stats
-                        .disconnect
-                        .result(DisconnectResult::AlreadyClosed);
+                    self.inner.stats.result(DisconnectResult::AlreadyClosed);
                     return Ok(Disconnected {
                         method: Method::AlreadyClosed,
                         row_closed: false,
@@ -460,7 +345,7 @@ impl Disconnector {
                 let inner = self.inner.clone();
                 tokio::spawn(async move {
                     let result = inner.attempt(&current).await;
-                    inner.stats.disconnect.result(match &result {
+                    inner.stats.result(match &result {
                         Ok(d) => match d.method {
                             Method::Coa => DisconnectResult::Coa,
                             Method::Api => DisconnectResult::Api,
@@ -514,8 +399,7 @@ impl Disconnector {
                 table.add(addr, info);
             } else if let Some(ips) = resolved.get(&row.nasname) {
                 for ip in ips {
-                    let prefix = if ip.is_ipv4() { 32 } else { 128 };
-                    table.add(ClientAddr { addr: *ip, prefix }, info.clone());
+                    table.add(ClientAddr::host(*ip), info.clone());
                 }
             } else {
                 tracing::debug!(nas = %row.nasname, "nas row without an address skipped");
@@ -556,13 +440,6 @@ fn nas_info(row: &NasRow) -> NasInfo {
                 .map(str::to_owned)
         }),
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Inner {
@@ -641,7 +518,7 @@ impl Inner {
         let coa_note = match self.try_coa(s, nas_ip, &target).await {
             Ok(CoaOutcome::Ack) => {
                 return Ok(self
-                    .close(s, Method::Coa, Some(unix_now()), CLOSE_CAUSE, started)
+                    .close(s, Method::Coa, Some(now_secs()), CLOSE_CAUSE, started)
                     .await);
             }
             Ok(CoaOutcome::Nak(Some(coa::SESSION_CONTEXT_NOT_FOUND))) => {
@@ -677,7 +554,7 @@ impl Inner {
                     creds,
                     &s.username,
                     s.framedipaddress.as_deref(),
-                    &self.config.api_timeouts(),
+                    &api_timeouts(&self.config),
                 )
                 .await
             }
@@ -689,7 +566,7 @@ impl Inner {
             ApiOutcome::NotFound => DisconnectAttempt::ApiNotFound,
             ApiOutcome::Failed(_) => DisconnectAttempt::ApiFailed,
         };
-        self.stats.disconnect.attempt(attempt, Some(rtt));
+        self.stats.attempt(attempt, Some(rtt));
         match &outcome {
             ApiOutcome::Failed(reason) => tracing::warn!(
                 nas = %addr, nas_name = %target.name, method = "api", outcome = outcome.label(),
@@ -706,7 +583,7 @@ impl Inner {
         }
         match outcome {
             ApiOutcome::Removed => Ok(self
-                .close(s, Method::Api, Some(unix_now()), CLOSE_CAUSE, started)
+                .close(s, Method::Api, Some(now_secs()), CLOSE_CAUSE, started)
                 .await),
             ApiOutcome::NotFound => Ok(self
                 .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
@@ -725,9 +602,7 @@ impl Inner {
         target: &Target,
     ) -> Result<CoaOutcome, String> {
         let Some(secret) = &target.secret else {
-            self.stats
-                .disconnect
-                .attempt(DisconnectAttempt::CoaError, None);
+            self.stats.attempt(DisconnectAttempt::CoaError, None);
             tracing::warn!(
                 nas = %target.coa, method = "coa", outcome = "error",
                 acctuniqueid = %s.acctuniqueid, username = %s.username,
@@ -754,9 +629,7 @@ impl Inner {
                     CoaOutcome::Nak(_) => DisconnectAttempt::CoaNak,
                     CoaOutcome::Timeout => DisconnectAttempt::CoaTimeout,
                 };
-                self.stats
-                    .disconnect
-                    .attempt(attempt, Some(reply.round_trip));
+                self.stats.attempt(attempt, Some(reply.round_trip));
                 let error_cause = match reply.outcome {
                     CoaOutcome::Nak(Some(c)) => Some(c),
                     _ => None,
@@ -771,9 +644,7 @@ impl Inner {
                 Ok(reply.outcome)
             }
             Err(e) => {
-                self.stats
-                    .disconnect
-                    .attempt(DisconnectAttempt::CoaError, None);
+                self.stats.attempt(DisconnectAttempt::CoaError, None);
                 tracing::warn!(
                     nas = %target.coa, method = "coa", outcome = "error", error = %e,
                     acctuniqueid = %s.acctuniqueid, username = %s.username,
@@ -846,7 +717,7 @@ mod tests {
     fn config_defaults_and_unknown_keys() {
         let c: DisconnectConfig = toml::from_str("").unwrap();
         assert_eq!(c, DisconnectConfig::default());
-        assert_eq!(c.coa().budget, Duration::from_secs(3));
+        assert_eq!(coa_config(&c).budget, Duration::from_secs(3));
         assert_eq!(c.coa_port, 1700);
         assert_eq!(c.api_port, 8728);
         assert_eq!(c.api_tls_port, 8729);

@@ -219,7 +219,7 @@ impl Journal {
             replayed: 0,
             pending,
             cap,
-            oldest_append: (pending > 0).then(crate::radius::listener::now_secs),
+            oldest_append: (pending > 0).then(crate::clock::now_secs),
             health,
             rejected_seen: None,
         })
@@ -291,7 +291,7 @@ impl Journal {
         }
         self.len += buf.len() as u64;
         if self.pending == 0 {
-            self.oldest_append = Some(crate::radius::listener::now_secs());
+            self.oldest_append = Some(crate::clock::now_secs());
         }
         self.pending += entries.len() as u64;
         Ok(())
@@ -723,7 +723,7 @@ fn save_unreadable(path: &Path, file: &File, bad: &[Unreadable]) -> std::io::Res
     let side = corrupt_path(path);
     let created = !side.exists();
     let mut out = OpenOptions::new().append(true).create(true).open(&side)?;
-    let found = crate::radius::listener::now_secs();
+    let found = crate::clock::now_secs();
     for b in bad {
         let mut bytes = vec![0u8; (b.end - b.start) as usize];
         file.read_exact_at(&mut bytes, b.start)?;

@@ -1,118 +1,14 @@
-//! The ingest path between the listener and the store: a bounded queue and the single
-//! group-commit writer (DESIGN §2 step 4). Every change to open sessions goes through the
-//! writer, so SQL and the live index change in the same order.
+//! The ingest path between the listener and the store: the single group-commit writer that
+//! drains the bounded [`crate::queue`] (DESIGN §2 step 4). Every change to open sessions goes
+//! through the writer, so SQL and the live index change in the same order.
 
 pub mod journal;
-pub mod journal_cli;
 pub mod semantics;
 mod writer;
 
-use crate::radius::accounting::AccountingEvent;
-use crate::radius::reply::Reply;
-
+pub use crate::queue::{CloseRequest, Drift, IngestReceiver, IngestSender, Item, queue};
 pub use writer::replay_entry;
 pub use writer::{
     ReplayStep, SharedJournal, Writer, WriterHealth, WriterOptions, apply_offline, replay_chunk,
     writer_lock,
 };
-
-/// One unit of work for the writer.
-#[derive(Debug)]
-pub enum Item {
-    /// An accepted accounting event and who to answer once it is durable.
-    Event {
-        event: Box<AccountingEvent>,
-        /// `None` for events that need no answer (tests, tools).
-        reply: Option<Reply>,
-    },
-    /// radacctd's own decision to close a session (stale sweeper, disconnect).
-    Close(CloseRequest),
-    /// Re-read the open rows and make the index equal them (other writers exist: FreeRADIUS
-    /// for other NASes, old panel jobs). Done by the writer, between two batches, so no commit
-    /// of ours can race it.
-    Reconcile(tokio::sync::oneshot::Sender<Drift>),
-}
-
-/// What a reconciliation found: sessions the index lacked or held wrongly (added or
-/// replaced), and sessions it held that are no longer open in SQL (removed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Drift {
-    pub added: u64,
-    pub removed: u64,
-}
-
-impl Item {
-    /// The session key this item changes (`acctuniqueid`).
-    pub fn key(&self) -> &str {
-        match self {
-            Item::Event { event, .. } => &event.acctuniqueid,
-            Item::Close(c) => &c.acctuniqueid,
-            Item::Reconcile(_) => "",
-        }
-    }
-}
-
-/// Close an open session, re-checked inside the writer's transaction so that it never
-/// overrides accounting that arrived in the meantime.
-#[derive(Debug)]
-pub struct CloseRequest {
-    pub acctuniqueid: String,
-    /// The stop time; `None` means the row's last update (else its start): the last evidence
-    /// that the session lived.
-    pub stop_time: Option<i64>,
-    pub cause: String,
-    /// Close only when the row's last update (else start) is older than this (the sweeper's
-    /// condition, evaluated on the row as it is when the writer gets to it).
-    pub if_updated_before: Option<i64>,
-    /// Told after commit whether the row was closed by this request; dropped unanswered when
-    /// the write failed.
-    done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<bool>>>,
-}
-
-impl CloseRequest {
-    /// A request and the receiver of its outcome.
-    pub fn new(
-        acctuniqueid: String,
-        stop_time: Option<i64>,
-        cause: impl Into<String>,
-        if_updated_before: Option<i64>,
-    ) -> (CloseRequest, tokio::sync::oneshot::Receiver<bool>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (
-            CloseRequest {
-                acctuniqueid,
-                stop_time,
-                cause: cause.into(),
-                if_updated_before,
-                done: std::sync::Mutex::new(Some(tx)),
-            },
-            rx,
-        )
-    }
-
-    /// Reports the outcome (after commit).
-    pub(crate) fn answer(&self, closed: bool) {
-        if let Some(tx) = self.take_done() {
-            let _ = tx.send(closed);
-        }
-    }
-
-    /// The write failed: the requester sees the channel closed.
-    pub(crate) fn abandon(&self) {
-        drop(self.take_done());
-    }
-
-    fn take_done(&self) -> Option<tokio::sync::oneshot::Sender<bool>> {
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-/// The sending half of the ingest queue.
-pub type IngestSender = tokio::sync::mpsc::Sender<Item>;
-/// The receiving half, owned by the writer.
-pub type IngestReceiver = tokio::sync::mpsc::Receiver<Item>;
-
-/// A bounded ingest queue of `capacity` events.
-pub fn queue(capacity: usize) -> (IngestSender, IngestReceiver) {
-    tokio::sync::mpsc::channel(capacity.max(1))
-}

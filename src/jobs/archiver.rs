@@ -10,9 +10,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobsConfig, until_next};
+use super::{JobStats, JobsConfig, until_next};
+use crate::clock::now_secs;
 use crate::metrics::Stats;
-use crate::radius::listener::now_secs;
 use crate::store::{ArchivableRow, Store};
 
 /// What one archiver run did.
@@ -27,7 +27,7 @@ pub struct ArchiveReport {
 pub struct Archiver {
     store: Store,
     config: JobsConfig,
-    stats: Arc<Stats>,
+    stats: Arc<JobStats>,
 }
 
 impl Archiver {
@@ -35,7 +35,7 @@ impl Archiver {
         Archiver {
             store,
             config,
-            stats,
+            stats: JobStats::of(&stats, "archiver"),
         }
     }
 
@@ -66,24 +66,20 @@ impl Archiver {
                 Ok(n) => {
                     report.moved += n;
                     report.batches += 1;
-                    self.stats.archiver.rows.fetch_add(n, Ordering::Relaxed);
+                    self.stats.rows.fetch_add(n, Ordering::Relaxed);
                     // Let the writer and the API have the database between batches.
                     tokio::task::yield_now().await;
                 }
                 Err(e) => break Err(e),
             }
         };
-        self.stats.archiver.runs.fetch_add(1, Ordering::Relaxed);
+        self.stats.runs.fetch_add(1, Ordering::Relaxed);
         self.stats
-            .archiver
             .last_duration_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                self.stats
-                    .archiver
-                    .last_success
-                    .store(now_secs(), Ordering::Relaxed);
+                self.stats.last_success.store(now_secs(), Ordering::Relaxed);
                 if report.moved > 0 {
                     tracing::info!(
                         moved = report.moved,
@@ -94,7 +90,7 @@ impl Archiver {
                 Ok(report)
             }
             Err(e) => {
-                self.stats.archiver.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 Err(anyhow::Error::new(e).context(format!(
                     "archiving (moved {} rows in {} batches before the failure)",
                     report.moved, report.batches

@@ -4,99 +4,49 @@
 //! A failing run is logged and retried at the next interval; it never stops the daemon.
 
 pub mod archiver;
+pub mod indexes;
 pub mod sweeper;
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use chrono::{DateTime, Duration as ChronoDuration, FixedOffset, Local, NaiveTime, TimeZone, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, Duration as ChronoDuration, Local, NaiveTime, TimeZone, Utc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use archiver::{ArchiveReport, Archiver};
 pub use sweeper::{SweepReport, Sweeper};
 
-/// The `[jobs]` configuration section.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct JobsConfig {
-    /// Run the stale sweeper in `serve`.
-    pub sweep_enabled: bool,
-    /// Seconds between sweeps.
-    pub sweep_interval_secs: u64,
-    /// An open session with no update for this many seconds is closed as `NAS-Idle-Timeout`.
-    pub stale_after_secs: u64,
-    /// Most rows one sweep closes (the rest wait for the next sweep).
-    pub sweep_limit: i64,
-    /// Run the archiver in `serve`.
-    pub archive_enabled: bool,
-    /// Local time of day of the daily archiver run, `HH:MM`.
-    pub archive_at: String,
-    /// Time zone of `archive_at`: `local` (the host's), `UTC`, or an offset like `+03:00`.
-    pub archive_time_zone: String,
-    /// Closed sessions whose stop time is older than this many days move to `radacct_archive`.
-    pub archive_after_days: u64,
-    /// Rows per archive transaction.
-    pub archive_batch: i64,
-    /// Create missing indexes (`CREATE INDEX CONCURRENTLY` on PostgreSQL) when `serve` starts.
-    pub ensure_indexes: bool,
-}
+pub use crate::config::{JobTimeZone, JobsConfig};
+use crate::metrics::{
+    Collect, Exposition, JOB_FAILURES, JOB_LAST_DURATION, JOB_LAST_SUCCESS, JOB_ROWS, JOB_RUNS,
+    Stats, label,
+};
+use crate::queue::IngestSender;
+use crate::store::Store;
 
-impl Default for JobsConfig {
-    fn default() -> Self {
-        JobsConfig {
-            sweep_enabled: true,
-            sweep_interval_secs: 300,
-            stale_after_secs: 1800,
-            sweep_limit: 100_000,
-            archive_enabled: true,
-            archive_at: "03:00".into(),
-            archive_time_zone: "local".into(),
-            archive_after_days: 90,
-            archive_batch: 10_000,
-            ensure_indexes: true,
-        }
+/// Starts EnsureIndexes (once, in the background: queries work meanwhile, only slower), the
+/// stale sweeper and the archiver, as configured, on `tasks`. They stop when `cancel` is
+/// cancelled, which releases their handles on the ingest queue.
+pub fn start(
+    config: &JobsConfig,
+    store: &Store,
+    ingest: IngestSender,
+    stats: &Arc<Stats>,
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    if config.ensure_indexes {
+        tasks.spawn(indexes::ensure_indexes(store.clone(), cancel.clone()));
     }
-}
-
-impl JobsConfig {
-    /// Checks the values serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        self.archive_time()?;
-        self.time_zone()?;
-        if self.archive_batch < 1 || self.sweep_limit < 1 {
-            return Err("jobs.archive_batch and jobs.sweep_limit must be at least 1".into());
-        }
-        if self.sweep_interval_secs == 0 {
-            return Err("jobs.sweep_interval_secs must be at least 1".into());
-        }
-        Ok(())
+    if config.sweep_enabled {
+        let sweeper = Sweeper::new(store.clone(), ingest, config.clone(), stats.clone());
+        tasks.spawn(sweeper.run(cancel.clone()));
     }
-
-    pub fn archive_time(&self) -> Result<NaiveTime, String> {
-        NaiveTime::parse_from_str(&self.archive_at, "%H:%M")
-            .map_err(|_| format!("jobs.archive_at must be HH:MM (got {:?})", self.archive_at))
+    if config.archive_enabled {
+        let archiver = Archiver::new(store.clone(), config.clone(), stats.clone());
+        tasks.spawn(archiver.run(cancel));
     }
-
-    pub fn time_zone(&self) -> Result<JobTimeZone, String> {
-        match self.archive_time_zone.as_str() {
-            "local" | "Local" => Ok(JobTimeZone::Local),
-            "UTC" | "utc" | "Z" => Ok(JobTimeZone::Fixed(FixedOffset::east_opt(0).expect("0"))),
-            other => other
-                .parse::<FixedOffset>()
-                .map(JobTimeZone::Fixed)
-                .map_err(|_| {
-                    format!(
-                        "jobs.archive_time_zone must be local, UTC or an offset like +03:00 (got {other:?})"
-                    )
-                }),
-        }
-    }
-}
-
-/// Where the daily schedule's wall clock lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobTimeZone {
-    Local,
-    Fixed(FixedOffset),
 }
 
 /// Time until the next `at` (wall clock in `tz`) strictly after `now`.
@@ -126,9 +76,12 @@ pub fn until_next(now: DateTime<Utc>, at: NaiveTime, tz: JobTimeZone) -> std::ti
         .unwrap_or(std::time::Duration::from_secs(1))
 }
 
-/// Counters of one job, for logs and metrics.
-#[derive(Debug, Default)]
+/// Counters of one job, for logs and metrics; registered with the application's [`Stats`]
+/// under the job's name (one set per job and instance).
+#[derive(Debug)]
 pub struct JobStats {
+    /// The `job` label: `sweeper` or `archiver`.
+    job: &'static str,
     pub runs: AtomicU64,
     pub failures: AtomicU64,
     /// Rows closed (sweeper) or moved (archiver), in total.
@@ -139,8 +92,51 @@ pub struct JobStats {
     pub last_duration_ms: AtomicU64,
 }
 
+impl JobStats {
+    /// The counters of `job` in `stats` (registered on first use).
+    pub fn of(stats: &Stats, job: &'static str) -> Arc<JobStats> {
+        stats.component(job, || JobStats {
+            job,
+            runs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            last_success: AtomicI64::new(0),
+            last_duration_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers the counters of every job, so that `/metrics` shows them before a first run
+    /// (and when a job is disabled).
+    pub fn register_all(stats: &Stats) {
+        for job in ["sweeper", "archiver"] {
+            JobStats::of(stats, job);
+        }
+    }
+}
+
+impl Collect for JobStats {
+    fn collect(&self, out: &Exposition<'_>) {
+        let l = || vec![label("job", self.job)];
+        out.counter(JOB_RUNS, l(), self.runs.load(Ordering::Relaxed));
+        out.counter(JOB_FAILURES, l(), self.failures.load(Ordering::Relaxed));
+        out.counter(JOB_ROWS, l(), self.rows.load(Ordering::Relaxed));
+        out.gauge(
+            JOB_LAST_SUCCESS,
+            l(),
+            self.last_success.load(Ordering::Relaxed) as f64,
+        );
+        out.gauge(
+            JOB_LAST_DURATION,
+            l(),
+            self.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use chrono::FixedOffset;
+
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -167,18 +163,5 @@ mod tests {
             until_next(utc("2026-11-27T23:00:00Z"), at, plus3).as_secs(),
             3600
         );
-    }
-
-    #[test]
-    fn config_is_validated_in_words() {
-        let mut c = JobsConfig::default();
-        assert!(c.validate().is_ok());
-        c.archive_at = "3pm".into();
-        assert!(c.validate().unwrap_err().contains("archive_at"));
-        c = JobsConfig {
-            archive_time_zone: "Mars/Olympus".into(),
-            ..JobsConfig::default()
-        };
-        assert!(c.validate().unwrap_err().contains("archive_time_zone"));
     }
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::JobsConfig;
+use super::{JobStats, JobsConfig};
+use crate::clock::now_secs;
 use crate::ingest::semantics::SWEEPER_CAUSE;
-use crate::ingest::{CloseRequest, Drift, IngestSender, Item};
 use crate::metrics::Stats;
-use crate::radius::listener::now_secs;
+use crate::queue::{CloseRequest, Drift, IngestSender, Item};
 use crate::store::{StaleRow, Store};
 
 /// What one sweep did.
@@ -39,7 +39,7 @@ pub struct Sweeper {
     store: Store,
     ingest: IngestSender,
     config: JobsConfig,
-    stats: Arc<Stats>,
+    stats: Arc<JobStats>,
 }
 
 impl Sweeper {
@@ -48,7 +48,7 @@ impl Sweeper {
             store,
             ingest,
             config,
-            stats,
+            stats: JobStats::of(&stats, "sweeper"),
         }
     }
 
@@ -68,24 +68,17 @@ impl Sweeper {
     pub async fn run_once(&self) -> anyhow::Result<SweepReport> {
         let started = Instant::now();
         let result = self.sweep().await;
-        self.stats.sweeper.runs.fetch_add(1, Ordering::Relaxed);
+        self.stats.runs.fetch_add(1, Ordering::Relaxed);
         self.stats
-            .sweeper
             .last_duration_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match &result {
             Ok(report) => {
-                self.stats
-                    .sweeper
-                    .rows
-                    .fetch_add(report.closed, Ordering::Relaxed);
-                self.stats
-                    .sweeper
-                    .last_success
-                    .store(now_secs(), Ordering::Relaxed);
+                self.stats.rows.fetch_add(report.closed, Ordering::Relaxed);
+                self.stats.last_success.store(now_secs(), Ordering::Relaxed);
             }
             Err(_) => {
-                self.stats.sweeper.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
             }
         }
         result

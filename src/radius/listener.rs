@@ -6,19 +6,19 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use super::accounting::{self, Parsed};
+use super::accounting::{self, EventKind, Parsed};
 use super::clients::ClientTable;
 use super::codec::{Code, Packet};
 use super::dictionary as d;
 use super::reply::{Reply, Responder, Seen};
-use crate::ingest::{IngestSender, Item};
-use crate::metrics::{DropReason, Stats};
+use crate::clock::now_secs;
+use crate::metrics::{DropReason, PacketType, Stats};
+use crate::queue::{IngestSender, Item};
 
 /// The client table, swapped whole when clients are reloaded.
 pub type SharedClients = Arc<RwLock<Arc<ClientTable>>>;
@@ -130,12 +130,12 @@ impl Listener {
             Parsed::Event(ev) => ev,
             Parsed::Ignored { status } => {
                 tracing::debug!(%peer, ?status, "accounting status not recorded; answered");
-                self.stats.received(None);
+                self.stats.received(PacketType::Other);
                 Stats::add(&self.stats.unchanged, 1);
                 return self.responder.answer(&reply);
             }
         };
-        self.stats.received(Some(event.kind));
+        self.stats.received(packet_type(event.kind));
         if event.clock_skewed {
             Stats::add(&self.stats.clock_skew, 1);
         }
@@ -161,18 +161,21 @@ impl Listener {
     }
 }
 
+/// The `type` label an event is counted under.
+fn packet_type(kind: EventKind) -> PacketType {
+    match kind {
+        EventKind::Start => PacketType::Start,
+        EventKind::InterimUpdate => PacketType::InterimUpdate,
+        EventKind::Stop => PacketType::Stop,
+        EventKind::AccountingOn => PacketType::AccountingOn,
+        EventKind::AccountingOff => PacketType::AccountingOff,
+    }
+}
+
 fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(
         e.kind(),
         K::ConnectionRefused | K::ConnectionReset | K::Interrupted | K::WouldBlock
     )
-}
-
-/// Receive time in whole seconds.
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -104,7 +104,7 @@ async fn start_interim_stop_write_the_expected_rows(backend: Backend) {
     assert_eq!(live.acctinputoctets, Some(1000));
     assert_eq!(
         app.stats
-            .received_count(Some(radacctd::radius::accounting::EventKind::Start)),
+            .received_count(radacctd::metrics::PacketType::Start),
         3
     );
     assert_eq!(Stats::get(&app.stats.responses), 7);
@@ -499,7 +499,11 @@ async fn ignored_status_types_are_answered_without_a_row(backend: Backend) {
     attrs.remove(0); // no Acct-Status-Type at all
     nas.send(&attrs).await.expect("answered");
     assert!(db.rows().await.is_empty());
-    assert_eq!(app.stats.received_count(None), 2);
+    assert_eq!(
+        app.stats
+            .received_count(radacctd::metrics::PacketType::Other),
+        2
+    );
     app.stop().await;
 }
 
@@ -1170,4 +1174,54 @@ async fn rows_written_from_the_index_equal_rows_written_after_reading() {
     for w in writers {
         w.store.close().await;
     }
+}
+
+/// Whatever the listener accepted before shutdown is committed and answered before the daemon
+/// exits: the listener stops first, the writer drains the queue, the sender sends the last
+/// answers. A lock on radacct holds the writer so that shutdown begins with events queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_and_answers_everything_accepted() {
+    let Some((db, app, mut nas)) = setup(Backend::Postgres).await else {
+        return;
+    };
+    let locker = db.open_store().await;
+    let radacctd::store::Store::Postgres(pg) = &locker else {
+        unreachable!("a PostgreSQL test")
+    };
+    let mut lock = pg.pool().begin().await.expect("begin");
+    sqlx::query("LOCK TABLE radacct IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    // Distinct identifiers: 200 requests in flight at once from one port.
+    let n = 200;
+    let t0 = now();
+    for i in 0..n {
+        let req = nas.request(&Sess::new(i).start(t0));
+        nas.socket.send_to(&req, nas.server).await.expect("send");
+    }
+    let start = radacctd::metrics::PacketType::Start;
+    assert!(eventually(|| app.stats.received_count(start) == u64::from(n)).await);
+    assert_eq!(Stats::get(&app.stats.responses), 0, "the writer is held");
+    let stats = app.stats.clone();
+    let stopped = tokio::spawn(app.stop());
+    // Shutdown begins while the writer waits for the lock; then the lock goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.commit().await.expect("unlock");
+    stopped.await.expect("stops cleanly");
+    assert_eq!(
+        db.rows().await.len(),
+        n as usize,
+        "every accepted Start committed"
+    );
+    assert_eq!(Stats::get(&stats.responses), u64::from(n));
+    let mut answered = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_secs(1), nas.socket.recv_from(&mut buf)).await
+    {
+        answered += 1;
+    }
+    assert_eq!(answered, n, "every accepted Start answered");
+    locker.close().await;
 }

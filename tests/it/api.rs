@@ -137,14 +137,15 @@ async fn seed_error_tables_are_answered_with_their_status_and_message(backend: B
     app.expect_error("/api/sessions", None, 401, "missing token")
         .await;
     let expired = {
-        use radacctd::api::auth::{Claims, SigningKey, issue_token, now_secs};
+        use radacctd::api::auth::{Claims, SigningKey, issue_token};
+        use radacctd::clock::now_secs;
         let cfg = radacctd::config::ApiConfig {
             jwt_secret: radacctd::config::Secret::new(JWT_SECRET),
             ..Default::default()
         };
         let c = Claims {
             sub: None,
-            exp: now_secs() - 600,
+            exp: now_secs() as u64 - 600,
             role: Role::Admin,
             reseller_id: None,
             permissions: vec![SESSIONS_VIEW.into()],
@@ -430,7 +431,7 @@ async fn bad_tokens_are_401(backend: Backend) {
     };
     let app = TestApp::start(api_config(&db)).await;
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-    use radacctd::api::auth::now_secs;
+    use radacctd::clock::now_secs;
     let claims = serde_json::json!({ "sub": "x", "exp": now_secs() + 600, "role": "admin", "permissions": [SESSIONS_VIEW] });
     let sign = |alg: Algorithm, secret: &str, claims: &Value| {
         encode(

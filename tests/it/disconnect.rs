@@ -12,10 +12,11 @@ use crate::common::fake_routeros::{Active, FakeRouterOs, RosConfig};
 use crate::common::{self, Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
 use radacctd::disconnect::mikrotik::{ApiConnection, ApiError, disconnect_ppp};
 use radacctd::disconnect::{
-    ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport, CoaClient, CoaConfig, CoaOutcome,
-    DisconnectConfig, DisconnectError, DisconnectRequest, Disconnector, Method,
+    ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport, CoaClient, CoaConfig, CoaIgnoreReason,
+    CoaOutcome, DisconnectAttempt, DisconnectConfig, DisconnectError, DisconnectRequest,
+    DisconnectStats, Disconnector, Method,
 };
-use radacctd::metrics::{CoaIgnoreReason, DisconnectAttempt, Stats};
+use radacctd::metrics::Stats;
 use radacctd::radius::dictionary as d;
 use radacctd::sessions::{Row, Session};
 use radacctd::store::NasRow;
@@ -146,8 +147,9 @@ impl Lab {
             .expect("row exists")
     }
 
-    fn stats(&self) -> &Stats {
-        &self.app.stats
+    /// The disconnect counters of the application.
+    fn stats(&self) -> Arc<DisconnectStats> {
+        DisconnectStats::of(&self.app.stats)
     }
 
     async fn finish(self) {
@@ -198,10 +200,10 @@ async fn ack_closes_the_row_with_admin_reset_and_method_coa(backend: Backend) {
     assert_closed_at_about_now(&row, "Admin-Reset");
     assert!(!lab.app.index.contains(&s.key()), "gone from the index");
     assert!(lab.ros.sentences().is_empty(), "the API was not needed");
-    let st = &lab.stats().disconnect;
+    let st = &lab.stats();
     assert_eq!(st.attempt_count(DisconnectAttempt::CoaAck), 1);
     assert_eq!(
-        st.round_trips(radacctd::metrics::DisconnectMethod::Coa)
+        st.round_trips(radacctd::disconnect::DisconnectMethod::Coa)
             .count(),
         1
     );
@@ -242,7 +244,7 @@ async fn silence_falls_back_to_api_print_then_remove(backend: Backend) {
 
     assert_closed_at_about_now(&lab.row(&s).await, "Admin-Reset");
     assert!(!lab.app.index.contains(&s.key()));
-    let st = &lab.stats().disconnect;
+    let st = &lab.stats();
     assert_eq!(st.attempt_count(DisconnectAttempt::CoaTimeout), 1);
     assert_eq!(st.attempt_count(DisconnectAttempt::ApiRemoved), 1);
     lab.finish().await;
@@ -276,12 +278,7 @@ async fn other_nak_falls_back_to_the_api(backend: Backend) {
     let d = lab.disc.disconnect(&session).await.expect("disconnected");
     assert_eq!(d.method, Method::Api);
     assert_eq!(lab.coa.count(), 1, "a NAK is an answer: no retransmission");
-    assert_eq!(
-        lab.stats()
-            .disconnect
-            .attempt_count(DisconnectAttempt::CoaNak),
-        1
-    );
+    assert_eq!(lab.stats().attempt_count(DisconnectAttempt::CoaNak), 1);
     assert!(!lab.row(&s).await.is_open());
     lab.finish().await;
 }
@@ -308,11 +305,11 @@ async fn both_paths_down_is_unreachable_and_the_row_stays_open(backend: Backend)
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(lab.row(&s).await.is_open(), "left for the sweeper");
     assert!(lab.app.index.contains(&s.key()));
-    let st = &lab.stats().disconnect;
+    let st = &lab.stats();
     assert_eq!(st.attempt_count(DisconnectAttempt::CoaTimeout), 1);
     assert_eq!(st.attempt_count(DisconnectAttempt::ApiFailed), 1);
     assert_eq!(
-        st.result_count(radacctd::metrics::DisconnectResult::Unreachable),
+        st.result_count(radacctd::disconnect::DisconnectResult::Unreachable),
         1
     );
     lab.finish().await;
@@ -325,7 +322,7 @@ async fn ignored_answer_falls_back(backend: Backend, mode: NasMode, reason: CoaI
     let (s, session) = lab.open(6).await;
     let d = lab.disc.disconnect(&session).await.expect("disconnected");
     assert_eq!(d.method, Method::Api, "the answer counted as silence");
-    let st = &lab.stats().disconnect;
+    let st = &lab.stats();
     assert!(st.ignored_count(reason) >= 1, "{reason:?} counted");
     assert_eq!(st.attempt_count(DisconnectAttempt::CoaTimeout), 1);
     assert!(!lab.row(&s).await.is_open());
@@ -373,10 +370,7 @@ async fn concurrent_disconnects_send_one_request(backend: Backend) {
         assert_eq!(d.method, Method::Coa, "every caller sees the one outcome");
     }
     assert_eq!(lab.coa.count(), 1, "one Disconnect-Request");
-    assert_eq!(
-        radacctd::metrics::Stats::get(&lab.stats().disconnect.coalesced),
-        7
-    );
+    assert_eq!(radacctd::metrics::Stats::get(&lab.stats().coalesced), 7);
     assert!(!lab.row(&s).await.is_open());
     lab.finish().await;
 }
@@ -451,12 +445,7 @@ async fn trap_on_remove_is_a_failure(backend: Backend) {
         ]
     );
     assert!(lab.row(&s).await.is_open());
-    assert_eq!(
-        lab.stats()
-            .disconnect
-            .attempt_count(DisconnectAttempt::ApiFailed),
-        1
-    );
+    assert_eq!(lab.stats().attempt_count(DisconnectAttempt::ApiFailed), 1);
     lab.finish().await;
 }
 
@@ -476,12 +465,7 @@ async fn session_missing_on_the_router_closes_the_ghost_row(backend: Backend) {
     let row = lab.row(&s).await;
     assert!(!row.is_open());
     assert_eq!(row.acctstoptime, row.acctstarttime);
-    assert_eq!(
-        lab.stats()
-            .disconnect
-            .attempt_count(DisconnectAttempt::ApiNotFound),
-        1
-    );
+    assert_eq!(lab.stats().attempt_count(DisconnectAttempt::ApiNotFound), 1);
     lab.finish().await;
 }
 
@@ -1110,12 +1094,7 @@ async fn api_ssl_with_an_untrusted_certificate_is_unreachable_and_sends_nothing(
     assert_eq!(lab.ros.tls_failures(), 1, "the handshake was refused");
     assert!(lab.ros.sentences().is_empty(), "no credentials were sent");
     assert!(lab.row(&s).await.is_open(), "left for the sweeper");
-    assert_eq!(
-        lab.stats()
-            .disconnect
-            .attempt_count(DisconnectAttempt::ApiFailed),
-        1
-    );
+    assert_eq!(lab.stats().attempt_count(DisconnectAttempt::ApiFailed), 1);
     lab.finish().await;
 }
 

@@ -3,7 +3,7 @@
 //! application starts: it loads them into the index at start).
 
 use radacctd::api::auth::{
-    Claims, Role, SESSIONS_VIEW, SESSIONS_VIEW_ALL, SigningKey, issue_token, now_secs,
+    Claims, Role, SESSIONS_VIEW, SESSIONS_VIEW_ALL, SigningKey, issue_token,
 };
 use radacctd::config::{ApiConfig, Config, Secret};
 use radacctd::store::Store;
@@ -114,7 +114,7 @@ pub fn token(role: Role, reseller_id: Option<i64>, permissions: &[&str]) -> Stri
     };
     let claims = Claims {
         sub: Some("test".into()),
-        exp: now_secs() + 3600,
+        exp: radacctd::clock::now_secs() as u64 + 3600,
         role,
         reseller_id,
         permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),

@@ -4,19 +4,27 @@
 //! `/metrics` is scraped; histograms are recorded as they happen. No global recorder, so
 //! several instances (tests) never mix their numbers.
 //!
+//! `Stats` holds the accounting path's counters (listener, responder and writer share the drop
+//! reasons and `unchanged`) and the API's. Other components own theirs (the disconnect
+//! service, the jobs) and register them with [`Stats::component`] as a [`Collect`], so this
+//! module depends on nothing of ours; [`server`] serves `/metrics`.
+//!
 //! Metric names are the constants below (`radacctd_` prefix, Prometheus conventions). Labels
 //! only come from bounded sets (packet type, drop reason, NAS address from the client table,
 //! route template, method, outcome), never from packet contents.
 
+pub mod server;
+
+use std::any::{Any, TypeId};
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::radius::accounting::EventKind;
+pub use metrics::Label;
 
 /// Why a datagram was dropped without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,21 +86,35 @@ impl DropReason {
     }
 }
 
-const KINDS: usize = 6;
+/// The `type` label of received Accounting-Requests: their Acct-Status-Type, or `other` for
+/// the statuses that are answered and not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    Start,
+    InterimUpdate,
+    Stop,
+    AccountingOn,
+    AccountingOff,
+    Other,
+}
 
-fn kind_index(kind: Option<EventKind>) -> usize {
-    match kind {
-        Some(EventKind::Start) => 0,
-        Some(EventKind::InterimUpdate) => 1,
-        Some(EventKind::Stop) => 2,
-        Some(EventKind::AccountingOn) => 3,
-        Some(EventKind::AccountingOff) => 4,
-        None => 5,
+impl PacketType {
+    pub const ALL: [PacketType; 6] = [
+        PacketType::Start,
+        PacketType::InterimUpdate,
+        PacketType::Stop,
+        PacketType::AccountingOn,
+        PacketType::AccountingOff,
+        PacketType::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        PACKET_TYPES[self as usize]
     }
 }
 
-/// Packet-type labels, in the order of the per-type counters.
-pub const PACKET_TYPES: [&str; KINDS] = [
+/// Packet-type labels, in [`PacketType`] order.
+pub const PACKET_TYPES: [&str; PacketType::ALL.len()] = [
     "start",
     "interim_update",
     "stop",
@@ -158,13 +180,56 @@ pub struct Live {
     pub active_sessions: i64,
     pub active_by_nas: Vec<(String, i64)>,
     pub queue_depth: usize,
-    /// (entries, bytes, age of the oldest entry in seconds) when the journal is enabled.
-    pub journal: Option<(u64, u64, Option<i64>)>,
+    /// The journal's state, when it is enabled.
+    pub journal: Option<LiveJournal>,
     /// (connections open, of which idle).
     pub pool: (u32, u32),
     pub index_rebuild: Duration,
-    /// Corruption found in the journal and entries it rejected, when it is enabled.
-    pub journal_health: Option<crate::ingest::journal::JournalHealth>,
+}
+
+/// The journal at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveJournal {
+    pub entries: u64,
+    pub bytes: u64,
+    /// Age of the oldest entry in seconds, if any.
+    pub oldest_age: Option<i64>,
+    /// Unreadable ranges found when it was opened, and their bytes.
+    pub corrupt_regions: u64,
+    pub corrupt_bytes: u64,
+    /// Entries this process moved to `<journal>.rejected`, and entries in that file now.
+    pub rejected: u64,
+    pub rejected_entries: u64,
+}
+
+/// Counters a component owns and registers with [`Stats::component`]; copied into the
+/// exposition at every scrape.
+pub trait Collect: Any + Send + Sync {
+    fn collect(&self, out: &Exposition<'_>);
+}
+
+/// Where a [`Collect`] writes its values at scrape time.
+#[derive(Debug)]
+pub struct Exposition<'a> {
+    stats: &'a Stats,
+}
+
+impl Exposition<'_> {
+    /// Sets a counter to `value` (the component counts; the exposition copies).
+    pub fn counter(&self, name: &'static str, labels: Vec<Label>, value: u64) {
+        self.stats.counter(name, labels).absolute(value);
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: Vec<Label>, value: f64) {
+        self.stats.gauge(name, labels).set(value);
+    }
+}
+
+/// A registered component: its type and key, and its counters.
+struct Component {
+    type_id: TypeId,
+    key: &'static str,
+    collect: Arc<dyn Collect>,
 }
 
 /// The per-instance Prometheus recorder.
@@ -214,15 +279,17 @@ fn histogram(r: &PrometheusRecorder, name: &'static str, labels: Vec<Label>) -> 
     r.register_histogram(&key(name, labels), &METADATA)
 }
 
-fn label(k: &'static str, v: impl Into<String>) -> Label {
+/// A metric label.
+pub fn label(k: &'static str, v: impl Into<String>) -> Label {
     Label::new(k, v.into())
 }
 
-/// Ingest and listener counters.
-#[derive(Debug, Default)]
+/// The accounting path's counters, the API's, and the components registered with
+/// [`Stats::component`].
+#[derive(Default)]
 pub struct Stats {
     exporter: Exporter,
-    received: [AtomicU64; KINDS],
+    received: [AtomicU64; PacketType::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Accounting-Responses sent (first answers).
     pub responses: AtomicU64,
@@ -247,20 +314,47 @@ pub struct Stats {
     /// Entries appended to the journal, and entries replayed from it into the database.
     pub journal_appended: AtomicU64,
     pub journal_replayed: AtomicU64,
-    /// The stale sweeper's and the archiver's runs.
-    pub sweeper: crate::jobs::JobStats,
-    pub archiver: crate::jobs::JobStats,
-    /// Disconnect attempts, results and round trips.
-    pub disconnect: DisconnectStats,
+    /// Counters owned by other components (the disconnect service, the jobs), in the order
+    /// they registered.
+    components: Mutex<Vec<Component>>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
 }
 
 impl Stats {
-    pub fn received(&self, kind: Option<EventKind>) {
-        self.received[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
+    pub fn received(&self, packet_type: PacketType) {
+        self.received[packet_type as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn received_count(&self, kind: Option<EventKind>) -> u64 {
-        self.received[kind_index(kind)].load(Ordering::Relaxed)
+    pub fn received_count(&self, packet_type: PacketType) -> u64 {
+        self.received[packet_type as usize].load(Ordering::Relaxed)
+    }
+
+    /// The counters of type `T` registered under `key`, registered now (made by `make`) if
+    /// none are: every holder of this `Stats` shares them, and `/metrics` renders them.
+    pub fn component<T: Collect>(&self, key: &'static str, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut components = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        let found = components
+            .iter()
+            .filter(|c| c.type_id == TypeId::of::<T>() && c.key == key)
+            .find_map(|c| {
+                let any: Arc<dyn Any + Send + Sync> = c.collect.clone();
+                any.downcast::<T>().ok()
+            });
+        if let Some(found) = found {
+            return found;
+        }
+        let made = Arc::new(make());
+        components.push(Component {
+            type_id: TypeId::of::<T>(),
+            key,
+            collect: made.clone(),
+        });
+        made
     }
 
     pub fn dropped(&self, reason: DropReason) {
@@ -356,18 +450,17 @@ impl Stats {
         abs(INDEX_DRIFT, vec![], Self::get(&self.drift));
         abs(JOURNAL_APPENDED, vec![], Self::get(&self.journal_appended));
         abs(JOURNAL_REPLAYED, vec![], Self::get(&self.journal_replayed));
-        for (job, st) in [("sweeper", &self.sweeper), ("archiver", &self.archiver)] {
-            let l = || vec![label("job", job)];
-            abs(JOB_RUNS, l(), st.runs.load(Ordering::Relaxed));
-            abs(JOB_FAILURES, l(), st.failures.load(Ordering::Relaxed));
-            abs(JOB_ROWS, l(), st.rows.load(Ordering::Relaxed));
-            self.gauge(JOB_LAST_SUCCESS, l())
-                .set(st.last_success.load(Ordering::Relaxed) as f64);
-            self.gauge(JOB_LAST_DURATION, l())
-                .set(st.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        let components: Vec<Arc<dyn Collect>> = self
+            .components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|c| c.collect.clone())
+            .collect();
+        let out = Exposition { stats: self };
+        for c in components {
+            c.collect(&out);
         }
-        self.disconnect
-            .render(&|name, labels, v| abs(name, labels, v));
 
         self.gauge(ACTIVE_SESSIONS, vec![])
             .set(live.active_sessions as f64);
@@ -389,18 +482,16 @@ impl Stats {
             seen.extend(now);
         }
         self.gauge(QUEUE_DEPTH, vec![]).set(live.queue_depth as f64);
-        if let Some((entries, bytes, age)) = live.journal {
-            self.gauge(JOURNAL_ENTRIES, vec![]).set(entries as f64);
-            self.gauge(JOURNAL_BYTES, vec![]).set(bytes as f64);
+        if let Some(j) = live.journal {
+            self.gauge(JOURNAL_ENTRIES, vec![]).set(j.entries as f64);
+            self.gauge(JOURNAL_BYTES, vec![]).set(j.bytes as f64);
             self.gauge(JOURNAL_OLDEST_AGE, vec![])
-                .set(age.unwrap_or(0) as f64);
-        }
-        if let Some(h) = live.journal_health {
-            abs(JOURNAL_CORRUPT_REGIONS, vec![], h.corrupt_regions);
-            abs(JOURNAL_CORRUPT_BYTES, vec![], h.corrupt_bytes);
-            abs(JOURNAL_REJECTED, vec![], h.rejected);
+                .set(j.oldest_age.unwrap_or(0) as f64);
+            abs(JOURNAL_CORRUPT_REGIONS, vec![], j.corrupt_regions);
+            abs(JOURNAL_CORRUPT_BYTES, vec![], j.corrupt_bytes);
+            abs(JOURNAL_REJECTED, vec![], j.rejected);
             self.gauge(JOURNAL_REJECTED_ENTRIES, vec![])
-                .set(h.rejected_entries as f64);
+                .set(j.rejected_entries as f64);
         }
         let (open, idle) = live.pool;
         self.gauge(DB_POOL, vec![label("state", "idle")])
@@ -420,7 +511,7 @@ impl Stats {
     }
 }
 
-/// Prometheus names of the disconnect counters ([`DisconnectStats`]).
+/// Prometheus names of the disconnect counters (`disconnect::DisconnectStats`).
 pub const DISCONNECT_ATTEMPTS: &str = "radacctd_disconnect_attempts_total";
 pub const DISCONNECT_RESULTS: &str = "radacctd_disconnect_results_total";
 pub const DISCONNECT_ROUND_TRIP: &str = "radacctd_disconnect_round_trip_seconds";
@@ -430,317 +521,3 @@ pub const DISCONNECT_ROUND_TRIP_COUNT: &str = "radacctd_disconnect_round_trip_se
 pub const DISCONNECT_COA_RETRANSMITS: &str = "radacctd_disconnect_coa_retransmits_total";
 pub const DISCONNECT_COA_IGNORED: &str = "radacctd_disconnect_coa_responses_ignored_total";
 pub const DISCONNECT_COALESCED: &str = "radacctd_disconnect_coalesced_total";
-
-/// A disconnect method (the `method` label of attempts and round trips).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectMethod {
-    /// RFC 5176 Disconnect-Request.
-    Coa,
-    /// MikroTik RouterOS API fallback.
-    Api,
-}
-
-impl DisconnectMethod {
-    pub const ALL: [DisconnectMethod; 2] = [DisconnectMethod::Coa, DisconnectMethod::Api];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisconnectMethod::Coa => "coa",
-            DisconnectMethod::Api => "api",
-        }
-    }
-}
-
-/// How one disconnect attempt ended (labels `method` and `outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectAttempt {
-    CoaAck,
-    /// Disconnect-NAK with Error-Cause 503 (Session-Context-Not-Found).
-    CoaNakSessionNotFound,
-    /// Any other Disconnect-NAK.
-    CoaNak,
-    /// No valid answer within the budget.
-    CoaTimeout,
-    /// Not sent: no secret for the NAS, an unencodable attribute, a wrong address family.
-    CoaError,
-    ApiRemoved,
-    /// The router has no such active session.
-    ApiNotFound,
-    ApiFailed,
-}
-
-impl DisconnectAttempt {
-    pub const ALL: [DisconnectAttempt; 8] = [
-        DisconnectAttempt::CoaAck,
-        DisconnectAttempt::CoaNakSessionNotFound,
-        DisconnectAttempt::CoaNak,
-        DisconnectAttempt::CoaTimeout,
-        DisconnectAttempt::CoaError,
-        DisconnectAttempt::ApiRemoved,
-        DisconnectAttempt::ApiNotFound,
-        DisconnectAttempt::ApiFailed,
-    ];
-
-    pub fn method(self) -> DisconnectMethod {
-        match self {
-            DisconnectAttempt::CoaAck
-            | DisconnectAttempt::CoaNakSessionNotFound
-            | DisconnectAttempt::CoaNak
-            | DisconnectAttempt::CoaTimeout
-            | DisconnectAttempt::CoaError => DisconnectMethod::Coa,
-            DisconnectAttempt::ApiRemoved
-            | DisconnectAttempt::ApiNotFound
-            | DisconnectAttempt::ApiFailed => DisconnectMethod::Api,
-        }
-    }
-
-    pub fn outcome(self) -> &'static str {
-        match self {
-            DisconnectAttempt::CoaAck => "ack",
-            DisconnectAttempt::CoaNakSessionNotFound => "nak_session_not_found",
-            DisconnectAttempt::CoaNak => "nak",
-            DisconnectAttempt::CoaTimeout => "timeout",
-            DisconnectAttempt::CoaError => "error",
-            DisconnectAttempt::ApiRemoved => "removed",
-            DisconnectAttempt::ApiNotFound => "not_found",
-            DisconnectAttempt::ApiFailed => "failed",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// What a disconnect call answered (label `result`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectResult {
-    Coa,
-    Api,
-    AlreadyClosed,
-    Unreachable,
-}
-
-impl DisconnectResult {
-    pub const ALL: [DisconnectResult; 4] = [
-        DisconnectResult::Coa,
-        DisconnectResult::Api,
-        DisconnectResult::AlreadyClosed,
-        DisconnectResult::Unreachable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisconnectResult::Coa => "coa",
-            DisconnectResult::Api => "api",
-            DisconnectResult::AlreadyClosed => "already_closed",
-            DisconnectResult::Unreachable => "unreachable",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Why a datagram that reached the CoA client was not taken as an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CoaIgnoreReason {
-    Malformed,
-    /// Not a Disconnect-ACK or Disconnect-NAK.
-    UnexpectedCode,
-    /// No request is waiting on that identifier.
-    UnknownIdentifier,
-    /// Not from the address and port the request went to.
-    WrongSource,
-    BadAuthenticator,
-    BadMessageAuthenticator,
-    /// A second valid answer to a request already answered.
-    Duplicate,
-}
-
-impl CoaIgnoreReason {
-    pub const ALL: [CoaIgnoreReason; 7] = [
-        CoaIgnoreReason::Malformed,
-        CoaIgnoreReason::UnexpectedCode,
-        CoaIgnoreReason::UnknownIdentifier,
-        CoaIgnoreReason::WrongSource,
-        CoaIgnoreReason::BadAuthenticator,
-        CoaIgnoreReason::BadMessageAuthenticator,
-        CoaIgnoreReason::Duplicate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CoaIgnoreReason::Malformed => "malformed",
-            CoaIgnoreReason::UnexpectedCode => "unexpected_code",
-            CoaIgnoreReason::UnknownIdentifier => "unknown_identifier",
-            CoaIgnoreReason::WrongSource => "wrong_source",
-            CoaIgnoreReason::BadAuthenticator => "bad_authenticator",
-            CoaIgnoreReason::BadMessageAuthenticator => "bad_message_authenticator",
-            CoaIgnoreReason::Duplicate => "duplicate",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Upper bounds (seconds) of the round-trip histogram buckets; a last `+Inf` bucket is implied.
-pub const ROUND_TRIP_BOUNDS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0, 10.0,
-];
-
-/// A round-trip histogram: cumulative-ready bucket counts, a count and a sum.
-#[derive(Debug, Default)]
-pub struct RoundTrips {
-    /// Per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [AtomicU64; ROUND_TRIP_BOUNDS.len() + 1],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl RoundTrips {
-    pub fn record(&self, elapsed: std::time::Duration) {
-        let secs = elapsed.as_secs_f64();
-        let i = ROUND_TRIP_BOUNDS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(ROUND_TRIP_BOUNDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Total of all recorded round trips.
-    pub fn sum(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(self.sum_micros.load(Ordering::Relaxed))
-    }
-
-    /// Cumulative counts for each bound of [`ROUND_TRIP_BOUNDS`], then `+Inf`.
-    pub fn cumulative(&self) -> [u64; ROUND_TRIP_BOUNDS.len() + 1] {
-        let mut out = [0; ROUND_TRIP_BOUNDS.len() + 1];
-        let mut acc = 0;
-        for (o, b) in out.iter_mut().zip(&self.buckets) {
-            acc += b.load(Ordering::Relaxed);
-            *o = acc;
-        }
-        out
-    }
-}
-
-/// Disconnect counters (DESIGN §5: every attempt is counted).
-#[derive(Debug, Default)]
-pub struct DisconnectStats {
-    attempts: [AtomicU64; DisconnectAttempt::ALL.len()],
-    results: [AtomicU64; DisconnectResult::ALL.len()],
-    ignored: [AtomicU64; CoaIgnoreReason::ALL.len()],
-    /// Per [`DisconnectMethod`]: from the first send / connect to the outcome.
-    round_trips: [RoundTrips; DisconnectMethod::ALL.len()],
-    /// Disconnect-Requests sent again after a retry interval without an answer.
-    pub coa_retransmits: AtomicU64,
-    /// Calls that joined a disconnect of the same session already in flight.
-    pub coalesced: AtomicU64,
-}
-
-impl DisconnectStats {
-    /// Counts an attempt; `round_trip` is `None` when nothing was sent (no secret, say).
-    pub fn attempt(&self, a: DisconnectAttempt, round_trip: Option<std::time::Duration>) {
-        self.attempts[a.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(rtt) = round_trip {
-            self.round_trips[a.method() as usize].record(rtt);
-        }
-    }
-
-    pub fn attempt_count(&self, a: DisconnectAttempt) -> u64 {
-        self.attempts[a.index()].load(Ordering::Relaxed)
-    }
-
-    pub fn result(&self, r: DisconnectResult) {
-        self.results[r.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn result_count(&self, r: DisconnectResult) -> u64 {
-        self.results[r.index()].load(Ordering::Relaxed)
-    }
-
-    pub fn ignored(&self, r: CoaIgnoreReason) {
-        self.ignored[r.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn ignored_count(&self, r: CoaIgnoreReason) -> u64 {
-        self.ignored[r.index()].load(Ordering::Relaxed)
-    }
-
-    pub fn round_trips(&self, m: DisconnectMethod) -> &RoundTrips {
-        &self.round_trips[m as usize]
-    }
-
-    /// Copies the counters into the exposition (`abs(name, labels, value)`).
-    fn render(&self, abs: &dyn Fn(&'static str, Vec<Label>, u64)) {
-        for a in DisconnectAttempt::ALL {
-            abs(
-                DISCONNECT_ATTEMPTS,
-                vec![
-                    label("method", a.method().as_str()),
-                    label("outcome", a.outcome()),
-                ],
-                self.attempt_count(a),
-            );
-        }
-        for r in DisconnectResult::ALL {
-            abs(
-                DISCONNECT_RESULTS,
-                vec![label("result", r.as_str())],
-                self.result_count(r),
-            );
-        }
-        for r in CoaIgnoreReason::ALL {
-            abs(
-                DISCONNECT_COA_IGNORED,
-                vec![label("reason", r.as_str())],
-                self.ignored_count(r),
-            );
-        }
-        abs(
-            DISCONNECT_COA_RETRANSMITS,
-            vec![],
-            self.coa_retransmits.load(Ordering::Relaxed),
-        );
-        abs(
-            DISCONNECT_COALESCED,
-            vec![],
-            self.coalesced.load(Ordering::Relaxed),
-        );
-        // The round-trip histogram is kept as bucket counts; expose them as one counter per
-        // bucket bound (`le`), plus count and sum, per method.
-        for m in DisconnectMethod::ALL {
-            let rt = self.round_trips(m);
-            for (bound, n) in ROUND_TRIP_BOUNDS
-                .iter()
-                .map(|b| b.to_string())
-                .chain(std::iter::once("+Inf".to_owned()))
-                .zip(rt.cumulative())
-            {
-                abs(
-                    DISCONNECT_ROUND_TRIP_BUCKET,
-                    vec![label("method", m.as_str()), label("le", bound)],
-                    n,
-                );
-            }
-            abs(
-                DISCONNECT_ROUND_TRIP_COUNT,
-                vec![label("method", m.as_str())],
-                rt.count(),
-            );
-        }
-    }
-}

@@ -9,8 +9,9 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::journal::{self, JournalEntry};
 use crate::config::Config;
+use crate::ingest::journal::{self, JournalEntry};
+use crate::ingest::replay_entry;
 
 /// What `radacctd journal` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +222,7 @@ pub async fn retry(config: &Config, out: &mut dyn Write) -> anyhow::Result<Retry
             fates.push(Fate::Kept);
             continue;
         }
-        match super::replay_entry(&store, &r.entry, config.commit_timeout()).await {
+        match replay_entry(&store, &r.entry, config.commit_timeout()).await {
             Ok(()) => {
                 writeln!(out, "applied      {}", describe(&r.entry))?;
                 report.applied += 1;

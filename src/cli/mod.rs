@@ -1,0 +1,141 @@
+//! The one-shot commands (`migrate`, `sweep`, `archive`, `journal …`): each opens what it
+//! needs, does one thing, prints a report on standard output and returns. `main.rs` parses the
+//! command line and calls these; the daemon itself is [`crate::app`].
+
+pub mod journal;
+
+use std::sync::Arc;
+
+use crate::app::{explain_migration_error, open_store, writer_options};
+use crate::config::Config;
+use crate::ingest::{self, Writer};
+use crate::jobs::{Archiver, Sweeper};
+use crate::metrics::Stats;
+use crate::sessions::SessionIndex;
+
+/// Prints a line on standard output for a one-shot command. A reader that went away
+/// (`radacctd check-config | head -1`) ends the process quietly with status 0, as SIGPIPE
+/// would, instead of a panic; any other write error is reported and exits 1.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("radacctd: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for one-shot commands, through [`print_line`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
+/// `radacctd migrate`: applies pending migrations and exits.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    store
+        .prepare(config.database.radacct_fillfactor)
+        .await
+        .map_err(explain_migration_error)?;
+    crate::outln!("migrations applied ({})", store.kind());
+    store.close().await;
+    Ok(())
+}
+
+/// `radacctd sweep [--dry-run]`: one sweep now, through a writer of its own (the running
+/// daemon's index catches up at its next sweep, which reconciles with SQL).
+pub async fn sweep(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = ingest::queue(4096);
+    let sweeper = Sweeper::new(store.clone(), tx, config.jobs.clone(), stats.clone());
+    if dry_run {
+        let rows = sweeper.dry_run(config.jobs.sweep_limit).await?;
+        crate::outln!(
+            "dry run: {} open session(s) with no update for {} s would be closed as NAS-Idle-Timeout",
+            rows.len(),
+            config.jobs.stale_after_secs
+        );
+        for r in rows.iter().take(20) {
+            crate::outln!(
+                "  radacctid={} username={} nas={} last_seen={}",
+                r.radacctid,
+                r.username.as_deref().unwrap_or(""),
+                r.nasipaddress,
+                r.last_seen.map(format_time).unwrap_or_default()
+            );
+        }
+        store.close().await;
+        return Ok(());
+    }
+    let writer = Writer::new(
+        store.clone(),
+        Arc::new(SessionIndex::new()),
+        Arc::new(()),
+        None,
+        stats,
+        writer_options(&config),
+    );
+    let writer = tokio::spawn(writer.run(rx));
+    let report = sweeper.run_once().await;
+    drop(sweeper);
+    let _ = writer.await;
+    store.close().await;
+    let report = report?;
+    crate::outln!(
+        "closed {} of {} stale session(s); marked {} subscriber(s) online, {} offline",
+        report.closed,
+        report.candidates,
+        report.marked_online,
+        report.marked_offline
+    );
+    Ok(())
+}
+
+/// `radacctd archive [--dry-run]`: one archiver run now.
+pub async fn archive(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let archiver = Archiver::new(
+        store.clone(),
+        config.jobs.clone(),
+        Arc::new(Stats::default()),
+    );
+    let result = if dry_run {
+        archiver.dry_run(20).await.map(|(count, rows)| {
+            crate::outln!(
+                "dry run: {count} closed session(s) stopped more than {} days ago would move to radacct_archive",
+                config.jobs.archive_after_days
+            );
+            for r in rows {
+                crate::outln!(
+                    "  radacctid={} username={} stopped={}",
+                    r.radacctid,
+                    r.username.as_deref().unwrap_or(""),
+                    r.acctstoptime.map(format_time).unwrap_or_default()
+                );
+            }
+        })
+    } else {
+        archiver.run_once().await.map(|r| {
+            crate::outln!(
+                "moved {} session(s) to radacct_archive in {} batch(es)",
+                r.moved,
+                r.batches
+            );
+        })
+    };
+    store.close().await;
+    result
+}
+
+fn format_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| t.to_string())
+}

@@ -1,0 +1,181 @@
+//! IP addresses and CIDR blocks: [`ClientAddr`] (what the configuration, the `nas` table and
+//! the API's trusted proxies name) and [`AddrTable`], the lookup by source address that the
+//! RADIUS client table and the disconnect directory share. Pure data, no I/O; depends on
+//! nothing of ours.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An IP address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl ClientAddr {
+    fn max_prefix(addr: IpAddr) -> u8 {
+        if addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// The single address `addr` (a /32 or /128).
+    pub fn host(addr: IpAddr) -> ClientAddr {
+        ClientAddr {
+            addr,
+            prefix: Self::max_prefix(addr),
+        }
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.prefix == Self::max_prefix(self.addr)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for ClientAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let max = Self::max_prefix(addr);
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("{s:?} has an invalid prefix length")),
+            },
+        };
+        Ok(ClientAddr { addr, prefix })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+/// Addresses and CIDR blocks to values: an exact address first, then the narrowest block.
+#[derive(Debug, Clone)]
+pub struct AddrTable<T> {
+    exact: HashMap<IpAddr, T>,
+    /// CIDR blocks, narrowest first.
+    nets: Vec<(ClientAddr, T)>,
+}
+
+impl<T> Default for AddrTable<T> {
+    fn default() -> Self {
+        AddrTable {
+            exact: HashMap::new(),
+            nets: Vec::new(),
+        }
+    }
+}
+
+impl<T> AddrTable<T> {
+    /// Adds a value; an earlier entry for the same address or block wins.
+    pub fn add(&mut self, addr: ClientAddr, value: T) {
+        if addr.is_host() {
+            self.exact.entry(addr.addr).or_insert(value);
+        } else if !self.nets.iter().any(|(a, _)| *a == addr) {
+            self.nets.push((addr, value));
+            self.nets.sort_by_key(|(a, _)| std::cmp::Reverse(a.prefix));
+        }
+    }
+
+    /// The value of `ip`'s exact entry, else of the narrowest block holding it. An IPv4
+    /// address seen through a dual-stack socket (`::ffff:a.b.c.d`) is looked up as IPv4.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&T> {
+        let ip = ip.to_canonical();
+        self.exact.get(&ip).or_else(|| {
+            self.nets
+                .iter()
+                .find(|(net, _)| net.contains(ip))
+                .map(|(_, v)| v)
+        })
+    }
+
+    /// Entries: addresses plus blocks.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.nets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_matches_cidr() {
+        let net: ClientAddr = "10.1.0.0/16".parse().expect("cidr");
+        assert!(net.contains("10.1.200.3".parse().expect("ip")));
+        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
+        let all: ClientAddr = "0.0.0.0/0".parse().expect("cidr");
+        assert!(all.contains("192.0.2.1".parse().expect("ip")));
+        let v6: ClientAddr = "2001:db8::/32".parse().expect("cidr");
+        assert!(v6.contains("2001:db8:1::1".parse().expect("ip")));
+        assert!("10.0.0.0/33".parse::<ClientAddr>().is_err());
+        assert!("bng-1".parse::<ClientAddr>().is_err());
+        assert_eq!(net.to_string(), "10.1.0.0/16");
+        assert_eq!(
+            ClientAddr::host("2001:db8::1".parse().expect("ip")).to_string(),
+            "2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn exact_beats_narrowest_block_and_first_entry_wins() {
+        let mut t = AddrTable::default();
+        t.add("10.0.0.0/8".parse().expect("a"), "wide");
+        t.add("10.1.0.0/16".parse().expect("a"), "narrow");
+        t.add("10.1.0.5".parse().expect("a"), "host");
+        t.add("10.1.0.5".parse().expect("a"), "second");
+        t.add("10.1.0.0/16".parse().expect("a"), "second");
+        let at = |ip: &str| t.lookup(ip.parse().expect("ip")).copied();
+        assert_eq!(at("10.1.0.5"), Some("host"));
+        assert_eq!(at("10.1.0.6"), Some("narrow"));
+        assert_eq!(at("10.2.0.6"), Some("wide"));
+        assert_eq!(at("192.0.2.1"), None);
+        assert_eq!(at("::ffff:10.1.0.5"), Some("host"));
+        assert_eq!(t.len(), 3);
+    }
+}
