@@ -297,6 +297,28 @@ radacct_columns! {
     class: Option<String> = Text, Lists::WRITE;
 }
 
+impl Session {
+    /// What the index knows of its row, as a row: the index's columns, the others empty.
+    pub fn to_row(&self) -> Row {
+        Row {
+            radacctid: self.radacctid,
+            acctsessionid: self.acctsessionid.to_string(),
+            acctuniqueid: self.acctuniqueid.to_string(),
+            username: Some(self.username.to_string()),
+            nasipaddress: self.nasipaddress.to_string(),
+            nasportid: self.nasportid.as_deref().map(String::from),
+            framedipaddress: self.framedipaddress.as_deref().map(String::from),
+            callingstationid: self.callingstationid.as_deref().map(String::from),
+            acctstarttime: self.acctstarttime,
+            acctupdatetime: self.acctupdatetime,
+            acctinputoctets: self.acctinputoctets,
+            acctoutputoctets: self.acctoutputoctets,
+            acctsessiontime: self.acctsessiontime,
+            ..Row::default()
+        }
+    }
+}
+
 impl Row {
     /// An open row has no stop time.
     pub fn is_open(&self) -> bool {
@@ -315,23 +337,11 @@ impl Row {
     /// index entry, as the store reads them for the API (see [`Row::api_view`]).
     pub fn from_session(s: &Session) -> Row {
         Row {
-            radacctid: s.radacctid,
-            username: Some(s.username.to_string()),
-            acctsessionid: s.acctsessionid.to_string(),
-            nasipaddress: s.nasipaddress.to_string(),
-            nasportid: s.nasportid.as_deref().map(String::from),
-            framedipaddress: s.framedipaddress.as_deref().map(String::from),
-            callingstationid: s.callingstationid.as_deref().map(String::from),
-            acctstarttime: s.acctstarttime,
-            acctupdatetime: s.acctupdatetime,
-            acctinputoctets: s.acctinputoctets,
-            acctoutputoctets: s.acctoutputoctets,
-            acctsessiontime: s.acctsessiontime,
-            ..Row::default()
+            acctuniqueid: String::new(),
+            ..s.to_row()
         }
         .api_view()
     }
-
     /// The row as the Sessions API shows it: an empty user name reads as `None`.
     pub fn api_view(mut self) -> Row {
         self.username = self.username.filter(|u| !u.is_empty());

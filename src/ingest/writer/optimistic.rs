@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use super::IndexChange;
 use super::commit::{Outcome, commit_locked};
 use super::fold::{fold, record, unique_keys};
-use super::spool::row_from_session;
 use crate::ingest::Item;
 use crate::radius::accounting::EventKind;
 use crate::sessions::{
@@ -188,7 +187,7 @@ async fn starting_rows<'a>(
     let mut versions: HashMap<String, RowVersion> = HashMap::with_capacity(keys.len());
     let mut fed: HashMap<String, Row> = HashMap::new();
     for (k, session) in fed_sessions {
-        let row = row_from_session(&session);
+        let row = session.to_row();
         if let Some(v) = session.row_version {
             versions.insert(k.to_owned(), v);
         }

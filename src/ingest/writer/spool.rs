@@ -13,7 +13,7 @@ use crate::ingest::semantics::{self};
 use crate::ingest::{CloseRequest, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
 use crate::radius::accounting::EventKind;
-use crate::sessions::{ResellerResolver, Row, Session, SessionIndex};
+use crate::sessions::{ResellerResolver, Session, SessionIndex};
 use crate::store::{Store, StoreError};
 
 /// A journal that refuses appends (full, disk full, I/O error) is logged at most this often,
@@ -314,7 +314,7 @@ pub fn apply_offline(index: &SessionIndex, resolver: &dyn ResellerResolver, entr
         return;
     }
     let key = entry.key();
-    let mut row = index.get(key).map(|s| row_from_session(&s));
+    let mut row = index.get(key).map(|s| s.to_row());
     match entry {
         JournalEntry::Event(ev) => {
             semantics::apply(&mut row, ev);
@@ -532,26 +532,6 @@ pub(super) fn entry_item(e: &JournalEntry) -> Item {
         } => Item::Close(
             CloseRequest::new(acctuniqueid.clone(), Some(*stop_time), cause.clone(), None).0,
         ),
-    }
-}
-
-/// What the index knows of a row, as a row (for journaled changes while the database is away).
-pub(super) fn row_from_session(s: &Session) -> Row {
-    Row {
-        radacctid: s.radacctid,
-        acctsessionid: s.acctsessionid.to_string(),
-        acctuniqueid: s.acctuniqueid.to_string(),
-        username: Some(s.username.to_string()),
-        nasipaddress: s.nasipaddress.to_string(),
-        nasportid: s.nasportid.as_deref().map(String::from),
-        framedipaddress: s.framedipaddress.as_deref().map(String::from),
-        callingstationid: s.callingstationid.as_deref().map(String::from),
-        acctstarttime: s.acctstarttime,
-        acctupdatetime: s.acctupdatetime,
-        acctinputoctets: s.acctinputoctets,
-        acctoutputoctets: s.acctoutputoctets,
-        acctsessiontime: s.acctsessiontime,
-        ..Row::default()
     }
 }
 
