@@ -234,7 +234,7 @@ impl Default for MetricsConfig {
     }
 }
 
-/// The durable spool used while the database cannot take commits (DESIGN §10 "Durability").
+/// The durable spool used while the database cannot take commits (docs/ARCHITECTURE.md#durability).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct JournalConfig {
@@ -309,7 +309,7 @@ pub struct ClientConfig {
     pub name: Option<String>,
 }
 
-/// The Sessions API (DESIGN §4).
+/// The Sessions API (docs/ARCHITECTURE.md#sessions-api).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {

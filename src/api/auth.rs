@@ -1,7 +1,7 @@
-//! Bearer-token authentication (DESIGN §4): a JWT signed with the configured HS256 secret or
-//! RS256/ES256 key, algorithm pinned, `exp` required, `nbf` checked when present, the same
-//! small leeway on both. The verified claims become a [`Caller`]; permissions are checked by
-//! handlers, scope by `scope::ScopeCache`.
+//! Bearer-token authentication (docs/ARCHITECTURE.md#sessions-api): a JWT signed with the
+//! configured HS256 secret or RS256/ES256 key, algorithm pinned, `exp` required, `nbf` checked when
+//! present, the same small leeway on both. The verified claims become a [`Caller`]; permissions are
+//! checked by handlers, scope by `scope::ScopeCache`.
 //!
 //! Also issues tokens for `radacctd token`. Nothing here touches the database.
 

@@ -1,9 +1,9 @@
-//! `POST /api/sessions/{radacctid}/disconnect` (seed "Terminate a live session", DESIGN §5):
-//! permission, scope, then the disconnect service (CoA, RouterOS API fallback). A session that
-//! is already closed answers `already_closed`, so the call is idempotent (and is counted in
-//! `radacctd_disconnect_results_total{result="already_closed"}` like the service's own).
-//! Failures are 503: `NAS unreachable` without an answer, or what the NAS answered when it
-//! refused (`NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)`).
+//! `POST /api/sessions/{radacctid}/disconnect` (seed "Terminate a live session",
+//! docs/ARCHITECTURE.md#disconnect): permission, scope, then the disconnect service (CoA, RouterOS
+//! API fallback). A session that is already closed answers `already_closed`, so the call is
+//! idempotent (and is counted in `radacctd_disconnect_results_total{result="already_closed"}` like
+//! the service's own). Failures are 503: `NAS unreachable` without an answer, or what the NAS
+//! answered when it refused (`NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)`).
 
 use axum::Json;
 use axum::extract::{Path, State};

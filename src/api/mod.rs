@@ -1,6 +1,6 @@
-//! The Sessions API (DESIGN §4): an axum router over the live index (open sessions) and the
-//! store (closed ones, exports), behind bearer-token auth, a per-IP rate limit, a request
-//! timeout and body/URI limits. Every error is `{"success": false, "message": …}`.
+//! The Sessions API (docs/ARCHITECTURE.md#sessions-api): an axum router over the live index (open
+//! sessions) and the store (closed ones, exports), behind bearer-token auth, a per-IP rate limit, a
+//! request timeout and body/URI limits. Every error is `{"success": false, "message": …}`.
 //!
 //! - [`auth`]: JWT verification, permissions, `radacctd token`.
 //! - [`scope`]: the cached reseller tree / subscriber owners / `nas` ids (and the index's

@@ -253,8 +253,8 @@ impl ListParams {
         ListParams::parse_with(q, true)
     }
 
-    /// With `paging` false (the export, DESIGN §10) `page` and `limit` are not read at all,
-    /// whatever they hold, and `page` is left at its default.
+    /// With `paging` false (the export, docs/ARCHITECTURE.md#sessions-api) `page` and `limit` are
+    /// not read at all, whatever they hold, and `page` is left at its default.
     fn parse_with(q: &Query, paging: bool) -> Result<ListParams, ApiError> {
         let status = match q.get("status")? {
             None => Status::Active,

@@ -1,7 +1,7 @@
-//! Rate limit per client IP (DESIGN §10): GCRA with a burst of `api.rate_limit_burst`, then one
-//! request per `api.rate_limit_period_ms`, over every route. The client is the TCP peer, unless
-//! the peer is a configured trusted proxy: then `X-Forwarded-For` is read from the right, and
-//! the first address that is not a trusted proxy is the client.
+//! Rate limit per client IP (docs/ARCHITECTURE.md#sessions-api): GCRA with a burst of
+//! `api.rate_limit_burst`, then one request per `api.rate_limit_period_ms`, over every route. The
+//! client is the TCP peer, unless the peer is a configured trusted proxy: then `X-Forwarded-For` is
+//! read from the right, and the first address that is not a trusted proxy is the client.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Disconnecting a subscriber (DESIGN §5): an RFC 5176 Disconnect-Request first ([`coa`]),
-//! the MikroTik RouterOS API as the fallback ([`mikrotik`]), and the row closed through the
-//! single writer once the NAS has proved the session gone. It never writes SQL or touches the
-//! index itself: every change goes through the writer's queue (DESIGN §10 "One writer").
+//! Disconnecting a subscriber (docs/ARCHITECTURE.md#disconnect): an RFC 5176 Disconnect-Request
+//! first ([`coa`]), the MikroTik RouterOS API as the fallback ([`mikrotik`]), and the row closed
+//! through the single writer once the NAS has proved the session gone. It never writes SQL or
+//! touches the index itself: every change goes through the writer's queue
+//! (docs/ARCHITECTURE.md#invariants).
 //!
 //! Outcomes:
 //! - Disconnect-ACK → close (`Admin-Reset`, stop = now), method `coa`.
@@ -309,9 +310,9 @@ impl Disconnector {
         }
     }
 
-    /// Disconnects `session` (DESIGN §5; see the module documentation for the outcomes). A
-    /// session no longer in the index answers `already_closed` without contacting the NAS;
-    /// concurrent calls for the same `acctuniqueid` share one attempt and one result.
+    /// Disconnects `session` (docs/ARCHITECTURE.md#disconnect; see the module documentation for the
+    /// outcomes). A session no longer in the index answers `already_closed` without contacting the
+    /// NAS; concurrent calls for the same `acctuniqueid` share one attempt and one result.
     pub async fn disconnect(&self, session: &Session) -> Result<Disconnected, DisconnectError> {
         let started = Instant::now();
         let key = session.acctuniqueid.to_string();

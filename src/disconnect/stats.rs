@@ -1,6 +1,6 @@
-//! The disconnect service's counters (DESIGN §5: every attempt is counted): attempts by method
-//! and outcome, results, ignored CoA answers, round trips. Registered with the application's
-//! [`Stats`] (one set per instance) and rendered by `/metrics` under the names in
+//! The disconnect service's counters (docs/ARCHITECTURE.md#disconnect: every attempt is counted):
+//! attempts by method and outcome, results, ignored CoA answers, round trips. Registered with the
+//! application's [`Stats`] (one set per instance) and rendered by `/metrics` under the names in
 //! [`crate::metrics`].
 
 use std::sync::Arc;
@@ -218,7 +218,7 @@ impl RoundTrips {
     }
 }
 
-/// Disconnect counters (DESIGN §5: every attempt is counted).
+/// Disconnect counters (docs/ARCHITECTURE.md#disconnect: every attempt is counted).
 #[derive(Debug, Default)]
 pub struct DisconnectStats {
     attempts: [AtomicU64; DisconnectAttempt::ALL.len()],

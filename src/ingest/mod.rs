@@ -1,6 +1,6 @@
-//! The ingest path between the listener and the store: the single group-commit writer that
-//! drains the bounded [`crate::queue`] (DESIGN §2 step 4). Every change to open sessions goes
-//! through the writer, so SQL and the live index change in the same order.
+//! The ingest path between the listener and the store: the single group-commit writer that drains
+//! the bounded [`crate::queue`] (docs/ARCHITECTURE.md#write-path). Every change to open sessions
+//! goes through the writer, so SQL and the live index change in the same order.
 
 pub mod journal;
 pub mod semantics;

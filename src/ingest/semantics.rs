@@ -1,5 +1,5 @@
 //! What one accounting event does to a radacct row: FreeRADIUS 3.2's PostgreSQL `queries.conf`
-//! semantics, with the deviations reference/freeradius.md §7 lists (and the README documents).
+//! semantics, with the deviations docs/reference/freeradius.md §7 lists (and the README documents).
 //!
 //! Pure: the writer loads the rows of a batch, folds every event through [`apply`] in arrival
 //! order, and writes only the rows that changed. The same code serves both stores.

@@ -1,7 +1,8 @@
-//! Housekeeping jobs (DESIGN §6): the stale-session sweeper with the online-flag sync and index
-//! reconciliation, the archiver, and EnsureIndexes. Each job has `run_once` (one step, what
-//! tests and the CLI call) and `run` (the cancellable loop; all waiting through `tokio::time`).
-//! A failing run is logged and retried at the next interval; it never stops the daemon.
+//! Housekeeping jobs (docs/ARCHITECTURE.md#jobs): the stale-session sweeper with the online-flag
+//! sync and index reconciliation, the archiver, and EnsureIndexes. Each job has `run_once` (one
+//! step, what tests and the CLI call) and `run` (the cancellable loop; all waiting through
+//! `tokio::time`). A failing run is logged and retried at the next interval; it never stops the
+//! daemon.
 
 pub mod archiver;
 pub mod indexes;

@@ -109,7 +109,7 @@ impl AccountingEvent {
 pub enum Parsed {
     Event(Box<AccountingEvent>),
     /// A status type radacctd records nothing for (absent, Failed, Tunnel-*, …): answered,
-    /// counted, not written (DESIGN §10).
+    /// counted, not written (docs/ARCHITECTURE.md#packet).
     Ignored {
         status: Option<u32>,
     },
@@ -204,9 +204,10 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
 }
 
 /// `acctuniqueid` exactly as FreeRADIUS's `acct_unique` policy computes it
-/// (reference/freeradius.md §2): the `Class = "ai:<32 hex>"` branch, else
-/// `md5("User-Name,Acct-Session-Id,NAS-IPv6-Address or NAS-IP-Address,NAS-Identifier,NAS-Port-Id,NAS-Port")`
-/// over the raw values. `nas` is the address after preprocess filled it in.
+/// (docs/reference/freeradius.md §2): the `Class = "ai:<32 hex>"` branch, else
+/// `md5("User-Name,Acct-Session-Id,NAS-IPv6-Address or
+/// NAS-IP-Address,NAS-Identifier,NAS-Port-Id,NAS-Port")` over the raw values. `nas` is the address
+/// after preprocess filled it in.
 pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
     let session = packet.attr(d::ACCT_SESSION_ID).unwrap_or_default();
     let mut h = Md5::new();
@@ -272,7 +273,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// A text attribute as stored: UTF-8 kept as is; invalid bytes and NUL become `=XX`
-/// (DESIGN §10), so nothing is lost and every value is valid text for both stores.
+/// (docs/ARCHITECTURE.md#packet), so nothing is lost and every value is valid text for both stores.
 pub fn text(bytes: &[u8]) -> String {
     if let Ok(s) = std::str::from_utf8(bytes)
         && !s.contains('\0')

@@ -1,7 +1,8 @@
 //! The Sessions API's matching, sorting and paging rules as pure functions over [`Session`], so
-//! that the live index answers exactly what the SQL in `store::query` answers (DESIGN §10
-//! "API"): ASCII-only case folding, NULLs last in both orders, ties broken by `radacctid`
-//! ascending. No I/O here; the SQL twin of every rule sits next to its name in `store::query`.
+//! that the live index answers exactly what the SQL in `store::query` answers
+//! (docs/ARCHITECTURE.md#index): ASCII-only case folding, NULLs last in both orders, ties broken by
+//! `radacctid` ascending. No I/O here; the SQL twin of every rule sits next to its name in
+//! `store::query`.
 
 use std::cmp::Ordering;
 use std::sync::Arc;

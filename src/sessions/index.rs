@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 use super::row::{Session, Text};
 
 /// Shards for the maps: full scans with dashmap's default shard count starve the writer at a
-/// million entries (DESIGN §9). A power of two.
+/// million entries (docs/ARCHITECTURE.md#index). A power of two.
 const SHARDS: usize = 256;
 
 /// `acctuniqueid` → session, in shards behind locks of their own. A full scan takes each

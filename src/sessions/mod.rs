@@ -1,4 +1,4 @@
-//! The live index of open sessions (DESIGN §3) and the radacct row model.
+//! The live index of open sessions (docs/ARCHITECTURE.md#index) and the radacct row model.
 //!
 //! Pure data and in-memory state: nothing here performs I/O. Only the ingest writer mutates the
 //! index, after its transaction committed, so the index always follows SQL (invariant B).

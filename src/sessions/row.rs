@@ -408,7 +408,7 @@ pub type Text = CompactString;
 /// on, plus the scope key (`reseller_id`). Built from a committed [`Row`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// `None` only for sessions that exist solely in the journal (DESIGN §10).
+    /// `None` only for sessions that exist solely in the journal (docs/ARCHITECTURE.md#invariants).
     pub radacctid: Option<i64>,
     pub acctuniqueid: Text,
     pub username: Text,

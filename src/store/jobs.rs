@@ -35,7 +35,8 @@ pub(super) struct IndexDef {
     pub on: &'static str,
 }
 
-/// Every index the daemon's queries rely on (DESIGN §6). The first three are FreeRADIUS's own.
+/// Every index the daemon's queries rely on (docs/ARCHITECTURE.md#jobs). The first three are
+/// FreeRADIUS's own.
 pub(super) const INDEXES: &[IndexDef] = &[
     IndexDef {
         name: "radacct_active_session_idx",

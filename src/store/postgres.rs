@@ -1,6 +1,6 @@
 //! PostgreSQL store: FreeRADIUS's `radacct` in production. Batches bind one array per column
 //! and `unnest` them, so a whole batch is one statement per kind of change and the planner
-//! drives the `acctuniqueid` / primary-key indexes (reference/postgres-write-notes.md).
+//! drives the `acctuniqueid` / primary-key indexes (docs/reference/postgres-writes.md).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -129,12 +129,12 @@ static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The batch write of the optimistic path, one statement per combination of its parts (index
-/// = [`INSERTS`] | [`UPDATES`] | [`INDEX_FED`] | [`UNCHANGED`]); each part returns `(part, radacctid,
+/// The batch write of the optimistic path, one statement per combination of its parts (index =
+/// [`INSERTS`] | [`UPDATES`] | [`INDEX_FED`] | [`UNCHANGED`]); each part returns `(part, radacctid,
 /// acctuniqueid, xmin)` for the rows it wrote, and several parts are joined as CTEs of one
-/// statement, so the batch is one implicit transaction. Only the parts a batch has are sent:
-/// every statement is planned afresh for its parameters (`force_custom_plan`), and a part
-/// costs planning even when its arrays are empty.
+/// statement, so the batch is one implicit transaction. Only the parts a batch has are sent: every
+/// statement is planned afresh for its parameters (`force_custom_plan`), and a part costs planning
+/// even when its arrays are empty.
 static WRITE_GUARDED_SQL: LazyLock<Vec<String>> =
     LazyLock::new(|| (0..16).map(guarded_write_statement).collect());
 

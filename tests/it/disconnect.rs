@@ -1,7 +1,7 @@
-//! Disconnect end to end (DESIGN §5): the real application (both stores), sessions opened by
-//! real Accounting-Requests, a test NAS answering RFC 5176 Disconnect-Requests over UDP and a
-//! test RouterOS API server over TCP. Plus the peers' own fidelity checks (`radclient`,
-//! radius-rs) and the RouterOS wire protocol against the test router.
+//! Disconnect end to end (docs/ARCHITECTURE.md#disconnect): the real application (both stores),
+//! sessions opened by real Accounting-Requests, a test NAS answering RFC 5176 Disconnect-Requests
+//! over UDP and a test RouterOS API server over TCP. Plus the peers' own fidelity checks
+//! (`radclient`, radius-rs) and the RouterOS wire protocol against the test router.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

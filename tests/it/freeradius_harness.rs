@@ -1,5 +1,5 @@
 //! Checks the FreeRADIUS harness itself: a private FreeRADIUS with stock rlm_sql writes the
-//! radacct row that reference/freeradius.md describes for a Start, Interim-Update, Stop.
+//! radacct row that docs/reference/freeradius.md §4 describes for a Start, Interim-Update, Stop.
 //!
 //! Needs `freeradius`, `freeradius-postgresql`, `freeradius-utils` and a PostgreSQL reachable
 //! at `RADACCTD_TEST_DATABASE_URL` (an admin URL allowed to CREATE DATABASE; default
@@ -207,7 +207,8 @@ async fn run_scenario(db: &HarnessDb, target: &freeradius::PgTarget) -> anyhow::
         "acctterminatecause; {}",
         diag()
     );
-    // acctuniqueid = md5("User-Name,Acct-Session-Id,NAS-IP-Address,NAS-Identifier,NAS-Port-Id,NAS-Port")
+    // acctuniqueid =
+    // md5("User-Name,Acct-Session-Id,NAS-IP-Address,NAS-Identifier,NAS-Port-Id,NAS-Port")
     anyhow::ensure!(
         row.acctuniqueid == row.expected_uniqueid,
         "acctuniqueid; {}",

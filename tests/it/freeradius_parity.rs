@@ -96,7 +96,7 @@ async fn radclient_start_interim_stop_are_answered_and_recorded(backend: Backend
     app.stop().await;
 }
 
-/// The packets of the parity run, relative to `n` (reference/freeradius.md §4 edge cases).
+/// The packets of the parity run, relative to `n` (docs/reference/freeradius.md §4 edge cases).
 fn parity_packets(n: u32) -> Vec<String> {
     let nas = "NAS-IP-Address = 192.0.2.20\nNAS-Identifier = \"bng-lab-2\"\n";
     let sess = |user: &str, sid: &str, port: &str| {

@@ -53,7 +53,8 @@ pub struct Model {
     pub nases: u32,
     /// Usernames are `<prefix><i, 7 digits>@bng.example`.
     pub user_prefix: String,
-    /// Acct-Session-Id of session `i`, incarnation `k` is `sid_base + k·sessions + i`, 8 hex digits.
+    /// Acct-Session-Id of session `i`, incarnation `k` is `sid_base + k·sessions + i`, 8 hex
+    /// digits.
     pub sid_base: u32,
     /// Interim interval in seconds (5 minutes on a typical MikroTik setup).
     pub interval: u32,
@@ -301,7 +302,8 @@ mod tests {
     #[test]
     fn acct_unique_id_matches_freeradius_formula() {
         // Expected values computed with coreutils, e.g. `printf 'bob,S1,192.0.2.10,,,' | md5sum`.
-        // md5("bob,S1,192.0.2.10,,,") is reference/freeradius.md §2's example (absent = empty).
+        // md5("bob,S1,192.0.2.10,,,") is docs/reference/freeradius.md §2's example (absent =
+        // empty).
         assert_eq!(
             acct_unique_id("bob", "S1", Ipv4Addr::new(192, 0, 2, 10), "", "", None),
             "98e1901cc5f3d5035fe966d84fd72f02"

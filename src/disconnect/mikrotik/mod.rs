@@ -1,8 +1,9 @@
 //! A MikroTik RouterOS API client (TCP 8728), our own, and the `/ppp/active` print-then-remove
-//! used as the disconnect fallback (DESIGN §5, `reference/routeros-api.md`): the policy lives
-//! here, the pure word and sentence encoding in [`wire`], the tagged connection with a deadline
-//! on every read and write and the version-agnostic login in [`connection`]. It must not know
-//! about sessions or the database, and must never wait without a deadline.
+//! used as the disconnect fallback (docs/ARCHITECTURE.md#disconnect,
+//! docs/reference/routeros-api.md): the policy lives here, the pure word and sentence encoding
+//! in [`wire`], the tagged connection with a deadline on every read and write and the
+//! version-agnostic login in [`connection`]. It must not know about sessions or the database,
+//! and must never wait without a deadline.
 //!
 //! API-SSL (8729) is the same protocol inside TLS ([`ApiTransport::Tls`]): the router's
 //! certificate must chain to a configured CA bundle and name the address (or the configured

@@ -7,10 +7,10 @@
 //! the failing event is isolated; that one gets no response, the others are committed and
 //! answered, and a database that is unreachable fails the whole batch (the NAS retransmits).
 //!
-//! With the journal (DESIGN §10 "Durability"), a batch that cannot be committed is appended to
-//! it and fsynced instead, and only then answered; while the journal holds anything, every new
-//! batch goes there too (first in, first out), the index follows the journaled changes, and
-//! the journal is replayed into the database as soon as it answers again.
+//! With the journal (docs/ARCHITECTURE.md#durability), a batch that cannot be committed is appended
+//! to it and fsynced instead, and only then answered; while the journal holds anything, every new
+//! batch goes there too (first in, first out), the index follows the journaled changes, and the
+//! journal is replayed into the database as soon as it answers again.
 //!
 //! The parts: [`flights`] (commits in flight and how a batch is split among them), [`commit`]
 //! (one commit with its deadline, the locked transaction path), [`optimistic`] (PostgreSQL's

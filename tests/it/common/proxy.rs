@@ -1,5 +1,5 @@
 //! A loopback TCP proxy the test controls, to cut a database connection without touching the
-//! shared PostgreSQL cluster (DESIGN §10: never stop it in a test).
+//! shared PostgreSQL cluster (docs/ARCHITECTURE.md#tests: never stop it in a test).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
