@@ -14,6 +14,7 @@
 //! - [`config`]; the leaves [`clock`] (one `now_secs`), [`net`] (addresses, CIDR blocks and the
 //!   table keyed by them), [`http`] (an HTTP listener with connection limits), [`systemd`].
 //! - [`app`], the composition root that wires them, and [`cli`], the one-shot commands.
+//! - `module_graph` (test code only): the check that the dependencies below point one way.
 //!
 //! Dependencies point one way, from the top of this list to the bottom; a module uses only
 //! those below it:
@@ -27,6 +28,9 @@
 //! `radius` counts as its parts (the queue carries `radius::accounting`'s events and the
 //! listener feeds the queue). Components own their counters and register them with
 //! `metrics::Stats`, so `metrics` names none of them. `module_graph`'s test fails on a cycle.
+//!
+//! How the parts work together (a packet's way, invariants, tasks, the write path and the
+//! journal): docs/ARCHITECTURE.md.
 
 pub mod api;
 pub mod app;
