@@ -1,4 +1,4 @@
-//! `POST /api/sessions/{radacctid}/disconnect` (seed "Terminate a live session",
+//! `POST /api/sessions/{radacctid}/disconnect` (the contract's "Terminate a live session",
 //! docs/ARCHITECTURE.md#disconnect): permission, scope, then the disconnect service (CoA, RouterOS
 //! API fallback). A session that is already closed answers `already_closed`, so the call is
 //! idempotent (and is counted in `radacctd_disconnect_results_total{result="already_closed"}` like
@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::sessions::{parse_radacctid, stored_session_in_scope};
 use crate::disconnect::{DisconnectError, DisconnectResult, Method, refusal_message};
 
-/// The permission the seed names for disconnects.
+/// The permission the contract names for disconnects.
 pub const SUBSCRIBERS_DISCONNECT: &str = "subscribers.disconnect";
 
 pub async fn disconnect(

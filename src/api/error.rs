@@ -1,4 +1,4 @@
-//! `ApiError`: every failure the API answers, as the seed's `{"success": false, "message"}`
+//! `ApiError`: every failure the API answers, as the contract's `{"success": false, "message"}`
 //! body with its status. 5xx causes are logged here once and never sent to the client.
 
 use axum::Json;

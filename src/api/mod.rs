@@ -9,6 +9,9 @@
 //! - [`ratelimit`], [`openapi`], [`error`].
 //!
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
+//!
+//! "The contract" in this module's documentation is the panel's description of this API, which
+//! the README's API section and, field by field, the OpenAPI document ([`openapi`]) restate.
 
 pub mod auth;
 pub mod disconnect;

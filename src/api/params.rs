@@ -1,4 +1,4 @@
-//! Query-string parsing for the sessions endpoints, exactly as the seed lists the parameters.
+//! Query-string parsing for the sessions endpoints, exactly as the contract lists the parameters.
 //! Every invalid value is a 400 whose message names the parameter; unknown parameters are
 //! ignored; an empty value counts as absent (what HTML forms send for an unset filter).
 
@@ -37,7 +37,7 @@ pub fn search_pattern() -> String {
     format!("^[^{ranges}]*$")
 }
 
-/// A field of the seed's session object: a radacct column, or `nas_id` (the id of the NAS the
+/// A field of the contract's session object: a radacct column, or `nas_id` (the id of the NAS the
 /// session's address belongs to, from the `nas` cache).
 #[derive(Debug, Clone, Copy)]
 pub enum Field {
@@ -75,11 +75,11 @@ impl Field {
     }
 }
 
-/// Where `nas_id` sits in the seed's session object; the columns' positions are
+/// Where `nas_id` sits in the contract's session object; the columns' positions are
 /// [`Lists::api`](crate::sessions::Lists).
 const NAS_ID_POSITION: usize = 4;
 
-/// The fields of the seed's session object, in its order: the JSON keys and the CSV columns.
+/// The fields of the contract's session object, in its order: the JSON keys and the CSV columns.
 /// Built from the radacct column table at compile time (two fields at one position, or a
 /// position left empty, fail the build).
 pub const SESSION_FIELDS: [Field; 15] = {
@@ -114,7 +114,7 @@ pub const FIELDS: [&str; 15] = {
     out
 };
 
-/// The export's default columns: the seed sample's ten, in its order (the columns'
+/// The export's default columns: the contract sample's ten, in its order (the columns'
 /// [`Lists::export`](crate::sessions::Lists) positions).
 pub const DEFAULT_COLUMNS: [&str; 10] = {
     let mut out = [""; 10];

@@ -20,7 +20,7 @@ use crate::store::SessionQuery;
 /// does not hold up the runtime's other tasks.
 const INLINE_SCAN_MAX: usize = 50_000;
 
-/// A session as the API returns it: the seed's 15 fields ([`SESSION_FIELDS`]), in its order.
+/// A session as the API returns it: the contract's 15 fields ([`SESSION_FIELDS`]), in its order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionJson {
     /// The session's [`Columns::Api`](crate::sessions::Columns) columns.

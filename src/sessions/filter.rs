@@ -41,7 +41,7 @@ impl Status {
     }
 }
 
-/// The columns a list may be sorted by (the seed's allow-list).
+/// The columns a list may be sorted by (the contract's allow-list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
     #[default]
