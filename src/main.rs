@@ -29,7 +29,8 @@ enum Command {
     Migrate,
     /// Check the configuration and explain any problem.
     CheckConfig,
-    /// Print an API bearer token signed with `api.jwt_secret` (or a private key given by --key).
+    /// Print an API bearer token signed with `api.jwt_secret` (or a private key given by --key);
+    /// without a config file, with the secret the quick start keeps beside the SQLite file.
     Token(TokenArgs),
     /// Close stale sessions now (one sweep), then sync `subscribers.is_online`.
     Sweep {
@@ -66,13 +67,15 @@ enum JournalCommand {
 
 #[derive(Debug, clap::Args)]
 struct TokenArgs {
-    /// `admin` (sees every reseller) or `reseller` (sees its subtree).
+    /// `admin` (sees every reseller) or `reseller` (sees its subtree). Required with a config
+    /// file; without one (quick start) it defaults to `admin`.
     #[arg(long, value_parser = ["admin", "reseller"])]
-    role: String,
+    role: Option<String>,
     /// The reseller's id (`resellers.id`); required with `--role reseller`.
     #[arg(long)]
     reseller_id: Option<i64>,
-    /// A permission such as `sessions.view`; repeat, or separate with commas.
+    /// A permission such as `sessions.view`; repeat, or separate with commas. Without a config
+    /// file and without --role, `sessions.view` when none is given.
     #[arg(long = "perm")]
     permissions: Vec<String>,
     /// Lifetime: seconds, or with a unit (`15m`, `12h`, `7d`).
@@ -112,12 +115,36 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Command::Token(args) = &cli.command {
-        return token(&config, args);
+        return token(config, args, quickstart);
     }
     if quickstart {
         tracing::warn!(
             "no config file: accepting accounting from 127.0.0.1 with secret \"testing123\" (quick start)"
         );
+    }
+    if quickstart && matches!(cli.command, Command::Serve) {
+        use radacctd::app::{QuickstartApi, quickstart_api_secret};
+        match quickstart_api_secret(&mut config) {
+            Ok(QuickstartApi::Generated { path, created }) => tracing::warn!(
+                "QUICK START: no config file, so API tokens are signed with the secret {} in {} \
+                 (keep it private; configure api.jwt_secret for real use). Get a token with: \
+                 radacctd token   (an admin token with sessions.view, valid 1 h), then \
+                 curl -H \"Authorization: Bearer $TOKEN\" http://{}/api/sessions",
+                if created { "just generated" } else { "kept" },
+                path.display(),
+                config.api.listen
+            ),
+            Ok(QuickstartApi::NotLoopback) => tracing::warn!(
+                "no config file and api.listen {} is not a loopback address: no quick-start API \
+                 secret is generated, so every API request is refused; configure api.jwt_secret",
+                config.api.listen
+            ),
+            Ok(QuickstartApi::Configured) => {}
+            Err(e) => {
+                eprintln!("radacctd: quick-start API secret: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -166,14 +193,42 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn token(config: &Config, args: &TokenArgs) -> ExitCode {
+fn token(mut config: Config, args: &TokenArgs, quickstart: bool) -> ExitCode {
     use radacctd::api::auth::{Role, TokenRequest, token_for};
+    use radacctd::app::{QuickstartApi, quickstart_api_secret};
     use radacctd::config::JwtAlgorithm;
-    let role = if args.role == "admin" {
-        Role::Admin
-    } else {
-        Role::Reseller
+    let mut permissions = args.permissions.clone();
+    let role = match args.role.as_deref() {
+        Some("admin") => Role::Admin,
+        Some(_) => Role::Reseller,
+        None if quickstart => {
+            if permissions.is_empty() {
+                permissions.push("sessions.view".into());
+            }
+            Role::Admin
+        }
+        None => {
+            eprintln!("radacctd: token needs --role admin or --role reseller");
+            return ExitCode::from(2);
+        }
     };
+    if quickstart && args.key.is_none() {
+        match quickstart_api_secret(&mut config) {
+            Ok(QuickstartApi::Generated { .. } | QuickstartApi::Configured) => {}
+            Ok(QuickstartApi::NotLoopback) => {
+                eprintln!(
+                    "radacctd: no config file and api.listen {} is not a loopback address: the \
+                     quick start has no API secret there; configure api.jwt_secret",
+                    config.api.listen
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("radacctd: quick-start API secret: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let key = args.key.clone().map(|path| {
         let alg = match args.alg.as_deref() {
             Some("ES256") => JwtAlgorithm::ES256,
@@ -185,7 +240,7 @@ fn token(config: &Config, args: &TokenArgs) -> ExitCode {
     let request = TokenRequest {
         role,
         reseller_id: args.reseller_id,
-        permissions: args.permissions.clone(),
+        permissions,
         ttl_secs: args.ttl,
         subject: args.sub.clone(),
         key,
