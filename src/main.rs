@@ -1,99 +1,28 @@
 //! The `radacctd` command: parses the command line and calls into the library, nothing else.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser as _};
 use radacctd::config::{Config, LogFormat};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "radacctd",
-    version,
-    about = "RADIUS accounting daemon for ISPs"
-)]
-struct Cli {
-    /// Configuration file (TOML). Without one, defaults apply: SQLite `radacctd.db`, RADIUS on
-    /// 0.0.0.0:1813 and a loopback client 127.0.0.1 with secret `testing123`.
-    #[arg(long, short, global = true, env = "RADACCTD_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
+#[path = "cli/args.rs"]
+mod args;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the daemon.
-    Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
-    /// Check the configuration and explain any problem.
-    CheckConfig,
-    /// Print an API bearer token signed with `api.jwt_secret` (or a private key given by --key);
-    /// without a config file, with the secret the quick start keeps beside the SQLite file.
-    Token(TokenArgs),
-    /// Close stale sessions now (one sweep), then sync `subscribers.is_online`.
-    Sweep {
-        /// Print what would be closed (count and the first rows); change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Move old closed sessions to `radacct_archive` now (one run).
-    Archive {
-        /// Print what would be moved (count and the first rows); change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Show the journal's entries, or retry the entries replay rejected (safe while the daemon
-    /// runs: the live journal file is never changed).
-    Journal {
-        #[command(subcommand)]
-        command: JournalCommand,
-    },
-}
+use args::{Cli, Command, JournalCommand, TokenArgs};
 
-#[derive(Debug, Subcommand)]
-enum JournalCommand {
-    /// Print the journal's entries (key, kind, time) and a count.
-    Inspect {
-        /// Print the entries moved to `<journal>.rejected` instead, with their errors.
-        #[arg(long)]
-        rejected: bool,
-    },
-    /// Apply the entries of `<journal>.rejected` to the database again, one by one; those that
-    /// succeed leave the file, the others stay with their new error. Exits 1 if any remain.
-    Retry,
-}
-
-#[derive(Debug, clap::Args)]
-struct TokenArgs {
-    /// `admin` (sees every reseller) or `reseller` (sees its subtree). Required with a config
-    /// file; without one (quick start) it defaults to `admin`.
-    #[arg(long, value_parser = ["admin", "reseller"])]
-    role: Option<String>,
-    /// The reseller's id (`resellers.id`); required with `--role reseller`.
-    #[arg(long)]
-    reseller_id: Option<i64>,
-    /// A permission such as `sessions.view`; repeat, or separate with commas. Without a config
-    /// file and without --role, `sessions.view` when none is given.
-    #[arg(long = "perm")]
-    permissions: Vec<String>,
-    /// Lifetime: seconds, or with a unit (`15m`, `12h`, `7d`).
-    #[arg(long, default_value = "1h", value_parser = radacctd::api::auth::parse_ttl)]
-    ttl: u64,
-    /// The `sub` claim.
-    #[arg(long)]
-    sub: Option<String>,
-    /// A PEM private key to sign with instead of the HS256 secret (with --alg RS256 or ES256).
-    #[arg(long)]
-    key: Option<PathBuf>,
-    /// The algorithm for --key.
-    #[arg(long, value_parser = ["RS256", "ES256"], requires = "key")]
-    alg: Option<String>,
-}
+/// `radacctd.1`, rendered from [`Cli`] by `build.rs`.
+const MAN_PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/radacctd.1"));
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => {
+            radacctd::outln!("{}", MAN_PAGE.trim_end());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -167,7 +96,10 @@ fn main() -> ExitCode {
                 };
                 journal_command(config, action).await
             }
-            Command::CheckConfig | Command::Token(_) => Ok(()),
+            Command::CheckConfig
+            | Command::Token(_)
+            | Command::Completions { .. }
+            | Command::Man => Ok(()),
         }
     });
     match result {
@@ -255,4 +187,18 @@ fn token(mut config: Config, args: &TokenArgs, quickstart: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `radacctd completions SHELL`: the completion script on standard output.
+fn completions(shell: &str) -> ExitCode {
+    use clap_complete::Shell;
+    let shell = match shell {
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        _ => Shell::Bash,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "radacctd", &mut out);
+    radacctd::outln!("{}", String::from_utf8_lossy(&out).trim_end());
+    ExitCode::SUCCESS
 }

@@ -634,3 +634,40 @@ async fn quick_start_token_reaches_the_api() {
     signal(child.id().expect("pid"), "TERM");
     assert!(child.wait().await.expect("status").success());
 }
+
+/// Every command's help ends with an example, `completions` prints a script for each shell,
+/// and `man` prints the page the package installs.
+#[test]
+fn help_examples_completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+            .args(args)
+            .env_remove("RADACCTD_CONFIG")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    for command in [
+        &[][..],
+        &["serve"],
+        &["migrate"],
+        &["check-config"],
+        &["token"],
+        &["sweep"],
+        &["archive"],
+        &["journal"],
+        &["journal", "inspect"],
+        &["journal", "retry"],
+        &["completions"],
+    ] {
+        let help = run(&[command, &["--help"]].concat());
+        assert!(help.contains("Example: radacctd"), "{command:?}: {help}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(run(&["completions", shell]).contains("radacctd"), "{shell}");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".SH NAME"), "{man}");
+    assert!(man.contains("radacctd"), "{man}");
+}
