@@ -68,6 +68,10 @@ fn main() -> ExitCode {
                  secret is generated, so every API request is refused; configure api.jwt_secret",
                 config.api.listen
             ),
+            Ok(QuickstartApi::NotSqlite) => tracing::warn!(
+                "no config file and database.url is not a SQLite file: no quick-start API secret \
+                 is generated, so every API request is refused; configure api.jwt_secret"
+            ),
             Ok(QuickstartApi::Configured) => {}
             Err(e) => {
                 eprintln!("radacctd: quick-start API secret: {e:#}");
@@ -152,6 +156,13 @@ fn token(mut config: Config, args: &TokenArgs, quickstart: bool) -> ExitCode {
                     "radacctd: no config file and api.listen {} is not a loopback address: the \
                      quick start has no API secret there; configure api.jwt_secret",
                     config.api.listen
+                );
+                return ExitCode::from(2);
+            }
+            Ok(QuickstartApi::NotSqlite) => {
+                eprintln!(
+                    "radacctd: no config file and database.url is not a SQLite file: the quick \
+                     start keeps no API secret; configure api.jwt_secret"
                 );
                 return ExitCode::from(2);
             }

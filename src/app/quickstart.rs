@@ -19,6 +19,9 @@ pub enum QuickstartApi {
     /// `api.listen` is not a loopback address: no secret is generated for it, so no token
     /// verifies (a reachable API needs a config file with a secret of its own).
     NotLoopback,
+    /// `database.url` names no SQLite file to keep the secret beside (PostgreSQL, or an
+    /// in-memory SQLite): no secret is generated.
+    NotSqlite,
 }
 
 /// Without a config file: gives `config.api` the quick start's secret (see the module), unless
@@ -30,25 +33,24 @@ pub fn quickstart_api_secret(config: &mut Config) -> anyhow::Result<QuickstartAp
     if !config.api.listen.ip().is_loopback() {
         return Ok(QuickstartApi::NotLoopback);
     }
-    let path = quickstart_secret_path(config);
+    let Some(path) = quickstart_secret_path(config) else {
+        return Ok(QuickstartApi::NotSqlite);
+    };
     let (secret, created) = quickstart_secret(&path)?;
     config.api.jwt_secret = secret;
     Ok(QuickstartApi::Generated { path, created })
 }
 
 /// Where the quick start's secret lives: beside the SQLite file of `database.url`, with the
-/// extension `jwt-secret`; `radacctd.jwt-secret` in the current directory for any other URL.
-pub fn quickstart_secret_path(config: &Config) -> PathBuf {
+/// extension `jwt-secret`; `None` when the URL names no SQLite file.
+pub fn quickstart_secret_path(config: &Config) -> Option<PathBuf> {
     let url = config.database.url.expose();
     let file = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .map(|rest| rest.split('?').next().unwrap_or_default())
         .filter(|p| !p.is_empty() && *p != ":memory:");
-    match file {
-        Some(db) => Path::new(db).with_extension("jwt-secret"),
-        None => PathBuf::from("radacctd.jwt-secret"),
-    }
+    file.map(|db| Path::new(db).with_extension("jwt-secret"))
 }
 
 /// Reads the quick start's secret at `path`, creating it (32 random bytes, hex, mode 0600)
@@ -98,14 +100,17 @@ mod tests {
     #[test]
     fn the_secret_sits_beside_the_sqlite_file() {
         let mut c = Config::default();
-        assert_eq!(quickstart_secret_path(&c), Path::new("radacctd.jwt-secret"));
+        let path = |c: &Config| quickstart_secret_path(c);
+        assert_eq!(path(&c).as_deref(), Some(Path::new("radacctd.jwt-secret")));
         c.database.url = Secret::new("sqlite:///var/lib/x/acct.sqlite?mode=rwc");
         assert_eq!(
-            quickstart_secret_path(&c),
-            Path::new("/var/lib/x/acct.jwt-secret")
+            path(&c).as_deref(),
+            Some(Path::new("/var/lib/x/acct.jwt-secret"))
         );
+        c.database.url = Secret::new("sqlite::memory:");
+        assert_eq!(path(&c), None);
         c.database.url = Secret::new("postgres://u@h/db");
-        assert_eq!(quickstart_secret_path(&c), Path::new("radacctd.jwt-secret"));
+        assert_eq!(path(&c), None);
     }
 
     #[test]
