@@ -5,6 +5,7 @@
 //! [`startup`] holds the start-up steps, [`reload`] what keeps clients and caches current, and
 //! [`stages`] the shutdown order; this file wires them.
 
+mod quickstart;
 mod reload;
 mod stages;
 mod startup;
@@ -38,6 +39,9 @@ use crate::sessions::{ResellerResolver, SessionIndex};
 use crate::store::Store;
 use crate::systemd::{self, NotifyState};
 
+pub use self::quickstart::{
+    QuickstartApi, quickstart_api_secret, quickstart_secret, quickstart_secret_path,
+};
 pub use self::reload::load_clients;
 pub(crate) use self::startup::explain_migration_error;
 pub use self::startup::{open_store, rebuild_index};

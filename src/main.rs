@@ -1,96 +1,28 @@
 //! The `radacctd` command: parses the command line and calls into the library, nothing else.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser as _};
 use radacctd::config::{Config, LogFormat};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "radacctd",
-    version,
-    about = "RADIUS accounting daemon for ISPs"
-)]
-struct Cli {
-    /// Configuration file (TOML). Without one, defaults apply: SQLite `radacctd.db`, RADIUS on
-    /// 0.0.0.0:1813 and a loopback client 127.0.0.1 with secret `testing123`.
-    #[arg(long, short, global = true, env = "RADACCTD_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
+#[path = "cli/args.rs"]
+mod args;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the daemon.
-    Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
-    /// Check the configuration and explain any problem.
-    CheckConfig,
-    /// Print an API bearer token signed with `api.jwt_secret` (or a private key given by --key).
-    Token(TokenArgs),
-    /// Close stale sessions now (one sweep), then sync `subscribers.is_online`.
-    Sweep {
-        /// Print what would be closed (count and the first rows); change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Move old closed sessions to `radacct_archive` now (one run).
-    Archive {
-        /// Print what would be moved (count and the first rows); change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Show the journal's entries, or retry the entries replay rejected (safe while the daemon
-    /// runs: the live journal file is never changed).
-    Journal {
-        #[command(subcommand)]
-        command: JournalCommand,
-    },
-}
+use args::{Cli, Command, JournalCommand, TokenArgs};
 
-#[derive(Debug, Subcommand)]
-enum JournalCommand {
-    /// Print the journal's entries (key, kind, time) and a count.
-    Inspect {
-        /// Print the entries moved to `<journal>.rejected` instead, with their errors.
-        #[arg(long)]
-        rejected: bool,
-    },
-    /// Apply the entries of `<journal>.rejected` to the database again, one by one; those that
-    /// succeed leave the file, the others stay with their new error. Exits 1 if any remain.
-    Retry,
-}
-
-#[derive(Debug, clap::Args)]
-struct TokenArgs {
-    /// `admin` (sees every reseller) or `reseller` (sees its subtree).
-    #[arg(long, value_parser = ["admin", "reseller"])]
-    role: String,
-    /// The reseller's id (`resellers.id`); required with `--role reseller`.
-    #[arg(long)]
-    reseller_id: Option<i64>,
-    /// A permission such as `sessions.view`; repeat, or separate with commas.
-    #[arg(long = "perm")]
-    permissions: Vec<String>,
-    /// Lifetime: seconds, or with a unit (`15m`, `12h`, `7d`).
-    #[arg(long, default_value = "1h", value_parser = radacctd::api::auth::parse_ttl)]
-    ttl: u64,
-    /// The `sub` claim.
-    #[arg(long)]
-    sub: Option<String>,
-    /// A PEM private key to sign with instead of the HS256 secret (with --alg RS256 or ES256).
-    #[arg(long)]
-    key: Option<PathBuf>,
-    /// The algorithm for --key.
-    #[arg(long, value_parser = ["RS256", "ES256"], requires = "key")]
-    alg: Option<String>,
-}
+/// `radacctd.1`, rendered from [`Cli`] by `build.rs`.
+const MAN_PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/radacctd.1"));
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => {
+            radacctd::outln!("{}", MAN_PAGE.trim_end());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -112,12 +44,40 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Command::Token(args) = &cli.command {
-        return token(&config, args);
+        return token(config, args, quickstart);
     }
     if quickstart {
         tracing::warn!(
             "no config file: accepting accounting from 127.0.0.1 with secret \"testing123\" (quick start)"
         );
+    }
+    if quickstart && matches!(cli.command, Command::Serve) {
+        use radacctd::app::{QuickstartApi, quickstart_api_secret};
+        match quickstart_api_secret(&mut config) {
+            Ok(QuickstartApi::Generated { path, created }) => tracing::warn!(
+                "QUICK START: no config file, so API tokens are signed with the secret {} in {} \
+                 (keep it private; configure api.jwt_secret for real use). Get a token with: \
+                 radacctd token   (an admin token with sessions.view, valid 1 h), then \
+                 curl -H \"Authorization: Bearer $TOKEN\" http://{}/api/sessions",
+                if created { "just generated" } else { "kept" },
+                path.display(),
+                config.api.listen
+            ),
+            Ok(QuickstartApi::NotLoopback) => tracing::warn!(
+                "no config file and api.listen {} is not a loopback address: no quick-start API \
+                 secret is generated, so every API request is refused; configure api.jwt_secret",
+                config.api.listen
+            ),
+            Ok(QuickstartApi::NotSqlite) => tracing::warn!(
+                "no config file and database.url is not a SQLite file: no quick-start API secret \
+                 is generated, so every API request is refused; configure api.jwt_secret"
+            ),
+            Ok(QuickstartApi::Configured) => {}
+            Err(e) => {
+                eprintln!("radacctd: quick-start API secret: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -140,7 +100,10 @@ fn main() -> ExitCode {
                 };
                 journal_command(config, action).await
             }
-            Command::CheckConfig | Command::Token(_) => Ok(()),
+            Command::CheckConfig
+            | Command::Token(_)
+            | Command::Completions { .. }
+            | Command::Man => Ok(()),
         }
     });
     match result {
@@ -166,14 +129,49 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn token(config: &Config, args: &TokenArgs) -> ExitCode {
+fn token(mut config: Config, args: &TokenArgs, quickstart: bool) -> ExitCode {
     use radacctd::api::auth::{Role, TokenRequest, token_for};
+    use radacctd::app::{QuickstartApi, quickstart_api_secret};
     use radacctd::config::JwtAlgorithm;
-    let role = if args.role == "admin" {
-        Role::Admin
-    } else {
-        Role::Reseller
+    let mut permissions = args.permissions.clone();
+    let role = match args.role.as_deref() {
+        Some("admin") => Role::Admin,
+        Some(_) => Role::Reseller,
+        None if quickstart => {
+            if permissions.is_empty() {
+                permissions.push("sessions.view".into());
+            }
+            Role::Admin
+        }
+        None => {
+            eprintln!("radacctd: token needs --role admin or --role reseller");
+            return ExitCode::from(2);
+        }
     };
+    if quickstart && args.key.is_none() {
+        match quickstart_api_secret(&mut config) {
+            Ok(QuickstartApi::Generated { .. } | QuickstartApi::Configured) => {}
+            Ok(QuickstartApi::NotLoopback) => {
+                eprintln!(
+                    "radacctd: no config file and api.listen {} is not a loopback address: the \
+                     quick start has no API secret there; configure api.jwt_secret",
+                    config.api.listen
+                );
+                return ExitCode::from(2);
+            }
+            Ok(QuickstartApi::NotSqlite) => {
+                eprintln!(
+                    "radacctd: no config file and database.url is not a SQLite file: the quick \
+                     start keeps no API secret; configure api.jwt_secret"
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("radacctd: quick-start API secret: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let key = args.key.clone().map(|path| {
         let alg = match args.alg.as_deref() {
             Some("ES256") => JwtAlgorithm::ES256,
@@ -185,7 +183,7 @@ fn token(config: &Config, args: &TokenArgs) -> ExitCode {
     let request = TokenRequest {
         role,
         reseller_id: args.reseller_id,
-        permissions: args.permissions.clone(),
+        permissions,
         ttl_secs: args.ttl,
         subject: args.sub.clone(),
         key,
@@ -200,4 +198,18 @@ fn token(config: &Config, args: &TokenArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `radacctd completions SHELL`: the completion script on standard output.
+fn completions(shell: &str) -> ExitCode {
+    use clap_complete::Shell;
+    let shell = match shell {
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        _ => Shell::Bash,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "radacctd", &mut out);
+    radacctd::outln!("{}", String::from_utf8_lossy(&out).trim_end());
+    ExitCode::SUCCESS
 }

@@ -285,25 +285,6 @@ pub fn token_for(config: &ApiConfig, req: &TokenRequest) -> anyhow::Result<Strin
     issue_token(config, &claims, key)
 }
 
-/// A duration such as `3600`, `90s`, `15m`, `12h` or `7d`, in seconds.
-pub fn parse_ttl(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("invalid duration {s:?}: use s, m, h or d")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,15 +387,5 @@ mod tests {
                 .to_string(),
             "invalid token"
         );
-    }
-
-    #[test]
-    fn ttl_units() {
-        assert_eq!(parse_ttl("90"), Ok(90));
-        assert_eq!(parse_ttl("15m"), Ok(900));
-        assert_eq!(parse_ttl("2h"), Ok(7200));
-        assert_eq!(parse_ttl("1d"), Ok(86_400));
-        assert!(parse_ttl("1w").is_err());
-        assert!(parse_ttl("h").is_err());
     }
 }

@@ -543,3 +543,131 @@ fn check_config_into_a_closed_pipe_exits_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+/// Without a config file, `serve` generates the API secret beside the SQLite file (0600) and
+/// `radacctd token` signs with the same one, found without flags; a restart reuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_token_reaches_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = free_port_tcp();
+    let env = [
+        (
+            "RADACCTD__RADIUS__LISTEN",
+            format!("127.0.0.1:{}", free_port_udp()),
+        ),
+        ("RADACCTD__API__LISTEN", format!("127.0.0.1:{api}")),
+        (
+            "RADACCTD__METRICS__LISTEN",
+            format!("127.0.0.1:{}", free_port_tcp()),
+        ),
+        ("RADACCTD__JOBS__SWEEP_ENABLED", "false".into()),
+        ("RADACCTD__JOBS__ARCHIVE_ENABLED", "false".into()),
+        ("RADACCTD__LOG__LEVEL", "warn".into()),
+    ];
+    let serve = || {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_radacctd"));
+        cmd.arg("serve")
+            .current_dir(dir.path())
+            .env_remove("RADACCTD_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn")
+    };
+    let token = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+            .args(["token", "--role", "admin", "--perm", "sessions.view"])
+            .current_dir(dir.path())
+            .env_remove("RADACCTD_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("token runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{api}/api/sessions");
+    let get = |bearer: String| {
+        let req = http.get(&url).bearer_auth(bearer);
+        async move { req.send().await.map(|r| r.status().as_u16()) }
+    };
+    let wait_ready = || async {
+        for _ in 0..100 {
+            if let Ok(code) = get("x".into()).await {
+                return code;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the API never answered");
+    };
+
+    let mut child = serve();
+    assert_eq!(wait_ready().await, 401);
+    let secret_path = dir.path().join("radacctd.jwt-secret");
+    let secret = std::fs::read_to_string(&secret_path).expect("secret file");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&secret_path)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let good = token();
+    assert_eq!(get(good.clone()).await.expect("answer"), 200);
+    // The same claims under another signature (a character inside it changed).
+    let mut wrong = good.clone().into_bytes();
+    let i = wrong.len() - 8;
+    wrong[i] = if wrong[i] == b'A' { b'B' } else { b'A' };
+    let wrong = String::from_utf8(wrong).expect("ascii");
+    assert_eq!(get(wrong).await.expect("answer"), 401);
+    signal(child.id().expect("pid"), "TERM");
+    assert!(child.wait().await.expect("status").success());
+
+    let mut child = serve();
+    wait_ready().await;
+    assert_eq!(std::fs::read_to_string(&secret_path).expect("kept"), secret);
+    assert_eq!(get(good).await.expect("answer"), 200, "the same secret");
+    signal(child.id().expect("pid"), "TERM");
+    assert!(child.wait().await.expect("status").success());
+}
+
+/// Every command's help ends with an example, `completions` prints a script for each shell,
+/// and `man` prints the page the package installs.
+#[test]
+fn help_examples_completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+            .args(args)
+            .env_remove("RADACCTD_CONFIG")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    for command in [
+        &[][..],
+        &["serve"],
+        &["migrate"],
+        &["check-config"],
+        &["token"],
+        &["sweep"],
+        &["archive"],
+        &["journal"],
+        &["journal", "inspect"],
+        &["journal", "retry"],
+        &["completions"],
+    ] {
+        let help = run(&[command, &["--help"]].concat());
+        assert!(help.contains("Example: radacctd"), "{command:?}: {help}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(run(&["completions", shell]).contains("radacctd"), "{shell}");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".SH NAME"), "{man}");
+    assert!(man.contains("radacctd"), "{man}");
+}
