@@ -735,7 +735,7 @@ async fn backend_pid(c: &mut sqlx::PgConnection) -> i32 {
 /// A row's input octets, update time and class, read without locks.
 async fn plain_row(url: &str, key: &str) -> (i64, Option<i64>, Option<String>) {
     use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+    let mut c = pg_connect(url).await;
     let row = sqlx::query_as(
         "SELECT acctinputoctets, extract(epoch FROM acctupdatetime)::int8, class FROM radacct \
          WHERE acctuniqueid = $1",
@@ -805,9 +805,9 @@ async fn replay_marks_the_journal_only_up_to_the_first_unfinished_entry() {
     assert_eq!(journal_entries(metrics).await, 3.0);
 
     // The test's connections go straight to the database, not through the proxy.
-    let mut watch = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    let mut changer = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let mut watch = pg_connect(&db.url).await;
+    let mut changer = pg_connect(&db.url).await;
+    let mut holder = pg_connect(&db.url).await;
     let changer_pid = backend_pid(&mut changer).await;
     let holder_pid = backend_pid(&mut holder).await;
     let mine = [changer_pid, holder_pid];
