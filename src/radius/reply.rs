@@ -241,8 +241,9 @@ impl Responder {
 
     /// Sends a cached response again.
     pub fn resend(&self, peer: SocketAddr, bytes: &[u8]) {
-        self.send(peer, bytes);
+        // Counted before it leaves: whoever receives it sees it counted.
         Stats::add(&self.stats.responses_resent, 1);
+        self.send(peer, bytes);
     }
 
     /// The event was not recorded: no answer (RFC 2866 §2), and a retransmission is processed.
