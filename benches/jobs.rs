@@ -112,7 +112,7 @@ async fn run(admin: &str) -> anyhow::Result<()> {
         config.radius.clients = vec![radacctd::app::quickstart_client()];
 
         // Schema and EnsureIndexes first, then the rows.
-        let store = radacctd::app::open_store(&config).await?;
+        let store = radacctd::app::open_store(&config, None).await?;
         store.migrate().await?;
         store.ensure_indexes().await?;
         let radacctd::store::Store::Postgres(pg) = &store else {

@@ -27,11 +27,13 @@ use crate::api::{self, ApiDeps, ApiState};
 use crate::config::{ClientConfig, Config, Secret};
 use crate::disconnect::Disconnector;
 use crate::http::HttpLimits;
+use crate::ingest::changes::ChangeFeed;
 use crate::ingest::{self, Writer, WriterHealth, WriterOptions};
 use crate::jobs::{self, JobStats};
 use crate::metrics::server::{LiveSource, MetricsSource};
 use crate::metrics::{Live, LiveJournal, Stats};
 use crate::net::ClientAddr;
+use crate::node::Node;
 use crate::queue::{self, IngestReceiver, IngestSender};
 use crate::radius::listener::{self, Listener, SharedClients};
 use crate::radius::reply::{ReplyCache, Responder};
@@ -104,7 +106,9 @@ impl Application {
     /// Opens the store, migrates, rebuilds the index and binds the listener. The listener does
     /// not answer anything before the index holds every open session.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = open_store(&config).await?;
+        let node = Arc::new(Node::new(config.node.resolved_name()));
+        tracing::info!(node = node.name(), "starting");
+        let store = open_store(&config, Some(node.origin())).await?;
         let journal = open_journal(&config)?;
         let ready = Arc::new(AtomicBool::new(true));
         let database = prepare_database(&store, &config, journal.is_some()).await;
@@ -130,7 +134,7 @@ impl Application {
         })));
         let sockets = Sockets::bind(&config, &store, &index).await?;
         let (ingest_tx, ingest_rx) = queue::queue(config.radius.queue_capacity);
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::for_node(node));
         JobStats::register_all(&stats);
         let disconnector = Disconnector::new(
             config.disconnect.clone(),
@@ -368,6 +372,12 @@ impl Application {
             tasks,
             stopping.child_token(),
         );
+        let feed = ChangeFeed::new(
+            self.store.clone(),
+            self.stats.node().clone(),
+            self.ingest_tx.clone(),
+        );
+        tasks.spawn(feed.run(stopping.child_token()));
         let reload_every = Duration::from_secs(self.config.radius.nas_reload_secs.max(1));
         tasks.spawn(self.scope.clone().run(
             self.store.clone(),

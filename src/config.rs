@@ -45,6 +45,42 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub disconnect: DisconnectConfig,
     pub log: LogConfig,
+    pub node: NodeConfig,
+}
+
+/// The `[node]` section: this daemon's identity among several on one database.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name in `/metrics`, `/readyz`, logs and the job and action tables; empty:
+    /// the host name.
+    pub name: String,
+}
+
+impl NodeConfig {
+    /// The configured name, else the host name, else `radacctd`.
+    pub fn resolved_name(&self) -> String {
+        let configured = self.name.trim();
+        if !configured.is_empty() {
+            return configured.to_owned();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "radacctd".to_owned())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name.trim();
+        if name.len() > 63 || name.chars().any(|c| c.is_control() || c == '|') {
+            return Err(format!(
+                "node.name must be at most 63 characters, without control characters or '|' (got {name:?})"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[jobs]` configuration section.
@@ -512,6 +548,7 @@ impl Config {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.jobs.validate()?;
+        self.node.validate()?;
         self.disconnect.check()?;
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")

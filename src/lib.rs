@@ -11,7 +11,8 @@
 //! - [`disconnect`]: RFC 5176 Disconnect-Request client, RouterOS API fallback, `Disconnector`.
 //! - [`jobs`]: the stale sweeper, the archiver, EnsureIndexes.
 //! - [`metrics`]: metric names, the per-instance `Stats`, the `/metrics` server.
-//! - [`config`]; the leaves [`clock`] (one `now_secs`), [`net`] (addresses, CIDR blocks and the
+//! - [`config`]; the leaves [`node`] (this daemon's name and standing among several),
+//!   [`clock`] (one `now_secs`), [`net`] (addresses, CIDR blocks and the
 //!   table keyed by them), [`http`] (an HTTP listener with connection limits), [`systemd`].
 //! - [`app`], the composition root that wires them, and [`cli`], the one-shot commands.
 //! - `module_graph` (test code only): the check that the dependencies below point one way.
@@ -22,7 +23,7 @@
 //! ```text
 //! cli → app → api → disconnect, jobs → ingest → radius::listener → queue
 //!   → radius::{reply, accounting, clients} → radius::{codec, dictionary}
-//!   → store → sessions → metrics → config → http, net, clock, systemd
+//!   → store → sessions → metrics → config → node, http, net, clock, systemd
 //! ```
 //!
 //! `radius` counts as its parts (the queue carries `radius::accounting`'s events and the
@@ -45,6 +46,7 @@ pub mod metrics;
 #[cfg(test)]
 mod module_graph;
 pub mod net;
+pub mod node;
 pub mod queue;
 pub mod radius;
 pub mod sessions;

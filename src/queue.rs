@@ -16,10 +16,20 @@ pub enum Item {
     },
     /// radacctd's own decision to close a session (stale sweeper, disconnect).
     Close(CloseRequest),
-    /// Re-read the open rows and make the index equal them (other writers exist: FreeRADIUS
-    /// for other NASes, old panel jobs). Done by the writer, between two batches, so no commit
-    /// of ours can race it.
-    Reconcile(tokio::sync::oneshot::Sender<Drift>),
+    /// Re-read rows and make the index equal them (other writers exist: other radacctd nodes,
+    /// FreeRADIUS for other NASes, old panel jobs). Done by the writer, between two batches, so
+    /// no commit of ours can race it.
+    Reconcile(Reconcile),
+}
+
+/// Which rows a reconciliation re-reads.
+#[derive(Debug)]
+pub enum Reconcile {
+    /// Every open row; the sender is told what differed.
+    Full(tokio::sync::oneshot::Sender<Drift>),
+    /// The rows with these `radacctid`s, changed by another writer's committed statements,
+    /// the oldest of which ran at `since_micros` (µs since 1970, the database's clock).
+    Rows { ids: Vec<i64>, since_micros: i64 },
 }
 
 /// What a reconciliation found: sessions the index lacked or held wrongly (added or

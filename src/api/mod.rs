@@ -265,7 +265,8 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "success": true, "status": "ok" }))
 }
 
-/// Ready: the index is loaded and the database answers (within 2 s).
+/// Ready: the index is loaded and follows SQL, commits go through and the database answers
+/// (within 2 s). The body names the node.
 async fn readyz(State(state): State<ApiState>) -> Response {
     if state.ensure_index_ready().is_err() {
         return error_body(StatusCode::SERVICE_UNAVAILABLE, "index not ready");
@@ -283,8 +284,23 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             "database not committing: accounting goes to the journal or is not answered",
         );
     }
+    let node = state.inner.stats.as_ref().map(|s| s.node().clone());
+    // Behind several nodes, an index that may miss another node's commits is not ready: the
+    // change listener was lost and the full reconciliation after it has not finished.
+    if node.as_ref().is_some_and(|n| !n.coherent()) {
+        return error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index resynchronising: the database change listener reconnected and the index is \
+             being reconciled with SQL",
+        );
+    }
     match tokio::time::timeout(Duration::from_secs(2), state.store().ping()).await {
-        Ok(Ok(())) => Json(json!({ "success": true, "status": "ready" })).into_response(),
+        Ok(Ok(())) => Json(json!({
+            "success": true,
+            "status": "ready",
+            "node": node.as_ref().map(|n| n.name()),
+        }))
+        .into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
             error_body(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")

@@ -14,12 +14,15 @@ use crate::ingest::{self, SharedJournal};
 use crate::sessions::{ResellerResolver, SessionIndex};
 use crate::store::{Store, StoreOptions};
 
-/// Opens the store the configuration names.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Opens the store the configuration names; `origin` marks the changes this process writes
+/// (the daemon's node origin; `None` for one-shot commands, whose changes every daemon
+/// applies).
+pub async fn open_store(config: &Config, origin: Option<&str>) -> anyhow::Result<Store> {
     let opts = StoreOptions {
         max_connections: config.database.max_connections,
         acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
         write_statement_timeout: Some(write_statement_timeout(config.commit_timeout())),
+        origin: origin.map(str::to_owned),
     };
     Store::open(config.database.url.expose(), &opts)
         .await

@@ -208,7 +208,7 @@ pub async fn retry(config: &Config, out: &mut dyn Write) -> anyhow::Result<Retry
         writeln!(out, "no rejected entries in {}", path.display())?;
         return Ok(report);
     }
-    let store = crate::app::open_store(config).await?;
+    let store = crate::app::open_store(config, None).await?;
     let mut fates = Vec::with_capacity(lines.len());
     let mut outage = None;
     for line in &lines {

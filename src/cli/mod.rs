@@ -38,7 +38,7 @@ macro_rules! outln {
 
 /// `radacctd migrate`: applies pending migrations and exits.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
+    let store = open_store(&config, None).await?;
     store
         .prepare(config.database.radacct_fillfactor)
         .await
@@ -51,7 +51,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// `radacctd sweep [--dry-run]`: one sweep now, through a writer of its own (the running
 /// daemon's index catches up at its next sweep, which reconciles with SQL).
 pub async fn sweep(config: Config, dry_run: bool) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
+    let store = open_store(&config, None).await?;
     let stats = Arc::new(Stats::default());
     let (tx, rx) = ingest::queue(4096);
     let sweeper = Sweeper::new(store.clone(), tx, config.jobs.clone(), stats.clone());
@@ -100,7 +100,7 @@ pub async fn sweep(config: Config, dry_run: bool) -> anyhow::Result<()> {
 
 /// `radacctd archive [--dry-run]`: one archiver run now.
 pub async fn archive(config: Config, dry_run: bool) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
+    let store = open_store(&config, None).await?;
     let archiver = Archiver::new(
         store.clone(),
         config.jobs.clone(),

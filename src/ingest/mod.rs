@@ -2,6 +2,7 @@
 //! the bounded [`crate::queue`] (docs/ARCHITECTURE.md#write-path). Every change to open sessions
 //! goes through the writer, so SQL and the live index change in the same order.
 
+pub mod changes;
 pub mod journal;
 pub mod semantics;
 mod writer;

@@ -16,7 +16,7 @@ use super::{JobStats, JobsConfig};
 use crate::clock::now_secs;
 use crate::ingest::semantics::SWEEPER_CAUSE;
 use crate::metrics::Stats;
-use crate::queue::{CloseRequest, Drift, IngestSender, Item};
+use crate::queue::{CloseRequest, Drift, IngestSender, Item, Reconcile};
 use crate::store::{StaleRow, Store};
 
 /// What one sweep did.
@@ -119,7 +119,7 @@ impl Sweeper {
         report.marked_offline = off;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ingest
-            .send(Item::Reconcile(tx))
+            .send(Item::Reconcile(Reconcile::Full(tx)))
             .await
             .context("the ingest writer has stopped")?;
         report.drift = rx.await.context("index reconciliation failed")?;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::node::Node;
 use metrics::{Counter, Gauge, Histogram, Key, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
@@ -160,6 +161,15 @@ pub const API_REQUESTS: &str = "radacctd_api_requests_total";
 pub const API_DURATION: &str = "radacctd_api_request_duration_seconds";
 pub const DB_POOL: &str = "radacctd_db_pool_connections";
 pub const BUILD_INFO: &str = "radacctd_build_info";
+/// 1 while this node holds the jobs leadership (runs the sweeper and the archiver), else 0.
+pub const JOBS_LEADER: &str = "radacctd_jobs_leader";
+/// Index entries changed by other writers' commits, applied from their change notifications.
+pub const REMOTE_CHANGES: &str = "radacctd_index_remote_changes_total";
+/// From another writer's statement to its application to this node's index.
+pub const COHERENCE_LAG: &str = "radacctd_index_coherence_lag_seconds";
+/// 1 while the live index is known to follow every writer's committed changes (the change
+/// listener is connected and has reconciled), else 0.
+pub const INDEX_COHERENT: &str = "radacctd_index_coherent";
 pub const JOB_RUNS: &str = "radacctd_job_runs_total";
 pub const JOB_FAILURES: &str = "radacctd_job_failures_total";
 pub const JOB_ROWS: &str = "radacctd_job_rows_total";
@@ -237,6 +247,7 @@ struct Exporter {
     recorder: PrometheusRecorder,
     commit_duration: Histogram,
     batch_size: Histogram,
+    coherence_lag: Histogram,
     /// NAS labels rendered last time, so that a NAS with no sessions left drops to 0.
     nas_seen: Mutex<HashSet<String>>,
 }
@@ -259,10 +270,12 @@ impl Default for Exporter {
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let commit_duration = histogram(&recorder, COMMIT_DURATION, vec![]);
         let batch_size = histogram(&recorder, WRITE_BATCH_SIZE, vec![]);
+        let coherence_lag = histogram(&recorder, COHERENCE_LAG, vec![]);
         Exporter {
             recorder,
             commit_duration,
             batch_size,
+            coherence_lag,
             nas_seen: Mutex::default(),
         }
     }
@@ -311,12 +324,17 @@ pub struct Stats {
     pub row_sources: [AtomicU64; ROW_SOURCES.len()],
     /// Index entries fixed by reconciliation with SQL (changes made by other writers).
     pub drift: AtomicU64,
+    /// Index entries changed by other writers' notified commits (docs/HA.md).
+    pub remote_changes: AtomicU64,
     /// Entries appended to the journal, and entries replayed from it into the database.
     pub journal_appended: AtomicU64,
     pub journal_replayed: AtomicU64,
     /// Counters owned by other components (the disconnect service, the jobs), in the order
     /// they registered.
     components: Mutex<Vec<Component>>,
+    /// This node's name and standing (`build_info`'s `node` label, the leader and coherence
+    /// gauges).
+    node: Arc<Node>,
 }
 
 impl std::fmt::Debug for Stats {
@@ -326,6 +344,19 @@ impl std::fmt::Debug for Stats {
 }
 
 impl Stats {
+    /// Counters for the node `node`.
+    pub fn for_node(node: Arc<Node>) -> Stats {
+        Stats {
+            node,
+            ..Stats::default()
+        }
+    }
+
+    /// This node's name and standing.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     pub fn received(&self, packet_type: PacketType) {
         self.received[packet_type as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -377,6 +408,14 @@ impl Stats {
     pub fn observe_commit(&self, elapsed: Duration, events: usize) {
         self.exporter.commit_duration.record(elapsed.as_secs_f64());
         self.exporter.batch_size.record(events as f64);
+    }
+
+    /// Another writer's statement reached the index this many microseconds after it ran
+    /// (database clock to this host's: skew between them shows here too).
+    pub fn observe_coherence_lag(&self, micros: i64) {
+        self.exporter
+            .coherence_lag
+            .record(micros.max(0) as f64 / 1_000_000.0);
     }
 
     /// One API request, by route template (a bounded set) and status.
@@ -448,6 +487,7 @@ impl Stats {
             Self::get(&self.batch_failures),
         );
         abs(INDEX_DRIFT, vec![], Self::get(&self.drift));
+        abs(REMOTE_CHANGES, vec![], Self::get(&self.remote_changes));
         abs(JOURNAL_APPENDED, vec![], Self::get(&self.journal_appended));
         abs(JOURNAL_REPLAYED, vec![], Self::get(&self.journal_replayed));
         let components: Vec<Arc<dyn Collect>> = self
@@ -502,9 +542,16 @@ impl Stats {
             .set(live.index_rebuild.as_secs_f64());
         self.gauge(
             BUILD_INFO,
-            vec![label("version", env!("CARGO_PKG_VERSION"))],
+            vec![
+                label("version", env!("CARGO_PKG_VERSION")),
+                label("node", self.node.name()),
+            ],
         )
         .set(1.0);
+        self.gauge(JOBS_LEADER, vec![])
+            .set(if self.node.leader() { 1.0 } else { 0.0 });
+        self.gauge(INDEX_COHERENT, vec![])
+            .set(if self.node.coherent() { 1.0 } else { 0.0 });
         let handle = self.exporter.recorder.handle();
         handle.run_upkeep();
         handle.render()

@@ -25,10 +25,12 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use sqlx::Row as _;
 
-use crate::sessions::{Column, Columns, OwnedValue, ResellerResolver, Row, RowVersion, Session};
+use crate::sessions::{
+    Column, Columns, OwnedValue, ResellerResolver, Row, RowVersion, Session, Text,
+};
 
 pub use jobs::{ArchivableRow, StaleRow};
-pub use postgres::{GuardedWrite, PgStore};
+pub use postgres::{CHANGES_CHANNEL, ChangeListener, ChangeNotice, GuardedWrite, PgStore};
 pub use query::{ExportStart, SessionQuery};
 pub use sqlite::SqliteStore;
 
@@ -247,6 +249,10 @@ pub struct StoreOptions {
     /// commit deadline, so that a statement the writer gave up on does not go on waiting on the
     /// server (for a lock, a synchronous replica) and keep its connection. `None`: no limit.
     pub write_statement_timeout: Option<Duration>,
+    /// PostgreSQL: this process's `radacctd.origin` setting on every connection, which the
+    /// change-notification trigger puts in each notification so that the process can skip its
+    /// own changes (docs/HA.md#index-coherence). `None`: notifications carry no origin.
+    pub origin: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -255,8 +261,18 @@ impl Default for StoreOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             write_statement_timeout: None,
+            origin: None,
         }
     }
+}
+
+/// A row another writer changed, as [`Store::changed_rows`] found it.
+#[derive(Debug, Clone)]
+pub enum ChangedRow {
+    /// Open: the index holds it as this.
+    Open(Box<Session>),
+    /// Closed: the index must not hold it.
+    Closed { radacctid: i64, acctuniqueid: Text },
 }
 
 /// The database behind radacctd.
@@ -397,6 +413,42 @@ impl Store {
     /// The pool's size limit (`database.max_connections`).
     /// Whether commits of different sessions may run at once (PostgreSQL); SQLite has one
     /// writer at a time.
+    /// PostgreSQL: a connection listening for the change notifications of every writer's
+    /// committed radacct changes. SQLite: `None` (one process writes it).
+    pub async fn listen_changes(&self) -> Result<Option<ChangeListener>> {
+        match self {
+            Store::Postgres(pg) => pg.listen_changes().await.map(Some),
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// The rows with these ids, for the live index: open rows as sessions, closed rows by
+    /// key. Ids without a row are absent. (SQLite: nothing; no one else writes it.)
+    pub async fn changed_rows(
+        &self,
+        ids: &[i64],
+        resolver: &dyn ResellerResolver,
+    ) -> Result<Vec<ChangedRow>> {
+        let Store::Postgres(pg) = self else {
+            return Ok(Vec::new());
+        };
+        Ok(pg
+            .rows_by_ids(ids)
+            .await?
+            .into_iter()
+            .map(|(row, version, open)| {
+                if open {
+                    ChangedRow::Open(Box::new(Session::indexed(&row, resolver, version)))
+                } else {
+                    ChangedRow::Closed {
+                        radacctid: row.radacctid.unwrap_or_default(),
+                        acctuniqueid: row.acctuniqueid.as_str().into(),
+                    }
+                }
+            })
+            .collect())
+    }
+
     pub fn concurrent_writes(&self) -> bool {
         matches!(self, Store::Postgres(_))
     }

@@ -384,6 +384,79 @@ pub struct GuardedWrite {
     pub versions: HashMap<String, RowVersion>,
 }
 
+/// The channel the change-notification trigger (migration 0003) notifies on.
+pub const CHANGES_CHANNEL: &str = "radacctd_changes";
+
+/// The connection setting the trigger reads the writer's origin from.
+pub const ORIGIN_SETTING: &str = "radacctd.origin";
+
+/// One change notification: which rows one statement of a committed transaction changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeNotice {
+    /// The writing connection's `radacctd.origin` (empty: another writer than radacctd).
+    pub origin: String,
+    /// When the statement ran, microseconds since 1970 (the database server's clock).
+    pub at_micros: i64,
+    /// `radacctid`s of the rows inserted, updated, or deleted while open.
+    pub ids: Vec<i64>,
+}
+
+impl ChangeNotice {
+    /// Parses `<origin>|<µs>|<id>,<id>,…`; `None` for anything else (the channel is public:
+    /// anyone may NOTIFY on it).
+    pub fn parse(payload: &str) -> Option<ChangeNotice> {
+        let (rest, ids) = payload.rsplit_once('|')?;
+        let (origin, at) = rest.rsplit_once('|')?;
+        let ids = ids
+            .split(',')
+            .map(|id| id.parse::<i64>().ok())
+            .collect::<Option<Vec<i64>>>()?;
+        Some(ChangeNotice {
+            origin: origin.to_owned(),
+            at_micros: at.parse().ok()?,
+            ids,
+        })
+    }
+}
+
+/// A connection listening on [`CHANGES_CHANNEL`]. Created listening; once [`Self::next`] reports
+/// the connection lost, notifications may have been missed: drop it and make a new one.
+pub struct ChangeListener {
+    inner: sqlx::postgres::PgListener,
+}
+
+impl std::fmt::Debug for ChangeListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeListener").finish_non_exhaustive()
+    }
+}
+
+impl ChangeListener {
+    /// The next notification's payload; `Ok(None)`: the connection was lost.
+    pub async fn next(&mut self) -> Result<Option<String>> {
+        Ok(self.inner.try_recv().await?.map(|n| n.payload().to_owned()))
+    }
+
+    /// A notification already received, without waiting.
+    pub fn next_buffered(&mut self) -> Option<String> {
+        self.inner.next_buffered().map(|n| n.payload().to_owned())
+    }
+
+    /// A round trip on the listening connection: fails when it is gone, even silently.
+    pub async fn ping(&mut self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&mut self.inner).await?;
+        Ok(())
+    }
+}
+
+/// Index columns, version and openness of rows by id (the change listener's refresh).
+static ROWS_BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, xmin::text, acctstoptime IS NULL FROM radacct WHERE radacctid = ANY($1)",
+        select_list(Columns::Index, PgStore::read_back)
+    )
+});
+
 /// PostgreSQL connection pools.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -396,6 +469,9 @@ pub struct PgStore {
     write_pool: PgPool,
     /// Whether `radacct.acctuniqueid` has a unique index (looked up once, on first use).
     unique_key: std::sync::Arc<tokio::sync::OnceCell<bool>>,
+    /// The change listener's connection (one, outside the other pools: it is held for as
+    /// long as the listener runs).
+    listen_pool: PgPool,
 }
 
 impl PgStore {
@@ -404,9 +480,12 @@ impl PgStore {
         // cached while radacct was small (or never analyzed) keeps a sequential scan for the
         // batch lookup `acctuniqueid = ANY($1)` for the life of the connection (measured: 4x
         // slower interims). Planning these statements is cheap next to executing them.
-        let connect = sqlx::postgres::PgConnectOptions::from_str(url)?
+        let mut connect = sqlx::postgres::PgConnectOptions::from_str(url)?
             .application_name("radacctd")
             .options([("plan_cache_mode", "force_custom_plan")]);
+        if let Some(origin) = &opts.origin {
+            connect = connect.options([(ORIGIN_SETTING, origin.as_str())]);
+        }
         let pool_of = |connect| {
             PgPoolOptions::new()
                 .max_connections(opts.max_connections)
@@ -423,7 +502,14 @@ impl PgStore {
             }
             None => connect.clone().application_name("radacctd writer"),
         };
+        let listen_connect = connect.clone().application_name("radacctd listener");
         Ok(PgStore {
+            listen_pool: PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(opts.acquire_timeout)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_lazy_with(listen_connect),
             pool: pool_of(connect),
             write_pool: pool_of(write_connect),
             unique_key: Default::default(),
@@ -495,6 +581,32 @@ impl PgStore {
             })
             .await
             .copied()
+    }
+
+    /// Starts listening for change notifications on a connection of its own.
+    pub async fn listen_changes(&self) -> Result<ChangeListener> {
+        let mut inner = sqlx::postgres::PgListener::connect_with(&self.listen_pool).await?;
+        inner.eager_reconnect(false);
+        inner.ignore_pool_close_event(true);
+        inner.listen(CHANGES_CHANNEL).await?;
+        Ok(ChangeListener { inner })
+    }
+
+    /// The rows with these ids as the index holds them (index columns and version), and
+    /// whether each is open. Ids without a row are absent.
+    pub async fn rows_by_ids(&self, ids: &[i64]) -> Result<Vec<(Row, Option<RowVersion>, bool)>> {
+        let rows = sqlx::query(ROWS_BY_ID_SQL.as_str())
+            .bind(ids)
+            .fetch_all(&self.write_pool)
+            .await?;
+        let n = Columns::Index.count();
+        rows.iter()
+            .map(|r| {
+                let row = read_row(r, Columns::Index)?;
+                let version = RowVersion::parse(r.try_get(n)?);
+                Ok((row, version, r.try_get::<bool, _>(n + 1)?))
+            })
+            .collect()
     }
 
     /// The rows with these keys (no locks) and their row versions.

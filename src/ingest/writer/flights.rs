@@ -164,7 +164,10 @@ mod tests {
         ];
         assert!(!splittable(&with_on));
         let (tx, _rx) = tokio::sync::oneshot::channel();
-        let with_reconcile = vec![event(EventKind::Start, "a", 1), Item::Reconcile(tx)];
+        let with_reconcile = vec![
+            event(EventKind::Start, "a", 1),
+            Item::Reconcile(crate::queue::Reconcile::Full(tx)),
+        ];
         assert!(!splittable(&with_reconcile));
     }
 }

@@ -31,9 +31,10 @@ use std::time::Duration;
 use super::journal::Journal;
 use super::{Drift, IngestReceiver, Item};
 use crate::metrics::{DropReason, Stats};
+use crate::queue::Reconcile;
 use crate::radius::reply::Responder;
 use crate::sessions::{ResellerResolver, Row, RowVersion, Session, SessionIndex, Text};
-use crate::store::{Store, StoreError};
+use crate::store::{ChangedRow, Store, StoreError};
 
 use commit::{Outcome, timed_commit};
 use flights::{Flights, Landed, MAX_FLIGHTS, PART_MIN, split_by_key, splittable};
@@ -392,19 +393,69 @@ impl Writer {
         }
         self.process_range(&items[start..]).await;
         for item in items {
-            if let Item::Reconcile(done) = item {
+            if let Item::Reconcile(request) = item {
                 if self.spooling {
-                    // The database view is incomplete until the journal is replayed.
+                    // The database view is incomplete until the journal is replayed, which
+                    // ends with a full reconciliation; a requester of one sees its channel
+                    // closed and asks again.
                     continue;
                 }
-                match self.reconcile().await {
-                    Ok(drift) => {
-                        let _ = done.send(drift);
+                match request {
+                    Reconcile::Full(done) => match self.reconcile().await {
+                        Ok(drift) => {
+                            let _ = done.send(drift);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "index reconciliation failed"),
+                    },
+                    Reconcile::Rows { ids, since_micros } => {
+                        if let Err(e) = self.refresh(&ids, since_micros).await {
+                            // The listener's next loss or the next periodic reconciliation
+                            // repairs what this missed.
+                            tracing::warn!(error = %e, rows = ids.len(), "re-reading rows another writer changed failed");
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, "index reconciliation failed"),
                 }
             }
         }
+    }
+
+    /// Applies another writer's committed changes to these rows to the index: open rows are
+    /// held as they are now, closed or deleted ones are not held.
+    async fn refresh(&self, ids: &[i64], since_micros: i64) -> Result<(), StoreError> {
+        let rows = self.store.changed_rows(ids, self.resolver.as_ref()).await?;
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        let mut changed = 0u64;
+        for row in rows {
+            match row {
+                ChangedRow::Open(session) => {
+                    seen.extend(session.radacctid);
+                    if self.index.get(&session.acctuniqueid).as_ref() != Some(&*session) {
+                        self.index.upsert(*session);
+                        changed += 1;
+                    }
+                }
+                ChangedRow::Closed {
+                    radacctid,
+                    acctuniqueid,
+                } => {
+                    seen.insert(radacctid);
+                    if self.index.remove(&acctuniqueid).is_some() {
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        // Deleted while open (an operator's DELETE): gone from the table, gone from the index.
+        for id in ids.iter().filter(|id| !seen.contains(id)) {
+            if let Some(s) = self.index.get_by_id(*id) {
+                self.index.remove(&s.acctuniqueid);
+                changed += 1;
+            }
+        }
+        Stats::add(&self.stats.remote_changes, changed);
+        self.stats
+            .observe_coherence_lag(crate::clock::now_micros() - since_micros);
+        Ok(())
     }
 
     /// A committed batch: metrics, the index, then the answers.
