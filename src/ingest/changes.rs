@@ -220,6 +220,14 @@ impl Batch {
     /// Adds a notification's ids unless it is this process's own; malformed payloads (anyone
     /// may NOTIFY on the channel) are logged and skipped.
     fn add(&mut self, payload: &str, own_origin: &str) {
+        // Most notifications a busy node reads are its own: skipped before parsing the ids.
+        // (An origin holds no '|': `node.name` may not.)
+        if payload
+            .strip_prefix(own_origin)
+            .is_some_and(|rest| rest.starts_with('|'))
+        {
+            return;
+        }
         let Some(notice) = ChangeNotice::parse(payload) else {
             tracing::debug!(payload, "ignoring a malformed change notification");
             return;
