@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use sqlx::Row as _;
 
-use super::{Dialect, Result, Store, each_store};
 pub use super::postgres::ActionLock;
+use super::{Dialect, Result, Store, each_store};
 
 /// The first key of every session action lock (`pg_advisory_xact_lock(int4, int4)`): "RADS" in
 /// ASCII, so that these locks never meet another application's single-key or two-key locks
@@ -187,13 +187,16 @@ mod tests {
         assert_eq!(action_lock_key(1 << 32), 1);
         assert_ne!(action_lock_key((1 << 32) + 5), action_lock_key(5));
         assert_eq!(action_lock_key(i64::from(u32::MAX)), -1);
-        assert!(ACTION_LOCK_CLASS > 0);
+        assert_eq!(&ACTION_LOCK_CLASS.to_be_bytes(), b"RADS");
     }
 
     #[test]
     fn the_insert_binds_thirteen_values() {
         let pg = insert_action_sql::<crate::store::PgStore>();
-        assert!(pg.contains("$11, to_timestamp($12), to_timestamp($13)"), "{pg}");
+        assert!(
+            pg.contains("$11, to_timestamp($12), to_timestamp($13)"),
+            "{pg}"
+        );
         let lite = insert_action_sql::<crate::store::SqliteStore>();
         assert!(lite.contains("datetime(?13, 'unixepoch')"), "{lite}");
     }

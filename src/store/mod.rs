@@ -30,9 +30,7 @@ use crate::sessions::{
     Column, Columns, OwnedValue, ResellerResolver, Row, RowVersion, Session, Text,
 };
 
-pub use actions::{
-    ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key,
-};
+pub use actions::{ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key};
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{CHANGES_CHANNEL, ChangeListener, ChangeNotice, GuardedWrite, PgStore};
 pub use query::{ExportStart, SessionQuery};

@@ -815,10 +815,7 @@ impl ActionLock {
 
     /// Appends the attempt's row and commits: the row becomes visible as the lock is released.
     pub async fn finish(mut self, record: &ActionRecord) -> Result<i64> {
-        let q = bind_action!(
-            sqlx::query(INSERT_ACTION_SQL.as_str()),
-            record
-        );
+        let q = bind_action!(sqlx::query(INSERT_ACTION_SQL.as_str()), record);
         let id: i64 = q.fetch_one(&mut *self.tx).await?.try_get(0)?;
         self.tx.commit().await?;
         Ok(id)
