@@ -159,6 +159,7 @@ impl Application {
         .await
         .context("binding the CoA client sockets")?;
         disconnector.set_clients(&config.radius.clients);
+        disconnector.set_action_log(store.clone());
         if database.is_ok()
             && let Err(e) = disconnector.reload_nas(&store).await
         {

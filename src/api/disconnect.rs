@@ -44,7 +44,10 @@ pub async fn disconnect(
             retry_after_secs: None,
         });
     };
-    match disconnector.disconnect(&session).await {
+    match disconnector
+        .disconnect_as(&session, caller.subject.as_deref())
+        .await
+    {
         Ok(done) => Ok(Json(match done.method {
             Method::AlreadyClosed => already_closed(),
             m => json!({

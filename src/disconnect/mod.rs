@@ -18,7 +18,11 @@
 //!
 //! Concurrent calls for one session share one attempt (one Disconnect-Request), which runs in
 //! its own task so that a caller going away never leaves a NAS-confirmed disconnect unrecorded.
+//! With a store attached ([`Disconnector::set_action_log`]) every attempt is written to the
+//! action log, and on PostgreSQL concurrent calls on different nodes share one attempt too
+//! ([`cluster`]).
 
+mod cluster;
 pub mod coa;
 pub mod mikrotik;
 pub mod stats;
@@ -26,7 +30,7 @@ pub mod stats;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -146,6 +150,27 @@ pub fn refusal_message(error_cause: Option<u32>) -> String {
     }
 }
 
+/// What gave an attempt's outcome: the action log's `method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The Disconnect-Request (also when it could not be sent and there was no fallback).
+    Coa,
+    /// The RouterOS API (it was tried last).
+    Api,
+    /// Nothing was sent.
+    None,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Coa => "coa",
+            Via::Api => "api",
+            Via::None => "none",
+        }
+    }
+}
+
 /// A NAS as the disconnect paths need it.
 #[derive(Clone)]
 struct NasInfo {
@@ -185,6 +210,11 @@ struct Inner {
     tls: RwLock<Option<Result<TlsConnector, String>>>,
     /// Disconnects in flight by acctuniqueid; guards no `.await`.
     inflight: Mutex<HashMap<String, watch::Receiver<Shared>>>,
+    /// The store the action log is written to (and, on PostgreSQL, attempts are coordinated
+    /// through); unset: neither.
+    actions: OnceLock<Store>,
+    /// This node's name, for the action log.
+    node: String,
     config: DisconnectConfig,
     stats: Arc<DisconnectStats>,
 }
@@ -231,6 +261,7 @@ impl Disconnector {
         stats: Arc<Stats>,
     ) -> std::io::Result<Disconnector> {
         let coa = CoaClient::bind(coa_config(&config), stats.clone()).await?;
+        let node = stats.node().name().to_owned();
         let stats = DisconnectStats::of(&stats);
         Ok(Disconnector {
             inner: Arc::new(Inner {
@@ -241,10 +272,21 @@ impl Disconnector {
                 clients: RwLock::new(Arc::new(AddrTable::default())),
                 tls: RwLock::new(None),
                 inflight: Mutex::new(HashMap::new()),
+                actions: OnceLock::new(),
+                node,
                 config,
                 stats,
             }),
         })
+    }
+
+    /// Writes every attempt to `store`'s action log (`session_actions`) from now on and, on
+    /// PostgreSQL, coordinates attempts with the other nodes sharing the database
+    /// (docs/ARCHITECTURE.md#disconnect). Only the first call takes effect.
+    pub fn set_action_log(&self, store: Store) {
+        if self.inner.actions.set(store).is_err() {
+            tracing::debug!("the disconnect action log was already set");
+        }
     }
 
     /// The CoA client (its socket addresses, for tests and logs).
@@ -314,6 +356,17 @@ impl Disconnector {
     /// outcomes). A session no longer in the index answers `already_closed` without contacting the
     /// NAS; concurrent calls for the same `acctuniqueid` share one attempt and one result.
     pub async fn disconnect(&self, session: &Session) -> Result<Disconnected, DisconnectError> {
+        self.disconnect_as(session, None).await
+    }
+
+    /// [`Disconnector::disconnect`] on behalf of `actor` (the API token's subject), who is
+    /// named in the action log when this call makes the attempt (a call that joins an attempt
+    /// in flight is not logged separately).
+    pub async fn disconnect_as(
+        &self,
+        session: &Session,
+        actor: Option<&str>,
+    ) -> Result<Disconnected, DisconnectError> {
         let started = Instant::now();
         let key = session.acctuniqueid.to_string();
         let mut rx = {
@@ -344,16 +397,20 @@ impl Disconnector {
                     key,
                 };
                 let inner = self.inner.clone();
+                let actor = actor.map(str::to_owned);
                 tokio::spawn(async move {
-                    let result = inner.attempt(&current).await;
-                    inner.stats.result(match &result {
-                        Ok(d) => match d.method {
-                            Method::Coa => DisconnectResult::Coa,
-                            Method::Api => DisconnectResult::Api,
-                            Method::AlreadyClosed => DisconnectResult::AlreadyClosed,
-                        },
-                        Err(_) => DisconnectResult::Unreachable,
-                    });
+                    let (result, answered) = inner.coordinated(&current, actor).await;
+                    // Counted once in the cluster: by the node that made the attempt.
+                    if answered == cluster::Answered::Here {
+                        inner.stats.result(match &result {
+                            Ok(d) => match d.method {
+                                Method::Coa => DisconnectResult::Coa,
+                                Method::Api => DisconnectResult::Api,
+                                Method::AlreadyClosed => DisconnectResult::AlreadyClosed,
+                            },
+                            Err(_) => DisconnectResult::Unreachable,
+                        });
+                    }
                     // Leave the in-flight map first: a later call then finds the index
                     // already changed (or, after a failure, tries again).
                     drop(entry);
@@ -504,15 +561,27 @@ impl Inner {
         })
     }
 
-    /// CoA, then the API, then the close. Runs in its own task.
-    async fn attempt(&self, s: &Session) -> Result<Disconnected, DisconnectError> {
-        let started = Instant::now();
+    /// CoA, then the API, then the close, and which of them gave the outcome. Runs in its own
+    /// task.
+    async fn attempt(&self, s: &Session) -> (Result<Disconnected, DisconnectError>, Via) {
         let Some(nas_ip) = s.nas_ip() else {
-            return Err(DisconnectError::Unreachable {
-                detail: format!("NAS address {:?} is not an IP address", s.nasipaddress),
-            });
+            let detail = format!("NAS address {:?} is not an IP address", s.nasipaddress);
+            return (Err(DisconnectError::Unreachable { detail }), Via::None);
         };
+        let mut via = Via::Coa;
+        let result = self.attempt_on(s, nas_ip, &mut via).await;
+        (result, via)
+    }
+
+    /// [`Inner::attempt`] for a NAS with an IP address; sets `via` to the API once it is tried.
+    async fn attempt_on(
+        &self,
+        s: &Session,
+        nas_ip: IpAddr,
+        via: &mut Via,
+    ) -> Result<Disconnected, DisconnectError> {
         let target = self.target(nas_ip);
+        let started = Instant::now();
         // The NAS's own answer, when it refused: what the client is told if the API fallback
         // does not succeed either.
         let mut refused: Option<Option<u32>> = None;
@@ -546,6 +615,7 @@ impl Inner {
                 "{coa_note}; no RouterOS API credentials for the NAS"
             )));
         };
+        *via = Via::Api;
         let t0 = Instant::now();
         let outcome = match transport {
             Ok(transport) => {

@@ -228,8 +228,12 @@ pub struct DisconnectStats {
     round_trips: [RoundTrips; DisconnectMethod::ALL.len()],
     /// Disconnect-Requests sent again after a retry interval without an answer.
     pub coa_retransmits: AtomicU64,
-    /// Calls that joined a disconnect of the same session already in flight.
+    /// Calls that joined a disconnect of the same session already in flight in this process
+    /// (`scope="node"`).
     pub coalesced: AtomicU64,
+    /// Disconnects answered with the outcome another node recorded for the session while this
+    /// one waited for its lock, nothing sent (`scope="cluster"`).
+    pub coalesced_cluster: AtomicU64,
 }
 
 impl DisconnectStats {
@@ -305,8 +309,13 @@ impl Collect for DisconnectStats {
         );
         abs(
             DISCONNECT_COALESCED,
-            vec![],
+            vec![label("scope", "node")],
             self.coalesced.load(Ordering::Relaxed),
+        );
+        abs(
+            DISCONNECT_COALESCED,
+            vec![label("scope", "cluster")],
+            self.coalesced_cluster.load(Ordering::Relaxed),
         );
         // The round-trip histogram is kept as bucket counts; expose them as one counter per
         // bucket bound (`le`), plus count and sum, per method.

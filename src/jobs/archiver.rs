@@ -1,7 +1,8 @@
 //! The archiver: once a day (at `archive_at` in `archive_time_zone`) closed rows whose stop
 //! time is older than `archive_after_days` move to `radacct_archive`, in bounded batches, each
 //! one transaction (insert there + delete here), so a crash between batches loses and
-//! duplicates nothing. Open sessions never move.
+//! duplicates nothing. Open sessions never move. The action log rows (`session_actions`) of
+//! the sessions moved are deleted in the same transaction: the log covers what radacct holds.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -14,6 +14,7 @@
 //! row, the archive move, building indexes) stays in the database's file. Rows of `radacct`
 //! are read by one reader, [`read_row`], over the column table of `sessions::row`.
 
+mod actions;
 mod jobs;
 mod postgres;
 mod query;
@@ -29,6 +30,7 @@ use crate::sessions::{
     Column, Columns, OwnedValue, ResellerResolver, Row, RowVersion, Session, Text,
 };
 
+pub use actions::{ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key};
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{CHANGES_CHANNEL, ChangeListener, ChangeNotice, GuardedWrite, PgStore};
 pub use query::{ExportStart, SessionQuery};

@@ -5,10 +5,15 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
+use super::actions::{
+    ACTION_COLUMNS, ACTION_LOCK_CLASS, ActionRecord, StoredAction, action_lock_key, bind_action,
+    insert_action_sql, read_action,
+};
 use super::jobs::INDEXES;
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{
@@ -727,14 +732,17 @@ impl PgStore {
 
     /// Moves up to `batch` closed rows stopped before `cutoff` (oldest first) to
     /// `radacct_archive` in one statement, the rows picked `FOR UPDATE SKIP LOCKED` so a batch
-    /// never waits for (or blocks for long) the ingest writer. `cols`: the columns moved.
+    /// never waits for (or blocks for long) the ingest writer. `cols`: the columns moved. The
+    /// moved sessions' action log rows are deleted by the same statement.
     pub(super) async fn archive_batch(&self, cutoff: i64, batch: i64, cols: &str) -> Result<u64> {
         let sql = format!(
             "WITH batch AS (SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
              AND acctstoptime < to_timestamp($1) ORDER BY acctstoptime LIMIT $2 \
              FOR UPDATE SKIP LOCKED), \
              moved AS (DELETE FROM radacct r USING batch b WHERE r.radacctid = b.radacctid \
-             RETURNING r.*) \
+             RETURNING r.*), \
+             actions AS (DELETE FROM session_actions a USING moved m \
+             WHERE a.radacctid = m.radacctid) \
              INSERT INTO radacct_archive ({cols}) SELECT {cols} FROM moved"
         );
         let n = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -779,6 +787,100 @@ impl PgStore {
             created.push(ix.name.to_owned());
         }
         Ok(created)
+    }
+}
+
+/// A session's action lock (see `store::actions`): a transaction on the general pool holding
+/// `pg_advisory_xact_lock(ACTION_LOCK_CLASS, action_lock_key(radacctid))`, with what was found
+/// once it was taken. [`ActionLock::finish`] writes the attempt's row and commits;
+/// [`ActionLock::release`] (or dropping it) rolls back. Either releases the lock.
+#[derive(Debug)]
+pub struct ActionLock {
+    tx: Transaction<'static, Postgres>,
+    newer: Option<StoredAction>,
+    row_open: Option<bool>,
+}
+
+impl ActionLock {
+    /// The disconnect another node finished for this session while this one waited (the
+    /// newest action row after the watermark read before the lock).
+    pub fn newer(&self) -> Option<&StoredAction> {
+        self.newer.as_ref()
+    }
+
+    /// Whether the session's radacct row is open now: `None` when there is no such row.
+    pub fn row_open(&self) -> Option<bool> {
+        self.row_open
+    }
+
+    /// Appends the attempt's row and commits: the row becomes visible as the lock is released.
+    pub async fn finish(mut self, record: &ActionRecord) -> Result<i64> {
+        let q = bind_action!(sqlx::query(INSERT_ACTION_SQL.as_str()), record);
+        let id: i64 = q.fetch_one(&mut *self.tx).await?.try_get(0)?;
+        self.tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Rolls back, releasing the lock.
+    pub async fn release(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+static INSERT_ACTION_SQL: LazyLock<String> = LazyLock::new(insert_action_sql::<PgStore>);
+
+static NEWER_ACTION_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {ACTION_COLUMNS} FROM session_actions WHERE radacctid = $1 AND id > $2 \
+         AND action = 'disconnect' ORDER BY id DESC LIMIT 1"
+    )
+});
+
+impl PgStore {
+    /// See [`super::Store::lock_session_actions`].
+    pub(super) async fn lock_session_actions(
+        &self,
+        radacctid: i64,
+        wait: Duration,
+    ) -> Result<ActionLock> {
+        let mut tx = self.pool.begin().await?;
+        // Only this transaction waits this long; the pool's other users keep the default.
+        let ms = format!("{}ms", wait.as_millis().clamp(1, i32::MAX as u128));
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(ms)
+            .execute(&mut *tx)
+            .await?;
+        let watermark: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(id), 0)::int8 FROM session_actions WHERE radacctid = $1",
+        )
+        .bind(radacctid)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(ACTION_LOCK_CLASS)
+            .bind(action_lock_key(radacctid))
+            .execute(&mut *tx)
+            .await?;
+        // Read committed: each statement from here sees what committed before the lock was
+        // granted, the row of whoever held it included.
+        let newer = sqlx::query(NEWER_ACTION_SQL.as_str())
+            .bind(radacctid)
+            .bind(watermark)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| read_action(&r))
+            .transpose()?;
+        let row_open: Option<bool> =
+            sqlx::query_scalar("SELECT acctstoptime IS NULL FROM radacct WHERE radacctid = $1")
+                .bind(radacctid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        Ok(ActionLock {
+            tx,
+            newer,
+            row_open,
+        })
     }
 }
 

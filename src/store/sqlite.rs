@@ -253,6 +253,13 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        // The action log of these sessions goes with them (it is not archived).
+        sqlx::query(
+            "DELETE FROM session_actions WHERE radacctid IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&json)
+        .execute(&mut *tx)
+        .await?;
         if inserted != deleted {
             tx.rollback().await?;
             return Err(StoreError::Config(format!(

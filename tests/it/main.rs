@@ -14,6 +14,7 @@ mod api;
 mod api_disconnect;
 mod api_export_memory;
 mod cluster;
+mod cluster_disconnect;
 mod codec_oracle;
 mod disconnect;
 mod freeradius_harness;

@@ -1,0 +1,203 @@
+//! The session action log, `session_actions` (migrations `0005_session_actions.sql`,
+//! docs/ARCHITECTURE.md#disconnect): one row per disconnect attempt, written by the node that
+//! made it once the outcome is known. On PostgreSQL it is also how nodes sharing the database
+//! disconnect a session once: the attempt runs under a transaction-level advisory lock keyed by
+//! the session ([`ActionLock`], taken by [`Store::lock_session_actions`]), and its row is
+//! inserted in that same transaction, so the outcome becomes visible exactly when the lock is
+//! released. A node that waited for the lock finds the row and answers from it.
+//!
+//! The insert is written once for both databases; the lock is PostgreSQL's (postgres.rs).
+
+use std::time::Duration;
+
+use sqlx::Row as _;
+
+pub use super::postgres::ActionLock;
+use super::{Dialect, Result, Store, each_store};
+
+/// The first key of every session action lock (`pg_advisory_xact_lock(int4, int4)`): "RADS" in
+/// ASCII, so that these locks never meet another application's single-key or two-key locks
+/// with a different class in `pg_locks`.
+pub const ACTION_LOCK_CLASS: i32 = 0x5241_4453;
+
+/// The second key of a session's action lock: its radacctid folded to 32 bits (the high half
+/// XORed into the low half). Two sessions whose ids fold to the same key only wait for each
+/// other's disconnect; whether another node already answered is decided by the radacctid in
+/// the row, never by the key.
+pub fn action_lock_key(radacctid: i64) -> i32 {
+    let id = radacctid as u64;
+    (id ^ (id >> 32)) as u32 as i32
+}
+
+/// A row to append to the action log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRecord {
+    pub radacctid: i64,
+    pub acctuniqueid: String,
+    pub username: Option<String>,
+    pub nasipaddress: String,
+    /// `disconnect`.
+    pub action: &'static str,
+    /// `coa`, `api` or `none` (nothing was sent).
+    pub method: &'static str,
+    /// What the attempt ended with (`ack`, `removed`, `already_closed`, `refused`,
+    /// `unreachable`).
+    pub outcome: &'static str,
+    /// JSON with what reproduces the answer.
+    pub detail: Option<String>,
+    /// The API token's subject.
+    pub actor: Option<String>,
+    /// The node that made the attempt (`node.name`).
+    pub node: String,
+    /// Milliseconds from the start of the attempt to its outcome; `None` when nothing was sent.
+    pub rtt_ms: Option<i64>,
+    /// Epoch seconds.
+    pub requested_at: i64,
+    /// Epoch seconds.
+    pub finished_at: i64,
+}
+
+/// A row of the action log as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAction {
+    pub id: i64,
+    pub radacctid: i64,
+    pub action: String,
+    pub method: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub actor: Option<String>,
+    pub node: String,
+    pub rtt_ms: Option<i64>,
+}
+
+/// The columns [`read_action`] reads, in its order.
+pub(super) const ACTION_COLUMNS: &str =
+    "id, radacctid, action, method, outcome, detail, actor, node, rtt_ms";
+
+/// The insert of one [`ActionRecord`], returning its id; bound by [`bind_action!`].
+pub(super) fn insert_action_sql<D: Dialect>() -> String {
+    let p: Vec<String> = (1..=13).map(D::param).collect();
+    format!(
+        "INSERT INTO session_actions (radacctid, acctuniqueid, username, nasipaddress, action, \
+         method, outcome, detail, actor, node, rtt_ms, requested_at, finished_at) \
+         VALUES ({}, {}, {}) RETURNING id",
+        p[..11].join(", "),
+        D::timestamp(&p[11]),
+        D::timestamp(&p[12]),
+    )
+}
+
+/// Binds an [`ActionRecord`] to [`insert_action_sql`]'s statement (a macro: sqlx's query type
+/// differs per database).
+macro_rules! bind_action {
+    ($q:expr, $r:expr) => {{
+        let r: &$crate::store::ActionRecord = $r;
+        $q.bind(r.radacctid)
+            .bind(r.acctuniqueid.as_str())
+            .bind(r.username.as_deref())
+            .bind(r.nasipaddress.as_str())
+            .bind(r.action)
+            .bind(r.method)
+            .bind(r.outcome)
+            .bind(r.detail.as_deref())
+            .bind(r.actor.as_deref())
+            .bind(r.node.as_str())
+            .bind(r.rtt_ms)
+            .bind(r.requested_at)
+            .bind(r.finished_at)
+    }};
+}
+pub(super) use bind_action;
+
+/// Reads a row selected with [`ACTION_COLUMNS`].
+pub(super) fn read_action<'r, R>(r: &'r R) -> Result<StoredAction>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredAction {
+        id: r.try_get(0)?,
+        radacctid: r.try_get(1)?,
+        action: r.try_get(2)?,
+        method: r.try_get(3)?,
+        outcome: r.try_get(4)?,
+        detail: r.try_get(5)?,
+        actor: r.try_get(6)?,
+        node: r.try_get(7)?,
+        rtt_ms: r.try_get(8)?,
+    })
+}
+
+impl Store {
+    /// Appends a row to the action log, without any lock (SQLite, and the fallback when the
+    /// PostgreSQL coordination failed). Returns its id.
+    pub async fn record_action(&self, record: &ActionRecord) -> Result<i64> {
+        each_store!(Store, self, s: D => {
+            let sql = insert_action_sql::<D>();
+            let q = bind_action!(sqlx::query(sqlx::AssertSqlSafe(sql)), record);
+            Ok(q.fetch_one(s.pool()).await?.try_get(0)?)
+        })
+    }
+
+    /// The action log of one session, oldest first.
+    pub async fn session_actions(&self, radacctid: i64) -> Result<Vec<StoredAction>> {
+        each_store!(Store, self, s: D => {
+            let sql = format!(
+                "SELECT {ACTION_COLUMNS} FROM session_actions WHERE radacctid = {} ORDER BY id",
+                D::param(1)
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(radacctid)
+                .fetch_all(s.pool())
+                .await?;
+            rows.iter().map(read_action).collect()
+        })
+    }
+
+    /// PostgreSQL: opens a transaction, reads the session's latest action id, then takes the
+    /// session's advisory lock, waiting at most `wait` (the server's `lock_timeout`: an
+    /// `Unavailable` error when it fires). The returned lock says what another node finished
+    /// meanwhile. `None` on SQLite, which is one node and needs no lock.
+    pub async fn lock_session_actions(
+        &self,
+        radacctid: i64,
+        wait: Duration,
+    ) -> Result<Option<ActionLock>> {
+        match self {
+            Store::Postgres(s) => Ok(Some(s.lock_session_actions(radacctid, wait).await?)),
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_fold_the_id() {
+        assert_eq!(action_lock_key(0), 0);
+        assert_eq!(action_lock_key(12_345_678), 12_345_678);
+        // The high half is folded in, so ids 2^32 apart differ.
+        assert_eq!(action_lock_key(1 << 32), 1);
+        assert_ne!(action_lock_key((1 << 32) + 5), action_lock_key(5));
+        assert_eq!(action_lock_key(i64::from(u32::MAX)), -1);
+        assert_eq!(&ACTION_LOCK_CLASS.to_be_bytes(), b"RADS");
+    }
+
+    #[test]
+    fn the_insert_binds_thirteen_values() {
+        let pg = insert_action_sql::<crate::store::PgStore>();
+        assert!(
+            pg.contains("$11, to_timestamp($12), to_timestamp($13)"),
+            "{pg}"
+        );
+        let lite = insert_action_sql::<crate::store::SqliteStore>();
+        assert!(lite.contains("datetime(?13, 'unixepoch')"), "{lite}");
+    }
+}
