@@ -192,7 +192,8 @@ async fn open_in_sql(store: &Store) -> BTreeMap<i64, Open> {
     let Store::Postgres(pg) = store else {
         unreachable!("a PostgreSQL test")
     };
-    let rows: Vec<(i64, Option<String>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+    type SqlRow = (i64, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+    let rows: Vec<SqlRow> = sqlx::query_as(
         "SELECT radacctid, username, acctinputoctets, acctoutputoctets, acctsessiontime \
          FROM radacct WHERE acctstoptime IS NULL",
     )

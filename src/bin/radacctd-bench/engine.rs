@@ -1331,15 +1331,10 @@ mod tests {
         for i in 0..10u32 {
             let sid = model.session_id(i, 0);
             for (k, status) in statuses.into_iter().enumerate() {
-                let on = if (i as usize + k) % 2 == 0 {
-                    &seen_a
+                let (on, off) = if (i as usize + k).is_multiple_of(2) {
+                    (&seen_a, &seen_b)
                 } else {
-                    &seen_b
-                };
-                let off = if (i as usize + k) % 2 == 0 {
-                    &seen_b
-                } else {
-                    &seen_a
+                    (&seen_b, &seen_a)
                 };
                 let packet = (sid.clone(), status);
                 assert!(on.contains(&packet), "session {i} packet {k}");
