@@ -3,7 +3,8 @@
 # the same load generator, on the same PostgreSQL and machine.
 #
 #   benches/compare-freeradius.sh [--sessions N] [--windows 64,256,1024] [--fillfactor F]
-#                                 [--fr-site acct|stock] [--no-build] [--keep] [--out DIR]
+#                                 [--fr-site acct|stock] [--no-notify] [--no-build] [--keep]
+#                                 [--out DIR]
 #                                 [-- EXTRA-BENCH-ARGS...]
 #
 # For every window: two fresh databases (FreeRADIUS's schema.sql from the installed package in
@@ -34,6 +35,9 @@
 # inserts, updates and HOT updates PostgreSQL counted. FR_THREADS=N sets FreeRADIUS's
 # max_servers (and so its pool) to N.
 #
+# --no-notify disables radacctd's change-notification triggers (migration 0003, docs/HA.md)
+# before its run: the difference to a run without it is what index coherence across nodes costs.
+#
 # Needs: root or sudo for apt-get when the Debian packages freeradius, freeradius-postgresql and
 # freeradius-utils are missing; a PostgreSQL reachable with the admin URL in
 # RADACCTD_BENCH_DATABASE_URL, else RADACCTD_TEST_DATABASE_URL, else
@@ -46,6 +50,7 @@ sessions=25000
 windows=64,256,1024
 fillfactor=
 fr_site=acct
+notify=1
 build=1
 keep=0
 out=
@@ -58,6 +63,7 @@ while [ $# -gt 0 ]; do
             fr_site=$2; shift 2
             case "$fr_site" in acct|stock) ;; *) echo "compare-freeradius.sh: --fr-site is acct or stock" >&2; exit 2 ;; esac ;;
         --no-build) build=0; shift ;;
+        --no-notify) notify=0; shift ;;
         --keep) keep=1; shift ;;
         --out) out=$2; shift 2 ;;
         --) shift; break ;;
@@ -358,12 +364,15 @@ for window in ${windows//,/ }; do
     fr_url=$(url_with_db "$admin" "$fr_db")
     rad_url=$(url_with_db "$admin" "$rad_db")
     psql "$fr_url" -qX -v ON_ERROR_STOP=1 -f "$FR_CONF/mods-config/sql/main/postgresql/schema.sql" >/dev/null
-    if [ -n "$fillfactor" ]; then
+    if [ -n "$fillfactor" ] || [ "$notify" = 0 ]; then
         RADACCTD__DATABASE__URL=$rad_url RADACCTD__LOG__FORMAT=json "$daemon_bin" migrate >/dev/null 2>&1
+    fi
+    if [ -n "$fillfactor" ]; then
         for u in "$fr_url" "$rad_url"; do
             psql "$u" -qXc "ALTER TABLE radacct SET (fillfactor = $fillfactor)" >/dev/null
         done
     fi
+    if [ "$notify" = 0 ]; then psql "$rad_url" -qXc "ALTER TABLE radacct DISABLE TRIGGER USER" >/dev/null; fi
     mkdir -p "$tmp/fr-$window" "$tmp/rad-$window"
     order=(fr rad); [ $((i % 2)) = 0 ] && order=(rad fr)
     for who in "${order[@]}"; do

@@ -38,6 +38,7 @@ use crate::queue::{self, IngestReceiver, IngestSender};
 use crate::radius::listener::{self, Listener, SharedClients};
 use crate::radius::reply::{ReplyCache, Responder};
 use crate::sessions::{ResellerResolver, SessionIndex};
+use crate::store::ChangeListener;
 use crate::store::Store;
 use crate::systemd::{self, NotifyState};
 
@@ -90,6 +91,9 @@ pub struct Application {
     reload: Arc<tokio::sync::Notify>,
     /// CoA + RouterOS API disconnects; closes rows through the writer.
     disconnector: Disconnector,
+    /// Listening for other writers' changes since before the index was loaded (taken by the
+    /// change feed).
+    changes: Option<ChangeListener>,
 }
 
 impl std::fmt::Debug for Application {
@@ -123,6 +127,16 @@ impl Application {
             );
             ready.store(false, Ordering::Relaxed);
         }
+        // LISTEN before the index is loaded: a commit of another node after this point is
+        // notified, one before it is in the load. (Without it, the change feed listens and
+        // runs a full reconciliation once the node runs.)
+        let changes = match &database {
+            Ok(()) => store.listen_changes().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot listen for change notifications yet");
+                None
+            }),
+            Err(_) => None,
+        };
         let loaded = load_index(&store, journal.as_ref(), &config, database.is_ok()).await?;
         let (index, scope) = (loaded.index, loaded.scope);
         let resolver: Arc<dyn ResellerResolver> = scope.clone();
@@ -151,6 +165,7 @@ impl Application {
             tracing::warn!(error = %e, "nas table not readable for disconnects yet");
         }
         Ok(Application {
+            changes,
             disconnector,
             journal,
             ready,
@@ -376,6 +391,7 @@ impl Application {
             self.store.clone(),
             self.stats.node().clone(),
             self.ingest_tx.clone(),
+            self.changes.take(),
         );
         tasks.spawn(feed.run(stopping.child_token()));
         let reload_every = Duration::from_secs(self.config.radius.nas_reload_secs.max(1));

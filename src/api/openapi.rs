@@ -319,7 +319,7 @@ pub fn document() -> Value {
                 }
             },
             "/healthz": health("Liveness: the process answers"),
-            "/readyz": health("Readiness: database reachable, listener up, index loaded")
+            "/readyz": health("Readiness: index loaded and following SQL (on PostgreSQL: the change listener connected and reconciled), commits going through, database reachable; the body names the node")
         },
         "components": {
             "securitySchemes": {

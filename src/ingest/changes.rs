@@ -3,9 +3,9 @@
 //! trigger), and has the writer re-read the rows other writers changed, so that this node's
 //! live index equals SQL within a second of another node's commit.
 //!
-//! The order that makes it safe: LISTEN first, then a full reconciliation, and only then is the
-//! index called coherent; anything committed between the two is seen by the reconciliation or
-//! notified after it. A lost listening connection (database restart, failover, a killed
+//! The order that makes it safe: LISTEN first, then a full reconciliation (at start-up: the
+//! index's load), and only then is the index called coherent; anything committed between the
+//! two is seen by the reconciliation or notified after it. A lost listening connection (database restart, failover, a killed
 //! backend, a silent network) may have missed notifications: the node is not coherent
 //! (`/readyz` 503) until it listens again and has reconciled again.
 //!
@@ -53,28 +53,41 @@ pub struct ChangeFeed {
     /// are skipped.
     node: Arc<Node>,
     ingest: IngestSender,
+    /// A listener opened before the index was loaded: followed first, with no
+    /// reconciliation (the load saw everything committed before it listened).
+    listening: Option<ChangeListener>,
 }
 
 impl ChangeFeed {
-    pub fn new(store: Store, node: Arc<Node>, ingest: IngestSender) -> Self {
+    pub fn new(
+        store: Store,
+        node: Arc<Node>,
+        ingest: IngestSender,
+        listening: Option<ChangeListener>,
+    ) -> Self {
         ChangeFeed {
             store,
             node,
             ingest,
+            listening,
         }
     }
 
     /// Listens until cancelled, reconnecting and reconciling after every loss. Does nothing on
     /// a store without notifications (SQLite).
-    pub async fn run(self, cancel: CancellationToken) {
-        if self.store.concurrent_writes() {
-            // Between the index's load and the first LISTEN, another node's commit may have
-            // gone unseen: not coherent until the first reconciliation after listening.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut first = self.listening.take();
+        if first.is_none() && self.store.concurrent_writes() {
+            // The index was loaded without listening first: another node's commit may have
+            // gone unseen, so not coherent until the first reconciliation after listening.
             self.node.set_coherent(false);
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            let ended = self.listen_once(&cancel, &mut backoff).await;
+            let ended = match first.take() {
+                Some(mut listener) => self.follow(&mut listener, &cancel).await,
+                None => self.listen_once(&cancel, &mut backoff).await,
+            };
             self.node.set_coherent(false);
             match ended {
                 Ended::Cancelled => return,
@@ -207,6 +220,14 @@ impl Batch {
     /// Adds a notification's ids unless it is this process's own; malformed payloads (anyone
     /// may NOTIFY on the channel) are logged and skipped.
     fn add(&mut self, payload: &str, own_origin: &str) {
+        // Most notifications a busy node reads are its own: skipped before parsing the ids.
+        // (An origin holds no '|': `node.name` may not.)
+        if payload
+            .strip_prefix(own_origin)
+            .is_some_and(|rest| rest.starts_with('|'))
+        {
+            return;
+        }
         let Some(notice) = ChangeNotice::parse(payload) else {
             tracing::debug!(payload, "ignoring a malformed change notification");
             return;

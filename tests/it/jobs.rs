@@ -220,6 +220,11 @@ async fn sweeper_reconciles_the_index_with_other_writers(backend: Backend) {
     let n = i64::from(now());
     let s = Sess::new(1);
     nas.send(&s.start(now() - 100)).await.expect("start");
+    if backend == Backend::Postgres {
+        // Change notifications would bring these changes at once (`cluster` tests that);
+        // without them, as when a notification is lost, the reconciliation must.
+        db.exec("ALTER TABLE radacct DISABLE TRIGGER USER").await;
+    }
     // Another writer (FreeRADIUS for another NAS) opens one session and closes ours.
     db.exec(&format!(
         "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, acctupdatetime) \

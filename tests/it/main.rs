@@ -13,6 +13,7 @@ mod accounting;
 mod api;
 mod api_disconnect;
 mod api_export_memory;
+mod cluster;
 mod codec_oracle;
 mod disconnect;
 mod freeradius_harness;

@@ -108,7 +108,14 @@ async fn metrics_count_exactly_what_was_sent() {
     );
     assert_eq!(value(&m, "radacctd_journal_entries"), 0.0);
     assert_eq!(value(&m, "radacctd_journal_bytes"), 0.0);
-    assert_eq!(value(&m, "radacctd_build_info{version=\"0.1.0\"}"), 1.0);
+    let node = radacctd::config::NodeConfig::default().resolved_name();
+    assert_eq!(
+        value(
+            &m,
+            &format!("radacctd_build_info{{version=\"0.1.0\",node=\"{node}\"}}")
+        ),
+        1.0
+    );
     assert!(m.contains_key("radacctd_index_rebuild_duration_seconds"));
     assert!(m.contains_key("radacctd_db_pool_connections{state=\"idle\"}"));
     assert!(m.contains_key("radacctd_job_last_success_timestamp_seconds{job=\"sweeper\"}"));

@@ -16,7 +16,7 @@ use radacctd::config::Config;
 use radacctd::metrics::{DropReason, Stats};
 
 /// A fresh PostgreSQL database reached through a proxy the test can cut.
-async fn pg_behind_proxy() -> Option<(TestDb, TcpProxy, String)> {
+pub(crate) async fn pg_behind_proxy() -> Option<(TestDb, TcpProxy, String)> {
     let db = TestDb::new(Backend::Postgres).await?;
     let target = PgTarget::from_url(&db.url).expect("url");
     if !require(
@@ -41,7 +41,7 @@ async fn pg_behind_proxy() -> Option<(TestDb, TcpProxy, String)> {
     Some((db, proxy, url))
 }
 
-fn journaled_config(db: &TestDb, url: &str, dir: &std::path::Path) -> Config {
+pub(crate) fn journaled_config(db: &TestDb, url: &str, dir: &std::path::Path) -> Config {
     let mut c = test_config(db);
     c.database.url = radacctd::config::Secret::new(url);
     c.database.acquire_timeout_secs = 1;
@@ -63,7 +63,7 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn replayed_all(app: &TestApp) -> bool {
+pub(crate) fn replayed_all(app: &TestApp) -> bool {
     let appended = Stats::get(&app.stats.journal_appended);
     appended > 0
         && Stats::get(&app.stats.journal_replayed) == appended
