@@ -23,3 +23,4 @@ mod fuzz_corpus;
 mod jobs;
 mod operations;
 mod reliability;
+mod two_nodes;

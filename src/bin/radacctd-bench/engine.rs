@@ -3,9 +3,15 @@
 //! Stop never depends on another socket. A worker keeps up to its window of requests in flight
 //! with identifiers from a FIFO pool, retransmits the same bytes after the timeout like a NAS,
 //! verifies every Response Authenticator and records latency from the first send.
+//!
+//! With several targets (two RADIUS hosts, as a NAS with two `/radius` entries has) a worker
+//! sends from one unconnected socket and picks each transmission's target with
+//! [`target_index`]; with one target its socket is connected, as it always was, so the
+//! benchmarked single-server path is unchanged.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,6 +76,41 @@ pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
     sorted.get(rank.clamp(1, n) - 1).copied()
 }
 
+/// How requests are spread over several targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spread {
+    /// The k-th packet of session i goes to target (i + k) mod T: each session's packets
+    /// land on the servers in turn, the worst case for servers that share one database.
+    Alternate,
+    /// Every new request goes to the first target; one that times out goes to the next, as
+    /// RouterOS does with a second `/radius` entry.
+    Failover,
+}
+
+impl Spread {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spread::Alternate => "alternate",
+            Spread::Failover => "failover",
+        }
+    }
+}
+
+/// The target of one transmission: session `session`'s `packet`-th request (0-based, counted
+/// over the run), transmission `send` (0 = the first, 1 = the first retransmission, …), with
+/// `targets` servers. A retransmission after a timeout always moves on to the next target.
+pub fn target_index(spread: Spread, targets: usize, session: u32, packet: u32, send: u32) -> usize {
+    if targets <= 1 {
+        return 0;
+    }
+    let t = targets as u64;
+    let first = match spread {
+        Spread::Alternate => (u64::from(session) + u64::from(packet)) % t,
+        Spread::Failover => 0,
+    };
+    ((first + u64::from(send)) % t) as usize
+}
+
 /// Counters of one phase (of one worker, or merged).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -92,6 +133,8 @@ pub struct Stats {
     pub by_kind: [u64; 3],
     /// First send → verified answer, microseconds, one per answered request.
     pub latencies_us: Vec<u32>,
+    /// Verified answers by the target that sent them (index into the targets).
+    pub answered_by: Vec<u64>,
 }
 
 impl Stats {
@@ -107,6 +150,25 @@ impl Stats {
             *a += b;
         }
         self.latencies_us.extend(o.latencies_us);
+        for (t, n) in o.answered_by.into_iter().enumerate() {
+            self.answer_from(t, n);
+        }
+    }
+
+    /// Empty counters with room for `targets` answer counts (none allocated per answer).
+    pub fn for_targets(targets: usize) -> Stats {
+        Stats {
+            answered_by: vec![0; targets.max(1)],
+            ..Stats::default()
+        }
+    }
+
+    /// Counts `n` answers from target `t`.
+    pub fn answer_from(&mut self, t: usize, n: u64) {
+        if self.answered_by.len() <= t {
+            self.answered_by.resize(t + 1, 0);
+        }
+        self.answered_by[t] += n;
     }
 }
 
@@ -129,6 +191,8 @@ struct SessState {
     status: Status,
     /// A request for this session is queued or in flight (steady mode keeps one at a time).
     busy: bool,
+    /// Requests sent for this session slot in this run (picks the target in alternate mode).
+    packets: u32,
 }
 
 /// The row a session (incarnation) should have in radacct at the end of the run.
@@ -162,6 +226,8 @@ struct Job {
 #[derive(Debug)]
 struct InFlight {
     job: Job,
+    /// The session's packet number ([`target_index`]).
+    packet: u32,
     auth: [u8; 16],
     first_sent: Instant,
     sends: u32,
@@ -390,6 +456,9 @@ pub struct Settings {
     pub secret: Arc<[u8]>,
     pub timeout: Duration,
     pub retries: u32,
+    /// The servers. With one, the workers' sockets are connected to it.
+    pub targets: Arc<[SocketAddr]>,
+    pub spread: Spread,
 }
 
 /// One UDP socket and the sessions it owns.
@@ -399,6 +468,8 @@ pub struct Worker {
     workers: u32,
     socket: UdpSocket,
     settings: Settings,
+    /// One target and the socket is connected to it: `send`/`recv`, no address per datagram.
+    connected: bool,
     window: usize,
     ids: IdPool,
     slots: Vec<Option<InFlight>>,
@@ -450,12 +521,15 @@ impl Worker {
                 last_out: 0,
                 status: Status::Unknown,
                 busy: false,
+                packets: 0,
             })
             .collect();
+        let targets = settings.targets.len();
         Worker {
             index,
             workers,
             socket,
+            connected: targets <= 1,
             settings,
             window: window.clamp(1, IDS_PER_SOCKET),
             ids: IdPool::default(),
@@ -471,7 +545,7 @@ impl Worker {
             closed: Vec::new(),
             realtime: false,
             rbuf: vec![0; 4096],
-            stats: Stats::default(),
+            stats: Stats::for_targets(targets),
         }
     }
 
@@ -481,7 +555,8 @@ impl Worker {
 
     /// Takes the counters of the phase just run.
     pub fn take_stats(&mut self) -> Stats {
-        std::mem::take(&mut self.stats)
+        let fresh = Stats::for_targets(self.settings.targets.len());
+        std::mem::replace(&mut self.stats, fresh)
     }
 
     /// What the database should hold for this worker's sessions at the end of the run.
@@ -546,7 +621,7 @@ impl Worker {
             }
             let received = tokio::select! {
                 biased;
-                r = self.socket.recv(&mut self.rbuf) => Some(r),
+                r = Self::recv(&self.socket, self.connected, &mut self.rbuf) => Some(r),
                 () = &mut sleep => {
                     armed = None;
                     None
@@ -556,7 +631,7 @@ impl Worker {
                 let now = Instant::now();
                 self.on_recv(r, now, &mut feed);
                 for _ in 0..IDS_PER_SOCKET {
-                    let r = self.socket.try_recv(&mut self.rbuf);
+                    let r = self.try_recv();
                     if matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock) {
                         break;
                     }
@@ -566,18 +641,74 @@ impl Worker {
         }
     }
 
-    fn on_recv(&mut self, r: std::io::Result<usize>, now: Instant, feed: &mut Feed) {
+    /// Waits for a datagram: its length and where it came from.
+    async fn recv(
+        socket: &UdpSocket,
+        connected: bool,
+        buf: &mut [u8],
+    ) -> std::io::Result<(usize, Option<SocketAddr>)> {
+        if connected {
+            socket.recv(buf).await.map(|n| (n, None))
+        } else {
+            socket.recv_from(buf).await.map(|(n, a)| (n, Some(a)))
+        }
+    }
+
+    /// A datagram that is already there, without waiting.
+    fn try_recv(&mut self) -> std::io::Result<(usize, Option<SocketAddr>)> {
+        if self.connected {
+            self.socket.try_recv(&mut self.rbuf).map(|n| (n, None))
+        } else {
+            self.socket
+                .try_recv_from(&mut self.rbuf)
+                .map(|(n, a)| (n, Some(a)))
+        }
+    }
+
+    /// Sends the request under identifier `id` to target `target`.
+    async fn transmit(&mut self, id: u8, target: usize) {
+        let buf = &self.bufs[usize::from(id)];
+        let sent = if self.connected {
+            self.socket.send(buf).await
+        } else {
+            match self.settings.targets.get(target) {
+                Some(&to) => self.socket.send_to(buf, to).await,
+                None => Err(ErrorKind::InvalidInput.into()),
+            }
+        };
+        if sent.is_err() {
+            self.stats.errors += 1;
+        }
+    }
+
+    fn on_recv(
+        &mut self,
+        r: std::io::Result<(usize, Option<SocketAddr>)>,
+        now: Instant,
+        feed: &mut Feed,
+    ) {
         match r {
-            Ok(n) => {
+            Ok((n, from)) => {
+                // A connected socket only receives from its one target.
+                let target = match from {
+                    None => 0,
+                    Some(a) => match self.settings.targets.iter().position(|t| *t == a) {
+                        Some(t) => t,
+                        None => {
+                            self.stats.bad += 1; // not from a target
+                            return;
+                        }
+                    },
+                };
                 let buf = std::mem::take(&mut self.rbuf);
-                self.on_datagram(buf.get(..n).unwrap_or_default(), now, feed);
+                self.on_datagram(buf.get(..n).unwrap_or_default(), target, now, feed);
                 self.rbuf = buf;
             }
             Err(_) => self.stats.errors += 1,
         }
     }
 
-    fn on_datagram(&mut self, data: &[u8], now: Instant, feed: &mut Feed) {
+    fn on_datagram(&mut self, data: &[u8], target: usize, now: Instant, feed: &mut Feed) {
         let secret = &*self.settings.secret;
         let Ok(p) = Packet::decode(data) else {
             self.stats.bad += 1;
@@ -598,6 +729,7 @@ impl Worker {
                 .latencies_us
                 .push(u32::try_from(us).unwrap_or(u32::MAX));
             self.stats.answered += 1;
+            self.stats.answer_from(target, 1);
             self.finish(id, f, feed);
         } else if self.prev_auth[usize::from(id)]
             .is_some_and(|a| p.verify_response_authenticator(&a, secret))
@@ -630,13 +762,19 @@ impl Worker {
                 continue; // answered meanwhile
             };
             if f.sends <= self.settings.retries {
+                // The same bytes again, to the next target in turn.
+                let target = target_index(
+                    self.settings.spread,
+                    self.settings.targets.len(),
+                    self.index + f.job.local * self.workers,
+                    f.packet,
+                    f.sends,
+                );
                 f.sends += 1;
                 self.stats.retransmits += 1;
                 self.timers
                     .push_back((now + self.settings.timeout, id, generation));
-                if self.socket.send(&self.bufs[usize::from(id)]).await.is_err() {
-                    self.stats.errors += 1;
-                }
+                self.transmit(id, target).await;
             } else if let Some(f) = slot.take() {
                 self.stats.lost += 1;
                 self.finish(id, f, feed);
@@ -696,6 +834,8 @@ impl Worker {
             Status::Open
         };
         st.busy = true;
+        let packet = st.packets;
+        st.packets = st.packets.wrapping_add(1);
         let event = Event {
             kind,
             event_timestamp: st.start_ts.wrapping_add(session_time),
@@ -715,6 +855,7 @@ impl Worker {
         self.generation += 1;
         self.slots[usize::from(id)] = Some(InFlight {
             job,
+            packet,
             auth,
             first_sent: now,
             sends: 1,
@@ -725,9 +866,14 @@ impl Worker {
         self.stats.by_kind[kind.index()] += 1;
         self.timers
             .push_back((now + self.settings.timeout, id, self.generation));
-        if self.socket.send(&self.bufs[usize::from(id)]).await.is_err() {
-            self.stats.errors += 1;
-        }
+        let target = target_index(
+            self.settings.spread,
+            self.settings.targets.len(),
+            i,
+            packet,
+            0,
+        );
+        self.transmit(id, target).await;
     }
 }
 
@@ -821,6 +967,7 @@ mod tests {
                 last_out: 0,
                 status: Status::Open,
                 busy: false,
+                packets: 0,
             };
             n
         ]
@@ -926,6 +1073,14 @@ mod tests {
     }
 
     fn settings(sessions: u32) -> Settings {
+        settings_for(
+            sessions,
+            &["127.0.0.1:9".parse().unwrap()],
+            Spread::Failover,
+        )
+    }
+
+    fn settings_for(sessions: u32, targets: &[SocketAddr], spread: Spread) -> Settings {
         Settings {
             model: Arc::new(Model {
                 sessions,
@@ -938,6 +1093,8 @@ mod tests {
             secret: Arc::from(&b"testing123"[..]),
             timeout: Duration::from_millis(50),
             retries: 2,
+            targets: Arc::from(targets),
+            spread,
         }
     }
 
@@ -1027,5 +1184,205 @@ mod tests {
         // 2 rounds of 4+1 requests, each 3 × 50 ms.
         assert!(t.elapsed() >= Duration::from_millis(300));
         drop(server);
+    }
+
+    #[test]
+    fn target_choice() {
+        use Spread::{Alternate, Failover};
+        // One target: always it.
+        for spread in [Alternate, Failover] {
+            for (i, k, r) in [(0, 0, 0), (7, 3, 2), (u32::MAX, u32::MAX, u32::MAX)] {
+                assert_eq!(target_index(spread, 1, i, k, r), 0);
+                assert_eq!(target_index(spread, 0, i, k, r), 0);
+            }
+        }
+        // Alternate: Start on A, Interim on B, Stop on A for session 0; the other way for 1.
+        let firsts: Vec<usize> = (0..3)
+            .map(|k| target_index(Alternate, 2, 0, k, 0))
+            .collect();
+        assert_eq!(firsts, [0, 1, 0]);
+        let firsts: Vec<usize> = (0..3)
+            .map(|k| target_index(Alternate, 2, 1, k, 0))
+            .collect();
+        assert_eq!(firsts, [1, 0, 1]);
+        assert_eq!(target_index(Alternate, 3, 4, 1, 0), 2);
+        // No overflow at the ends of the ranges.
+        assert_eq!(target_index(Alternate, 2, u32::MAX, u32::MAX, 0), 0);
+        // A retransmission moves on to the next target in turn.
+        assert_eq!(target_index(Alternate, 2, 0, 0, 1), 1);
+        assert_eq!(target_index(Alternate, 2, 1, 0, 1), 0);
+        assert_eq!(target_index(Alternate, 3, 0, 2, 1), 0);
+        // Failover: every new request to the first; retransmissions to the next, wrapping.
+        for i in [0, 1, 2, 1000] {
+            for k in [0, 1, 5] {
+                assert_eq!(target_index(Failover, 2, i, k, 0), 0);
+                assert_eq!(target_index(Failover, 2, i, k, 1), 1);
+                assert_eq!(target_index(Failover, 2, i, k, 2), 0);
+                assert_eq!(target_index(Failover, 3, i, k, 2), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn answer_counts_merge_by_target() {
+        let mut a = Stats::for_targets(2);
+        a.answer_from(1, 3);
+        let mut b = Stats::default();
+        b.answer_from(0, 2);
+        b.answer_from(2, 1);
+        a.merge(b);
+        assert_eq!(a.answered_by, [2, 3, 1]);
+    }
+
+    /// What a recording server saw: (Acct-Session-Id, Acct-Status-Type) of every first copy.
+    type Seen = Arc<std::sync::Mutex<Vec<(String, u32)>>>;
+
+    /// Answers every valid request (`answer`) or none, recording what it received.
+    async fn recording_server(server: UdpSocket, answer: bool, seen: Seen) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, peer) = server.recv_from(&mut buf).await.unwrap();
+            let p = Packet::decode(&buf[..n]).unwrap();
+            assert!(p.verify_request_authenticator(b"testing123"));
+            let sid = String::from_utf8_lossy(
+                p.attr(radacctd::radius::dictionary::ACCT_SESSION_ID)
+                    .unwrap(),
+            )
+            .into_owned();
+            let status = p
+                .attr_u32(radacctd::radius::dictionary::ACCT_STATUS_TYPE)
+                .unwrap();
+            seen.lock().unwrap().push((sid, status));
+            if answer {
+                let b = radacctd::radius::codec::PacketBuilder::new(
+                    Code::AccountingResponse,
+                    p.identifier(),
+                );
+                let out = b.encode_response(p.authenticator(), b"testing123").unwrap();
+                server.send_to(&out, peer).await.unwrap();
+            }
+        }
+    }
+
+    /// Two servers on loopback and an unconnected client socket.
+    async fn two_servers() -> (UdpSocket, [UdpSocket; 2], [SocketAddr; 2]) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [a.local_addr().unwrap(), b.local_addr().unwrap()];
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (client, [a, b], addrs)
+    }
+
+    async fn phase(w: &mut Worker, kind: Kind) -> Stats {
+        w.run(Plan::Bulk { kind, rounds: 1 }).await;
+        w.take_stats()
+    }
+
+    #[tokio::test]
+    async fn failover_moves_timed_out_requests_to_the_next_target() {
+        let (client, [a, b], addrs) = two_servers().await;
+        let (seen_a, seen_b) = (Seen::default(), Seen::default());
+        // A receives everything and answers nothing; B answers.
+        let ta = tokio::spawn(recording_server(a, false, seen_a.clone()));
+        let tb = tokio::spawn(recording_server(b, true, seen_b.clone()));
+        let mut w = Worker::new(0, 1, client, settings_for(40, &addrs, Spread::Failover), 8);
+        let s = phase(&mut w, Kind::Start).await;
+        assert_eq!((s.requests, s.answered, s.lost), (40, 40, 0), "{s:?}");
+        assert_eq!(s.answered_by, [0, 40], "all answered by B after failover");
+        assert_eq!(s.retransmits, 40, "one retransmission each");
+        assert_eq!(s.bad, 0);
+        let s = phase(&mut w, Kind::Stop).await;
+        assert_eq!((s.answered, s.answered_by.as_slice()), (40, &[0, 40][..]));
+        // Every request went to A first, then the same request to B.
+        let (seen_a, seen_b) = (seen_a.lock().unwrap(), seen_b.lock().unwrap());
+        assert_eq!(seen_a.len(), 80);
+        assert_eq!(
+            *seen_a, *seen_b,
+            "B got the same requests, in the same order"
+        );
+        ta.abort();
+        tb.abort();
+    }
+
+    #[tokio::test]
+    async fn alternate_sends_each_sessions_packets_to_the_targets_in_turn() {
+        let (client, [a, b], addrs) = two_servers().await;
+        let (seen_a, seen_b) = (Seen::default(), Seen::default());
+        let ta = tokio::spawn(recording_server(a, true, seen_a.clone()));
+        let tb = tokio::spawn(recording_server(b, true, seen_b.clone()));
+        let settings = settings_for(10, &addrs, Spread::Alternate);
+        let model = settings.model.clone();
+        let mut w = Worker::new(0, 1, client, settings, 4);
+        let mut by_target = [0u64; 2];
+        for kind in [Kind::Start, Kind::Interim, Kind::Stop] {
+            let s = phase(&mut w, kind).await;
+            assert_eq!((s.answered, s.retransmits, s.bad), (10, 0, 0), "{s:?}");
+            assert_eq!(s.answered_by, [5, 5]);
+            by_target[0] += s.answered_by[0];
+            by_target[1] += s.answered_by[1];
+        }
+        assert_eq!(by_target, [15, 15]);
+        let (seen_a, seen_b) = (seen_a.lock().unwrap(), seen_b.lock().unwrap());
+        let statuses = [
+            radacctd::radius::dictionary::STATUS_START,
+            radacctd::radius::dictionary::STATUS_INTERIM_UPDATE,
+            radacctd::radius::dictionary::STATUS_STOP,
+        ];
+        for i in 0..10u32 {
+            let sid = model.session_id(i, 0);
+            for (k, status) in statuses.into_iter().enumerate() {
+                let (on, off) = if (i as usize + k).is_multiple_of(2) {
+                    (&seen_a, &seen_b)
+                } else {
+                    (&seen_b, &seen_a)
+                };
+                let packet = (sid.clone(), status);
+                assert!(on.contains(&packet), "session {i} packet {k}");
+                assert!(!off.contains(&packet), "session {i} packet {k}");
+            }
+        }
+        ta.abort();
+        tb.abort();
+    }
+
+    #[tokio::test]
+    async fn alternate_fails_over_too() {
+        let (client, [a, b], addrs) = two_servers().await;
+        // B is silent: packets meant for B are retransmitted to A.
+        let ta = tokio::spawn(recording_server(a, true, Seen::default()));
+        let tb = tokio::spawn(recording_server(b, false, Seen::default()));
+        let mut w = Worker::new(0, 1, client, settings_for(20, &addrs, Spread::Alternate), 8);
+        let s = phase(&mut w, Kind::Start).await;
+        assert_eq!((s.answered, s.lost, s.retransmits), (20, 0, 10), "{s:?}");
+        assert_eq!(s.answered_by, [20, 0]);
+        ta.abort();
+        tb.abort();
+    }
+
+    #[tokio::test]
+    async fn answers_from_elsewhere_are_not_counted() {
+        let (client, [a, b], addrs) = two_servers().await;
+        let client_addr = client.local_addr().unwrap();
+        // A third party answers everything A receives; A and B stay silent.
+        let imposter = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, _) = a.recv_from(&mut buf).await.unwrap();
+                let p = Packet::decode(&buf[..n]).unwrap();
+                let b = radacctd::radius::codec::PacketBuilder::new(
+                    Code::AccountingResponse,
+                    p.identifier(),
+                );
+                let out = b.encode_response(p.authenticator(), b"testing123").unwrap();
+                imposter.send_to(&out, client_addr).await.unwrap();
+            }
+        });
+        let mut w = Worker::new(0, 1, client, settings_for(3, &addrs, Spread::Failover), 3);
+        let s = phase(&mut w, Kind::Start).await;
+        assert_eq!((s.answered, s.lost), (0, 3), "{s:?}");
+        assert!(s.bad >= 3, "{s:?}");
+        task.abort();
+        drop(b);
     }
 }

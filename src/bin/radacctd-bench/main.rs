@@ -11,6 +11,11 @@
 //! bytes, every Response Authenticator is verified, and each phase reports packets/s, losses,
 //! retransmissions, bad responses and latency percentiles. `--verify-db` then reads every
 //! session's final radacct row back and exits non-zero on any difference.
+//!
+//! Several `--target`s play a NAS with a primary and a backup RADIUS host (`--spread
+//! failover`: a request that times out goes to the next server) or two hosts sharing the
+//! sessions packet by packet (`--spread alternate`); the report then counts the answers of
+//! each server.
 
 mod engine;
 mod sim;
@@ -27,16 +32,29 @@ use clap::{Parser, ValueEnum};
 use radacctd::radius::codec::{Code, Packet, PacketBuilder};
 use tokio::net::UdpSocket;
 
-use engine::{Plan, Settings, Stats, Worker};
+use engine::{Plan, Settings, Spread, Stats, Worker};
 use sim::{Kind, Model};
 
 /// Load generator for RADIUS accounting servers: plays a MikroTik BNG with N PPPoE sessions.
 #[derive(Debug, Parser)]
 #[command(name = "radacctd-bench", version)]
 struct Cli {
-    /// Accounting server to load (HOST:PORT).
-    #[arg(long, default_value = "127.0.0.1:1813", value_name = "HOST:PORT")]
-    target: String,
+    /// Accounting server to load (HOST:PORT). Give it more than once, or comma-separated, for
+    /// several servers sharing one database (two RADIUS hosts): --spread says how requests
+    /// are spread over them, and a request that times out is retransmitted to the next one.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:1813",
+        value_name = "HOST:PORT"
+    )]
+    target: Vec<String>,
+    /// With several --target: `failover` sends every new request to the first and one that
+    /// times out to the next, as a NAS with a primary and a backup RADIUS server does;
+    /// `alternate` sends the k-th packet of session i to target (i + k) mod T, so each
+    /// session's Start, Interims and Stop land on the servers in turn.
+    #[arg(long, value_enum, default_value_t = Spread::Failover)]
+    spread: Spread,
     /// Shared secret of the client (127.0.0.1 by default) on the server.
     #[arg(
         long,
@@ -287,14 +305,57 @@ fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
-fn bind_addr(cli: &Cli, target: SocketAddr) -> SocketAddr {
-    let ip = cli.bind.unwrap_or(match target.ip() {
-        IpAddr::V4(a) if a.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(a) if a.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    });
-    SocketAddr::new(ip, 0)
+/// The local address to send from: `--bind`, else loopback when every target is on
+/// loopback, else any address of the targets' family (which must be the same for all, since
+/// one socket sends to all of them).
+fn bind_addr(bind: Option<IpAddr>, targets: &[SocketAddr]) -> anyhow::Result<SocketAddr> {
+    if let Some(ip) = bind {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    let first = targets.first().context("no --target")?;
+    anyhow::ensure!(
+        targets.iter().all(|t| t.is_ipv4() == first.is_ipv4()),
+        "the targets mix IPv4 and IPv6 addresses ({}): one socket sends to all of them, give          targets of one family",
+        list(targets)
+    );
+    let loopback = targets.iter().all(|t| t.ip().is_loopback());
+    let ip = match (first.ip(), loopback) {
+        (IpAddr::V4(_), true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (IpAddr::V6(_), true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        (IpAddr::V4(_), false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (IpAddr::V6(_), false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    Ok(SocketAddr::new(ip, 0))
+}
+
+/// `a, b, c`.
+fn list(targets: &[SocketAddr]) -> String {
+    targets
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves each `--target` to its first address, in order; the same server twice is an
+/// error (answers are told apart by the address they come from).
+async fn resolve_targets(names: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim();
+        let addr = tokio::net::lookup_host(name)
+            .await
+            .with_context(|| format!("resolving --target {name}"))?
+            .next()
+            .with_context(|| format!("--target {name} resolves to no address"))?;
+        anyhow::ensure!(
+            !out.contains(&addr),
+            "--target {addr} is given twice ({name})"
+        );
+        out.push(addr);
+    }
+    anyhow::ensure!(!out.is_empty(), "no --target");
+    Ok(out)
 }
 
 fn udp_socket(
@@ -318,12 +379,13 @@ fn udp_socket(
 }
 
 async fn run(cli: &Cli, sockets: usize, threads: usize) -> anyhow::Result<ExitCode> {
-    let target = tokio::net::lookup_host(&cli.target)
-        .await
-        .with_context(|| format!("resolving {}", cli.target))?
-        .next()
-        .with_context(|| format!("{} resolves to no address", cli.target))?;
-    let bind = bind_addr(cli, target);
+    let targets = resolve_targets(&cli.target).await?;
+    let bind = bind_addr(cli.bind, &targets)?;
+    // One target: connected sockets, as a single-server benchmark always had.
+    let peer = match targets.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
     let plans = plans(cli);
     anyhow::ensure!(!plans.is_empty(), "nothing to do: no phase selected");
 
@@ -348,11 +410,13 @@ async fn run(cli: &Cli, sockets: usize, threads: usize) -> anyhow::Result<ExitCo
         secret: Arc::from(cli.secret.as_bytes()),
         timeout: Duration::from_millis(cli.timeout_ms),
         retries: cli.retries,
+        targets: Arc::from(targets.as_slice()),
+        spread: cli.spread,
     };
     let windows = engine::split_window(cli.window, sockets);
     let mut workers = Vec::with_capacity(sockets);
     for (k, w) in windows.iter().enumerate() {
-        let socket = udp_socket(bind, Some(target), cli.socket_buffer)?;
+        let socket = udp_socket(bind, peer, cli.socket_buffer)?;
         workers.push(Worker::new(
             k as u32,
             sockets as u32,
@@ -363,8 +427,12 @@ async fn run(cli: &Cli, sockets: usize, threads: usize) -> anyhow::Result<ExitCo
     }
 
     let json_to_stdout = cli.json.as_deref() == Some("-");
+    let target_text = match peer {
+        Some(one) => format!("target {one}"),
+        None => format!("targets {} ({})", list(&targets), cli.spread.as_str()),
+    };
     let header = format!(
-        "radacctd-bench {}: target {target}, {} sessions on {} NASes, window {} over {sockets} \
+        "radacctd-bench {}: {target_text}, {} sessions on {} NASes, window {} over {sockets} \
          socket(s) from {bind}, timeout {} ms, {} retries, {threads} thread(s)",
         env!("CARGO_PKG_VERSION"),
         cli.sessions,
@@ -399,7 +467,7 @@ async fn run(cli: &Cli, sockets: usize, threads: usize) -> anyhow::Result<ExitCo
             workers.push(h.await.context("worker task failed")?);
         }
         let elapsed = started.elapsed();
-        let mut stats = Stats::default();
+        let mut stats = Stats::for_targets(targets.len());
         for w in &mut workers {
             stats.merge(w.take_stats());
         }
@@ -422,6 +490,9 @@ async fn run(cli: &Cli, sockets: usize, threads: usize) -> anyhow::Result<ExitCo
     let mut text = String::new();
     let _ = writeln!(text, "{header}");
     text.push_str(&table(&reports));
+    if targets.len() > 1 {
+        text.push_str(&target_table(&reports, &targets));
+    }
     if let Some(r) = reports.iter().find(|r| r.name == "steady") {
         let per_sec = f64::from(cli.sessions) / f64::from(cli.interim_interval);
         let _ = writeln!(
@@ -450,7 +521,7 @@ async fn run(cli: &Cli, sockets: usize, threads: usize) -> anyhow::Result<ExitCo
         print!("{text}");
     }
     if let Some(dest) = &cli.json {
-        let j = json_summary(cli, target, sockets, threads, &reports, verdict.as_ref());
+        let j = json_summary(cli, &targets, sockets, threads, &reports, verdict.as_ref());
         let s = serde_json::to_string_pretty(&j)?;
         if json_to_stdout {
             println!("{s}");
@@ -535,9 +606,30 @@ fn table(reports: &[PhaseReport]) -> String {
     out
 }
 
+/// Verified answers per target and phase (several targets only).
+fn target_table(reports: &[PhaseReport], targets: &[SocketAddr]) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{:<24}", "answered by target");
+    for r in reports {
+        let _ = write!(out, " {:>9}", r.name);
+    }
+    let _ = writeln!(out, " {:>9}", "total");
+    for (t, addr) in targets.iter().enumerate() {
+        let _ = write!(out, "{:<24}", addr.to_string());
+        let mut total = 0;
+        for r in reports {
+            let n = r.stats.answered_by.get(t).copied().unwrap_or(0);
+            total += n;
+            let _ = write!(out, " {n:>9}");
+        }
+        let _ = writeln!(out, " {total:>9}");
+    }
+    out
+}
+
 fn json_summary(
     cli: &Cli,
-    target: SocketAddr,
+    targets: &[SocketAddr],
     sockets: usize,
     threads: usize,
     reports: &[PhaseReport],
@@ -569,11 +661,21 @@ fn json_summary(
                     "max": r.max_ms(),
                 },
                 "elapsed_seconds": r.elapsed.as_secs_f64(),
+                "answered_by_target": targets
+                    .iter()
+                    .enumerate()
+                    .map(|(t, a)| {
+                        let n = s.answered_by.get(t).copied().unwrap_or(0);
+                        (a.to_string(), serde_json::Value::from(n))
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();
     serde_json::json!({
-        "target": target.to_string(),
+        "target": targets.first().map(ToString::to_string),
+        "targets": targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "spread": cli.spread.as_str(),
         "sessions": cli.sessions,
         "nases": cli.nases,
         "window": cli.window,
@@ -713,7 +815,8 @@ mod tests {
     #[test]
     fn defaults_and_phase_selection() {
         let c = cli(&[]);
-        assert_eq!(c.target, "127.0.0.1:1813");
+        assert_eq!(c.target, ["127.0.0.1:1813"]);
+        assert_eq!(c.spread, Spread::Failover);
         assert_eq!(c.secret, "testing123");
         assert_eq!((c.sessions, c.nases, c.window), (25_000, 4, 64));
         assert_eq!((c.timeout_ms, c.retries, c.interims), (1000, 3, 1));
@@ -732,6 +835,80 @@ mod tests {
         assert_eq!(c.json.as_deref(), Some("-"));
         let c = cli(&["--json", "out.json"]);
         assert_eq!(c.json.as_deref(), Some("out.json"));
+    }
+
+    #[test]
+    fn several_targets() {
+        let c = cli(&[
+            "--target",
+            "127.0.0.1:1813,127.0.0.1:1814",
+            "--spread",
+            "alternate",
+        ]);
+        assert_eq!(c.target, ["127.0.0.1:1813", "127.0.0.1:1814"]);
+        assert_eq!(c.spread, Spread::Alternate);
+        let c = cli(&["--target", "127.0.0.1:1813", "--target", "127.0.0.1:1814"]);
+        assert_eq!(c.target, ["127.0.0.1:1813", "127.0.0.1:1814"]);
+        assert!(Cli::try_parse_from(["x", "--spread", "random"]).is_err());
+
+        let a: SocketAddr = "127.0.0.1:1813".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1814".parse().unwrap();
+        let far: SocketAddr = "192.0.2.1:1813".parse().unwrap();
+        let v6: SocketAddr = "[::1]:1813".parse().unwrap();
+        let ip = |t: &[SocketAddr]| bind_addr(None, t).unwrap().ip().to_string();
+        assert_eq!(ip(&[a, b]), "127.0.0.1");
+        assert_eq!(ip(&[a, far]), "0.0.0.0", "not all on loopback");
+        assert_eq!(ip(&[v6]), "::1");
+        let err = bind_addr(None, &[a, v6]).unwrap_err().to_string();
+        assert!(err.contains("mix IPv4 and IPv6"), "{err}");
+        let given = bind_addr(Some("10.0.0.1".parse().unwrap()), &[a, v6]).unwrap();
+        assert_eq!(given.to_string(), "10.0.0.1:0", "--bind wins");
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let r = rt.block_on(resolve_targets(&names(&[
+            "127.0.0.1:1813",
+            " 127.0.0.1:1814",
+        ])));
+        assert_eq!(r.unwrap(), [a, b]);
+        let err = rt
+            .block_on(resolve_targets(&names(&[
+                "127.0.0.1:1813",
+                "127.0.0.1:1813",
+            ])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("given twice"), "{err}");
+        assert!(rt.block_on(resolve_targets(&names(&["nonsense"]))).is_err());
+    }
+
+    #[test]
+    fn target_table_counts_answers_per_target_and_phase() {
+        let mk = |name, by: Vec<u64>| PhaseReport {
+            name,
+            elapsed: Duration::from_secs(1),
+            stats: Stats {
+                answered_by: by,
+                ..Stats::default()
+            },
+        };
+        let targets: Vec<SocketAddr> = vec![
+            "127.0.0.1:1813".parse().unwrap(),
+            "127.0.0.1:1814".parse().unwrap(),
+        ];
+        let t = target_table(&[mk("start", vec![3, 4]), mk("stop", vec![5])], &targets);
+        let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines,
+            [
+                vec!["answered", "by", "target", "start", "stop", "total"],
+                vec!["127.0.0.1:1813", "3", "5", "8"],
+                vec!["127.0.0.1:1814", "4", "0", "4"],
+            ]
+        );
     }
 
     #[test]
