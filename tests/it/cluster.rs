@@ -243,6 +243,8 @@ async fn a_lost_listener_reconciles_before_the_node_is_ready_again(db: TestDb) {
     }
     assert!(saw_resync, "B's /readyz reported the resynchronisation");
     assert!(b.stats.node().coherent(), "B is coherent again");
+    // A's listener was killed too; it recovers on its own schedule.
+    assert!(wait_until(Duration::from_secs(10), || a.stats.node().coherent()).await);
     assert!(
         b.index.is_empty() && a.index.is_empty(),
         "the reconciliation after the loss removed the session closed meanwhile"
