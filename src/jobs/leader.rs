@@ -14,9 +14,12 @@
 //!   when the server ends its idle session ([`Timing::idle_session_timeout`]): a follower then
 //!   takes over within `jobs.leader_takeover_secs`. One that exits or shuts down closes the
 //!   connection, and a follower takes over within [`Timing::retry`].
-//! - A new leader runs its first job [`Timing::quiet`] after taking over: a former leader whose
-//!   connection the server dropped has noticed by then and stopped its jobs, so two nodes'
-//!   runs of one job do not overlap.
+//! - A node that takes the lock says it leads (`Node::set_leader`, the `radacctd_jobs_leader`
+//!   metric) and starts its jobs [`Timing::quiet`] later: a former leader whose connection the
+//!   server ended has noticed by then and stopped its jobs, so two nodes neither say they lead
+//!   nor run one job at once. (A leader frozen in the middle of a run, SIGSTOP, finishes the
+//!   step it was in when it resumes: each sweeper close is re-checked by the writer and the
+//!   archiver's batches skip locked rows, so such a step changes nothing twice.)
 //!
 //! SQLite has one node: it always leads, without a lock.
 
@@ -48,18 +51,19 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// The timing for a takeover within `takeover`: a hung leader's session ends after
-    /// 2/3 of it, and a follower asks every 1/4 of it, so it has the lock within 11/12.
+    /// The timing for a takeover within `takeover` (T): a hung leader's session ends 2/5 T
+    /// after its last check, a follower asks every 1/5 T and then waits 3/10 T: 9/10 T in all.
     pub fn new(takeover: Duration) -> Timing {
         let takeover = takeover.max(Duration::from_secs(1));
-        let ping = takeover / 3;
+        let fifth = takeover / 5;
         Timing {
-            retry: takeover / 4,
-            ping,
-            ping_timeout: ping,
-            idle_session_timeout: takeover * 2 / 3,
-            // A former leader checks within `ping`, and the check fails within `ping_timeout`.
-            quiet: ping + ping,
+            retry: fifth,
+            ping: fifth,
+            ping_timeout: fifth,
+            idle_session_timeout: fifth * 2,
+            // A former leader whose session the server ended checks within `ping` and finds
+            // it gone at once; the rest is margin for stopping its jobs.
+            quiet: fifth + takeover / 10,
         }
     }
 }
@@ -341,16 +345,15 @@ impl Election {
         Ok(taken)
     }
 
-    /// One term: the jobs run (after [`Timing::quiet`]) while the lock is confirmed every
-    /// [`Timing::ping`]; ends on shutdown or loss, once the jobs have stopped.
+    /// One term: from [`Timing::quiet`] after taking the lock, the node says it leads and its
+    /// jobs run, while the lock is confirmed every [`Timing::ping`]; ends on shutdown or loss,
+    /// once the jobs have stopped.
     async fn lead(
         &self,
         conn: LockConnection,
         cancel: &CancellationToken,
         spawn: &impl Fn(&Leader, &TaskTracker),
     ) -> TermEnd {
-        self.node.set_leader(true);
-        tracing::info!(node = self.node.name(), "jobs leadership gained");
         let ended = cancel.child_token();
         let leader = Leader::new(
             self.store.clone(),
@@ -376,6 +379,9 @@ impl Election {
                 break;
             }
             if !started && tokio::time::Instant::now() >= quiet_until {
+                // Only now: a former leader has stopped by then, so no two nodes say they lead.
+                self.node.set_leader(true);
+                tracing::info!(node = self.node.name(), "jobs leadership gained");
                 spawn(&leader, &term);
                 started = true;
             }
@@ -409,26 +415,34 @@ mod tests {
 
     #[test]
     fn a_hung_leader_is_replaced_within_the_takeover_time() {
-        for secs in [1, 2, 15, 60] {
+        for secs in [1, 2, 15, 60, 3600] {
             let takeover = Duration::from_secs(secs);
             let t = Timing::new(takeover);
-            // The server ends a hung leader's session, then a follower asks within `retry`.
-            assert!(t.idle_session_timeout + t.retry < takeover, "{t:?}");
+            // The server ends a hung leader's session, a follower asks within `retry` and
+            // starts after `quiet`.
+            assert!(
+                t.idle_session_timeout + t.retry + t.quiet < takeover,
+                "{t:?}"
+            );
             // A live leader is never idle long enough for the server to end its session: it
             // checks every `ping`, and a runtime as late again still makes it.
             assert!(t.ping * 2 <= t.idle_session_timeout, "{t:?}");
-            // A new leader waits until a former one has checked its connection and failed.
-            assert!(t.quiet >= t.ping + t.ping_timeout, "{t:?}");
+            // A leader cut off from the server notices (a check that times out) before the
+            // server ends its session.
+            assert!(t.ping + t.ping_timeout <= t.idle_session_timeout, "{t:?}");
+            // A leader whose session the server ended finds out at its next check, before a
+            // new leader starts.
+            assert!(t.quiet > t.ping, "{t:?}");
         }
     }
 
     #[test]
     fn the_default_timing() {
         let t = Timing::new(Duration::from_secs(15));
-        assert_eq!(t.retry, Duration::from_millis(3750));
-        assert_eq!(t.ping, Duration::from_secs(5));
-        assert_eq!(t.idle_session_timeout, Duration::from_secs(10));
-        assert_eq!(t.quiet, Duration::from_secs(10));
+        assert_eq!(t.retry, Duration::from_secs(3));
+        assert_eq!(t.ping, Duration::from_secs(3));
+        assert_eq!(t.idle_session_timeout, Duration::from_secs(6));
+        assert_eq!(t.quiet, Duration::from_millis(4500));
         // Below a second is not a takeover time the election can keep.
         assert_eq!(
             Timing::new(Duration::ZERO),

@@ -19,5 +19,6 @@ mod freeradius_harness;
 mod freeradius_parity;
 mod fuzz_corpus;
 mod jobs;
+mod leader;
 mod operations;
 mod reliability;
