@@ -107,6 +107,9 @@ pub struct JobsConfig {
     pub archive_batch: i64,
     /// Create missing indexes (`CREATE INDEX CONCURRENTLY` on PostgreSQL) when `serve` starts.
     pub ensure_indexes: bool,
+    /// PostgreSQL: once the jobs leader dies, hangs or loses its database connection, another
+    /// node takes the leadership (the sweeper and the archiver) within this many seconds.
+    pub leader_takeover_secs: u64,
 }
 
 impl Default for JobsConfig {
@@ -122,6 +125,7 @@ impl Default for JobsConfig {
             archive_after_days: 90,
             archive_batch: 10_000,
             ensure_indexes: true,
+            leader_takeover_secs: 15,
         }
     }
 }
@@ -136,6 +140,12 @@ impl JobsConfig {
         }
         if self.sweep_interval_secs == 0 {
             return Err("jobs.sweep_interval_secs must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.leader_takeover_secs) {
+            return Err(format!(
+                "jobs.leader_takeover_secs must be between 1 and 3600 (got {})",
+                self.leader_takeover_secs
+            ));
         }
         Ok(())
     }

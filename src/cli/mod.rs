@@ -49,7 +49,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// `radacctd sweep [--dry-run]`: one sweep now, through a writer of its own (the running
-/// daemon's index catches up at its next sweep, which reconciles with SQL).
+/// daemon's index catches up at its next reconciliation with SQL).
 pub async fn sweep(config: Config, dry_run: bool) -> anyhow::Result<()> {
     let store = open_store(&config, None).await?;
     let stats = Arc::new(Stats::default());

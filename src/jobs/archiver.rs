@@ -3,18 +3,23 @@
 //! one transaction (insert there + delete here), so a crash between batches loses and
 //! duplicates nothing. Open sessions never move. The action log rows (`session_actions`) of
 //! the sessions moved are deleted in the same transaction: the log covers what radacct holds.
+//! Each run also deletes the `job_runs` records older than [`JOB_RUNS_KEPT_DAYS`]. Only the
+//! jobs leader archives (`leader`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
+use super::leader::Leader;
 use super::{JobStats, JobsConfig, until_next};
 use crate::clock::now_secs;
 use crate::metrics::Stats;
 use crate::store::{ArchivableRow, Store};
+
+/// How long the records of job runs are kept.
+pub const JOB_RUNS_KEPT_DAYS: i64 = 30;
 
 /// What one archiver run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +62,13 @@ impl Archiver {
         let started = Instant::now();
         let cutoff = self.cutoff();
         let mut report = ArchiveReport::default();
+        if let Err(e) = self
+            .store
+            .trim_job_runs(now_secs() - JOB_RUNS_KEPT_DAYS * 86_400)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot delete old job_runs records");
+        }
         let result = loop {
             match self
                 .store
@@ -100,23 +112,36 @@ impl Archiver {
         }
     }
 
-    /// Runs daily at the configured time until cancelled.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// Runs daily at the configured time for as long as `leader`'s term lasts, each run
+    /// confirmed and recorded in `job_runs` ([`Leader::begin`]).
+    pub async fn run(self, leader: Leader) {
         let (Ok(at), Ok(tz)) = (self.config.archive_time(), self.config.time_zone()) else {
             tracing::error!("archiver schedule is invalid; archiver not running");
             return;
         };
+        let ended = leader.ended().clone();
         loop {
             let wait = until_next(chrono::Utc::now(), at, tz);
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = ended.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
+            let Some(run) = leader.begin("archiver").await else {
+                return;
+            };
             let result = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = ended.cancelled() => Err(anyhow::anyhow!("stopped: the jobs leadership ended or the daemon stops")),
                 r = self.run_once() => r,
             };
+            run.finish(
+                result.as_ref().map_or(0, |r| r.moved),
+                result.as_ref().err(),
+            )
+            .await;
             if let Err(e) = result {
+                if ended.is_cancelled() {
+                    return;
+                }
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "archiver run failed; retrying tomorrow"

@@ -1,21 +1,31 @@
-//! Housekeeping jobs (docs/ARCHITECTURE.md#jobs): the stale-session sweeper with the online-flag
-//! sync and index reconciliation, the archiver, and EnsureIndexes. Each job has `run_once` (one
+//! Housekeeping jobs (docs/ARCHITECTURE.md#jobs): the stale sweeper with the online-flag sync,
+//! the archiver, the index reconciliation, and EnsureIndexes. Each job has `run_once` (one
 //! step, what tests and the CLI call) and `run` (the cancellable loop; all waiting through
 //! `tokio::time`). A failing run is logged and retried at the next interval; it never stops the
 //! daemon.
+//!
+//! With several nodes on one PostgreSQL, the sweeper and the archiver run only on the jobs
+//! leader ([`leader`]), and each of their runs is recorded in the `job_runs` table; every node
+//! reconciles its own index ([`reconcile`]) and may start EnsureIndexes (which takes turns
+//! through a lock of its own).
 
 pub mod archiver;
 pub mod indexes;
+pub mod leader;
+pub mod reconcile;
 pub mod sweeper;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Local, NaiveTime, TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use archiver::{ArchiveReport, Archiver};
+pub use leader::{Election, JobRun, Leader};
+pub use reconcile::Reconciler;
 pub use sweeper::{SweepReport, Sweeper};
 
 pub use crate::config::{JobTimeZone, JobsConfig};
@@ -27,8 +37,10 @@ use crate::queue::IngestSender;
 use crate::store::Store;
 
 /// Starts EnsureIndexes (once, in the background: queries work meanwhile, only slower), the
-/// stale sweeper and the archiver, as configured, on `tasks`. They stop when `cancel` is
-/// cancelled, which releases their handles on the ingest queue.
+/// index reconciliation with the sweep interval, and the jobs leader election, which runs the
+/// stale sweeper and the archiver, as configured, while this node ([`Stats::node`]) leads. All
+/// run on `tasks` and stop when `cancel` is cancelled, which releases their handles on the
+/// ingest queue (and the leadership).
 pub fn start(
     config: &JobsConfig,
     store: &Store,
@@ -41,13 +53,29 @@ pub fn start(
         tasks.spawn(indexes::ensure_indexes(store.clone(), cancel.clone()));
     }
     if config.sweep_enabled {
-        let sweeper = Sweeper::new(store.clone(), ingest, config.clone(), stats.clone());
-        tasks.spawn(sweeper.run(cancel.clone()));
+        let every = Duration::from_secs(config.sweep_interval_secs);
+        tasks.spawn(Reconciler::new(ingest.clone(), every).run(cancel.clone()));
     }
-    if config.archive_enabled {
-        let archiver = Archiver::new(store.clone(), config.clone(), stats.clone());
-        tasks.spawn(archiver.run(cancel));
-    }
+    let sweeper = config
+        .sweep_enabled
+        .then(|| Sweeper::new(store.clone(), ingest, config.clone(), stats.clone()));
+    let archiver = config
+        .archive_enabled
+        .then(|| Archiver::new(store.clone(), config.clone(), stats.clone()));
+    // Leading with no job to run still says which node would run them.
+    let election = Election::new(
+        store.clone(),
+        stats.node().clone(),
+        Duration::from_secs(config.leader_takeover_secs),
+    );
+    tasks.spawn(election.run(cancel, move |leader, term| {
+        if let Some(sweeper) = &sweeper {
+            term.spawn(sweeper.clone().run(leader.clone()));
+        }
+        if let Some(archiver) = &archiver {
+            term.spawn(archiver.clone().run(leader.clone()));
+        }
+    }));
 }
 
 /// Time until the next `at` (wall clock in `tz`) strictly after `now`.

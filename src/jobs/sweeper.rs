@@ -1,6 +1,7 @@
 //! The stale-session sweeper: closes open rows with no sign of life for `stale_after_secs`
 //! (cause `NAS-Idle-Timeout`, stop time = the last update, the last evidence the session
-//! lived), then syncs `subscribers.is_online` and reconciles the index with SQL.
+//! lived), then syncs `subscribers.is_online`. Only the jobs leader sweeps (`leader`); every
+//! node reconciles its own index with SQL (`reconcile`).
 //!
 //! It never writes radacct itself: each close is a request to the ingest writer, which re-checks
 //! the row inside its transaction, so an interim that arrived meanwhile wins.
@@ -10,13 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
+use super::leader::Leader;
 use super::{JobStats, JobsConfig};
 use crate::clock::now_secs;
 use crate::ingest::semantics::SWEEPER_CAUSE;
 use crate::metrics::Stats;
-use crate::queue::{CloseRequest, Drift, IngestSender, Item, Reconcile};
+use crate::queue::{CloseRequest, IngestSender, Item};
 use crate::store::{StaleRow, Store};
 
 /// What one sweep did.
@@ -29,8 +30,6 @@ pub struct SweepReport {
     /// Subscribers marked online / offline.
     pub marked_online: u64,
     pub marked_offline: u64,
-    /// Index entries fixed to match SQL.
-    pub drift: Drift,
 }
 
 /// The sweeper.
@@ -117,12 +116,6 @@ impl Sweeper {
             .context("syncing subscribers.is_online")?;
         report.marked_online = on;
         report.marked_offline = off;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.ingest
-            .send(Item::Reconcile(Reconcile::Full(tx)))
-            .await
-            .context("the ingest writer has stopped")?;
-        report.drift = rx.await.context("index reconciliation failed")?;
         if report.closed > 0 || report.marked_online > 0 || report.marked_offline > 0 {
             tracing::info!(
                 closed = report.closed,
@@ -135,24 +128,37 @@ impl Sweeper {
         Ok(report)
     }
 
-    /// Sweeps every `sweep_interval_secs` until cancelled.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// Sweeps every `sweep_interval_secs` for as long as `leader`'s term lasts, each run
+    /// confirmed and recorded in `job_runs` ([`Leader::begin`]).
+    pub async fn run(self, leader: Leader) {
         let every = Duration::from_secs(self.config.sweep_interval_secs.max(1));
-        // The first sweep comes one interval after start-up: the NASes get a chance to send
-        // interims for sessions that were open while radacctd was down.
+        // The first sweep comes one interval after start-up (or a takeover): the NASes get a
+        // chance to send interims for sessions that were open while no one swept.
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = leader.ended().clone();
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = ended.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            let Some(run) = leader.begin("sweeper").await else {
+                return;
+            };
             // Cancellation mid-sweep is fine: each close is its own committed request.
             let result = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = ended.cancelled() => Err(anyhow::anyhow!("stopped: the jobs leadership ended or the daemon stops")),
                 r = self.run_once() => r,
             };
+            run.finish(
+                result.as_ref().map_or(0, |r| r.closed),
+                result.as_ref().err(),
+            )
+            .await;
             if let Err(e) = result {
+                if ended.is_cancelled() {
+                    return;
+                }
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "stale sweep failed; retrying next interval"

@@ -1,5 +1,6 @@
 //! The housekeeping jobs' reads and writes: finding stale open rows, syncing
-//! `subscribers.is_online`, moving old closed rows to `radacct_archive`, and EnsureIndexes.
+//! `subscribers.is_online`, moving old closed rows to `radacct_archive`, the `job_runs` record,
+//! and EnsureIndexes.
 //! Closing rows is not here: that goes through the ingest writer like every other change to
 //! open sessions. The SQL is the dialects'; the archive move and index builds differ by
 //! database and live in its file.
@@ -166,9 +167,50 @@ impl Store {
         each_store!(Store, self, s => s.archive_batch(cutoff, batch, &cols).await)
     }
 
+    /// Records that node `node` starts a run of `job` (a `job_runs` row); returns its id.
+    pub async fn job_run_start(&self, job: &str, node: &str) -> Result<i64> {
+        each_store!(Store, self, s: D => {
+            Ok(sqlx::query(D::JOB_RUN_START)
+                .bind(job)
+                .bind(node)
+                .fetch_one(s.pool())
+                .await?
+                .try_get(0)?)
+        })
+    }
+
+    /// Completes the `job_runs` row `id`: the run ended having done `rows`, with `error` when
+    /// it failed.
+    pub async fn job_run_finish(&self, id: i64, rows: u64, error: Option<&str>) -> Result<()> {
+        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+        each_store!(Store, self, s: D => {
+            sqlx::query(D::JOB_RUN_FINISH)
+                .bind(id)
+                .bind(rows)
+                .bind(error)
+                .execute(s.pool())
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the `job_runs` rows of runs started before `cutoff` (seconds); returns how many.
+    pub async fn trim_job_runs(&self, cutoff: i64) -> Result<u64> {
+        each_store!(Store, self, s: D => {
+            Ok(sqlx::query(D::TRIM_JOB_RUNS)
+                .bind(cutoff)
+                .execute(s.pool())
+                .await?
+                .rows_affected())
+        })
+    }
+
     /// EnsureIndexes: creates every index the queries rely on that is missing, and rebuilds
     /// any PostgreSQL left INVALID by an interrupted `CREATE INDEX CONCURRENTLY`. On PostgreSQL
-    /// indexes are built `CONCURRENTLY`, so a live FreeRADIUS database keeps writing. Returns
+    /// indexes are built `CONCURRENTLY`, so a live FreeRADIUS database keeps writing, and under
+    /// the advisory lock [`super::ENSURE_INDEXES_LOCK`], so that of several nodes starting
+    /// together one builds and the others then find the indexes present (instead of taking an
+    /// index another node is still building for an interrupted build, and dropping it). Returns
     /// the names it created or rebuilt.
     pub async fn ensure_indexes(&self) -> Result<Vec<String>> {
         each_store!(Store, self, s => s.ensure_indexes().await)

@@ -32,7 +32,10 @@ use crate::sessions::{
 
 pub use actions::{ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key};
 pub use jobs::{ArchivableRow, StaleRow};
-pub use postgres::{CHANGES_CHANNEL, ChangeListener, ChangeNotice, GuardedWrite, PgStore};
+pub use postgres::{
+    CHANGES_CHANNEL, ChangeListener, ChangeNotice, ENSURE_INDEXES_LOCK, GuardedWrite,
+    JOBS_LEADER_LOCK, LockConnection, PREPARE_LOCK, PgStore,
+};
 pub use query::{ExportStart, SessionQuery};
 pub use sqlite::SqliteStore;
 
@@ -89,6 +92,12 @@ pub(crate) trait Dialect {
     /// Accounting-On/Off: closes the open rows of NAS `$1` started at or before `$2` with
     /// cause `$3`, returning their keys.
     const CLOSE_NAS: &'static str;
+    /// A run of job `$1` by node `$2` starts now: inserts its `job_runs` row, returning its id.
+    const JOB_RUN_START: &'static str;
+    /// Run `$1` ended now having done `$2` rows, with error `$3` (NULL: it succeeded).
+    const JOB_RUN_FINISH: &'static str;
+    /// Deletes the `job_runs` rows started before `$1` (epoch seconds).
+    const TRIM_JOB_RUNS: &'static str;
 }
 
 /// Runs a body written once against whichever store `$value` (a [`Store`] or [`Tx`]) is:
@@ -314,24 +323,52 @@ impl Store {
         }
     }
 
-    /// Runs pending migrations (`migrations/postgres` or `migrations/sqlite`).
+    /// Runs pending migrations (`migrations/postgres` or `migrations/sqlite`); on PostgreSQL
+    /// under an advisory lock, so that nodes starting together migrate one after the other.
     pub async fn migrate(&self) -> Result<()> {
-        each_store!(Store, self, s => s.migrate().await)
+        match self {
+            Store::Postgres(s) => s.prepare(None).await.map(|_| ()),
+            Store::Sqlite(s) => s.migrate().await,
+        }
     }
 
     /// Pending migrations, then the configured `radacct` fillfactor (PostgreSQL only; ignored
     /// with a warning on SQLite). What `serve` runs at start-up, or later, once the database
-    /// is back, when it was down at start-up.
+    /// is back, when it was down at start-up. On PostgreSQL both run under one advisory lock
+    /// ([`PREPARE_LOCK`]): two nodes preparing at once take turns.
     pub async fn prepare(&self, radacct_fillfactor: Option<u8>) -> Result<()> {
-        self.migrate().await?;
-        if let Some(ff) = radacct_fillfactor {
-            if self.set_radacct_fillfactor(ff).await? {
-                tracing::info!(fillfactor = ff, "radacct fillfactor set");
-            } else if !matches!(self, Store::Postgres(_)) {
-                tracing::warn!("database.radacct_fillfactor only applies to PostgreSQL; ignored");
+        let changed = match self {
+            Store::Postgres(s) => s.prepare(radacct_fillfactor).await?,
+            Store::Sqlite(s) => {
+                s.migrate().await?;
+                if radacct_fillfactor.is_some() {
+                    tracing::warn!(
+                        "database.radacct_fillfactor only applies to PostgreSQL; ignored"
+                    );
+                }
+                false
             }
+        };
+        if let (true, Some(ff)) = (changed, radacct_fillfactor) {
+            tracing::info!(fillfactor = ff, "radacct fillfactor set");
         }
         Ok(())
+    }
+
+    /// PostgreSQL: a connection of its own for session-level advisory locks (see
+    /// [`PgStore::lock_connection`]). SQLite: `None` (one node; nothing to coordinate).
+    pub async fn lock_connection(
+        &self,
+        application_name: &str,
+        idle_session_timeout: Option<Duration>,
+    ) -> Result<Option<LockConnection>> {
+        match self {
+            Store::Postgres(s) => s
+                .lock_connection(application_name, idle_session_timeout)
+                .await
+                .map(Some),
+            Store::Sqlite(_) => Ok(None),
+        }
     }
 
     /// PostgreSQL: sets radacct's `fillfactor` when it differs; returns whether it changed.

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
 use super::actions::{
@@ -113,6 +113,14 @@ impl Dialect for PgStore {
          acctterminatecause = $3 \
          WHERE acctstoptime IS NULL AND nasipaddress = $1::inet AND acctstarttime <= to_timestamp($2) \
          RETURNING acctuniqueid";
+
+    const JOB_RUN_START: &'static str = "INSERT INTO job_runs (job, node, started_at) \
+         VALUES ($1, $2, clock_timestamp()) RETURNING id";
+
+    const JOB_RUN_FINISH: &'static str = "UPDATE job_runs SET finished_at = clock_timestamp(), \
+         rows = $2, error = $3 WHERE id = $1";
+
+    const TRIM_JOB_RUNS: &'static str = "DELETE FROM job_runs WHERE started_at < to_timestamp($1)";
 }
 
 /// `radacctid` then every write column, converted to text / seconds.
@@ -462,6 +470,104 @@ static ROWS_BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The advisory lock whose holder is the jobs leader (`jobs::leader`), held for as long as it
+/// leads: the bytes of `radacctL`. In `pg_locks` a 64-bit key shows as `classid` (high half,
+/// 1918985313) and `objid` (low half, 1667462220) with `objsubid` 1.
+pub const JOBS_LEADER_LOCK: i64 = 0x7261_6461_6363_744c;
+
+/// The advisory lock EnsureIndexes runs under (`radacctI`: objid 1667462217).
+pub const ENSURE_INDEXES_LOCK: i64 = 0x7261_6461_6363_7449;
+
+/// The advisory lock migrations and the fillfactor change run under (`radacctM`: objid
+/// 1667462221).
+pub const PREPARE_LOCK: i64 = 0x7261_6461_6363_744d;
+
+/// How often a node waiting for [`PREPARE_LOCK`] or [`ENSURE_INDEXES_LOCK`] asks again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether this session holds the advisory lock `$1` (high half) `$2` (low half).
+const HOLDS_LOCK_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+     AND pid = pg_backend_pid() AND granted AND classid::int8 = $1 AND objid::int8 = $2 \
+     AND objsubid = 1)";
+
+/// A database connection of its own, outside the pools, for session-level advisory locks: they
+/// last as long as the session, so they must not go back to a pool with it, and the session
+/// ends (releasing them) when this is closed or dropped, or when the server ends it.
+pub struct LockConnection {
+    conn: PgConnection,
+}
+
+impl std::fmt::Debug for LockConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockConnection").finish_non_exhaustive()
+    }
+}
+
+impl LockConnection {
+    /// `pg_try_advisory_lock(key)`: takes the lock if no other session holds it (at once,
+    /// without waiting); whether this session holds it now.
+    pub async fn try_lock(&mut self, key: i64) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut self.conn)
+            .await?)
+    }
+
+    /// A round trip that fails when the connection is gone, and answers whether this session
+    /// still holds `key`.
+    pub async fn holds(&mut self, key: i64) -> Result<bool> {
+        let (high, low) = lock_halves(key);
+        Ok(sqlx::query_scalar(HOLDS_LOCK_SQL)
+            .bind(high)
+            .bind(low)
+            .fetch_one(&mut self.conn)
+            .await?)
+    }
+
+    /// Releases `key` (once); whether this session held it.
+    pub async fn unlock(&mut self, key: i64) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .fetch_one(&mut self.conn)
+            .await?)
+    }
+
+    /// Ends the session, releasing every lock it holds.
+    pub async fn close(self) {
+        use sqlx::Connection as _;
+        let _ = self.conn.close().await;
+    }
+}
+
+/// A 64-bit advisory lock key as `pg_locks` shows it: `classid` (the high 32 bits) and `objid`
+/// (the low 32 bits), both unsigned.
+fn lock_halves(key: i64) -> (i64, i64) {
+    let key = key as u64;
+    ((key >> 32) as i64, (key & 0xffff_ffff) as i64)
+}
+
+/// Sets `radacct`'s fillfactor on `conn` when it differs; returns whether it changed.
+async fn set_radacct_fillfactor(conn: &mut PgConnection, fillfactor: u8) -> Result<bool> {
+    let current: Option<String> = sqlx::query_scalar(
+        "SELECT option_value FROM pg_class c, pg_options_to_table(c.reloptions) \
+         WHERE c.oid = 'radacct'::regclass AND option_name = 'fillfactor'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if current.as_deref() == Some(fillfactor.to_string().as_str()) {
+        return Ok(false);
+    }
+    // SHARE UPDATE EXCLUSIVE: writers are not blocked. Only pages written from now on
+    // follow it.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE radacct SET (fillfactor = {})",
+        fillfactor.clamp(10, 100)
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
 /// PostgreSQL connection pools.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -477,6 +583,11 @@ pub struct PgStore {
     /// The change listener's connection (one, outside the other pools: it is held for as
     /// long as the listener runs).
     listen_pool: PgPool,
+    /// How [`LockConnection`]s connect (the pools' settings; each gets its own
+    /// `application_name`).
+    lock_connect: std::sync::Arc<PgConnectOptions>,
+    /// How long a lock connection may take to connect.
+    connect_timeout: std::time::Duration,
 }
 
 impl PgStore {
@@ -515,6 +626,8 @@ impl PgStore {
                 .max_lifetime(None)
                 .idle_timeout(None)
                 .connect_lazy_with(listen_connect),
+            lock_connect: std::sync::Arc::new(connect.clone()),
+            connect_timeout: opts.acquire_timeout,
             pool: pool_of(connect),
             write_pool: pool_of(write_connect),
             unique_key: Default::default(),
@@ -534,30 +647,115 @@ impl PgStore {
         &self.pool
     }
 
-    pub(super) async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+    /// Pending migrations, then `radacct`'s fillfactor when given, on a connection of their own
+    /// holding [`PREPARE_LOCK`]: of several nodes starting together one migrates and the others
+    /// then find nothing pending. (sqlx's migrator also takes an advisory lock, but waits for
+    /// it blocked in a statement, and leaves it held on the connection when a migration fails;
+    /// on a connection of its own, closed after, nothing outlives the call.) Returns whether
+    /// the fillfactor changed.
+    pub(super) async fn prepare(&self, fillfactor: Option<u8>) -> Result<bool> {
+        let mut lock = self
+            .wait_for_lock(PREPARE_LOCK, "radacctd migrations", "migrations")
+            .await?;
+        let result = async {
+            // `run` takes an `Acquire`, whose future is not `Send` for a borrowed connection;
+            // `run_direct` is what it calls, with the migrator's own locking as configured.
+            MIGRATOR.run_direct(None, &mut lock.conn, false).await?;
+            match fillfactor {
+                Some(ff) => set_radacct_fillfactor(&mut lock.conn, ff).await,
+                None => Ok(false),
+            }
+        }
+        .await;
+        lock.close().await;
+        result
     }
 
     pub(super) async fn set_radacct_fillfactor(&self, fillfactor: u8) -> Result<bool> {
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT option_value FROM pg_class c, pg_options_to_table(c.reloptions) \
-             WHERE c.oid = 'radacct'::regclass AND option_name = 'fillfactor'",
+        let mut conn = self.pool.acquire().await?;
+        set_radacct_fillfactor(&mut conn, fillfactor).await
+    }
+
+    /// A connection of its own, outside the pools, for session-level advisory locks, named
+    /// `application_name` in `pg_stat_activity`. With `idle_session_timeout` the server ends the
+    /// session (releasing its locks) once it has been idle that long: a holder that stops
+    /// (SIGSTOP, a hung host) loses its locks then. PostgreSQL before 14 has no such setting: a
+    /// warning says so, and such a holder keeps its locks until TCP keepalives (set here to
+    /// about the same time) find its host gone.
+    pub async fn lock_connection(
+        &self,
+        application_name: &str,
+        idle_session_timeout: Option<std::time::Duration>,
+    ) -> Result<LockConnection> {
+        let options = (*self.lock_connect)
+            .clone()
+            .application_name(application_name);
+        let mut conn = tokio::time::timeout(
+            self.connect_timeout,
+            <PgConnection as sqlx::Connection>::connect_with(&options),
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        if current.as_deref() == Some(fillfactor.to_string().as_str()) {
-            return Ok(false);
+        .await
+        .map_err(|_| StoreError::Timeout(self.connect_timeout))??;
+        if let Some(t) = idle_session_timeout {
+            let secs = t.as_secs().max(1);
+            // Server-side keepalives of this session's socket (ignored on a Unix socket).
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SET tcp_keepalives_idle = {secs}; SET tcp_keepalives_interval = {}; \
+                 SET tcp_keepalives_count = 3",
+                (secs / 3).max(1)
+            )))
+            .execute(&mut conn)
+            .await?;
+            let ms = t.as_millis().max(1);
+            let set = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SET idle_session_timeout = {ms}"
+            )))
+            .execute(&mut conn)
+            .await;
+            match set {
+                Ok(_) => {}
+                // 42704 undefined_object: an unknown setting (PostgreSQL before 14).
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42704") => {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        tracing::warn!(
+                            "this PostgreSQL has no idle_session_timeout (it came in 14): a jobs \
+                             leader that hangs without closing its connection keeps the \
+                             leadership until TCP keepalives find it gone"
+                        );
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        // SHARE UPDATE EXCLUSIVE: writers are not blocked. Only pages written from now on
-        // follow it.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "ALTER TABLE radacct SET (fillfactor = {})",
-            fillfactor.clamp(10, 100)
-        )))
-        .execute(&self.pool)
-        .await?;
-        Ok(true)
+        Ok(LockConnection { conn })
+    }
+
+    /// A [`LockConnection`] holding the advisory lock `key`, once no other session holds it:
+    /// asked every [`LOCK_POLL`] with `pg_try_advisory_lock`, not waited for in
+    /// `pg_advisory_lock`. A session blocked in `pg_advisory_lock` holds a snapshot, and
+    /// `CREATE INDEX CONCURRENTLY` waits for every older snapshot to go, so a node waiting
+    /// that way for the lock of another node's index build deadlocks with it (PostgreSQL then
+    /// aborts one of them). `what` names the work in the log line while it waits.
+    pub(super) async fn wait_for_lock(
+        &self,
+        key: i64,
+        application_name: &str,
+        what: &str,
+    ) -> Result<LockConnection> {
+        let mut lock = self.lock_connection(application_name, None).await?;
+        let mut waiting = false;
+        while !lock.try_lock(key).await? {
+            if !waiting {
+                tracing::info!(
+                    what,
+                    "another radacctd node holds the lock of this work; waiting"
+                );
+                waiting = true;
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+        Ok(lock)
     }
 
     /// Whether `radacct.acctuniqueid` has a valid, non-deferrable unique index (FreeRADIUS's
@@ -755,15 +953,31 @@ impl PgStore {
     }
 
     /// Creates the missing [`INDEXES`] `CONCURRENTLY` (a live FreeRADIUS database keeps
-    /// writing), rebuilding any left INVALID by an interrupted build; returns their names.
+    /// writing), rebuilding any left INVALID by an interrupted build; returns their names. Runs
+    /// holding [`ENSURE_INDEXES_LOCK`]: an index another node is building is INVALID until it is
+    /// done, and must not be taken for the remains of an interrupted build.
     pub(super) async fn ensure_indexes(&self) -> Result<Vec<String>> {
+        let mut lock = self
+            .wait_for_lock(
+                ENSURE_INDEXES_LOCK,
+                "radacctd ensure-indexes",
+                "EnsureIndexes",
+            )
+            .await?;
+        let result = Self::build_indexes(&mut lock.conn).await;
+        lock.close().await;
+        result
+    }
+
+    /// The work of [`Self::ensure_indexes`], on the connection holding its lock.
+    async fn build_indexes(conn: &mut PgConnection) -> Result<Vec<String>> {
         let mut created = Vec::new();
         for ix in INDEXES {
             let valid: Option<bool> = sqlx::query_scalar(
                 "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
             )
             .bind(ix.name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
             match valid {
                 Some(true) => continue,
@@ -773,7 +987,7 @@ impl PgStore {
                         "DROP INDEX CONCURRENTLY IF EXISTS {}",
                         ix.name
                     )))
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
                     .await?;
                 }
                 None => {}
@@ -782,7 +996,7 @@ impl PgStore {
                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}",
                 ix.name, ix.on
             )))
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
             created.push(ix.name.to_owned());
         }
@@ -939,6 +1153,27 @@ mod tests {
     use std::fmt::Write as _;
 
     use super::*;
+
+    #[test]
+    fn lock_keys_are_distinct_and_split_as_pg_locks_shows_them() {
+        assert_eq!(
+            lock_halves(JOBS_LEADER_LOCK),
+            (0x7261_6461, 0x6363_744c),
+            "radacctL"
+        );
+        assert_eq!(
+            lock_halves(JOBS_LEADER_LOCK),
+            (1_918_985_313, 1_667_462_220)
+        );
+        assert_eq!(lock_halves(ENSURE_INDEXES_LOCK).1, 1_667_462_217);
+        assert_eq!(lock_halves(PREPARE_LOCK).1, 1_667_462_221);
+        assert_eq!(lock_halves(-1), (0xffff_ffff, 0xffff_ffff));
+        let keys = [JOBS_LEADER_LOCK, ENSURE_INDEXES_LOCK, PREPARE_LOCK];
+        assert_eq!(
+            keys.iter().collect::<std::collections::HashSet<_>>().len(),
+            3
+        );
+    }
 
     /// The write path's statements as PostgreSQL receives them are pinned: a changed text is
     /// a new statement to the server (its plans, `pg_stat_statements`), so it must be a

@@ -109,6 +109,15 @@ impl Dialect for SqliteStore {
          acctterminatecause = ?3 \
          WHERE acctstoptime IS NULL AND nasipaddress = ?1 AND acctstarttime <= datetime(?2, 'unixepoch') \
          RETURNING acctuniqueid";
+
+    const JOB_RUN_START: &'static str = "INSERT INTO job_runs (job, node, started_at) \
+         VALUES (?1, ?2, strftime('%Y-%m-%d %H:%M:%f', 'now')) RETURNING id";
+
+    const JOB_RUN_FINISH: &'static str = "UPDATE job_runs SET \
+         finished_at = strftime('%Y-%m-%d %H:%M:%f', 'now'), rows = ?2, error = ?3 WHERE id = ?1";
+
+    const TRIM_JOB_RUNS: &'static str =
+        "DELETE FROM job_runs WHERE started_at < datetime(?1, 'unixepoch')";
 }
 
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {

@@ -21,6 +21,7 @@ mod freeradius_harness;
 mod freeradius_parity;
 mod fuzz_corpus;
 mod jobs;
+mod leader;
 mod operations;
 mod reliability;
 mod two_nodes;
