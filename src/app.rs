@@ -28,7 +28,7 @@ use crate::config::{ClientConfig, Config, Secret};
 use crate::disconnect::Disconnector;
 use crate::http::HttpLimits;
 use crate::ingest::changes::ChangeFeed;
-use crate::ingest::{self, Writer, WriterHealth, WriterOptions};
+use crate::ingest::{self, ChangesReceiver, ChangesSender, Writer, WriterHealth, WriterOptions};
 use crate::jobs::{self, JobStats};
 use crate::metrics::server::{LiveSource, MetricsSource};
 use crate::metrics::{Live, LiveJournal, Stats};
@@ -80,6 +80,9 @@ pub struct Application {
     ingest_tx: IngestSender,
     /// Taken by the writer when it starts.
     ingest_rx: Option<IngestReceiver>,
+    /// The change feed's re-reads to the writer (the writer takes the receiver).
+    changes_tx: ChangesSender,
+    changes_rx: Option<ChangesReceiver>,
     /// The durable spool, when enabled.
     journal: Option<ingest::SharedJournal>,
     /// False while the index does not reflect the database (start-up with it unreachable).
@@ -165,8 +168,11 @@ impl Application {
         {
             tracing::warn!(error = %e, "nas table not readable for disconnects yet");
         }
+        let (changes_tx, changes_rx) = ingest::changes_channel();
         Ok(Application {
             changes,
+            changes_tx,
+            changes_rx: Some(changes_rx),
             disconnector,
             journal,
             ready,
@@ -336,6 +342,10 @@ impl Application {
         )
         .with_health(health.clone())
         .on_ready(self.reload.clone());
+        let writer = match self.changes_rx.take() {
+            Some(changes) => writer.with_changes(changes),
+            None => writer,
+        };
         let writer = match &self.journal {
             Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
             None => writer,
@@ -392,6 +402,7 @@ impl Application {
             self.store.clone(),
             self.stats.node().clone(),
             self.ingest_tx.clone(),
+            self.changes_tx.clone(),
             self.changes.take(),
         );
         tasks.spawn(feed.run(stopping.child_token()));

@@ -10,8 +10,9 @@
 //! (`/readyz` 503) until it listens again and has reconciled again.
 //!
 //! Notified ids are collected for [`COALESCE`] and sent to the writer as one
-//! [`Reconcile::Rows`]: the writer applies them between its own commits, so no commit of this
-//! node races the re-read.
+//! [`Reconcile::Rows`] on a channel of their own, which the writer takes ahead of its queue
+//! (so a long queue does not delay coherence); it applies them once its commits in flight have
+//! landed, so no commit of this node races the re-read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::ChangesSender;
 use crate::node::Node;
 use crate::queue::{IngestSender, Item, Reconcile};
 use crate::store::{ChangeListener, ChangeNotice, Store};
@@ -53,6 +55,8 @@ pub struct ChangeFeed {
     /// are skipped.
     node: Arc<Node>,
     ingest: IngestSender,
+    /// Re-reads go to the writer here, ahead of its queue.
+    rows: ChangesSender,
     /// A listener opened before the index was loaded: followed first, with no
     /// reconciliation (the load saw everything committed before it listened).
     listening: Option<ChangeListener>,
@@ -63,12 +67,14 @@ impl ChangeFeed {
         store: Store,
         node: Arc<Node>,
         ingest: IngestSender,
+        rows: ChangesSender,
         listening: Option<ChangeListener>,
     ) -> Self {
         ChangeFeed {
             store,
             node,
             ingest,
+            rows,
             listening,
         }
     }
@@ -199,8 +205,8 @@ impl ChangeFeed {
                 }
             }
             let (ids, since_micros) = batch.take();
-            let item = Item::Reconcile(Reconcile::Rows { ids, since_micros });
-            if self.ingest.send(item).await.is_err() {
+            let request = Reconcile::Rows { ids, since_micros };
+            if self.rows.send(request).await.is_err() {
                 cancel.cancelled().await;
                 return Ended::Cancelled;
             }

@@ -115,6 +115,27 @@ pub struct Writer {
     on_ready: Option<Arc<tokio::sync::Notify>>,
     /// Log lines about refused journal appends, at most one per [`REFUSED_LOG_EVERY`].
     refused_log: LogLimiter,
+    /// Rows other writers changed (the change feed's re-reads): taken ahead of the queue, so
+    /// that how long the queue is does not delay the index's coherence.
+    changes: Option<ChangesReceiver>,
+}
+
+/// Where the change feed sends its re-reads (`Reconcile::Rows`) to the writer.
+pub type ChangesSender = tokio::sync::mpsc::Sender<Reconcile>;
+/// The writer's end of [`ChangesSender`].
+pub type ChangesReceiver = tokio::sync::mpsc::Receiver<Reconcile>;
+
+/// A channel for the change feed's re-reads (a few per second at most).
+pub fn changes_channel() -> (ChangesSender, ChangesReceiver) {
+    tokio::sync::mpsc::channel(16)
+}
+
+/// The next re-read, or `None` once the feed is gone; never ready without a channel.
+async fn next_change(changes: &mut Option<ChangesReceiver>) -> Option<Reconcile> {
+    match changes {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -152,7 +173,14 @@ impl Writer {
             health: Arc::new(WriterHealth::default()),
             on_ready: None,
             refused_log: LogLimiter::default(),
+            changes: None,
         }
+    }
+
+    /// Takes re-reads of rows other writers changed from `changes`, ahead of the queue.
+    pub fn with_changes(mut self, changes: ChangesReceiver) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Shares the writer's view of the database with `/readyz`.
@@ -197,13 +225,15 @@ impl Writer {
         let mut replay = Replay::new(self.opts.replay_interval);
         let max_flights = self.max_flights();
         let mut flights = Flights::default();
+        let mut changes = self.changes.take();
         loop {
             let more = if self.spooling {
                 // Everything goes to the journal, in order: nothing may still be in flight.
                 self.land_all(&mut flights).await;
-                self.spool_next(&mut rx, &mut batch, &mut replay).await
+                self.spool_next(&mut rx, &mut changes, &mut batch, &mut replay)
+                    .await
             } else {
-                self.commit_next(&mut rx, &mut batch, &mut flights, max_flights)
+                self.commit_next(&mut rx, &mut changes, &mut batch, &mut flights, max_flights)
                     .await
             };
             if !more {
@@ -232,13 +262,21 @@ impl Writer {
     async fn commit_next(
         &mut self,
         rx: &mut IngestReceiver,
+        changes: &mut Option<ChangesReceiver>,
         batch: &mut Vec<Item>,
         flights: &mut Flights,
         max_flights: usize,
     ) -> bool {
         let max = self.opts.max_batch.max(1);
         let got = if flights.is_empty() {
-            rx.recv_many(batch, max).await
+            tokio::select! {
+                biased;
+                change = next_change(changes), if changes.is_some() => {
+                    self.take_change(change, changes, flights).await;
+                    return true;
+                }
+                n = rx.recv_many(batch, max) => n,
+            }
         } else if flights.len() >= max_flights {
             self.land_next(flights).await;
             return true;
@@ -247,6 +285,10 @@ impl Writer {
                 biased;
                 landed = flights.next() => {
                     self.land(landed).await;
+                    return true;
+                }
+                change = next_change(changes), if changes.is_some() => {
+                    self.take_change(change, changes, flights).await;
                     return true;
                 }
                 n = rx.recv_many(batch, max) => n,
@@ -289,6 +331,23 @@ impl Writer {
         };
         for part in parts {
             flights.launch(&self.store, &self.index, part, self.opts.commit_timeout);
+        }
+    }
+
+    /// A re-read of rows other writers changed: after every commit in flight has landed, so
+    /// that none of this node's own commits races it. `None`: the feed is gone.
+    async fn take_change(
+        &mut self,
+        change: Option<Reconcile>,
+        changes: &mut Option<ChangesReceiver>,
+        flights: &mut Flights,
+    ) {
+        match change {
+            Some(request) => {
+                self.land_all(flights).await;
+                self.process(vec![Item::Reconcile(request)]).await;
+            }
+            None => *changes = None,
         }
     }
 

@@ -89,6 +89,7 @@ impl Writer {
     pub(super) async fn spool_next(
         &mut self,
         rx: &mut IngestReceiver,
+        changes: &mut Option<super::ChangesReceiver>,
         batch: &mut Vec<Item>,
         replay: &mut Replay,
     ) -> bool {
@@ -115,6 +116,13 @@ impl Writer {
                 *due = self.replay_landed(run).await;
             }
             _ = tick.tick() => *due = true,
+            // Re-reads while journaling are dropped: the replay ends with a full
+            // reconciliation.
+            change = super::next_change(changes), if changes.is_some() => {
+                if change.is_none() {
+                    *changes = None;
+                }
+            }
         }
         true
     }
