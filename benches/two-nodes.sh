@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One radacctd node against two on the same PostgreSQL, the same total load (docs/HA.md).
 #
-#   benches/two-nodes.sh [--sessions N] [--window W] [--rounds R] [--no-build] [--out DIR]
+#   benches/two-nodes.sh [--sessions N] [--window W] [--rounds R] [--no-notify] [--no-build]
+#                        [--out DIR]
 #
 # Per round, alternating: "one" runs one release daemon on a fresh database and drives it with
 # radacctd-bench (N sessions × Start, Interim-Update, Stop, W requests in flight); "two" runs two
@@ -17,6 +18,10 @@
 # interpolated within the histogram's buckets) and the index entries changed by the other
 # node's commits (radacctd_index_remote_changes_total).
 #
+# --no-notify disables the change-notification triggers once the daemons have migrated: the
+# nodes then do not follow each other (their indexes drift), which separates what coherence
+# costs from what splitting the same load over two writers costs.
+#
 # PostgreSQL as in run-load.sh: RADACCTD_BENCH_DATABASE_URL, else RADACCTD_TEST_DATABASE_URL,
 # else postgres://postgres@127.0.0.1:5432/postgres; the databases are dropped on exit.
 set -euo pipefail
@@ -25,6 +30,7 @@ source "$(dirname "$0")/lib.sh"
 sessions=25000
 window=256
 rounds=2
+notify=1
 build=1
 out=
 while [ $# -gt 0 ]; do
@@ -33,6 +39,7 @@ while [ $# -gt 0 ]; do
         --window) window=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --no-notify) notify=0; shift ;;
         --out) out=$2; shift 2 ;;
         -h|--help) usage "$0"; exit 0 ;;
         *) echo "two-nodes.sh: unknown option $1" >&2; exit 2 ;;
@@ -104,7 +111,7 @@ remote_changes() {
 }
 
 hz=$(getconf CLK_TCK)
-echo "two-nodes: $sessions sessions × (Start, Interim-Update, Stop), window $window, $rounds round(s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "two-nodes: $sessions sessions × (Start, Interim-Update, Stop), window $window, $rounds round(s), notifications $([ "$notify" = 1 ] && echo on || echo off); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-5s %10s %12s %14s %12s %22s %14s\n' nodes packets/s "daemons/pkt" "postgres/pkt" "machine/pkt" "lag p50 / p99 (n)" remote-changes
 for round in $(seq 1 "$rounds"); do
     for mode in one two; do
@@ -124,6 +131,9 @@ for round in $(seq 1 "$rounds"); do
             targets+=(--target "$rb" --spread alternate)
             nodes+=("$pb")
             metrics+=("$mb")
+        fi
+        if [ "$notify" = 0 ]; then
+            psql "$url" -qXc "ALTER TABLE radacct DISABLE TRIGGER USER" >/dev/null
         fi
         declare -A pg0=()
         for p in $(pg_pids "$admin" "$db"); do pg0[$p]=$(ticks "$p"); done
