@@ -31,6 +31,61 @@ async fn two_nodes_answer_a_refusal_alike_with_one_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnects_waiting_on_a_silent_nas_leave_the_api_its_connections() {
+    let coa = FakeNas::start(common::SECRET, NasMode::Silent).await;
+    let Some(db) = db_with_nas(Backend::Postgres, coa.addr.port()).await else {
+        return;
+    };
+    let mut config = api_config(&db);
+    config.database.max_connections = 3;
+    config.database.acquire_timeout_secs = 1;
+    let app = TestApp::start(config).await;
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        ids.push(open_session(&app, n).await);
+    }
+    // More disconnects than the pool has connections, each waiting seconds on a silent NAS.
+    let calls: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (http, url) = (
+                app.http.clone(),
+                format!("http://{}/api/sessions/{id}/disconnect", app.api_addr),
+            );
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(token(Role::Admin, None, &[DISCONNECT]))
+                    .send()
+                    .await
+                    .expect("request")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while coa.count() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the NAS got the requests"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Meanwhile a query the database answers still gets a connection at once.
+    let (status, body) = app
+        .json(
+            "/api/sessions?status=closed",
+            Some(&crate::common::api::admin()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for call in calls {
+        assert_eq!(call.await.expect("call"), 503, "a silent NAS: 503");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordination_failure_still_disconnects() {
     coordination_failure_still_disconnects().await;
 }

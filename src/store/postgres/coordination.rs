@@ -329,7 +329,7 @@ impl PgStore {
         radacctid: i64,
         wait: Duration,
     ) -> Result<ActionLock> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.action_pool.begin().await?;
         // Only this transaction waits this long; the pool's other users keep the default.
         let ms = format!("{}ms", wait.as_millis().clamp(1, i32::MAX as u128));
         sqlx::query("SELECT set_config('lock_timeout', $1, true)")

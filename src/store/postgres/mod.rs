@@ -441,6 +441,10 @@ pub struct PgStore {
     lock_connect: std::sync::Arc<PgConnectOptions>,
     /// How long a lock connection may take to connect.
     connect_timeout: std::time::Duration,
+    /// Disconnects' action locks: each attempt in progress holds a transaction for its
+    /// duration (seconds when a NAS does not answer), so they have connections of their own
+    /// and a mass disconnect never starves the API and the jobs of theirs.
+    action_pool: PgPool,
 }
 
 impl PgStore {
@@ -472,7 +476,13 @@ impl PgStore {
             None => connect.clone().application_name("radacctd writer"),
         };
         let listen_connect = connect.clone().application_name("radacctd listener");
+        let action_connect = connect.clone().application_name("radacctd disconnect");
         Ok(PgStore {
+            // Opened only while disconnects run (idle connections close after 10 minutes).
+            action_pool: PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(action_connect),
             listen_pool: PgPoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(opts.acquire_timeout)
@@ -487,11 +497,12 @@ impl PgStore {
         })
     }
 
-    /// Open and idle connections, both pools together.
+    /// Open and idle connections, the pools together.
     pub(super) fn pool_stats(&self) -> (u32, u32) {
+        let pools = [&self.pool, &self.write_pool, &self.action_pool];
         (
-            self.pool.size() + self.write_pool.size(),
-            (self.pool.num_idle() + self.write_pool.num_idle()) as u32,
+            pools.iter().map(|p| p.size()).sum(),
+            pools.iter().map(|p| p.num_idle() as u32).sum(),
         )
     }
 
@@ -670,6 +681,7 @@ impl PgStore {
 
     pub(super) async fn close(&self) {
         self.write_pool.close().await;
+        self.action_pool.close().await;
         self.pool.close().await;
     }
 
