@@ -19,7 +19,7 @@ both_stores!(
 );
 
 /// A database with the schema and one NAS row (127.0.0.1, CoA at the test NAS's port).
-async fn db_with_nas(backend: Backend, coa_port: u16) -> Option<TestDb> {
+pub(crate) async fn db_with_nas(backend: Backend, coa_port: u16) -> Option<TestDb> {
     let db = TestDb::new(backend).await?;
     let store = db.open_store().await;
     store.migrate().await.expect("migrate");

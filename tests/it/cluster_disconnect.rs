@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::api_disconnect::db_with_nas;
 use crate::common::api::{api_config, token};
 use crate::common::fake_nas::{FakeNas, NasMode};
 use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
@@ -88,20 +89,6 @@ async fn disconnects_waiting_on_a_silent_nas_leave_the_api_its_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordination_failure_still_disconnects() {
     coordination_failure_still_disconnects().await;
-}
-
-/// A database with the schema and one NAS row (127.0.0.1, CoA at the test NAS's port).
-async fn db_with_nas(backend: Backend, coa_port: u16) -> Option<TestDb> {
-    let db = TestDb::new(backend).await?;
-    let store = db.open_store().await;
-    store.migrate().await.expect("migrate");
-    store.close().await;
-    db.exec(&format!(
-        "INSERT INTO nas (nasname, shortname, secret, coa_port) VALUES ('127.0.0.1', 'bng', '{}', {coa_port})",
-        common::SECRET
-    ))
-    .await;
-    Some(db)
 }
 
 /// A node named `name` on `db`, with `/metrics` (its own ports: every listener binds port 0).
