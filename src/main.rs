@@ -118,14 +118,62 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
+    let node = config.node.resolved_name();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .event_format(WithNode {
+                node,
+                inner: format().json(),
+            })
+            .init(),
+        LogFormat::Text => builder
+            .event_format(WithNode {
+                node,
+                inner: format(),
+            })
+            .init(),
+    }
+}
+
+/// Every log line names the node (`node.name`): a `"node"` field first in JSON, ` node=…` at
+/// the end of a text line, so that the logs of several nodes can be told apart when merged.
+struct WithNode<F> {
+    node: String,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithNode<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let body = line.strip_suffix('\n').unwrap_or(&line);
+        match body.strip_prefix('{') {
+            Some(fields) => {
+                let node = serde_json::to_string(&self.node).map_err(|_| std::fmt::Error)?;
+                writeln!(writer, "{{\"node\":{node},{fields}")
+            }
+            None => writeln!(writer, "{body} node={}", self.node),
+        }
     }
 }
 

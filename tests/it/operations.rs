@@ -678,3 +678,44 @@ fn help_examples_completions_and_man_page() {
     assert!(man.contains(".SH NAME"), "{man}");
     assert!(man.contains("radacctd"), "{man}");
 }
+
+/// Every log line names the node: a `"node"` field in JSON, ` node=…` at the end of a text line
+/// (the logs of several nodes merged stay apart).
+#[test]
+fn every_log_line_names_the_node() {
+    for format in ["json", "text"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+            .arg("serve")
+            .env_remove("RADACCTD_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("RADACCTD__NODE__NAME", "node-x")
+            .env("RADACCTD__LOG__FORMAT", format)
+            .env("RADACCTD__LOG__LEVEL", "info")
+            .env(
+                "RADACCTD__API__JWT_SECRET",
+                "log-test-secret-0123456789abcdef-0123456789",
+            )
+            // Start-up fails at once: a log line or two, then the exit.
+            .env(
+                "RADACCTD__DATABASE__URL",
+                "sqlite:///nonexistent-radacctd-dir/radacctd.db",
+            )
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let logged: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("radacctd: "))
+            .collect();
+        assert!(logged.len() >= 2, "{format}: {stderr}");
+        for line in logged {
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                assert_eq!(v["node"], "node-x", "{line}");
+            } else {
+                assert!(line.ends_with(" node=node-x"), "{line}");
+            }
+        }
+    }
+}
