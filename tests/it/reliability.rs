@@ -53,14 +53,11 @@ pub(crate) fn journaled_config(db: &TestDb, url: &str, dir: &std::path::Path) ->
 }
 
 /// Waits up to 30 s for `f`.
-async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+async fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    assert!(
+        crate::common::wait_until(Duration::from_secs(30), f).await,
+        "timed out waiting for {what}"
+    );
 }
 
 pub(crate) fn replayed_all(app: &TestApp) -> bool {

@@ -673,15 +673,23 @@ pub fn now() -> u32 {
         .unwrap_or(0)
 }
 
-/// Waits (up to 5 s) until `f` holds; returns whether it did.
-pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
+/// Polls `f` every 10 ms until it holds or `limit` has passed; returns whether it held.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
         if f() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    f()
+}
+
+/// Waits (up to 5 s) until `f` holds; returns whether it did.
+pub async fn eventually(f: impl FnMut() -> bool) -> bool {
+    wait_until(Duration::from_secs(5), f).await
 }
 
 /// Runs a test body once per store.
