@@ -80,9 +80,6 @@ pub struct Application {
     ingest_tx: IngestSender,
     /// Taken by the writer when it starts.
     ingest_rx: Option<IngestReceiver>,
-    /// The change feed's re-reads to the writer (the writer takes the receiver).
-    changes_tx: ChangesSender,
-    changes_rx: Option<ChangesReceiver>,
     /// The durable spool, when enabled.
     journal: Option<ingest::SharedJournal>,
     /// False while the index does not reflect the database (start-up with it unreachable).
@@ -168,11 +165,8 @@ impl Application {
         {
             tracing::warn!(error = %e, "nas table not readable for disconnects yet");
         }
-        let (changes_tx, changes_rx) = ingest::changes_channel();
         Ok(Application {
             changes,
-            changes_tx,
-            changes_rx: Some(changes_rx),
             disconnector,
             journal,
             ready,
@@ -294,7 +288,15 @@ impl Application {
             let _ = sender_task.await;
         });
         let writer_alive = Arc::new(AtomicBool::new(true));
-        let writer = self.spawn_writer(&stages.writer, &responder, &writer_health, &writer_alive);
+        // The change feed's re-reads, which the writer takes ahead of its queue.
+        let (changes_tx, changes_rx) = ingest::changes_channel();
+        let writer = self.spawn_writer(
+            &stages.writer,
+            &responder,
+            &writer_health,
+            &writer_alive,
+            changes_rx,
+        );
         let listener = Listener::new(
             self.radius_socket.clone(),
             self.clients.clone(),
@@ -307,7 +309,7 @@ impl Application {
             .listener
             .tasks
             .spawn(listener.run(stages.listener.stop.clone()));
-        self.spawn_background(&stages, writer_alive);
+        self.spawn_background(&stages, writer_alive, changes_tx);
         let (config, stop) = (self.config.api.clone(), stages.api.stop.clone());
         let api = stages
             .api
@@ -331,6 +333,7 @@ impl Application {
         responder: &Responder,
         health: &Arc<WriterHealth>,
         alive: &Arc<AtomicBool>,
+        changes: ChangesReceiver,
     ) -> JoinHandle<()> {
         let writer = Writer::new(
             self.store.clone(),
@@ -341,11 +344,8 @@ impl Application {
             writer_options(&self.config),
         )
         .with_health(health.clone())
-        .on_ready(self.reload.clone());
-        let writer = match self.changes_rx.take() {
-            Some(changes) => writer.with_changes(changes),
-            None => writer,
-        };
+        .on_ready(self.reload.clone())
+        .with_changes(changes);
         let writer = match &self.journal {
             Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
             None => writer,
@@ -387,8 +387,13 @@ impl Application {
     }
 
     /// Jobs, /metrics, the reseller-cache and `nas` refreshers, SIGHUP reloads and the systemd
-    /// watchdog, on the background stage.
-    fn spawn_background(&mut self, stages: &Stages, writer_alive: Arc<AtomicBool>) {
+    /// watchdog, on the background stage; the change feed sends its re-reads to `changes`.
+    fn spawn_background(
+        &mut self,
+        stages: &Stages,
+        writer_alive: Arc<AtomicBool>,
+        changes: ChangesSender,
+    ) {
         let (tasks, stopping) = (&stages.background.tasks, &stages.stopping);
         jobs::start(
             &self.config.jobs,
@@ -402,7 +407,7 @@ impl Application {
             self.store.clone(),
             self.stats.node().clone(),
             self.ingest_tx.clone(),
-            self.changes_tx.clone(),
+            changes,
             self.changes.take(),
         );
         tasks.spawn(feed.run(stopping.child_token()));
