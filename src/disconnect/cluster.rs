@@ -186,7 +186,11 @@ impl Inner {
         via: Via,
         call: &Call,
     ) -> ActionRecord {
-        let (outcome, detail) = outcome_of(result);
+        let (outcome, detail) = outcome_of(result, via);
+        let error_cause = match result {
+            Err(DisconnectError::Refused { error_cause, .. }) => error_cause.map(i64::from),
+            _ => None,
+        };
         ActionRecord {
             radacctid,
             acctuniqueid: s.acctuniqueid.to_string(),
@@ -196,6 +200,8 @@ impl Inner {
             method: via.as_str(),
             outcome,
             detail: Some(detail.to_string()),
+            request: None,
+            error_cause,
             actor: call.actor.clone(),
             node: self.node.clone(),
             rtt_ms: (via != Via::None)
@@ -207,7 +213,9 @@ impl Inner {
 }
 
 /// The `outcome` and `detail` (JSON) an answer is recorded as; [`answer_of`] reads them back.
-fn outcome_of(result: &Outcome) -> (&'static str, Value) {
+/// A refusal is `nak`; no answer from either path is `timeout`, or `error` when nothing could
+/// be sent (`via` is [`Via::None`]).
+fn outcome_of(result: &Outcome, via: Via) -> (&'static str, Value) {
     match result {
         Ok(d) => {
             let outcome = match d.method {
@@ -221,11 +229,12 @@ fn outcome_of(result: &Outcome) -> (&'static str, Value) {
             error_cause,
             detail,
         }) => (
-            "refused",
+            "nak",
             json!({ "error_cause": error_cause, "detail": detail }),
         ),
         Err(DisconnectError::Unreachable { detail }) => {
-            ("unreachable", json!({ "detail": detail }))
+            let outcome = if via == Via::None { "error" } else { "timeout" };
+            (outcome, json!({ "detail": detail }))
         }
         Err(DisconnectError::Internal(detail)) => ("internal", json!({ "detail": detail })),
     }
@@ -256,13 +265,15 @@ fn answer_of(previous: &StoredAction, started: Instant) -> Option<Outcome> {
         "ack" => done(Method::Coa),
         "removed" => done(Method::Api),
         "already_closed" => done(Method::AlreadyClosed),
-        "refused" => Err(DisconnectError::Refused {
+        // `refused` and `unreachable`: what rows written before `nak`, `timeout` and `error`
+        // say.
+        "nak" | "refused" => Err(DisconnectError::Refused {
             error_cause: detail["error_cause"]
                 .as_u64()
                 .and_then(|c| u32::try_from(c).ok()),
             detail: why,
         }),
-        "unreachable" => Err(DisconnectError::Unreachable { detail: why }),
+        "timeout" | "error" | "unreachable" => Err(DisconnectError::Unreachable { detail: why }),
         _ => return None,
     })
 }
@@ -272,7 +283,7 @@ mod tests {
     use super::*;
 
     fn stored(result: &Outcome) -> StoredAction {
-        let (outcome, detail) = outcome_of(result);
+        let (outcome, detail) = outcome_of(result, Via::Coa);
         StoredAction {
             id: 1,
             radacctid: 7,
@@ -283,6 +294,10 @@ mod tests {
             actor: None,
             node: "a".into(),
             rtt_ms: Some(12),
+            request: None,
+            error_cause: None,
+            requested_at: 1,
+            finished_at: 2,
         }
     }
 

@@ -55,6 +55,96 @@ pub const FRAMED_IPV6_ADDRESS: u8 = 168;
 /// MikroTik's IANA Private Enterprise Number, for its Vendor-Specific attributes.
 pub const VENDOR_MIKROTIK: u32 = 14988;
 
+/// MikroTik's `Mikrotik-Rate-Limit` (RouterOS rate-limit syntax, see `rate_limit`).
+pub const MIKROTIK_RATE_LIMIT: u8 = 8;
+/// MikroTik's `Mikrotik-Address-List` (the firewall address list the session's address joins).
+pub const MIKROTIK_ADDRESS_LIST: u8 = 19;
+/// Session-Timeout (RFC 2865 §5.27).
+pub const SESSION_TIMEOUT: u8 = 27;
+/// Filter-Id (RFC 2865 §5.11).
+pub const FILTER_ID: u8 = 11;
+
+/// How an attribute's value is written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// Text (`string`), 1 to 253 octets (247 inside a Vendor-Specific).
+    Text,
+    /// A 32-bit unsigned number (`integer`).
+    Integer,
+    /// An IPv4 address (`ipaddr`).
+    Ipv4Addr,
+}
+
+/// An attribute a CoA-Request may carry to change a session, as the FreeRADIUS dictionaries
+/// define it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttrDef {
+    /// The FreeRADIUS dictionary name.
+    pub name: &'static str,
+    /// The vendor of a Vendor-Specific sub-attribute; `None` for a standard attribute.
+    pub vendor: Option<u32>,
+    pub typ: u8,
+    pub value: ValueType,
+}
+
+const fn std_attr(name: &'static str, typ: u8, value: ValueType) -> AttrDef {
+    AttrDef {
+        name,
+        vendor: None,
+        typ,
+        value,
+    }
+}
+
+const fn mikrotik(name: &'static str, typ: u8, value: ValueType) -> AttrDef {
+    AttrDef {
+        name,
+        vendor: Some(VENDOR_MIKROTIK),
+        typ,
+        value,
+    }
+}
+
+/// The attributes a CoA-Request may change (RFC 2865, RFC 2869, and FreeRADIUS's
+/// `dictionary.mikrotik`), by the names configuration uses. Identification attributes
+/// (User-Name, Acct-Session-Id, NAS-IP-Address, Framed-IP-Address) are not among them: the
+/// request sets those from the session.
+pub const CHANGE_ATTRIBUTES: &[AttrDef] = &[
+    std_attr("Filter-Id", FILTER_ID, ValueType::Text),
+    std_attr("Reply-Message", 18, ValueType::Text),
+    std_attr("Class", CLASS, ValueType::Text),
+    std_attr("Session-Timeout", SESSION_TIMEOUT, ValueType::Integer),
+    std_attr("Idle-Timeout", 28, ValueType::Integer),
+    std_attr(
+        "Acct-Interim-Interval",
+        ACCT_INTERIM_INTERVAL,
+        ValueType::Integer,
+    ),
+    std_attr("Framed-Pool", 88, ValueType::Text),
+    mikrotik("Mikrotik-Recv-Limit", 1, ValueType::Integer),
+    mikrotik("Mikrotik-Xmit-Limit", 2, ValueType::Integer),
+    mikrotik("Mikrotik-Group", 3, ValueType::Text),
+    mikrotik("Mikrotik-Rate-Limit", MIKROTIK_RATE_LIMIT, ValueType::Text),
+    mikrotik("Mikrotik-Recv-Limit-Gigawords", 14, ValueType::Integer),
+    mikrotik("Mikrotik-Xmit-Limit-Gigawords", 15, ValueType::Integer),
+    mikrotik("Mikrotik-Total-Limit", 17, ValueType::Integer),
+    mikrotik("Mikrotik-Total-Limit-Gigawords", 18, ValueType::Integer),
+    mikrotik(
+        "Mikrotik-Address-List",
+        MIKROTIK_ADDRESS_LIST,
+        ValueType::Text,
+    ),
+    mikrotik("Mikrotik-Delegated-IPv6-Pool", 22, ValueType::Text),
+];
+
+/// The [`CHANGE_ATTRIBUTES`] entry named `name`, ASCII case-insensitively as FreeRADIUS
+/// matches names.
+pub fn change_attribute(name: &str) -> Option<&'static AttrDef> {
+    CHANGE_ATTRIBUTES
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case(name))
+}
+
 /// Acct-Status-Type values (RFC 2866 §5.1).
 pub const STATUS_START: u32 = 1;
 pub const STATUS_STOP: u32 = 2;

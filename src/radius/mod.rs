@@ -6,4 +6,5 @@ pub mod clients;
 pub mod codec;
 pub mod dictionary;
 pub mod listener;
+pub mod rate_limit;
 pub mod reply;

@@ -36,15 +36,22 @@ pub struct ActionRecord {
     pub acctuniqueid: String,
     pub username: Option<String>,
     pub nasipaddress: String,
-    /// `disconnect`.
+    /// `disconnect` or `coa`.
     pub action: &'static str,
-    /// `coa`, `api` or `none` (nothing was sent).
+    /// `coa` (a Disconnect-Request or CoA-Request), `api` (the RouterOS API) or `none`
+    /// (nothing was sent).
     pub method: &'static str,
-    /// What the attempt ended with (`ack`, `removed`, `already_closed`, `refused`,
-    /// `unreachable`).
+    /// What the attempt ended with: `ack`, `nak` (see `error_cause`), `timeout` (no answer),
+    /// `removed` (the RouterOS API removed the session), `already_closed`, or `error`
+    /// (nothing could be sent).
     pub outcome: &'static str,
     /// JSON with what reproduces the answer.
     pub detail: Option<String>,
+    /// JSON object of the attributes sent beyond the session's identification (a CoA's
+    /// changes); `None` for a disconnect.
+    pub request: Option<String>,
+    /// The Error-Cause of a NAK, when it carried one.
+    pub error_cause: Option<i64>,
     /// The API token's subject.
     pub actor: Option<String>,
     /// The node that made the attempt (`node.name`).
@@ -69,22 +76,35 @@ pub struct StoredAction {
     pub actor: Option<String>,
     pub node: String,
     pub rtt_ms: Option<i64>,
+    pub request: Option<String>,
+    pub error_cause: Option<i64>,
+    /// Epoch seconds.
+    pub requested_at: i64,
+    /// Epoch seconds.
+    pub finished_at: i64,
 }
 
 /// The columns [`read_action`] reads, in its order.
-pub(super) const ACTION_COLUMNS: &str =
-    "id, radacctid, action, method, outcome, detail, actor, node, rtt_ms";
+pub(super) fn action_columns<D: Dialect>() -> String {
+    format!(
+        "id, radacctid, action, method, outcome, detail, actor, node, rtt_ms, request, \
+         CAST(error_cause AS BIGINT), {}, {}",
+        D::epoch("requested_at"),
+        D::epoch("finished_at")
+    )
+}
 
 /// The insert of one [`ActionRecord`], returning its id; bound by [`bind_action!`].
 pub(super) fn insert_action_sql<D: Dialect>() -> String {
-    let p: Vec<String> = (1..=13).map(D::param).collect();
+    let p: Vec<String> = (1..=15).map(D::param).collect();
     format!(
         "INSERT INTO session_actions (radacctid, acctuniqueid, username, nasipaddress, action, \
-         method, outcome, detail, actor, node, rtt_ms, requested_at, finished_at) \
-         VALUES ({}, {}, {}) RETURNING id",
+         method, outcome, detail, actor, node, rtt_ms, requested_at, finished_at, request, \
+         error_cause) VALUES ({}, {}, {}, {}) RETURNING id",
         p[..11].join(", "),
         D::timestamp(&p[11]),
         D::timestamp(&p[12]),
+        p[13..].join(", "),
     )
 }
 
@@ -106,11 +126,13 @@ macro_rules! bind_action {
             .bind(r.rtt_ms)
             .bind(r.requested_at)
             .bind(r.finished_at)
+            .bind(r.request.as_deref())
+            .bind(r.error_cause)
     }};
 }
 pub(super) use bind_action;
 
-/// Reads a row selected with [`ACTION_COLUMNS`].
+/// Reads a row selected with [`action_columns`].
 pub(super) fn read_action<'r, R>(r: &'r R) -> Result<StoredAction>
 where
     R: sqlx::Row,
@@ -130,6 +152,10 @@ where
         actor: r.try_get(6)?,
         node: r.try_get(7)?,
         rtt_ms: r.try_get(8)?,
+        request: r.try_get(9)?,
+        error_cause: r.try_get(10)?,
+        requested_at: r.try_get(11)?,
+        finished_at: r.try_get(12)?,
     })
 }
 
@@ -148,7 +174,8 @@ impl Store {
     pub async fn session_actions(&self, radacctid: i64) -> Result<Vec<StoredAction>> {
         each_store!(Store, self, s: D => {
             let sql = format!(
-                "SELECT {ACTION_COLUMNS} FROM session_actions WHERE radacctid = {} ORDER BY id",
+                "SELECT {} FROM session_actions WHERE radacctid = {} ORDER BY id",
+                action_columns::<D>(),
                 D::param(1)
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -191,13 +218,16 @@ mod tests {
     }
 
     #[test]
-    fn the_insert_binds_thirteen_values() {
+    fn the_insert_binds_fifteen_values() {
         let pg = insert_action_sql::<crate::store::PgStore>();
         assert!(
-            pg.contains("$11, to_timestamp($12), to_timestamp($13)"),
+            pg.contains("$11, to_timestamp($12), to_timestamp($13), $14, $15)"),
             "{pg}"
         );
         let lite = insert_action_sql::<crate::store::SqliteStore>();
-        assert!(lite.contains("datetime(?13, 'unixepoch')"), "{lite}");
+        assert!(
+            lite.contains("datetime(?13, 'unixepoch'), ?14, ?15)"),
+            "{lite}"
+        );
     }
 }

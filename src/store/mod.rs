@@ -50,6 +50,8 @@ pub(crate) trait Dialect {
     fn read_back(c: &Column) -> String;
     /// A parameter `p` of epoch seconds, as a timestamp.
     fn timestamp(p: &str) -> String;
+    /// A timestamp expression as whole epoch seconds (int8).
+    fn epoch(expr: &str) -> String;
     /// The condition: the NAS address is the text parameter `p`.
     fn nas_is(p: &str) -> String;
     /// `expr` lower-cased, ASCII letters only (PostgreSQL's `lower()` folds by locale;

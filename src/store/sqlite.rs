@@ -27,7 +27,7 @@ impl Dialect for SqliteStore {
 
     fn read_back(c: &Column) -> String {
         match c.kind {
-            ColumnKind::Time => format!("CAST(strftime('%s', {}) AS INTEGER)", c.name),
+            ColumnKind::Time => Self::epoch(c.name),
             ColumnKind::Text | ColumnKind::Int | ColumnKind::Addr | ColumnKind::Prefix => {
                 c.name.to_owned()
             }
@@ -36,6 +36,10 @@ impl Dialect for SqliteStore {
 
     fn timestamp(p: &str) -> String {
         format!("datetime({p}, 'unixepoch')")
+    }
+
+    fn epoch(expr: &str) -> String {
+        format!("CAST(strftime('%s', {expr}) AS INTEGER)")
     }
 
     fn nas_is(p: &str) -> String {

@@ -268,11 +268,7 @@ async fn two_nodes_one_request(mode: NasMode) {
         (row.action.as_str(), row.method.as_str()),
         ("disconnect", "coa")
     );
-    let outcome = if mode == NasMode::Ack {
-        "ack"
-    } else {
-        "refused"
-    };
+    let outcome = if mode == NasMode::Ack { "ack" } else { "nak" };
     assert_eq!(row.outcome, outcome);
     assert_eq!(row.actor.as_deref(), Some("test"));
     assert!(row.rtt_ms.is_some_and(|ms| ms >= 0), "{row:?}");

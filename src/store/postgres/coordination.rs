@@ -11,7 +11,7 @@ use sqlx::{Postgres, Row as _, Transaction};
 use super::PgStore;
 use crate::sessions::{Columns, Row, RowVersion};
 use crate::store::actions::{
-    ACTION_COLUMNS, ACTION_LOCK_CLASS, ActionRecord, StoredAction, action_lock_key, bind_action,
+    ACTION_LOCK_CLASS, ActionRecord, StoredAction, action_columns, action_lock_key, bind_action,
     insert_action_sql, read_action,
 };
 use crate::store::{Dialect as _, Result, StoreError, read_row, select_list};
@@ -317,8 +317,9 @@ static INSERT_ACTION_SQL: LazyLock<String> = LazyLock::new(insert_action_sql::<P
 
 static NEWER_ACTION_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ACTION_COLUMNS} FROM session_actions WHERE radacctid = $1 AND id > $2 \
-         AND action = 'disconnect' ORDER BY id DESC LIMIT 1"
+        "SELECT {} FROM session_actions WHERE radacctid = $1 AND id > $2 \
+         AND action = 'disconnect' ORDER BY id DESC LIMIT 1",
+        action_columns::<PgStore>()
     )
 });
 

@@ -38,7 +38,7 @@ impl Dialect for PgStore {
         let name = c.name;
         match c.kind {
             ColumnKind::Text | ColumnKind::Int => name.to_owned(),
-            ColumnKind::Time => format!("floor(date_part('epoch', {name}))::int8"),
+            ColumnKind::Time => Self::epoch(name),
             ColumnKind::Addr => format!("host({name})"),
             ColumnKind::Prefix => format!("{name}::text"),
         }
@@ -46,6 +46,10 @@ impl Dialect for PgStore {
 
     fn timestamp(p: &str) -> String {
         format!("to_timestamp({p})")
+    }
+
+    fn epoch(expr: &str) -> String {
+        format!("floor(date_part('epoch', {expr}))::int8")
     }
 
     fn nas_is(p: &str) -> String {
