@@ -208,6 +208,11 @@ pub struct DisconnectConfig {
     pub api_timeout_ms: u64,
     /// How long to wait for the writer to commit the close, in milliseconds.
     pub close_timeout_ms: u64,
+    /// The dictionary attributes `POST /api/sessions/{id}/coa` accepts in its `attributes`
+    /// list (e.g. `["Idle-Timeout", "Mikrotik-Total-Limit"]`); its named fields
+    /// (`rate_limit`, `session_timeout`, `filter_id`, `address_list`) are always accepted.
+    /// Empty by default: nothing beyond the named fields.
+    pub coa_attributes: Vec<String>,
 }
 
 impl Default for DisconnectConfig {
@@ -225,6 +230,7 @@ impl Default for DisconnectConfig {
             api_reply_timeout_ms: 3000,
             api_timeout_ms: 10_000,
             close_timeout_ms: 10_000,
+            coa_attributes: Vec::new(),
         }
     }
 }
@@ -240,6 +246,21 @@ impl DisconnectConfig {
         }
         if !(1..=1024).contains(&self.coa_sockets) {
             return Err("disconnect.coa_sockets must be between 1 and 1024".into());
+        }
+        if let Some(unknown) = self
+            .coa_attributes
+            .iter()
+            .find(|a| crate::radius::dictionary::change_attribute(a).is_none())
+        {
+            let known: Vec<&str> = crate::radius::dictionary::CHANGE_ATTRIBUTES
+                .iter()
+                .map(|a| a.name)
+                .collect();
+            return Err(format!(
+                "disconnect.coa_attributes: {unknown:?} is not an attribute a CoA may change \
+                 (known: {})",
+                known.join(", ")
+            ));
         }
         if self.coa_port == 0 || self.api_port == 0 || self.api_tls_port == 0 {
             return Err(

@@ -63,6 +63,11 @@ pub struct CloseRequest {
     /// Close only when the row's last update (else start) is older than this (the sweeper's
     /// condition, evaluated on the row as it is when the writer gets to it).
     pub if_updated_before: Option<i64>,
+    /// The action log row of the disconnect that asked for this close: written in the same
+    /// transaction, its `detail` saying whether this close changed the row
+    /// ([`crate::store::ActionRecord::with_row_closed`]); journaled with the close during an
+    /// outage.
+    pub action: Option<Box<crate::store::ActionRecord>>,
     /// Told after commit whether the row was closed by this request; dropped unanswered when
     /// the write failed.
     done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<bool>>>,
@@ -83,10 +88,17 @@ impl CloseRequest {
                 stop_time,
                 cause: cause.into(),
                 if_updated_before,
+                action: None,
                 done: std::sync::Mutex::new(Some(tx)),
             },
             rx,
         )
+    }
+
+    /// This request, recording `action` with the close.
+    pub fn with_action(mut self, action: Option<crate::store::ActionRecord>) -> CloseRequest {
+        self.action = action.map(Box::new);
+        self
     }
 
     /// Reports the outcome (after commit).

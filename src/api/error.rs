@@ -33,6 +33,16 @@ pub enum ApiError {
     /// (`disconnect::refusal_message`). Not an internal cause: the client needs it.
     #[error("{0}")]
     NasRefused(String),
+    /// The NAS refused a CoA change (a CoA-NAK): 422 with the message
+    /// (`disconnect::change_refusal_message`) and the Error-Cause by name in `error_cause`.
+    #[error("{message}")]
+    ChangeRefused {
+        message: String,
+        error_cause: Option<&'static str>,
+    },
+    /// The request conflicts with the session's state (`session is closed`).
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("database unavailable")]
     Database(#[source] StoreError),
     #[error("internal error")]
@@ -51,6 +61,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ChangeRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } | ApiError::NasRefused(_) | ApiError::Database(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -88,7 +100,17 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        let mut response = error_body(status, &self.to_string());
+        let mut response = match &self {
+            ApiError::ChangeRefused {
+                message,
+                error_cause,
+            } => (
+                status,
+                Json(json!({ "success": false, "message": message, "error_cause": error_cause })),
+            )
+                .into_response(),
+            _ => error_body(status, &self.to_string()),
+        };
         match self {
             ApiError::Unauthorized(_) => {
                 response

@@ -14,6 +14,7 @@
 //! the README's API section and, field by field, the OpenAPI document ([`openapi`]) restate.
 
 pub mod auth;
+pub mod coa;
 pub mod disconnect;
 pub mod error;
 pub mod export;
@@ -97,6 +98,11 @@ pub const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/sessions/{radacctid}/disconnect",
         handler: || post(disconnect::disconnect),
+    },
+    Route {
+        method: "post",
+        path: "/api/sessions/{radacctid}/coa",
+        handler: || post(coa::coa),
     },
     Route {
         method: "get",

@@ -70,6 +70,7 @@ pub fn describe(e: &JournalEntry) -> String {
             acctuniqueid,
             stop_time,
             cause,
+            ..
         } => format!(
             "key={acctuniqueid} kind=close time={} cause={cause:?}",
             format_time(*stop_time)

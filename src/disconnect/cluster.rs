@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{DisconnectError, Disconnected, Inner, Method, Via};
+use super::{Attempt, DisconnectError, Disconnected, Inner, Method, Via};
 use crate::clock::now_secs;
 use crate::sessions::Session;
 use crate::store::{ActionLock, ActionRecord, Store, StoredAction};
@@ -50,11 +50,33 @@ pub(super) enum Answered {
 }
 
 /// The leader's call, as the action log records it.
-struct Call {
+pub(super) struct Call {
     requested_at: i64,
     started: Instant,
     actor: Option<String>,
 }
+
+impl Call {
+    /// A call made now on behalf of `actor`.
+    pub(super) fn new(actor: Option<String>) -> Call {
+        Call {
+            requested_at: now_secs(),
+            started: Instant::now(),
+            actor,
+        }
+    }
+
+    pub(super) fn requested_at(&self) -> i64 {
+        self.requested_at
+    }
+
+    pub(super) fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
+    }
+}
+
+/// What an attempt needs to log itself: the session's radacctid and the call.
+pub(super) type LogTo<'a> = Option<(i64, &'a Call)>;
 
 impl Inner {
     /// The attempt for `s`, coordinated with the other nodes and logged when an action log is
@@ -67,14 +89,10 @@ impl Inner {
         // A session without a radacctid is held by the journal only: no row to log against,
         // and no other node can know it.
         let (Some(store), Some(radacctid)) = (self.actions.get(), s.radacctid) else {
-            return (self.attempt(s).await.0, Answered::Here);
+            return (self.attempt(s, None).await.result, Answered::Here);
         };
-        let call = Call {
-            requested_at: now_secs(),
-            started: Instant::now(),
-            actor,
-        };
-        match self.lock(store, radacctid).await {
+        let call = Call::new(actor);
+        match self.lock(store, radacctid, ACTION).await {
             Ok(Some(lock)) => self.locked(s, radacctid, lock, &call).await,
             Ok(None) => (
                 self.unlocked(store, s, radacctid, &call).await,
@@ -100,12 +118,18 @@ impl Inner {
         Duration::from_millis(c.coa_timeout_ms + c.api_timeout_ms + c.close_timeout_ms)
     }
 
-    /// The session's action lock (`None` on SQLite); `Err` says why coordination failed.
-    async fn lock(&self, store: &Store, radacctid: i64) -> Result<Option<ActionLock>, String> {
+    /// The session's action lock (`None` on SQLite), telling what `action` another node
+    /// finished meanwhile; `Err` says why coordination failed.
+    pub(super) async fn lock(
+        &self,
+        store: &Store,
+        radacctid: i64,
+        action: &str,
+    ) -> Result<Option<ActionLock>, String> {
         let wait = self.lock_wait();
         match tokio::time::timeout(
             wait + LOCK_GRACE,
-            store.lock_session_actions(radacctid, wait),
+            store.lock_session_actions(radacctid, action, wait),
         )
         .await
         {
@@ -144,41 +168,55 @@ impl Inner {
                 "session_actions row with an outcome this version does not know; disconnecting"
             );
         }
-        let (result, via) = if lock.row_open() == Some(false) {
+        let attempt = if lock.row_open() == Some(false) {
             let done = Disconnected {
                 method: Method::AlreadyClosed,
                 row_closed: false,
                 elapsed: call.started.elapsed(),
             };
-            (Ok(done), Via::None)
+            Attempt {
+                result: Ok(done),
+                via: Via::None,
+                logged: false,
+            }
         } else {
-            self.attempt(s).await
+            self.attempt(s, Some((radacctid, call))).await
         };
-        let record = self.record(s, radacctid, &result, via, call);
-        if let Err(e) = lock.finish(&record).await {
+        let written = if attempt.logged {
+            // The writer committed the row with the close, before this rollback releases
+            // the lock: a node waiting for it finds the row.
+            lock.release().await.map(|_| ())
+        } else {
+            let record = self.record(s, radacctid, &attempt.result, attempt.via, call);
+            lock.finish(&record).await.map(|_| ())
+        };
+        if let Err(e) = written {
             tracing::warn!(
                 radacctid, error = %e,
-                "disconnect outcome not written to session_actions"
+                "disconnect outcome not written to session_actions (or its lock not released)"
             );
         }
-        (result, Answered::Here)
+        (attempt.result, Answered::Here)
     }
 
-    /// Without the lock: the attempt, then its row appended (logged when that fails too).
+    /// Without the lock: the attempt, then its row appended unless the writer wrote it with
+    /// the close (logged when that fails too).
     async fn unlocked(&self, store: &Store, s: &Session, radacctid: i64, call: &Call) -> Outcome {
-        let (result, via) = self.attempt(s).await;
-        let record = self.record(s, radacctid, &result, via, call);
-        if let Err(e) = store.record_action(&record).await {
-            tracing::warn!(
-                radacctid, error = %e,
-                "disconnect outcome not written to session_actions"
-            );
+        let attempt = self.attempt(s, Some((radacctid, call))).await;
+        if !attempt.logged {
+            let record = self.record(s, radacctid, &attempt.result, attempt.via, call);
+            if let Err(e) = store.record_action(&record).await {
+                tracing::warn!(
+                    radacctid, error = %e,
+                    "disconnect outcome not written to session_actions"
+                );
+            }
         }
-        result
+        attempt.result
     }
 
     /// The action log row of an attempt.
-    fn record(
+    pub(super) fn record(
         &self,
         s: &Session,
         radacctid: i64,
@@ -196,9 +234,9 @@ impl Inner {
             acctuniqueid: s.acctuniqueid.to_string(),
             username: Some(s.username.to_string()),
             nasipaddress: s.nasipaddress.to_string(),
-            action: ACTION,
-            method: via.as_str(),
-            outcome,
+            action: ACTION.into(),
+            method: via.as_str().into(),
+            outcome: outcome.into(),
             detail: Some(detail.to_string()),
             request: None,
             error_cause,

@@ -1,8 +1,9 @@
-//! RFC 5176 Disconnect-Request client over a small pool of UDP sockets. Each socket owns a
-//! 256-identifier space and one dispatcher task that routes Disconnect-ACK/NAK datagrams to the
-//! waiting request by identifier, after checking the source address, the Response
-//! Authenticator and any Message-Authenticator. Anything else is ignored (counted), so a forged
-//! or stray answer is indistinguishable from silence.
+//! RFC 5176 client (Disconnect-Request and CoA-Request) over a small pool of UDP sockets. Each
+//! socket owns a 256-identifier space and one dispatcher task that routes answers to the
+//! waiting request by identifier, after checking that the answer's code fits the request
+//! (Disconnect-ACK/NAK for a Disconnect-Request, CoA-ACK/NAK for a CoA-Request), the source
+//! address, the Response Authenticator and any Message-Authenticator. Anything else is ignored
+//! (counted), so a forged or stray answer is indistinguishable from silence.
 //!
 //! It must not know about sessions or the database; no lock is held across an `.await`.
 
@@ -19,7 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::stats::{CoaIgnoreReason, DisconnectStats};
 use crate::metrics::Stats;
 use crate::radius::codec::{Code, EncodeError, Packet, PacketBuilder};
-use crate::radius::dictionary as d;
+use crate::radius::dictionary::{self as d, AttrDef, ValueType};
 
 /// Error-Cause 503, Session-Context-Not-Found (RFC 5176 §3.6).
 pub const SESSION_CONTEXT_NOT_FOUND: u32 = 503;
@@ -56,7 +57,8 @@ impl Default for CoaConfig {
     }
 }
 
-/// The attributes that identify the session to the NAS (RFC 5176 §3).
+/// The attributes that identify the session to the NAS (RFC 5176 §3), in a Disconnect-Request
+/// and in a CoA-Request alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisconnectRequest<'a> {
     pub user_name: &'a str,
@@ -71,7 +73,28 @@ impl DisconnectRequest<'_> {
     /// The Disconnect-Request with identifier `id`: User-Name, Acct-Session-Id,
     /// Framed-IP-Address, NAS-IP-Address, and a Message-Authenticator (RFC 5176 §3).
     pub fn builder(&self, id: u8) -> Result<PacketBuilder, EncodeError> {
-        let mut b = PacketBuilder::new(Code::DisconnectRequest, id);
+        let mut b = self.identify(Code::DisconnectRequest, id)?;
+        b.message_authenticator();
+        Ok(b)
+    }
+
+    /// The CoA-Request with identifier `id`: the same identification, then `changes` in
+    /// order, and a Message-Authenticator (RFC 5176 §3.1).
+    pub fn coa_builder(
+        &self,
+        id: u8,
+        changes: &[ChangeAttr],
+    ) -> Result<PacketBuilder, EncodeError> {
+        let mut b = self.identify(Code::CoaRequest, id)?;
+        for c in changes {
+            c.encode(&mut b)?;
+        }
+        b.message_authenticator();
+        Ok(b)
+    }
+
+    fn identify(&self, code: Code, id: u8) -> Result<PacketBuilder, EncodeError> {
+        let mut b = PacketBuilder::new(code, id);
         b.attr(d::USER_NAME, self.user_name.as_bytes())?;
         b.attr(d::ACCT_SESSION_ID, self.acct_session_id.as_bytes())?;
         if let Some(ip) = self.framed_ip {
@@ -86,17 +109,93 @@ impl DisconnectRequest<'_> {
             }
             None => {}
         }
-        b.message_authenticator();
         Ok(b)
     }
+}
+
+/// A value of a [`ChangeAttr`], of its attribute's [`ValueType`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrValue {
+    Text(String),
+    Integer(u32),
+    Ipv4(Ipv4Addr),
+}
+
+/// One attribute a CoA-Request sets (a dictionary attribute with a value of its type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeAttr {
+    pub def: &'static AttrDef,
+    pub value: AttrValue,
+}
+
+impl ChangeAttr {
+    /// `value` as `def` types it; `Err` says why it does not fit (for a 400 naming the field).
+    pub fn new(def: &'static AttrDef, value: AttrValue) -> Result<ChangeAttr, String> {
+        let fits = matches!(
+            (def.value, &value),
+            (ValueType::Text, AttrValue::Text(_))
+                | (ValueType::Integer, AttrValue::Integer(_))
+                | (ValueType::Ipv4Addr, AttrValue::Ipv4(_))
+        );
+        if !fits {
+            return Err(format!(
+                "{} takes {}",
+                def.name,
+                match def.value {
+                    ValueType::Text => "text",
+                    ValueType::Integer => "a whole number from 0 to 4294967295",
+                    ValueType::Ipv4Addr => "an IPv4 address",
+                }
+            ));
+        }
+        if let AttrValue::Text(t) = &value {
+            let max = if def.vendor.is_some() { 247 } else { 253 };
+            if t.is_empty() || t.len() > max {
+                return Err(format!("{} takes 1 to {max} bytes of text", def.name));
+            }
+            if t.chars().any(char::is_control) {
+                return Err(format!("{} may not contain control characters", def.name));
+            }
+        }
+        Ok(ChangeAttr { def, value })
+    }
+
+    /// The value as JSON (the action log's `request`).
+    pub fn json_value(&self) -> serde_json::Value {
+        match &self.value {
+            AttrValue::Text(t) => serde_json::Value::from(t.as_str()),
+            AttrValue::Integer(n) => serde_json::Value::from(*n),
+            AttrValue::Ipv4(ip) => serde_json::Value::from(ip.to_string()),
+        }
+    }
+
+    fn encode(&self, b: &mut PacketBuilder) -> Result<(), EncodeError> {
+        let bytes: Vec<u8> = match &self.value {
+            AttrValue::Text(t) => t.as_bytes().to_vec(),
+            AttrValue::Integer(n) => n.to_be_bytes().to_vec(),
+            AttrValue::Ipv4(ip) => ip.octets().to_vec(),
+        };
+        match self.def.vendor {
+            Some(vendor) => b.vendor_attr(vendor, self.def.typ, &bytes)?,
+            None => b.attr(self.def.typ, &bytes)?,
+        };
+        Ok(())
+    }
+}
+
+/// Which request is waiting, hence which answers it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Disconnect,
+    Coa,
 }
 
 /// How the NAS answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CoaOutcome {
-    /// Disconnect-ACK: the session is gone.
+    /// Disconnect-ACK (the session is gone) or CoA-ACK (the change is applied).
     Ack,
-    /// Disconnect-NAK with its (first) Error-Cause.
+    /// Disconnect-NAK or CoA-NAK with its (first) Error-Cause.
     Nak(Option<u32>),
     /// No acceptable answer within the budget.
     Timeout,
@@ -126,7 +225,7 @@ pub struct CoaReply {
 /// Why a request could not be sent at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoaError {
-    #[error("cannot encode the Disconnect-Request: {0}")]
+    #[error("cannot encode the request: {0}")]
     Encode(#[from] EncodeError),
     #[error("NAS {nas} cannot be reached from sockets bound to {bind}")]
     AddressFamily { nas: SocketAddr, bind: IpAddr },
@@ -141,6 +240,7 @@ enum Answer {
 
 /// A request waiting on an identifier.
 struct Waiter {
+    kind: Kind,
     peer: SocketAddr,
     /// `None` until the packet is signed; no answer is accepted before.
     authenticator: Option<[u8; 16]>,
@@ -172,9 +272,11 @@ impl SocketShared {
     /// Routes one datagram to its request, or says why it was ignored.
     fn deliver(&self, datagram: &[u8], from: SocketAddr) -> Result<(), CoaIgnoreReason> {
         let p = Packet::decode(datagram).map_err(|_| CoaIgnoreReason::Malformed)?;
-        let answer = match p.code() {
-            Code::DisconnectAck => Answer::Ack,
-            Code::DisconnectNak => Answer::Nak(p.attr_u32(d::ERROR_CAUSE)),
+        let (kind, answer) = match p.code() {
+            Code::DisconnectAck => (Kind::Disconnect, Answer::Ack),
+            Code::DisconnectNak => (Kind::Disconnect, Answer::Nak(p.attr_u32(d::ERROR_CAUSE))),
+            Code::CoaAck => (Kind::Coa, Answer::Ack),
+            Code::CoaNak => (Kind::Coa, Answer::Nak(p.attr_u32(d::ERROR_CAUSE))),
             _ => return Err(CoaIgnoreReason::UnexpectedCode),
         };
         let tx = {
@@ -189,6 +291,10 @@ impl SocketShared {
                 .ok_or(CoaIgnoreReason::UnknownIdentifier)?;
             if waiter.peer != from {
                 return Err(CoaIgnoreReason::WrongSource);
+            }
+            if waiter.kind != kind {
+                // A CoA-ACK to a Disconnect-Request (or the reverse) answers nothing asked.
+                return Err(CoaIgnoreReason::UnexpectedCode);
             }
             if !p.verify_response_authenticator(&auth, &waiter.secret) {
                 return Err(CoaIgnoreReason::BadAuthenticator);
@@ -312,11 +418,37 @@ impl CoaClient {
         secret: &[u8],
         request: &DisconnectRequest<'_>,
     ) -> Result<CoaReply, CoaError> {
+        self.send(nas, secret, Kind::Disconnect, |id| request.builder(id))
+            .await
+    }
+
+    /// Sends a CoA-Request identifying the session as `request` does and carrying `changes`,
+    /// and waits for a verified CoA-ACK/NAK, as [`CoaClient::disconnect`] does.
+    pub async fn change(
+        &self,
+        nas: SocketAddr,
+        secret: &[u8],
+        request: &DisconnectRequest<'_>,
+        changes: &[ChangeAttr],
+    ) -> Result<CoaReply, CoaError> {
+        self.send(nas, secret, Kind::Coa, |id| {
+            request.coa_builder(id, changes)
+        })
+        .await
+    }
+
+    async fn send(
+        &self,
+        nas: SocketAddr,
+        secret: &[u8],
+        kind: Kind,
+        build: impl Fn(u8) -> Result<PacketBuilder, EncodeError>,
+    ) -> Result<CoaReply, CoaError> {
         let started = Instant::now();
         let deadline = started + self.inner.config.budget;
         let dest = self.destination(nas)?;
         // Refuse unencodable requests before taking an identifier.
-        request.builder(0)?;
+        build(0)?;
         let timeout = |sends| CoaReply {
             outcome: CoaOutcome::Timeout,
             round_trip: started.elapsed(),
@@ -326,8 +458,8 @@ impl CoaClient {
             Ok(Ok(p)) => p,
             _ => return Ok(timeout(0)),
         };
-        let (lease, mut rx) = self.lease(permit, canonical(dest), secret);
-        let packet = request.builder(lease.id)?.encode_request(secret)?;
+        let (lease, mut rx) = self.lease(permit, kind, canonical(dest), secret);
+        let packet = build(lease.id)?.encode_request(secret)?;
         let mut auth = [0u8; 16];
         auth.copy_from_slice(packet.get(4..20).unwrap_or(&[0; 16]));
         lease.set_authenticator(auth);
@@ -342,7 +474,7 @@ impl CoaClient {
             }
             sends += 1;
             if let Err(e) = lease.shared.socket.send_to(&packet, dest).await {
-                tracing::debug!(%nas, error = %e, "sending a Disconnect-Request failed");
+                tracing::debug!(%nas, error = %e, ?kind, "sending an RFC 5176 request failed");
             }
             let wake = (Instant::now() + self.inner.config.retry_interval).min(deadline);
             match timeout_at(wake, &mut rx).await {
@@ -380,11 +512,13 @@ impl CoaClient {
     fn lease(
         &self,
         permit: OwnedSemaphorePermit,
+        kind: Kind,
         peer: SocketAddr,
         secret: &[u8],
     ) -> (Lease, oneshot::Receiver<Answer>) {
         let (tx, rx) = oneshot::channel();
         let mut waiter = Some(Waiter {
+            kind,
             peer,
             authenticator: None,
             secret: Arc::from(secret),
@@ -547,7 +681,7 @@ mod tests {
         let mut leases = Vec::new();
         for _ in 0..IDS_PER_SOCKET {
             let permit = client.inner.permits.clone().try_acquire_owned().unwrap();
-            leases.push(client.lease(permit, peer, b"x").0);
+            leases.push(client.lease(permit, Kind::Disconnect, peer, b"x").0);
         }
         let mut ids: Vec<u8> = leases.iter().map(|l| l.id).collect();
         ids.sort_unstable();

@@ -22,6 +22,7 @@
 //! action log, and on PostgreSQL concurrent calls on different nodes share one attempt too
 //! ([`cluster`]).
 
+mod change;
 mod cluster;
 pub mod coa;
 pub mod mikrotik;
@@ -49,7 +50,10 @@ use crate::radius::dictionary::ERROR_CAUSE;
 use crate::sessions::{Session, SessionIndex};
 use crate::store::{NasRow, Store, StoreError};
 
-pub use coa::{CoaClient, CoaConfig, CoaError, CoaOutcome, CoaReply, DisconnectRequest};
+pub use change::{Change, ChangeError, Changed, change_refusal_message};
+pub use coa::{
+    AttrValue, ChangeAttr, CoaClient, CoaConfig, CoaError, CoaOutcome, CoaReply, DisconnectRequest,
+};
 pub use mikrotik::{ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport};
 pub use stats::{
     CoaIgnoreReason, DisconnectAttempt, DisconnectMethod, DisconnectResult, DisconnectStats,
@@ -171,6 +175,27 @@ impl Via {
     }
 }
 
+/// The close a disconnect outcome asks the writer for.
+struct Close {
+    method: Method,
+    /// What gave the outcome (the action log's `method`).
+    via: Via,
+    /// `None`: the row's last update (a ghost's last evidence of life).
+    stop_time: Option<i64>,
+    cause: &'static str,
+}
+
+impl Close {
+    fn new(method: Method, via: Via, stop_time: Option<i64>, cause: &'static str) -> Close {
+        Close {
+            method,
+            via,
+            stop_time,
+            cause,
+        }
+    }
+}
+
 /// A NAS as the disconnect paths need it.
 #[derive(Clone)]
 struct NasInfo {
@@ -194,6 +219,14 @@ struct Target {
 
 type Shared = Option<Result<Disconnected, DisconnectError>>;
 
+/// An attempt's outcome, what gave it, and whether its action log row is taken care of (the
+/// writer records it with the close it asked for).
+struct Attempt {
+    result: Result<Disconnected, DisconnectError>,
+    via: Via,
+    logged: bool,
+}
+
 struct Inner {
     coa: CoaClient,
     /// Weak, so that a disconnect in progress never keeps the writer from shutting down.
@@ -210,6 +243,8 @@ struct Inner {
     tls: RwLock<Option<Result<TlsConnector, String>>>,
     /// Disconnects in flight by acctuniqueid; guards no `.await`.
     inflight: Mutex<HashMap<String, watch::Receiver<Shared>>>,
+    /// CoA changes in flight by acctuniqueid, with the change they send; guards no `.await`.
+    changes: Mutex<HashMap<String, change::InFlight>>,
     /// The store the action log is written to (and, on PostgreSQL, attempts are coordinated
     /// through); unset: neither.
     actions: OnceLock<Store>,
@@ -272,6 +307,7 @@ impl Disconnector {
                 clients: RwLock::new(Arc::new(AddrTable::default())),
                 tls: RwLock::new(None),
                 inflight: Mutex::new(HashMap::new()),
+                changes: Mutex::new(HashMap::new()),
                 actions: OnceLock::new(),
                 node,
                 config,
@@ -287,6 +323,12 @@ impl Disconnector {
         if self.inner.actions.set(store).is_err() {
             tracing::debug!("the disconnect action log was already set");
         }
+    }
+
+    /// The dictionary attributes a CoA change may carry in its `attributes` list
+    /// (`disconnect.coa_attributes`).
+    pub fn coa_attributes(&self) -> &[String] {
+        &self.inner.config.coa_attributes
     }
 
     /// The CoA client (its socket addresses, for tests and logs).
@@ -467,6 +509,19 @@ impl Disconnector {
     }
 }
 
+/// The attributes that identify `s` to its NAS at `nas_ip`.
+fn identification(s: &Session, nas_ip: IpAddr) -> DisconnectRequest<'_> {
+    DisconnectRequest {
+        user_name: &s.username,
+        acct_session_id: &s.acctsessionid,
+        framed_ip: s
+            .framedipaddress
+            .as_deref()
+            .and_then(|f| f.parse::<Ipv4Addr>().ok()),
+        nas_ip: Some(nas_ip),
+    }
+}
+
 fn nas_info(row: &NasRow) -> NasInfo {
     let port = |p: Option<i64>, what: &str| {
         p.and_then(|p| match u16::try_from(p) {
@@ -562,23 +617,35 @@ impl Inner {
     }
 
     /// CoA, then the API, then the close, and which of them gave the outcome. Runs in its own
-    /// task.
-    async fn attempt(&self, s: &Session) -> (Result<Disconnected, DisconnectError>, Via) {
+    /// task. With `log`, a close carries the attempt's action log row to the writer.
+    async fn attempt(&self, s: &Session, log: cluster::LogTo<'_>) -> Attempt {
         let Some(nas_ip) = s.nas_ip() else {
             let detail = format!("NAS address {:?} is not an IP address", s.nasipaddress);
-            return (Err(DisconnectError::Unreachable { detail }), Via::None);
+            return Attempt {
+                result: Err(DisconnectError::Unreachable { detail }),
+                via: Via::None,
+                logged: false,
+            };
         };
         let mut via = Via::Coa;
-        let result = self.attempt_on(s, nas_ip, &mut via).await;
-        (result, via)
+        let mut logged = false;
+        let result = self.attempt_on(s, nas_ip, &mut via, log, &mut logged).await;
+        Attempt {
+            result,
+            via,
+            logged,
+        }
     }
 
-    /// [`Inner::attempt`] for a NAS with an IP address; sets `via` to the API once it is tried.
+    /// [`Inner::attempt`] for a NAS with an IP address; sets `via` to the API once it is tried,
+    /// and `logged` when a close took the action log row.
     async fn attempt_on(
         &self,
         s: &Session,
         nas_ip: IpAddr,
         via: &mut Via,
+        log: cluster::LogTo<'_>,
+        logged: &mut bool,
     ) -> Result<Disconnected, DisconnectError> {
         let target = self.target(nas_ip);
         let started = Instant::now();
@@ -587,14 +654,12 @@ impl Inner {
         let mut refused: Option<Option<u32>> = None;
         let coa_note = match self.try_coa(s, nas_ip, &target).await {
             Ok(CoaOutcome::Ack) => {
-                return Ok(self
-                    .close(s, Method::Coa, Some(now_secs()), CLOSE_CAUSE, started)
-                    .await);
+                let close = Close::new(Method::Coa, Via::Coa, Some(now_secs()), CLOSE_CAUSE);
+                return Ok(self.close(s, close, started, log, logged).await);
             }
             Ok(CoaOutcome::Nak(Some(coa::SESSION_CONTEXT_NOT_FOUND))) => {
-                return Ok(self
-                    .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
-                    .await);
+                let close = Close::new(Method::AlreadyClosed, Via::Coa, None, GHOST_CAUSE);
+                return Ok(self.close(s, close, started, log, logged).await);
             }
             Ok(CoaOutcome::Nak(cause)) => {
                 refused = Some(cause);
@@ -653,12 +718,14 @@ impl Inner {
             ),
         }
         match outcome {
-            ApiOutcome::Removed => Ok(self
-                .close(s, Method::Api, Some(now_secs()), CLOSE_CAUSE, started)
-                .await),
-            ApiOutcome::NotFound => Ok(self
-                .close(s, Method::AlreadyClosed, None, GHOST_CAUSE, started)
-                .await),
+            ApiOutcome::Removed => {
+                let close = Close::new(Method::Api, Via::Api, Some(now_secs()), CLOSE_CAUSE);
+                Ok(self.close(s, close, started, log, logged).await)
+            }
+            ApiOutcome::NotFound => {
+                let close = Close::new(Method::AlreadyClosed, Via::Api, None, GHOST_CAUSE);
+                Ok(self.close(s, close, started, log, logged).await)
+            }
             ApiOutcome::Failed(reason) => {
                 Err(failed(format!("{coa_note}; RouterOS API: {reason}")))
             }
@@ -681,15 +748,7 @@ impl Inner {
             );
             return Err("no secret known for the NAS".into());
         };
-        let request = DisconnectRequest {
-            user_name: &s.username,
-            acct_session_id: &s.acctsessionid,
-            framed_ip: s
-                .framedipaddress
-                .as_deref()
-                .and_then(|f| f.parse::<Ipv4Addr>().ok()),
-            nas_ip: Some(nas_ip),
-        };
+        let request = identification(s, nas_ip);
         match self.coa.disconnect(target.coa, secret, &request).await {
             Ok(reply) => {
                 let attempt = match reply.outcome {
@@ -726,17 +785,36 @@ impl Inner {
         }
     }
 
-    /// Closes the row through the writer and waits for the commit.
+    /// Closes the row through the writer and waits for the commit. With `log`, the writer
+    /// records the attempt's action log row in the close's transaction (or journals it with
+    /// the close); `logged` says whether the writer has it: also when the commit is only
+    /// late, as it still lands with the close.
     async fn close(
         &self,
         s: &Session,
-        method: Method,
-        stop_time: Option<i64>,
-        cause: &str,
+        close: Close,
         started: Instant,
+        log: cluster::LogTo<'_>,
+        logged: &mut bool,
     ) -> Disconnected {
+        let method = close.method;
         let deadline = Instant::now() + Duration::from_millis(self.config.close_timeout_ms);
-        let (request, done) = CloseRequest::new(s.acctuniqueid.to_string(), stop_time, cause, None);
+        let action = log.map(|(radacctid, call)| {
+            let done = Ok(Disconnected {
+                method,
+                row_closed: true,
+                elapsed: started.elapsed(),
+            });
+            self.record(s, radacctid, &done, close.via, call)
+        });
+        let with_action = action.is_some();
+        let (request, done) = CloseRequest::new(
+            s.acctuniqueid.to_string(),
+            close.stop_time,
+            close.cause,
+            None,
+        );
+        let request = request.with_action(action);
         let closed = match self.ingest.upgrade() {
             None => Err("the writer is shutting down"),
             Some(tx) => {
@@ -744,9 +822,15 @@ impl Inner {
                     Err(_) => Err("the writer's queue stayed full"),
                     Ok(Err(_)) => Err("the writer has stopped"),
                     Ok(Ok(())) => match tokio::time::timeout_at(deadline, done).await {
-                        Err(_) => Err("the close was not committed in time"),
+                        Err(_) => {
+                            *logged = with_action;
+                            Err("the close was not committed in time")
+                        }
                         Ok(Err(_)) => Err("the close could not be written"),
-                        Ok(Ok(closed)) => Ok(closed),
+                        Ok(Ok(closed)) => {
+                            *logged = with_action;
+                            Ok(closed)
+                        }
                     },
                 }
             }

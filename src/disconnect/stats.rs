@@ -1,5 +1,6 @@
 //! The disconnect service's counters (docs/ARCHITECTURE.md#disconnect: every attempt is counted):
-//! attempts by method and outcome, results, ignored CoA answers, round trips. Registered with the
+//! attempts by method and outcome, results, ignored CoA answers, round trips; and those of the
+//! CoA changes it sends (docs/ARCHITECTURE.md#session-control). Registered with the
 //! application's [`Stats`] (one set per instance) and rendered by `/metrics` under the names in
 //! [`crate::metrics`].
 
@@ -7,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::metrics::{
-    Collect, DISCONNECT_ATTEMPTS, DISCONNECT_COA_IGNORED, DISCONNECT_COA_RETRANSMITS,
-    DISCONNECT_COALESCED, DISCONNECT_RESULTS, DISCONNECT_ROUND_TRIP_BUCKET,
-    DISCONNECT_ROUND_TRIP_COUNT, Exposition, Stats, label,
+    COA_COALESCED, COA_REQUESTS, COA_ROUND_TRIP_BUCKET, COA_ROUND_TRIP_COUNT, Collect,
+    DISCONNECT_ATTEMPTS, DISCONNECT_COA_IGNORED, DISCONNECT_COA_RETRANSMITS, DISCONNECT_COALESCED,
+    DISCONNECT_RESULTS, DISCONNECT_ROUND_TRIP_BUCKET, DISCONNECT_ROUND_TRIP_COUNT, Exposition,
+    Label, Stats, label,
 };
 
 /// A disconnect method (the `method` label of attempts and round trips).
@@ -124,11 +126,44 @@ impl DisconnectResult {
     }
 }
 
+/// How a CoA-Request that changes a session ended (label `outcome` of
+/// `radacctd_coa_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoaResult {
+    /// CoA-ACK.
+    Ack,
+    /// CoA-NAK (any Error-Cause).
+    Nak,
+    /// No valid answer within the budget.
+    Timeout,
+    /// Not sent: no secret for the NAS, no IP address, an unencodable attribute.
+    Error,
+}
+
+impl CoaResult {
+    pub const ALL: [CoaResult; 4] = [
+        CoaResult::Ack,
+        CoaResult::Nak,
+        CoaResult::Timeout,
+        CoaResult::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoaResult::Ack => "ack",
+            CoaResult::Nak => "nak",
+            CoaResult::Timeout => "timeout",
+            CoaResult::Error => "error",
+        }
+    }
+}
+
 /// Why a datagram that reached the CoA client was not taken as an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CoaIgnoreReason {
     Malformed,
-    /// Not a Disconnect-ACK or Disconnect-NAK.
+    /// Not an answer to the request waiting on its identifier: neither Disconnect-ACK/NAK
+    /// (to a Disconnect-Request) nor CoA-ACK/NAK (to a CoA-Request).
     UnexpectedCode,
     /// No request is waiting on that identifier.
     UnknownIdentifier,
@@ -234,6 +269,14 @@ pub struct DisconnectStats {
     /// Disconnects answered with the outcome another node recorded for the session while this
     /// one waited for its lock, nothing sent (`scope="cluster"`).
     pub coalesced_cluster: AtomicU64,
+    /// CoA-Requests sent to change a session, by [`CoaResult`].
+    coa_requests: [AtomicU64; CoaResult::ALL.len()],
+    /// From the first send of a CoA-Request to its answer (or the end of the budget).
+    coa_round_trips: RoundTrips,
+    /// CoA calls that joined the same change of the same session in flight in this process
+    /// (`scope="node"`), or were answered by the outcome another node recorded (`"cluster"`).
+    pub coa_coalesced: AtomicU64,
+    pub coa_coalesced_cluster: AtomicU64,
 }
 
 impl DisconnectStats {
@@ -263,6 +306,22 @@ impl DisconnectStats {
 
     pub fn ignored_count(&self, r: CoaIgnoreReason) -> u64 {
         self.ignored[r.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts a CoA-Request; `round_trip` is `None` when nothing was sent.
+    pub fn coa_request(&self, r: CoaResult, round_trip: Option<std::time::Duration>) {
+        self.coa_requests[r as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(rtt) = round_trip {
+            self.coa_round_trips.record(rtt);
+        }
+    }
+
+    pub fn coa_request_count(&self, r: CoaResult) -> u64 {
+        self.coa_requests[r as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn coa_round_trips(&self) -> &RoundTrips {
+        &self.coa_round_trips
     }
 
     pub fn round_trips(&self, m: DisconnectMethod) -> &RoundTrips {
@@ -318,26 +377,59 @@ impl Collect for DisconnectStats {
             self.coalesced_cluster.load(Ordering::Relaxed),
         );
         // The round-trip histogram is kept as bucket counts; expose them as one counter per
-        // bucket bound (`le`), plus count and sum, per method.
+        // bucket bound (`le`), plus count, per method.
         for m in DisconnectMethod::ALL {
-            let rt = self.round_trips(m);
-            for (bound, n) in ROUND_TRIP_BOUNDS
-                .iter()
-                .map(|b| b.to_string())
-                .chain(std::iter::once("+Inf".to_owned()))
-                .zip(rt.cumulative())
-            {
-                abs(
-                    DISCONNECT_ROUND_TRIP_BUCKET,
-                    vec![label("method", m.as_str()), label("le", bound)],
-                    n,
-                );
-            }
-            abs(
-                DISCONNECT_ROUND_TRIP_COUNT,
-                vec![label("method", m.as_str())],
-                rt.count(),
+            let method = || vec![label("method", m.as_str())];
+            histogram(
+                out,
+                self.round_trips(m),
+                (DISCONNECT_ROUND_TRIP_BUCKET, DISCONNECT_ROUND_TRIP_COUNT),
+                method,
             );
         }
+        for r in CoaResult::ALL {
+            abs(
+                COA_REQUESTS,
+                vec![label("outcome", r.as_str())],
+                self.coa_request_count(r),
+            );
+        }
+        histogram(
+            out,
+            &self.coa_round_trips,
+            (COA_ROUND_TRIP_BUCKET, COA_ROUND_TRIP_COUNT),
+            Vec::new,
+        );
+        abs(
+            COA_COALESCED,
+            vec![label("scope", "node")],
+            self.coa_coalesced.load(Ordering::Relaxed),
+        );
+        abs(
+            COA_COALESCED,
+            vec![label("scope", "cluster")],
+            self.coa_coalesced_cluster.load(Ordering::Relaxed),
+        );
     }
+}
+
+/// One round-trip histogram: a counter per bucket bound (`le`, cumulative) and the count, each
+/// with the labels `labels` gives.
+fn histogram(
+    out: &Exposition<'_>,
+    rt: &RoundTrips,
+    (bucket, count): (&'static str, &'static str),
+    labels: impl Fn() -> Vec<Label>,
+) {
+    for (bound, n) in ROUND_TRIP_BOUNDS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(std::iter::once("+Inf".to_owned()))
+        .zip(rt.cumulative())
+    {
+        let mut l = labels();
+        l.push(label("le", bound));
+        out.counter(bucket, l, n);
+    }
+    out.counter(count, labels(), rt.count());
 }

@@ -73,6 +73,9 @@ pub enum JournalEntry {
         acctuniqueid: String,
         stop_time: i64,
         cause: String,
+        /// The disconnect's action log row, written with the close on replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<Box<crate::store::ActionRecord>>,
     },
 }
 
@@ -843,6 +846,7 @@ mod tests {
             acctuniqueid: format!("k{n}"),
             stop_time: n,
             cause: "Admin-Reset".into(),
+            action: None,
         }
     }
 

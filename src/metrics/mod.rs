@@ -568,3 +568,9 @@ pub const DISCONNECT_ROUND_TRIP_COUNT: &str = "radacctd_disconnect_round_trip_se
 pub const DISCONNECT_COA_RETRANSMITS: &str = "radacctd_disconnect_coa_retransmits_total";
 pub const DISCONNECT_COA_IGNORED: &str = "radacctd_disconnect_coa_responses_ignored_total";
 pub const DISCONNECT_COALESCED: &str = "radacctd_disconnect_coalesced_total";
+/// Prometheus names of the CoA change counters (also `disconnect::DisconnectStats`).
+pub const COA_REQUESTS: &str = "radacctd_coa_requests_total";
+pub const COA_ROUND_TRIP: &str = "radacctd_coa_round_trip_seconds";
+pub const COA_ROUND_TRIP_BUCKET: &str = "radacctd_coa_round_trip_seconds_bucket";
+pub const COA_ROUND_TRIP_COUNT: &str = "radacctd_coa_round_trip_seconds_count";
+pub const COA_COALESCED: &str = "radacctd_coa_coalesced_total";

@@ -8,12 +8,14 @@
 //!
 //! The insert is written once for both databases; the lock is PostgreSQL's (postgres.rs).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
 pub use super::postgres::ActionLock;
-use super::{Dialect, Result, Store, each_store};
+use super::{Dialect, Result, Store, Tx, each_store};
 
 /// The first key of every session action lock (`pg_advisory_xact_lock(int4, int4)`): "RADS" in
 /// ASCII, so that these locks never meet another application's single-key or two-key locks
@@ -29,22 +31,23 @@ pub fn action_lock_key(radacctid: i64) -> i32 {
     (id ^ (id >> 32)) as u32 as i32
 }
 
-/// A row to append to the action log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A row to append to the action log. Serializable: a disconnect's close journaled during a
+/// database outage carries its row, written with the close when the journal is replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRecord {
     pub radacctid: i64,
     pub acctuniqueid: String,
     pub username: Option<String>,
     pub nasipaddress: String,
     /// `disconnect` or `coa`.
-    pub action: &'static str,
+    pub action: Cow<'static, str>,
     /// `coa` (a Disconnect-Request or CoA-Request), `api` (the RouterOS API) or `none`
     /// (nothing was sent).
-    pub method: &'static str,
+    pub method: Cow<'static, str>,
     /// What the attempt ended with: `ack`, `nak` (see `error_cause`), `timeout` (no answer),
     /// `removed` (the RouterOS API removed the session), `already_closed`, or `error`
     /// (nothing could be sent).
-    pub outcome: &'static str,
+    pub outcome: Cow<'static, str>,
     /// JSON with what reproduces the answer.
     pub detail: Option<String>,
     /// JSON object of the attributes sent beyond the session's identification (a CoA's
@@ -117,9 +120,9 @@ macro_rules! bind_action {
             .bind(r.acctuniqueid.as_str())
             .bind(r.username.as_deref())
             .bind(r.nasipaddress.as_str())
-            .bind(r.action)
-            .bind(r.method)
-            .bind(r.outcome)
+            .bind(r.action.as_ref())
+            .bind(r.method.as_ref())
+            .bind(r.outcome.as_ref())
             .bind(r.detail.as_deref())
             .bind(r.actor.as_deref())
             .bind(r.node.as_str())
@@ -159,6 +162,59 @@ where
     })
 }
 
+impl ActionRecord {
+    /// This record with `row_closed` set in its `detail` (a JSON object): what the writer
+    /// learns only as it applies the close the record goes with.
+    pub fn with_row_closed(&self, row_closed: bool) -> ActionRecord {
+        let mut detail: serde_json::Value = self
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        detail["row_closed"] = serde_json::Value::Bool(row_closed);
+        ActionRecord {
+            detail: Some(detail.to_string()),
+            ..self.clone()
+        }
+    }
+}
+
+impl Tx {
+    /// Appends a row to the action log in this transaction (with the row change it records),
+    /// inside a savepoint: a failing insert (a damaged or missing table) is logged and undone
+    /// without failing the transaction, since the change it records (a disconnect's close)
+    /// matters more than its log. A lost connection fails the transaction as usual.
+    pub async fn record_action(&mut self, record: &ActionRecord) -> Result<()> {
+        each_store!(Tx, self, t: D => {
+            sqlx::query("SAVEPOINT radacctd_action").execute(t.conn()).await?;
+            let sql = insert_action_sql::<D>();
+            let q = bind_action!(sqlx::query(sqlx::AssertSqlSafe(sql)), record);
+            match q.fetch_one(t.conn()).await {
+                Ok(_) => {
+                    sqlx::query("RELEASE SAVEPOINT radacctd_action")
+                        .execute(t.conn())
+                        .await?;
+                }
+                Err(e) => {
+                    let e = super::StoreError::from(e);
+                    if e.is_unavailable() {
+                        return Err(e);
+                    }
+                    tracing::warn!(
+                        radacctid = record.radacctid, error = %e,
+                        "action log row not written; the close it records is"
+                    );
+                    sqlx::query("ROLLBACK TO SAVEPOINT radacctd_action")
+                        .execute(t.conn())
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 impl Store {
     /// Appends a row to the action log, without any lock (SQLite, and the fallback when the
     /// PostgreSQL coordination failed). Returns its id.
@@ -188,15 +244,17 @@ impl Store {
 
     /// PostgreSQL: opens a transaction, reads the session's latest action id, then takes the
     /// session's advisory lock, waiting at most `wait` (the server's `lock_timeout`: an
-    /// `Unavailable` error when it fires). The returned lock says what another node finished
-    /// meanwhile. `None` on SQLite, which is one node and needs no lock.
+    /// `Unavailable` error when it fires). The returned lock says what action of kind `action`
+    /// (`disconnect`, `coa`) another node finished meanwhile. `None` on SQLite, which is one
+    /// node and needs no lock.
     pub async fn lock_session_actions(
         &self,
         radacctid: i64,
+        action: &str,
         wait: Duration,
     ) -> Result<Option<ActionLock>> {
         match self {
-            Store::Postgres(s) => Ok(Some(s.lock_session_actions(radacctid, wait).await?)),
+            Store::Postgres(s) => Ok(Some(s.lock_session_actions(radacctid, action, wait).await?)),
             Store::Sqlite(_) => Ok(None),
         }
     }

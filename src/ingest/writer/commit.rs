@@ -50,7 +50,7 @@ pub(super) async fn commit(
 ) -> Result<Outcome, StoreError> {
     let refs: Vec<&Item> = items.iter().collect();
     if let Store::Postgres(pg) = store
-        && !refs.iter().any(|i| is_barrier(i))
+        && !refs.iter().any(|i| is_barrier(i) || records_an_action(i))
     {
         match commit_optimistic(pg, store, index, &refs, deadline).await {
             Ok(out) => return Ok(out),
@@ -88,6 +88,12 @@ pub(super) async fn timed_commit(
 /// left unfinished, the rest is answered); the grace keeps the outer timeout from firing first.
 pub(super) const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
+/// A close that writes its disconnect's action log row: the optimistic path writes radacct
+/// rows only, so such a batch takes the transaction.
+fn records_an_action(item: &Item) -> bool {
+    matches!(item, Item::Close(c) if c.action.is_some())
+}
+
 pub(super) fn is_barrier(item: &Item) -> bool {
     matches!(item, Item::Event { event, .. }
         if matches!(event.kind, EventKind::AccountingOn | EventKind::AccountingOff))
@@ -123,6 +129,14 @@ pub(super) async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outc
         &mut unchanged,
     )
     .await?;
+    for (i, item) in items.iter().enumerate() {
+        if let Item::Close(c) = item
+            && let Some(record) = &c.action
+        {
+            tx.record_action(&record.with_row_closed(out.closed[i]))
+                .await?;
+        }
+    }
     tx.commit().await?;
     out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
     out.sources[SOURCE_READ] = unique_keys(items, 0..items.len()).len() as u64;

@@ -141,6 +141,7 @@ impl Writer {
                     acctuniqueid: c.acctuniqueid.clone(),
                     stop_time,
                     cause: c.cause.clone(),
+                    action: c.action.clone(),
                 }),
                 Item::Reconcile(_) => None,
             };
@@ -537,8 +538,11 @@ pub(super) fn entry_item(e: &JournalEntry) -> Item {
             acctuniqueid,
             stop_time,
             cause,
+            action,
         } => Item::Close(
-            CloseRequest::new(acctuniqueid.clone(), Some(*stop_time), cause.clone(), None).0,
+            CloseRequest::new(acctuniqueid.clone(), Some(*stop_time), cause.clone(), None)
+                .0
+                .with_action(action.as_deref().cloned()),
         ),
     }
 }

@@ -287,8 +287,8 @@ pub struct ActionLock {
 }
 
 impl ActionLock {
-    /// The disconnect another node finished for this session while this one waited (the
-    /// newest action row after the watermark read before the lock).
+    /// The action of the locked kind another node finished for this session while this one
+    /// waited (the newest such action row after the watermark read before the lock).
     pub fn newer(&self) -> Option<&StoredAction> {
         self.newer.as_ref()
     }
@@ -318,7 +318,7 @@ static INSERT_ACTION_SQL: LazyLock<String> = LazyLock::new(insert_action_sql::<P
 static NEWER_ACTION_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM session_actions WHERE radacctid = $1 AND id > $2 \
-         AND action = 'disconnect' ORDER BY id DESC LIMIT 1",
+         AND action = $3 ORDER BY id DESC LIMIT 1",
         action_columns::<PgStore>()
     )
 });
@@ -328,6 +328,7 @@ impl PgStore {
     pub(in crate::store) async fn lock_session_actions(
         &self,
         radacctid: i64,
+        action: &str,
         wait: Duration,
     ) -> Result<ActionLock> {
         let mut tx = self.action_pool.begin().await?;
@@ -353,6 +354,7 @@ impl PgStore {
         let newer = sqlx::query(NEWER_ACTION_SQL.as_str())
             .bind(radacctid)
             .bind(watermark)
+            .bind(action)
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| read_action(&r))
