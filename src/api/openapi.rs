@@ -211,6 +211,7 @@ pub fn document() -> Value {
         error_response("`session not found`: no session with that radacctid"),
     );
     disconnect_responses.insert("503".into(), error_response("`NAS unreachable`: no answer to the Disconnect-Request, and the MikroTik API failed too (or the NAS has no API credentials); `NAS refused the disconnect: Error-Cause <n> (<name>)`: the NAS answered with a Disconnect-NAK (e.g. `Error-Cause 402 (Missing-Attribute)`) and the MikroTik API did not remove the session either. Either way the row stays open for the stale sweeper. Also `index not ready` (see `Retry-After`), `database unavailable` or `request timed out`"));
+    let coa_responses = coa_responses();
     get_responses.insert(
         "404".into(),
         error_response("`session not found` (the archive is not searched)"),
@@ -311,6 +312,14 @@ pub fn document() -> Value {
                     "responses": disconnect_responses
                 }
             },
+            "/api/sessions/{radacctid}/coa": {
+                "post": {
+                    "summary": "Change a live session without dropping it: RFC 5176 CoA-Request to the NAS with a new rate limit, session timeout, filter, address list or allow-listed attributes (permission subscribers.coa); every attempt is in the session's action log",
+                    "parameters": [ { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": coa_body() } } },
+                    "responses": coa_responses
+                }
+            },
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -353,6 +362,81 @@ pub fn document() -> Value {
 
 /// `from` and `to`: an RFC 3339 instant, a bare date (UTC midnight), or empty (absent, as
 /// every empty query parameter is).
+/// The body of `POST /api/sessions/{radacctid}/coa` (api::coa).
+fn coa_body() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "minProperties": 1,
+        "properties": {
+            "rate_limit": { "type": "string", "description": "RouterOS rate-limit syntax, sent as Mikrotik-Rate-Limit: `rx[/tx] [burst-rx[/tx] [threshold-rx[/tx] [burst-time-rx[/tx] [priority] [min-rx[/tx]]]]]`, rates with k, M or G, e.g. `10M/20M` or `2M/4M 4M/8M 1M/2M 16/16 8 1M/2M`", "example": "10M/20M" },
+            "session_timeout": { "type": "integer", "minimum": 0, "maximum": 4294967295_u64, "description": "Seconds, sent as Session-Timeout" },
+            "filter_id": { "type": "string", "minLength": 1, "maxLength": 253, "description": "Sent as Filter-Id" },
+            "address_list": { "type": "string", "minLength": 1, "maxLength": 247, "description": "Sent as Mikrotik-Address-List" },
+            "attributes": {
+                "type": "array",
+                "description": "Further attributes by FreeRADIUS dictionary name; only those listed in the configuration's disconnect.coa_attributes. Integer attributes take numbers (or strings of digits), text attributes strings.",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "value"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": { "type": "string", "example": "Idle-Timeout" },
+                        "value": { "oneOf": [ { "type": "string" }, { "type": "integer", "minimum": 0 } ] }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The answers of `POST /api/sessions/{radacctid}/coa`.
+fn coa_responses() -> Map<String, Value> {
+    let mut r = common_errors(true);
+    r.insert(
+        "200".into(),
+        ok_json(
+            "The NAS acknowledged the change (CoA-ACK); `rtt_ms` is the round trip",
+            json!({
+                "type": "object",
+                "required": ["success", "result", "rtt_ms"],
+                "properties": {
+                    "success": { "const": true },
+                    "result": { "const": "ack" },
+                    "rtt_ms": { "type": "integer", "minimum": 0 }
+                }
+            }),
+        ),
+    );
+    r.insert("400".into(), error_response("`invalid radacctid, must be an integer`, or a bad body: the message starts with the field (`rate_limit: …`, `session_timeout: …`, `filter_id: …`, `address_list: …`, `attributes[0].name: …`, `attributes[0].value: …`, `body: …` for invalid JSON, an unknown field or nothing to change)"));
+    r.insert("403".into(), error_response("`subscribers.coa denied`, or `not authorized`: the session is outside the caller's scope"));
+    r.insert(
+        "404".into(),
+        error_response("`session not found`: no session with that radacctid"),
+    );
+    r.insert(
+        "409".into(),
+        error_response("`session is closed`: nothing was sent"),
+    );
+    r.insert(
+        "422".into(),
+        json!({
+            "description": "The NAS refused the change (CoA-NAK): `NAS refused the change: Error-Cause 401 (Unsupported-Attribute)`; `error_cause` is the Error-Cause's dictionary name (null when the NAK carried none or an unknown number). The session stays open.",
+            "content": { "application/json": { "schema": {
+                "type": "object",
+                "required": ["success", "message", "error_cause"],
+                "properties": {
+                    "success": { "const": false },
+                    "message": { "type": "string" },
+                    "error_cause": { "type": ["string", "null"], "example": "Session-Context-Not-Found" }
+                }
+            } } }
+        }),
+    );
+    r.insert("503".into(), error_response("`NAS unreachable`: no valid answer to the CoA-Request within the budget (retransmissions included), or no secret known for the NAS. Also `index not ready` (see `Retry-After`), `database unavailable` or `request timed out`"));
+    r
+}
+
 fn time_schema() -> Value {
     json!({
         "type": "string",
@@ -437,6 +521,7 @@ mod tests {
         for path in [
             "/api/sessions/{radacctid}",
             "/api/sessions/{radacctid}/disconnect",
+            "/api/sessions/{radacctid}/coa",
         ] {
             let op = doc["paths"][path]
                 .as_object()
