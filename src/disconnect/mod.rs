@@ -887,6 +887,17 @@ mod tests {
             ..DisconnectConfig::default()
         };
         assert!(bad.check().unwrap_err().contains("retry"));
+        let c: DisconnectConfig =
+            toml::from_str("coa_attributes = [\"Idle-Timeout\", \"mikrotik-total-limit\"]")
+                .unwrap();
+        assert!(c.check().is_ok(), "names match case-insensitively");
+        let c: DisconnectConfig = toml::from_str("coa_attributes = [\"User-Name\"]").unwrap();
+        let e = c.check().unwrap_err();
+        assert!(
+            e.contains("\"User-Name\" is not an attribute a CoA may change")
+                && e.contains("Idle-Timeout"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -528,6 +528,53 @@ value_table! {
 }
 #[cfg(test)]
 mod tests {
+
+    /// Every attribute a CoA may change has the number and type FreeRADIUS's installed
+    /// dictionaries give it (skipped, with the reason, where they are not installed).
+    #[test]
+    fn change_attributes_match_the_installed_dictionaries() {
+        let dir = std::path::Path::new("/usr/share/freeradius");
+        let files = [
+            "dictionary.rfc2865",
+            "dictionary.rfc2869",
+            "dictionary.mikrotik",
+        ];
+        if !dir.join(files[0]).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "FreeRADIUS dictionaries missing under CI"
+            );
+            eprintln!("skipped: no FreeRADIUS dictionaries in {}", dir.display());
+            return;
+        }
+        let mut defined = std::collections::HashMap::new();
+        for f in files {
+            let text = std::fs::read_to_string(dir.join(f)).expect("readable");
+            for line in text.lines() {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.len() >= 4 && w[0] == "ATTRIBUTE" {
+                    defined.insert(w[1].to_owned(), (w[2].parse::<u8>().ok(), w[3].to_owned()));
+                }
+            }
+        }
+        for a in CHANGE_ATTRIBUTES {
+            let (num, typ) = defined
+                .get(a.name)
+                .unwrap_or_else(|| panic!("{} undefined", a.name));
+            assert_eq!(*num, Some(a.typ), "{}", a.name);
+            let want = match a.value {
+                ValueType::Text => ["string", "octets"].as_slice(),
+                ValueType::Integer => &["integer"],
+                ValueType::Ipv4Addr => &["ipaddr"],
+            };
+            assert!(want.contains(&typ.as_str()), "{}: {typ}", a.name);
+        }
+        assert_eq!(
+            change_attribute("mikrotik-rate-limit").map(|a| a.typ),
+            Some(8)
+        );
+        assert_eq!(change_attribute("User-Name"), None);
+    }
     use super::*;
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};

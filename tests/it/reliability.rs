@@ -1151,3 +1151,89 @@ async fn a_rejected_entry_is_counted_listed_and_applied_by_journal_retry() {
     assert!(ok && out.contains("0 entries"), "{out}");
     app.stop().await;
 }
+
+/// A disconnect the NAS acknowledges while the database is away: the close is journaled
+/// together with its action log row, and the replay writes both in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_during_an_outage_is_journaled_with_its_action_row() {
+    use crate::common::api::{api_config, token};
+    use crate::common::fake_nas::{FakeNas, NasMode};
+    use radacctd::api::auth::Role;
+
+    let coa = FakeNas::start(SECRET, NasMode::Ack).await;
+    let Some((db, proxy, url)) = pg_behind_proxy().await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    db.exec(&format!(
+        "INSERT INTO nas (nasname, shortname, secret, coa_port) VALUES ('127.0.0.1', 'bng', \
+         '{SECRET}', {})",
+        coa.addr.port()
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = journaled_config(&db, &url, dir.path());
+    config.api = api_config(&db).api;
+    let app = TestApp::start(config).await;
+    let mut nas = Nas::new(app.radius_addr).await;
+    let s = Sess::new(1).on_nas("127.0.0.1");
+    nas.send(&s.start(now() - 60)).await.expect("start");
+    let id = app
+        .index
+        .get(&s.key())
+        .and_then(|s| s.radacctid)
+        .expect("committed");
+
+    proxy.cut();
+    let (st, body) = {
+        let r = app
+            .http
+            .post(app.url(&format!("/api/sessions/{id}/disconnect")))
+            .bearer_auth(token(Role::Admin, None, &["subscribers.disconnect"]))
+            .send()
+            .await
+            .expect("request");
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.expect("json"),
+        )
+    };
+    assert_eq!((st, body["method"].as_str()), (200, Some("coa")), "{body}");
+    assert_eq!(coa.count(), 1);
+    assert!(app.index.get(&s.key()).is_none(), "closed in the index");
+    assert!(
+        store.session_actions(id).await.expect("read").is_empty(),
+        "nothing written while the database is away"
+    );
+
+    proxy.restore();
+    wait_for("the journal to be replayed", || replayed_all(&app)).await;
+    let row = store
+        .row_by_key(&s.key())
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.acctterminatecause.as_deref(), Some("Admin-Reset"));
+    assert!(!row.is_open());
+    let log = store.session_actions(id).await.expect("read");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0].action.as_str(),
+            log[0].method.as_str(),
+            log[0].outcome.as_str(),
+            log[0].actor.as_deref()
+        ),
+        ("disconnect", "coa", "ack", Some("test"))
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(log[0].detail.as_deref().expect("detail")).expect("json");
+    assert_eq!(
+        detail["row_closed"],
+        serde_json::Value::Bool(true),
+        "{detail}"
+    );
+    store.close().await;
+    app.stop().await;
+}
