@@ -2,7 +2,8 @@
 //! time is older than `archive_after_days` move to `radacct_archive`, in bounded batches, each
 //! one transaction (insert there + delete here), so a crash between batches loses and
 //! duplicates nothing. Open sessions never move. The action log rows (`session_actions`) of
-//! the sessions moved are deleted in the same transaction: the log covers what radacct holds.
+//! the sessions moved go to `session_actions_archive` (ids kept) in the same transaction, so
+//! each action table covers what its radacct table holds.
 //! Each run also deletes the `job_runs` records older than [`JOB_RUNS_KEPT_DAYS`]. Only the
 //! jobs leader archives (`leader`).
 

@@ -1,6 +1,8 @@
 //! The session action log, `session_actions` (migrations `0005_session_actions.sql`,
 //! docs/ARCHITECTURE.md#disconnect): one row per disconnect attempt, written by the node that
-//! made it once the outcome is known. On PostgreSQL it is also how nodes sharing the database
+//! made it once the outcome is known. The archiver moves the rows of the sessions it archives
+//! to `session_actions_archive` (migrations `0006`), ids kept; a session's log is read from
+//! both. On PostgreSQL it is also how nodes sharing the database
 //! disconnect a session once: the attempt runs under a transaction-level advisory lock keyed by
 //! the session ([`ActionLock`], taken by [`Store::lock_session_actions`]), and its row is
 //! inserted in that same transaction, so the outcome becomes visible exactly when the lock is
@@ -87,6 +89,12 @@ pub struct StoredAction {
     pub finished_at: i64,
 }
 
+/// Every column of `session_actions`, as `session_actions_archive` has them too: what the
+/// archiver copies from one to the other.
+pub(super) const ACTION_TABLE_COLUMNS: &str = "id, radacctid, acctuniqueid, username, \
+     nasipaddress, action, method, outcome, detail, actor, node, rtt_ms, requested_at, \
+     finished_at, request, error_cause";
+
 /// The columns [`read_action`] reads, in its order.
 pub(super) fn action_columns<D: Dialect>() -> String {
     format!(
@@ -94,6 +102,16 @@ pub(super) fn action_columns<D: Dialect>() -> String {
          CAST(error_cause AS BIGINT), {}, {}",
         D::epoch("requested_at"),
         D::epoch("finished_at")
+    )
+}
+
+/// The rows of one session (parameter 1) in both action tables, by id.
+fn session_actions_sql<D: Dialect>() -> String {
+    let (cols, id) = (action_columns::<D>(), D::param(1));
+    format!(
+        "SELECT {cols} FROM session_actions WHERE radacctid = {id} \
+         UNION ALL SELECT {cols} FROM session_actions_archive WHERE radacctid = {id} \
+         ORDER BY id"
     )
 }
 
@@ -226,14 +244,11 @@ impl Store {
         })
     }
 
-    /// The action log of one session, oldest first.
+    /// The action log of one session, oldest first: its rows in `session_actions` and, once
+    /// the archiver moved the session, in `session_actions_archive`.
     pub async fn session_actions(&self, radacctid: i64) -> Result<Vec<StoredAction>> {
         each_store!(Store, self, s: D => {
-            let sql = format!(
-                "SELECT {} FROM session_actions WHERE radacctid = {} ORDER BY id",
-                action_columns::<D>(),
-                D::param(1)
-            );
+            let sql = session_actions_sql::<D>();
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(radacctid)
                 .fetch_all(s.pool())

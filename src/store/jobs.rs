@@ -158,7 +158,8 @@ impl Store {
     /// Moves up to `batch` closed rows stopped before `cutoff` (oldest first) to
     /// `radacct_archive`, in one transaction: the same rows are inserted there and deleted
     /// here, or nothing happens. Returns how many moved (0: nothing left). The sessions'
-    /// rows in the action log (`session_actions`) are deleted in the same transaction.
+    /// rows in the action log (`session_actions`) move to `session_actions_archive` (every
+    /// column, ids kept) in the same transaction.
     ///
     /// On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so a batch never waits for
     /// (or blocks for long) the ingest writer.

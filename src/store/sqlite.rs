@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
+use super::actions::ACTION_TABLE_COLUMNS;
 use super::jobs::INDEXES;
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{Column, ColumnKind, Columns, Row, Value};
@@ -234,7 +235,8 @@ impl SqliteStore {
 
     /// Moves up to `batch` closed rows stopped before `cutoff` (oldest first) to
     /// `radacct_archive` in one write transaction: the ids first, then the copy and the delete
-    /// of the same ids. `cols`: the columns moved.
+    /// of the same ids, and the same for their action log rows (to `session_actions_archive`,
+    /// ids kept). `cols`: the columns moved.
     pub(super) async fn archive_batch(&self, cutoff: i64, batch: i64, cols: &str) -> Result<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<i64> = sqlx::query_scalar(
@@ -266,17 +268,28 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        // The action log of these sessions goes with them (it is not archived).
-        sqlx::query(
+        let actions = format!(
+            "INSERT INTO session_actions_archive ({ACTION_TABLE_COLUMNS}) \
+             SELECT {ACTION_TABLE_COLUMNS} FROM session_actions \
+             WHERE radacctid IN (SELECT value FROM json_each(?1))"
+        );
+        let actions_kept = sqlx::query(sqlx::AssertSqlSafe(actions))
+            .bind(&json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let actions_deleted = sqlx::query(
             "DELETE FROM session_actions WHERE radacctid IN (SELECT value FROM json_each(?1))",
         )
         .bind(&json)
         .execute(&mut *tx)
-        .await?;
-        if inserted != deleted {
+        .await?
+        .rows_affected();
+        if inserted != deleted || actions_kept != actions_deleted {
             tx.rollback().await?;
             return Err(StoreError::Config(format!(
-                "archive batch inserted {inserted} but deleted {deleted} rows; rolled back"
+                "archive batch inserted {inserted} but deleted {deleted} rows (action log: \
+                 {actions_kept} and {actions_deleted}); rolled back"
             )));
         }
         tx.commit().await?;

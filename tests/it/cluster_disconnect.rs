@@ -345,7 +345,9 @@ async fn action_log_rows_go_with_archived_sessions(backend: Backend) {
         (row.node.as_str(), row.method.as_str(), row.outcome.as_str()),
         ("solo", "coa", "ack")
     );
-    // One session stopped long ago: the archiver moves it, and its log rows go too.
+    let before = actions(&a.store, gone).await;
+    // One session stopped long ago: the archiver moves it, and its log rows go along, to
+    // session_actions_archive.
     db.exec(&format!(
         "UPDATE radacct SET acctstarttime = '2000-01-01 00:00:00', \
          acctstoptime = '2000-01-02 00:00:00' WHERE radacctid = {gone}"
@@ -358,7 +360,19 @@ async fn action_log_rows_go_with_archived_sessions(backend: Backend) {
         .await
         .expect("archive");
     assert_eq!(report.moved, 1);
-    assert!(actions(&a.store, gone).await.is_empty());
-    assert_eq!(actions(&a.store, kept).await.len(), 1, "others stay");
+    let db = &db;
+    let in_table = |table: &str, id: i64| {
+        let sql = format!("SELECT count(*) FROM {table} WHERE radacctid = {id}");
+        async move { db.count(&sql).await }
+    };
+    assert_eq!(in_table("session_actions", gone).await, 0);
+    assert_eq!(in_table("session_actions_archive", gone).await, 1);
+    assert_eq!(
+        actions(&a.store, gone).await,
+        before,
+        "the log still reads the same"
+    );
+    assert_eq!(in_table("session_actions", kept).await, 1, "others stay");
+    assert_eq!(in_table("session_actions_archive", kept).await, 0);
     a.stop().await;
 }

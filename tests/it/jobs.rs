@@ -3,7 +3,7 @@
 
 use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, test_config};
 use radacctd::jobs::{Archiver, JobsConfig, Reconciler, Sweeper};
-use radacctd::store::Store;
+use radacctd::store::ActionRecord;
 
 both_stores!(
     sweeper_closes_exactly_the_stale_rows_and_syncs_online_flags,
@@ -11,6 +11,7 @@ both_stores!(
     a_sweep_closes_at_most_sweep_limit_sessions_the_longest_silent_first,
     every_node_reconciles_the_index_with_other_writers,
     archiver_moves_exactly_the_eligible_rows,
+    archiver_moves_action_rows_with_their_sessions,
     interrupted_archive_batch_leaves_both_tables_consistent,
     dry_runs_change_nothing,
     ensure_indexes_creates_what_is_missing_once,
@@ -42,19 +43,7 @@ fn ts(backend: Backend, secs: i64) -> String {
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
-    let store = db.open_store().await;
-    let n = match &store {
-        Store::Postgres(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(s.pool())
-            .await
-            .expect("count"),
-        Store::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(s.pool())
-            .await
-            .expect("count"),
-    };
-    store.close().await;
-    n
+    db.count(sql).await
 }
 
 async fn online(db: &TestDb, user: &str) -> bool {
@@ -335,6 +324,89 @@ async fn archiver_moves_exactly_the_eligible_rows(backend: Backend) {
     app.stop().await;
 }
 
+/// The id of the row with key `key`.
+async fn radacctid_of(db: &TestDb, key: &str) -> i64 {
+    db.rows()
+        .await
+        .into_iter()
+        .find(|r| r.acctuniqueid == key)
+        .and_then(|r| r.radacctid)
+        .expect("row")
+}
+
+/// An action log row of the session `radacctid` (key `key`), every column set.
+fn action(radacctid: i64, key: &str, outcome: &'static str, at: i64) -> ActionRecord {
+    ActionRecord {
+        radacctid,
+        acctuniqueid: key.to_owned(),
+        username: Some(format!("u-{key}")),
+        nasipaddress: "192.0.2.1".into(),
+        action: "disconnect".into(),
+        method: "coa".into(),
+        outcome: outcome.into(),
+        detail: Some(r#"{"error_cause":402}"#.into()),
+        request: Some(r#"{"Session-Timeout":60}"#.into()),
+        error_cause: Some(402),
+        actor: Some("alice".into()),
+        node: "host1".into(),
+        rtt_ms: Some(12),
+        requested_at: at,
+        finished_at: at + 1,
+    }
+}
+
+async fn archiver_moves_action_rows_with_their_sessions(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(test_config(&db)).await;
+    insert_closed(&db, backend, "old", 91 * DAY).await;
+    insert_closed(&db, backend, "recent", DAY).await;
+    let (old, recent) = (
+        radacctid_of(&db, "old").await,
+        radacctid_of(&db, "recent").await,
+    );
+    let t = i64::from(now()) - 91 * DAY;
+    for (outcome, at) in [("nak", t), ("ack", t + 5)] {
+        app.store
+            .record_action(&action(old, "old", outcome, at))
+            .await
+            .expect("record");
+    }
+    app.store
+        .record_action(&action(recent, "recent", "ack", t))
+        .await
+        .expect("record");
+    let before = app.store.session_actions(old).await.expect("log");
+    assert_eq!(before.len(), 2);
+
+    let report = Archiver::new(app.store.clone(), jobs(), app.stats.clone())
+        .run_once()
+        .await
+        .expect("archive");
+    assert_eq!(report.moved, 1);
+    let live = format!("SELECT count(*) FROM session_actions WHERE radacctid = {old}");
+    let archived = format!("SELECT count(*) FROM session_actions_archive WHERE radacctid = {old}");
+    assert_eq!(count(&db, &live).await, 0, "gone from session_actions");
+    assert_eq!(count(&db, &archived).await, 2, "in session_actions_archive");
+    // Same ids and values, the columns StoredAction does not read included.
+    assert_eq!(app.store.session_actions(old).await.expect("log"), before);
+    let exact = format!(
+        "SELECT count(*) FROM session_actions_archive WHERE id IN ({}, {}) \
+         AND acctuniqueid = 'old' AND username = 'u-old' AND nasipaddress = '192.0.2.1'",
+        before[0].id, before[1].id
+    );
+    assert_eq!(count(&db, &exact).await, 2);
+    // The other session's row stays where it was.
+    let kept = format!("SELECT count(*) FROM session_actions WHERE radacctid = {recent}");
+    assert_eq!(count(&db, &kept).await, 1);
+    assert_eq!(
+        app.store.session_actions(recent).await.expect("log").len(),
+        1
+    );
+    app.stop().await;
+}
+
 async fn interrupted_archive_batch_leaves_both_tables_consistent(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -345,6 +417,18 @@ async fn interrupted_archive_batch_leaves_both_tables_consistent(backend: Backen
     }
     // A forced error on the 5th oldest row: its batch (rows 4..6) fails as a whole.
     let victim = "old3";
+    let victim_id = radacctid_of(&db, victim).await;
+    app.store
+        .record_action(&action(
+            victim_id,
+            victim,
+            "ack",
+            i64::from(now()) - 100 * DAY,
+        ))
+        .await
+        .expect("record");
+    let victim_actions =
+        |table: &str| format!("SELECT count(*) FROM {table} WHERE radacctid = {victim_id}");
     match backend {
         Backend::Postgres => {
             db.exec(&format!(
@@ -382,6 +466,14 @@ async fn interrupted_archive_batch_leaves_both_tables_consistent(backend: Backen
         0,
         "no row in both tables"
     );
+    assert_eq!(
+        (
+            count(&db, &victim_actions("session_actions")).await,
+            count(&db, &victim_actions("session_actions_archive")).await
+        ),
+        (1, 0),
+        "the failed batch's action rows stayed too"
+    );
     // Once the cause is gone, the next run finishes the job.
     db.exec(match backend {
         Backend::Postgres => "DROP TRIGGER fail_archive ON radacct_archive",
@@ -391,6 +483,10 @@ async fn interrupted_archive_batch_leaves_both_tables_consistent(backend: Backen
     let report = archiver.run_once().await.expect("archive");
     assert_eq!(report.moved, 5);
     assert_eq!(count(&db, "SELECT count(*) FROM radacct_archive").await, 8);
+    assert_eq!(
+        count(&db, &victim_actions("session_actions_archive")).await,
+        1
+    );
     app.stop().await;
 }
 

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
+use super::actions::ACTION_TABLE_COLUMNS;
 use super::jobs::INDEXES;
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{
@@ -692,8 +693,11 @@ impl PgStore {
     /// Moves up to `batch` closed rows stopped before `cutoff` (oldest first) to
     /// `radacct_archive` in one statement, the rows picked `FOR UPDATE SKIP LOCKED` so a batch
     /// never waits for (or blocks for long) the ingest writer. `cols`: the columns moved. The
-    /// moved sessions' action log rows are deleted by the same statement.
+    /// moved sessions' action log rows move to `session_actions_archive` (every column, ids
+    /// kept) in the same statement.
     pub(super) async fn archive_batch(&self, cutoff: i64, batch: i64, cols: &str) -> Result<u64> {
+        let acols = ACTION_TABLE_COLUMNS;
+        // Every data-modifying CTE runs, referenced or not, in the statement's one snapshot.
         let sql = format!(
             "WITH batch AS (SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
              AND acctstoptime < to_timestamp($1) ORDER BY acctstoptime LIMIT $2 \
@@ -701,7 +705,8 @@ impl PgStore {
              moved AS (DELETE FROM radacct r USING batch b WHERE r.radacctid = b.radacctid \
              RETURNING r.*), \
              actions AS (DELETE FROM session_actions a USING moved m \
-             WHERE a.radacctid = m.radacctid) \
+             WHERE a.radacctid = m.radacctid RETURNING a.*), \
+             kept AS (INSERT INTO session_actions_archive ({acols}) SELECT {acols} FROM actions) \
              INSERT INTO radacct_archive ({cols}) SELECT {cols} FROM moved"
         );
         let n = sqlx::query(sqlx::AssertSqlSafe(sql))

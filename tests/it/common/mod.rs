@@ -163,6 +163,23 @@ impl TestDb {
         store.close().await;
     }
 
+    /// The single integer `sql` (a `SELECT count(*) …`) answers.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let store = self.open_store().await;
+        let n = match &store {
+            Store::Postgres(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(s.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Store::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(s.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        };
+        store.close().await;
+        n
+    }
+
     /// A store on this database (a separate pool from the application's).
     pub async fn open_store(&self) -> Store {
         open_store(&self.url, 2, Duration::from_secs(5)).await
