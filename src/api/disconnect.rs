@@ -4,6 +4,8 @@
 //! idempotent (and is counted in `radacctd_disconnect_results_total{result="already_closed"}` like
 //! the service's own). Failures are 503: `NAS unreachable` without an answer, or what the NAS
 //! answered when it refused (`NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)`).
+//! An `already_closed` answered here, without the service, is written to the action log too
+//! (method `none`); the service logs its own attempts.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,7 +15,10 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::sessions::{parse_radacctid, stored_session_in_scope};
+use crate::clock::now_secs;
 use crate::disconnect::{DisconnectError, DisconnectResult, Method, refusal_message};
+use crate::sessions::Row;
+use crate::store::ActionRecord;
 
 /// The permission the contract names for disconnects.
 pub const SUBSCRIBERS_DISCONNECT: &str = "subscribers.disconnect";
@@ -31,8 +36,9 @@ pub async fn disconnect(
     let scope = state.scope().scope_for(&caller);
     let Some(session) = state.index().get_by_id(id) else {
         // Not open (or never existed): the database says which.
-        stored_session_in_scope(&state, &scope, id).await?;
+        let row = stored_session_in_scope(&state, &scope, id).await?;
         state.count_disconnect(DisconnectResult::AlreadyClosed);
+        log_already_closed(&state, id, &row, caller.subject.as_deref()).await;
         return Ok(Json(already_closed()));
     };
     if !scope.contains(session.reseller_id) {
@@ -71,6 +77,41 @@ pub async fn disconnect(
             Err(ApiError::NasRefused(refusal_message(error_cause)))
         }
         Err(DisconnectError::Internal(e)) => Err(ApiError::Internal(anyhow::anyhow!(e))),
+    }
+}
+
+/// Appends the action log row of an `already_closed` answered without asking any NAS (method
+/// `none`, no round trip). A failure is logged; the answer stands.
+async fn log_already_closed(state: &ApiState, radacctid: i64, row: &Row, actor: Option<&str>) {
+    let now = now_secs();
+    // The API's view of a stored row leaves the key out.
+    let acctuniqueid = match state.store().session_key(radacctid).await {
+        Ok(key) => key.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(radacctid, error = %e, "already_closed not written to session_actions");
+            return;
+        }
+    };
+    let record = ActionRecord {
+        radacctid,
+        acctuniqueid,
+        username: row.username.clone(),
+        nasipaddress: row.nasipaddress.clone(),
+        action: "disconnect".into(),
+        method: "none".into(),
+        outcome: "already_closed".into(),
+        // What the service writes for this answer (`disconnect::cluster`).
+        detail: Some(json!({ "row_closed": false }).to_string()),
+        request: None,
+        error_cause: None,
+        actor: actor.map(str::to_owned),
+        node: state.node_name(),
+        rtt_ms: None,
+        requested_at: now,
+        finished_at: now,
+    };
+    if let Err(e) = state.store().record_action(&record).await {
+        tracing::warn!(radacctid, error = %e, "already_closed not written to session_actions");
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`auth`]: JWT verification, permissions, `radacctd token`.
 //! - [`scope`]: the cached reseller tree / subscriber owners / `nas` ids (and the index's
 //!   reseller resolver).
-//! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV.
+//! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV;
+//!   [`actions`]: a session's action log; [`disconnect`].
 //! - [`ratelimit`], [`openapi`], [`error`].
 //!
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
@@ -13,6 +14,7 @@
 //! "The contract" in this module's documentation is the panel's description of this API, which
 //! the README's API section and, field by field, the OpenAPI document ([`openapi`]) restate.
 
+pub mod actions;
 pub mod auth;
 pub mod coa;
 pub mod disconnect;
@@ -93,6 +95,11 @@ pub const ROUTES: &[Route] = &[
         method: "get",
         path: "/api/sessions/{radacctid}",
         handler: || get(sessions::get),
+    },
+    Route {
+        method: "get",
+        path: "/api/sessions/{radacctid}/actions",
+        handler: || get(actions::list),
     },
     Route {
         method: "post",
@@ -210,6 +217,15 @@ impl ApiState {
 
     pub(crate) fn export_max_rows(&self) -> u64 {
         self.inner.export_max_rows
+    }
+
+    /// This node's name (`node.name`; empty in API-only test setups without stats).
+    pub(crate) fn node_name(&self) -> String {
+        self.inner
+            .stats
+            .as_ref()
+            .map(|s| s.node().name().to_owned())
+            .unwrap_or_default()
     }
 
     pub(crate) fn disconnector(&self) -> Option<&crate::disconnect::Disconnector> {

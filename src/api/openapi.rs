@@ -216,6 +216,21 @@ pub fn document() -> Value {
         "404".into(),
         error_response("`session not found` (the archive is not searched)"),
     );
+    let mut actions_responses = get_responses.clone();
+    actions_responses.insert(
+        "200".into(),
+        ok_json(
+            "The session's action log, oldest first (rows of archived sessions' logs included)",
+            json!({
+                "type": "object",
+                "required": ["success", "data"],
+                "properties": {
+                    "success": { "const": true },
+                    "data": { "type": "array", "items": { "$ref": "#/components/schemas/Action" } }
+                }
+            }),
+        ),
+    );
 
     let mut export_params = filter_params(false);
     export_params.push(param(
@@ -305,6 +320,13 @@ pub fn document() -> Value {
                     "responses": get_responses
                 }
             },
+            "/api/sessions/{radacctid}/actions": {
+                "get": {
+                    "summary": "A session's action log: every disconnect (and CoA) asked for it, who asked, what was sent and what the NAS answered (permission sessions.view, scope as for the session)",
+                    "parameters": [ { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
+                    "responses": actions_responses
+                }
+            },
             "/api/sessions/{radacctid}/disconnect": {
                 "post": {
                     "summary": "Disconnect a live session: RFC 5176 Disconnect-Request to the NAS, MikroTik RouterOS API fallback (permission subscribers.disconnect)",
@@ -341,6 +363,7 @@ pub fn document() -> Value {
             },
             "schemas": {
                 "Session": { "type": "object", "required": FIELDS, "properties": session_props },
+                "Action": action_schema(),
                 "Pagination": {
                     "type": "object",
                     "required": ["page", "limit", "total"],
@@ -356,6 +379,32 @@ pub fn document() -> Value {
                     "properties": { "success": { "const": false }, "message": { "type": "string" } }
                 }
             }
+        }
+    })
+}
+
+/// One row of a session's action log (`api::actions::action_json`).
+fn action_schema() -> Value {
+    let time =
+        json!({ "type": "string", "format": "date-time", "description": "RFC 3339, UTC, `Z`" });
+    json!({
+        "type": "object",
+        "required": ["id", "radacctid", "action", "method", "outcome", "error_cause", "error_cause_name", "request", "detail", "actor", "node", "rtt_ms", "requested_at", "finished_at"],
+        "properties": {
+            "id": { "type": "integer", "format": "int64" },
+            "radacctid": { "type": "integer", "format": "int64" },
+            "action": { "type": "string", "description": "`disconnect` or `coa`" },
+            "method": { "type": "string", "description": "`coa` (a Disconnect-Request or CoA-Request), `api` (the RouterOS API) or `none` (nothing was sent)" },
+            "outcome": { "type": "string", "description": "`ack`, `nak` (see `error_cause`), `timeout` (no answer), `removed` (the RouterOS API removed the session), `already_closed`, `error` (nothing could be sent)" },
+            "error_cause": { "type": ["integer", "null"], "description": "The Error-Cause of a NAK, when it carried one" },
+            "error_cause_name": { "type": ["string", "null"], "description": "Its dictionary name (e.g. `Missing-Attribute`); null when unknown" },
+            "request": { "description": "JSON object of the attributes sent beyond the session's identification (a CoA's changes); null for a disconnect" },
+            "detail": { "description": "JSON with what reproduces the answer; null when absent" },
+            "actor": { "type": ["string", "null"], "description": "The API token's `sub`" },
+            "node": { "type": "string", "description": "`node.name` of the node that made the attempt" },
+            "rtt_ms": { "type": ["integer", "null"], "description": "Milliseconds from the start of the attempt to its outcome; null when nothing was sent" },
+            "requested_at": time,
+            "finished_at": time
         }
     })
 }
@@ -520,6 +569,7 @@ mod tests {
         assert_eq!(columns["schema"]["default"], json!(DEFAULT_COLUMNS));
         for path in [
             "/api/sessions/{radacctid}",
+            "/api/sessions/{radacctid}/actions",
             "/api/sessions/{radacctid}/disconnect",
             "/api/sessions/{radacctid}/coa",
         ] {

@@ -142,24 +142,35 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let record = viewable_session(&state, &caller, &id).await?;
+    let mut data = state.to_json(vec![record]);
+    Ok(Json(json!({ "success": true, "data": data.pop() })))
+}
+
+/// The session `GET /api/sessions/{radacctid}` answers for the path segment `id`, with its
+/// checks in order: `sessions.view` (403), the index loaded (503), the id (400), then the
+/// index or the database (404 `session not found`; 403 `not authorized` out of scope).
+pub(crate) async fn viewable_session(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Row, ApiError> {
     caller.require(SESSIONS_VIEW)?;
     // Without the index an open session would be looked up in SQL alone, and the scope
     // (reseller tree) may not be loaded either.
     state.ensure_index_ready()?;
-    let id = parse_radacctid(&id)?;
-    let scope = state.scope().scope_for(&caller);
+    let id = parse_radacctid(id)?;
+    let scope = state.scope().scope_for(caller);
     let live: Option<Session> = state.index().get_by_id(id);
-    let record = match live {
+    match live {
         Some(s) => {
             if !scope.contains(s.reseller_id) {
                 return Err(ApiError::Forbidden("not authorized".into()));
             }
-            Row::from_session(&s)
+            Ok(Row::from_session(&s))
         }
-        None => stored_session_in_scope(&state, &scope, id).await?,
-    };
-    let mut data = state.to_json(vec![record]);
-    Ok(Json(json!({ "success": true, "data": data.pop() })))
+        None => stored_session_in_scope(state, &scope, id).await,
+    }
 }
 
 /// The `{radacctid}` path segment.

@@ -216,6 +216,36 @@ impl Store {
         })
     }
 
+    /// The `acctuniqueid` of the row with this `radacctid` (the archive is not consulted).
+    pub async fn session_key(&self, radacctid: i64) -> Result<Option<String>> {
+        each_store!(Store, self, s: D => {
+            let sql = format!("SELECT acctuniqueid FROM radacct WHERE radacctid = {}", D::param(1));
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .bind(radacctid)
+                .fetch_optional(s.pool())
+                .await?;
+            Ok(row.map(|r| r.try_get(0)).transpose()?)
+        })
+    }
+
+    /// Whether the row with this key holds its NAS's Accounting Stop: `connectinfo_stop` is set
+    /// by every Stop and by nothing radacctd closes itself (see
+    /// `disconnect::confirm::wait_for_nas_stop`). `None` when there is no such row. A plain
+    /// read on the general pool, cheap enough to poll: no lock, nothing of the writer's.
+    pub async fn nas_stop_recorded(&self, acctuniqueid: &str) -> Result<Option<bool>> {
+        each_store!(Store, self, s: D => {
+            let sql = format!(
+                "SELECT connectinfo_stop IS NOT NULL FROM radacct WHERE acctuniqueid = {}",
+                D::param(1)
+            );
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .bind(acctuniqueid)
+                .fetch_optional(s.pool())
+                .await?;
+            Ok(row.map(|r| r.try_get(0)).transpose()?)
+        })
+    }
+
     /// Starts an export: counts the matches and, when there are at most `max_rows`, streams
     /// them in order from the same read snapshot (PostgreSQL `REPEATABLE READ`, a SQLite read
     /// transaction), so the count and the rows agree. The task ends, releasing its connection,

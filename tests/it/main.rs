@@ -11,6 +11,7 @@ mod common;
 
 mod accounting;
 mod api;
+mod api_actions;
 mod api_disconnect;
 mod api_export_memory;
 mod cluster;

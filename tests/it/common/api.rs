@@ -106,14 +106,19 @@ impl TestApp {
     }
 }
 
-/// A token signed with the test secret.
+/// A token signed with the test secret (subject `test`).
 pub fn token(role: Role, reseller_id: Option<i64>, permissions: &[&str]) -> String {
+    token_for("test", role, reseller_id, permissions)
+}
+
+/// A token signed with the test secret, for subject `sub`.
+pub fn token_for(sub: &str, role: Role, reseller_id: Option<i64>, permissions: &[&str]) -> String {
     let cfg = ApiConfig {
         jwt_secret: Secret::new(JWT_SECRET),
         ..ApiConfig::default()
     };
     let claims = Claims {
-        sub: Some("test".into()),
+        sub: Some(sub.into()),
         exp: radacctd::clock::now_secs() as u64 + 3600,
         role,
         reseller_id,
