@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::params::{
     DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, Field, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS,
-    SESSION_FIELDS, search_pattern,
+    MAX_WAIT_SECS, SESSION_FIELDS, search_pattern,
 };
 use crate::sessions::ColumnKind;
 use crate::sessions::filter::SortKey;
@@ -199,12 +199,16 @@ pub fn document() -> Value {
                 "properties": {
                     "success": { "const": true },
                     "method": { "type": "string", "enum": ["coa", "api", "already_closed"] },
-                    "message": { "type": "string" }
+                    "message": { "type": "string" },
+                    "confirmed": { "type": "boolean", "description": "Only with `wait`: whether the NAS's own Accounting Stop is recorded on the row (it carries the final counters, session time and cause). After `coa` or `api`, waited for up to `wait` seconds (true as soon as it arrives, through any node sharing the database); with `already_closed`, whether the row already holds one (no waiting)" }
                 }
             }),
         ),
     );
-    disconnect_responses.insert("400".into(), bad_radacctid());
+    disconnect_responses.insert(
+        "400".into(),
+        error_response(&format!("`invalid radacctid, must be an integer`: the path's id is not a signed 64-bit integer; `invalid wait, must be an integer between 0 and {MAX_WAIT_SECS} (seconds)`")),
+    );
     disconnect_responses.insert("403".into(), error_response("`subscribers.disconnect denied`, or `not authorized`: the session is outside the caller's scope"));
     disconnect_responses.insert(
         "404".into(),
@@ -330,7 +334,10 @@ pub fn document() -> Value {
             "/api/sessions/{radacctid}/disconnect": {
                 "post": {
                     "summary": "Disconnect a live session: RFC 5176 Disconnect-Request to the NAS, MikroTik RouterOS API fallback (permission subscribers.disconnect)",
-                    "parameters": [ { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
+                    "parameters": [
+                        { "name": "radacctid", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } },
+                        param("wait", "Seconds to wait, after a successful disconnect, for the NAS's own Accounting Stop; the answer then has `confirmed`. Absent: no waiting and no `confirmed`", json!({ "type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS }))
+                    ],
                     "responses": disconnect_responses
                 }
             },
@@ -585,6 +592,38 @@ mod tests {
                     .contains("invalid radacctid")
             );
         }
+    }
+
+    #[test]
+    fn disconnect_documents_wait_and_confirmed() {
+        let doc = document();
+        let op = &doc["paths"]["/api/sessions/{radacctid}/disconnect"]["post"];
+        let wait = op["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "wait")
+            .expect("wait");
+        assert_eq!(wait["in"], json!("query"));
+        assert_eq!(
+            (&wait["schema"]["minimum"], &wait["schema"]["maximum"]),
+            (&json!(0), &json!(MAX_WAIT_SECS))
+        );
+        let ok = &op["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(ok["properties"]["confirmed"]["type"], json!("boolean"));
+        assert!(
+            !ok["required"]
+                .as_array()
+                .expect("required")
+                .contains(&json!("confirmed")),
+            "only with wait"
+        );
+        assert!(
+            op["responses"]["400"]["description"]
+                .as_str()
+                .expect("400")
+                .contains("invalid wait")
+        );
     }
 
     #[test]

@@ -220,6 +220,27 @@ fn form_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Longest `wait` of `POST /api/sessions/{radacctid}/disconnect`, in seconds.
+pub const MAX_WAIT_SECS: u64 = 10;
+
+/// The disconnect's `wait`: whole seconds, 0 to [`MAX_WAIT_SECS`]; `None` when absent (or
+/// empty, as every parameter).
+pub fn wait_secs(q: &Query) -> Result<Option<u64>, ApiError> {
+    match q.get("wait")? {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_WAIT_SECS)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid wait, must be an integer between 0 and {MAX_WAIT_SECS} (seconds)"
+                ))
+            }),
+    }
+}
+
 /// A date-time bound: RFC 3339 (any offset, converted to UTC) or a bare `YYYY-MM-DD` (UTC
 /// midnight). `round_up` rounds fractional seconds up (for `from`), else down (for `to`), as
 /// session times are whole seconds.
@@ -419,6 +440,25 @@ mod tests {
             "radacctid,username,nasipaddress,framedipaddress,acctstarttime,acctstoptime,\
              acctsessiontime,acctinputoctets,acctoutputoctets,acctterminatecause"
         );
+    }
+
+    #[test]
+    fn wait_is_0_to_10_seconds() {
+        let wait = |q: &str| wait_secs(&Query::parse(Some(q)).expect("query"));
+        assert_eq!(wait("").expect("absent"), None);
+        assert_eq!(wait("wait=").expect("empty"), None);
+        assert_eq!(wait("wait=0").expect("0"), Some(0));
+        assert_eq!(wait("wait=10").expect("10"), Some(10));
+        for bad in [
+            "wait=11",
+            "wait=-1",
+            "wait=1.5",
+            "wait=abc",
+            "wait=1&wait=2",
+        ] {
+            let e = wait(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("invalid wait, "), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 mod change;
 mod cluster;
 pub mod coa;
+pub mod confirm;
 pub mod mikrotik;
 pub mod stats;
 

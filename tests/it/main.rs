@@ -18,6 +18,7 @@ mod cluster;
 mod cluster_disconnect;
 mod codec_oracle;
 mod disconnect;
+mod disconnect_confirm;
 mod freeradius_harness;
 mod freeradius_parity;
 mod fuzz_corpus;
