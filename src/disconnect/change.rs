@@ -6,7 +6,7 @@
 //! Concurrent calls for one session are serialized, and identical ones share one request: a
 //! call that finds the same change of the same session in flight joins it (one CoA-Request on
 //! the wire, every caller answered), a call with a different change waits for the one in
-//! flight and then sends its own, so the NAS sees changes in the order they were asked for.
+//! flight and then sends its own, so the NAS never has two changes of one session in flight.
 //! On PostgreSQL the attempt runs under the session's action lock (see [`super::cluster`]):
 //! another node's attempt is waited for, and when it sent the same change while this call
 //! waited, its recorded outcome is the answer. A session the database says is closed answers
