@@ -681,6 +681,78 @@ fn radclient_disconnect_is_acked_by_the_test_nas() {
 }
 
 #[test]
+fn radclient_coa_is_acked_by_the_test_nas_which_reads_its_vsa() {
+    use common::freeradius::{RadclientOpts, radclient_available, radclient_with};
+    if !common::require(radclient_available(), "radclient (Debian freeradius-utils)") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let nas = rt.block_on(FakeNas::start(SECRET, NasMode::Ack));
+    let addr = nas.addr;
+    let packet = "User-Name = \"alice\"\nAcct-Session-Id = \"81a00008\"\n\
+                  Framed-IP-Address = 100.64.0.8\nNAS-IP-Address = 127.0.0.1\n\
+                  Mikrotik-Rate-Limit = \"10M/20M\"\nSession-Timeout = 3600\n\
+                  Message-Authenticator = 0x00\n";
+    let opts = RadclientOpts {
+        command: "coa".into(),
+        retries: 1,
+        timeout_secs: 1,
+        ..RadclientOpts::default()
+    };
+    let (ok, out) = radclient_with(addr, SECRET, packet, &opts).expect("radclient runs");
+    assert!(ok, "radclient accepted the test NAS's CoA-ACK:\n{out}");
+    assert_eq!(
+        common::freeradius::radclient_count_received(&out, "CoA-ACK"),
+        1,
+        "{out}"
+    );
+    let got = nas.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].code, fake_nas::COA_REQUEST);
+    assert!(
+        got[0].authenticator_ok,
+        "radclient's CoA Request Authenticator verifies at the test NAS"
+    );
+    assert_eq!(got[0].message_authenticator_ok, Some(true));
+    assert_eq!(got[0].attr_str(d::USER_NAME).as_deref(), Some("alice"));
+    assert_eq!(got[0].attr_u32(27), Some(3600), "Session-Timeout");
+    assert_eq!(
+        got[0].vsa_str(14988, 8).as_deref(),
+        Some("10M/20M"),
+        "Mikrotik-Rate-Limit (vendor 14988, type 8) as radclient encodes it"
+    );
+    assert_eq!(
+        got[0].vsa(14988, 19),
+        None,
+        "no Mikrotik-Address-List was sent"
+    );
+
+    // A NAK is a CoA-NAK carrying the Error-Cause, which radclient reads.
+    nas.set_mode(NasMode::Nak(Some(401)));
+    let (_, out) = radclient_with(addr, SECRET, packet, &opts).expect("radclient runs");
+    assert_eq!(
+        common::freeradius::radclient_count_received(&out, "CoA-NAK"),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("Unsupported-Attribute"), "{out}");
+
+    // radclient rejects a CoA-ACK the test NAS signs wrongly.
+    nas.set_mode(NasMode::BadAuthenticator);
+    let (ok, out) = radclient_with(addr, SECRET, packet, &opts).expect("radclient runs");
+    assert!(
+        !ok,
+        "radclient must reject a bad Response Authenticator:\n{out}"
+    );
+    assert_eq!(
+        common::freeradius::radclient_count_received(&out, "CoA-ACK"),
+        0,
+        "{out}"
+    );
+    drop(rt);
+}
+
+#[test]
 fn radius_rs_accepts_our_disconnect_request_and_we_accept_its_ack() {
     use radacctd::radius::codec::Packet;
     use radius::core::code::Code as RrCode;

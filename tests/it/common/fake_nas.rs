@@ -1,7 +1,7 @@
-//! A test NAS that receives RFC 5176 Disconnect-Requests on a real UDP socket. It parses and
-//! checks packets with its own code (MD5 and HMAC-MD5 directly, not radacctd's codec), so it
-//! can catch codec mistakes; `radclient` is pointed at it to prove it faithful. It records
-//! every datagram and answers as its mode says.
+//! A test NAS that receives RFC 5176 Disconnect-Requests and CoA-Requests on a real UDP socket.
+//! It parses and checks packets with its own code (MD5 and HMAC-MD5 directly, not radacctd's
+//! codec), so it can catch codec mistakes; `radclient` is pointed at it to prove it faithful. It
+//! records every datagram and answers as its mode says.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -15,21 +15,27 @@ use tokio::task::JoinHandle;
 pub const DISCONNECT_REQUEST: u8 = 40;
 pub const DISCONNECT_ACK: u8 = 41;
 pub const DISCONNECT_NAK: u8 = 42;
+pub const COA_REQUEST: u8 = 43;
+pub const COA_ACK: u8 = 44;
+pub const COA_NAK: u8 = 45;
+const VENDOR_SPECIFIC: u8 = 26;
 const MESSAGE_AUTHENTICATOR: u8 = 80;
 const ERROR_CAUSE: u8 = 101;
 
-/// How the test NAS answers a valid Disconnect-Request.
+/// How the test NAS answers a valid Disconnect-Request or CoA-Request: the ACK and NAK are of
+/// the request's kind (Disconnect-ACK/NAK for a Disconnect-Request, CoA-ACK/NAK for a
+/// CoA-Request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NasMode {
-    /// Disconnect-ACK (with a Message-Authenticator).
+    /// An ACK (with a Message-Authenticator).
     Ack,
-    /// Disconnect-NAK with this Error-Cause, if any.
+    /// A NAK with this Error-Cause, if any.
     Nak(Option<u32>),
-    /// A Disconnect-ACK whose Response Authenticator is wrong.
+    /// An ACK whose Response Authenticator is wrong.
     BadAuthenticator,
-    /// A Disconnect-ACK with a right Response Authenticator but a wrong Message-Authenticator.
+    /// An ACK with a right Response Authenticator but a wrong Message-Authenticator.
     BadMessageAuthenticator,
-    /// A valid Disconnect-ACK, sent from another UDP port.
+    /// A valid ACK, sent from another UDP port.
     WrongPort,
     /// No answer.
     Silent,
@@ -67,6 +73,56 @@ impl Received {
             .and_then(|v| <[u8; 4]>::try_from(v).ok())
             .map(Ipv4Addr::from)
     }
+
+    /// The first attribute of `typ` as a 32-bit integer (`None` unless exactly four bytes).
+    pub fn attr_u32(&self, typ: u8) -> Option<u32> {
+        self.attr(typ)
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .map(u32::from_be_bytes)
+    }
+
+    /// Every sub-attribute of every Vendor-Specific attribute, as (vendor, type, value), in
+    /// packet order (RFC 2865 §5.26 layout: vendor id, then type/length/value triples).
+    pub fn vsas(&self) -> Vec<(u32, u8, &[u8])> {
+        self.attrs
+            .iter()
+            .filter(|(t, _)| *t == VENDOR_SPECIFIC)
+            .flat_map(|(_, v)| parse_vsa(v))
+            .collect()
+    }
+
+    /// The value of the first Vendor-Specific sub-attribute `typ` of `vendor`.
+    pub fn vsa(&self, vendor: u32, typ: u8) -> Option<&[u8]> {
+        self.vsas()
+            .into_iter()
+            .find(|(v, t, _)| *v == vendor && *t == typ)
+            .map(|(_, _, value)| value)
+    }
+
+    /// [`Received::vsa`] as text.
+    pub fn vsa_str(&self, vendor: u32, typ: u8) -> Option<String> {
+        self.vsa(vendor, typ)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// The sub-attributes of one Vendor-Specific value; empty when it is too short or malformed
+/// (then it is not the RFC 2865 §5.26 recommended format, and no test expects to read it).
+fn parse_vsa(v: &[u8]) -> Vec<(u32, u8, &[u8])> {
+    let Some((vendor, mut rest)) = v.split_first_chunk::<4>() else {
+        return Vec::new();
+    };
+    let vendor = u32::from_be_bytes(*vendor);
+    let mut out = Vec::new();
+    while let [t, l, ..] = *rest {
+        let l = usize::from(l);
+        if l < 2 || l > rest.len() {
+            return Vec::new();
+        }
+        out.push((vendor, t, &rest[2..l]));
+        rest = &rest[l..];
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -160,23 +216,22 @@ async fn serve(
             }
             (st.mode, st.delay, drop_it)
         };
+        let Some((ack, nak)) = answer_codes(rx.code) else {
+            continue;
+        };
         // A real NAS silently discards what does not verify (RFC 5176 §3.5).
-        if drop_it
-            || rx.code != DISCONNECT_REQUEST
-            || !rx.authenticator_ok
-            || rx.message_authenticator_ok == Some(false)
-        {
+        if drop_it || !rx.authenticator_ok || rx.message_authenticator_ok == Some(false) {
             continue;
         }
         let (code, attrs) = match mode {
             NasMode::Silent => continue,
             NasMode::Nak(cause) => (
-                DISCONNECT_NAK,
+                nak,
                 cause
                     .map(|c| vec![(ERROR_CAUSE, c.to_be_bytes().to_vec())])
                     .unwrap_or_default(),
             ),
-            _ => (DISCONNECT_ACK, Vec::new()),
+            _ => (ack, Vec::new()),
         };
         let mut resp = response(code, rx.identifier, &rx.authenticator, &attrs, &secret);
         match mode {
@@ -204,6 +259,15 @@ async fn serve(
                 let _ = sender.send_to(&resp, from).await;
             });
         }
+    }
+}
+
+/// The (ACK, NAK) codes that answer a request code, `None` for what this NAS does not serve.
+fn answer_codes(request: u8) -> Option<(u8, u8)> {
+    match request {
+        DISCONNECT_REQUEST => Some((DISCONNECT_ACK, DISCONNECT_NAK)),
+        COA_REQUEST => Some((COA_ACK, COA_NAK)),
+        _ => None,
     }
 }
 
