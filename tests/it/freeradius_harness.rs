@@ -1,5 +1,7 @@
 //! Checks the FreeRADIUS harness itself: a private FreeRADIUS with stock rlm_sql writes the
-//! radacct row that docs/reference/freeradius.md §4 describes for a Start, Interim-Update, Stop.
+//! radacct row that docs/reference/freeradius.md §4 describes for a Start, Interim-Update, Stop;
+//! and a private FreeRADIUS playing a NAS ACKs radclient's CoA-Request and Disconnect-Request and
+//! records the attributes it received.
 //!
 //! Needs `freeradius`, `freeradius-postgresql`, `freeradius-utils` and a PostgreSQL reachable
 //! at `RADACCTD_TEST_DATABASE_URL` (an admin URL allowed to CREATE DATABASE; default
@@ -257,6 +259,74 @@ async fn run_scenario(db: &HarnessDb, target: &freeradius::PgTarget) -> anyhow::
     conn.close().await.ok();
     drop(fr);
     Ok(())
+}
+
+#[test]
+fn freeradius_nas_acks_radclient_coa_and_records_what_it_received() {
+    use freeradius::{FreeRadiusNas, RadclientOpts, radclient_count_received, radclient_with};
+    if !crate::common::require(
+        freeradius::freeradius_nas_unavailable_reason().is_none(),
+        "freeradius (Debian freeradius, freeradius-config)",
+    ) || !crate::common::require(
+        freeradius::radclient_available(),
+        "radclient (Debian freeradius-utils)",
+    ) {
+        return;
+    }
+    let nas = FreeRadiusNas::start("nas-s3cret").expect("FreeRADIUS starts as a NAS");
+    let opts = |command: &str| RadclientOpts {
+        command: command.into(),
+        retries: 1,
+        timeout_secs: 1,
+        ..RadclientOpts::default()
+    };
+    let coa = "User-Name = \"alice\"\nAcct-Session-Id = \"81a00007\"\n\
+               Framed-IP-Address = 100.64.0.7\nNAS-IP-Address = 127.0.0.1\n\
+               Mikrotik-Rate-Limit = \"2M/4M 4M/8M 1M/2M 16/16 8 1M/2M\"\n\
+               Session-Timeout = 3600\nFilter-Id = \"blocked \\\"page\\\"\"\n\
+               Mikrotik-Address-List = \"unpaid\"\nMessage-Authenticator = 0x00\n";
+    let (ok, out) = radclient_with(nas.coa_addr, &nas.secret, coa, &opts("coa")).expect("runs");
+    assert!(ok, "{out}\n{}", nas.diagnostics());
+    assert_eq!(radclient_count_received(&out, "CoA-ACK"), 1, "{out}");
+
+    let (ok, out) = radclient_with(
+        nas.coa_addr,
+        &nas.secret,
+        "User-Name = \"bob\"\nAcct-Session-Id = \"81a00008\"\n",
+        &opts("disconnect"),
+    )
+    .expect("runs");
+    assert!(ok, "{out}\n{}", nas.diagnostics());
+    assert_eq!(radclient_count_received(&out, "Disconnect-ACK"), 1, "{out}");
+
+    // A request signed with another secret is dropped unanswered, and not recorded.
+    let (ok, out) = radclient_with(nas.coa_addr, "wrong", coa, &opts("coa")).expect("runs");
+    assert!(!ok, "{out}");
+    assert_eq!(radclient_count_received(&out, "CoA-"), 0, "{out}");
+
+    let got = nas.received();
+    assert_eq!(got.len(), 2, "{}", nas.diagnostics());
+    let c = &got[0];
+    assert_eq!(c.packet_type(), Some("CoA-Request"));
+    assert_eq!(c.get("User-Name"), Some("alice"));
+    assert_eq!(c.get("Acct-Session-Id"), Some("81a00007"));
+    assert_eq!(c.get("Framed-IP-Address"), Some("100.64.0.7"));
+    assert_eq!(c.get("NAS-IP-Address"), Some("127.0.0.1"));
+    assert_eq!(
+        c.get("Mikrotik-Rate-Limit"),
+        Some("2M/4M 4M/8M 1M/2M 16/16 8 1M/2M")
+    );
+    assert_eq!(c.get("Session-Timeout"), Some("3600"));
+    assert_eq!(c.get("Filter-Id"), Some("blocked \"page\""));
+    assert_eq!(c.get("Mikrotik-Address-List"), Some("unpaid"));
+    assert!(c.get("Message-Authenticator").is_some());
+    assert_eq!(got[1].packet_type(), Some("Disconnect-Request"));
+    assert_eq!(got[1].get("User-Name"), Some("bob"));
+    assert!(
+        nas.log().contains("Shared secret is incorrect"),
+        "{}",
+        nas.diagnostics()
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Test harness: a real, private FreeRADIUS 3.2 with stock rlm_sql PostgreSQL accounting,
-//! and a `radclient` driver.
+//! Test harness: a real, private FreeRADIUS 3.2, either with stock rlm_sql PostgreSQL
+//! accounting ([`FreeRadius`]) or as the RFC 5176 side of a NAS ([`FreeRadiusNas`]), and a
+//! `radclient` driver.
 //!
 //! Nothing from the FreeRADIUS packages is copied into the repository: the server runs on a
 //! private copy of the installed `/etc/freeradius/3.0`, made in a temporary directory at test
@@ -274,6 +275,33 @@ pub fn free_udp_port() -> anyhow::Result<u16> {
     Ok(socket.local_addr()?.port())
 }
 
+/// Why a private FreeRADIUS cannot play a NAS here, or `None` when it can: the `freeradius`
+/// binary and the configuration with the `always` and `detail` modules (no SQL driver is
+/// needed).
+pub fn freeradius_nas_unavailable_reason() -> Option<String> {
+    let needed = [
+        (PathBuf::from(FREERADIUS_BIN), "freeradius"),
+        (
+            Path::new(FREERADIUS_CONF_DIR).join("radiusd.conf"),
+            "freeradius-config",
+        ),
+        (
+            Path::new(FREERADIUS_CONF_DIR).join("mods-available/always"),
+            "freeradius-config",
+        ),
+        (
+            Path::new(FREERADIUS_CONF_DIR).join("mods-available/detail"),
+            "freeradius-config",
+        ),
+    ];
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|(path, _)| !path.is_file())
+        .map(|(path, pkg)| format!("{} (Debian package {pkg})", path.display()))
+        .collect();
+    (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
+}
+
 /// A running private FreeRADIUS (`freeradius -f`) that writes accounting to PostgreSQL through
 /// the stock rlm_sql `queries.conf`. Killed when dropped.
 #[derive(Debug)]
@@ -282,13 +310,7 @@ pub struct FreeRadius {
     pub acct_addr: SocketAddr,
     /// The secret of its only client, 127.0.0.1.
     pub secret: String,
-    child: Option<Child>,
-    /// radius.log (the server's own log).
-    log_file: PathBuf,
-    /// The child's stdout and stderr.
-    console_file: PathBuf,
-    /// Holds the private raddb (a copy of `/etc/freeradius/3.0`), the logs and the pid file.
-    _dir: tempfile::TempDir,
+    server: Server,
 }
 
 impl FreeRadius {
@@ -302,53 +324,240 @@ impl FreeRadius {
         if let Some(reason) = freeradius_unavailable_reason() {
             bail!("FreeRADIUS is not available: {reason}");
         }
-        let mut last_err = None;
-        for _ in 0..3 {
-            let port = free_udp_port()?;
-            match Self::start_on(pg, port) {
-                Ok(fr) => return Ok(fr),
-                Err(e) if format!("{e:#}").contains("Address already in use") => last_err = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_err.expect("loop ran"))
+        on_a_free_port(|port| Self::start_on(pg, port))
     }
 
     /// Like [`FreeRadius::start`], on the given UDP port.
     pub fn start_on(pg: &PgTarget, port: u16) -> anyhow::Result<FreeRadius> {
+        let dirs = PrivateDirs::new()?;
+        write_private_raddb(&dirs, TEST_SECRET)?;
+        write_acct_modules_and_site(&dirs.raddb, pg, port)?;
+        Ok(FreeRadius {
+            acct_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            secret: TEST_SECRET.to_string(),
+            server: Server::spawn(dirs)?,
+        })
+    }
+
+    /// The server's log and console output, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        self.server.diagnostics()
+    }
+}
+
+/// A running private FreeRADIUS (`freeradius -f`) playing the RFC 5176 side of a NAS: a
+/// `listen { type = coa }` virtual server on 127.0.0.1 that answers every CoA-Request with
+/// CoA-ACK and every Disconnect-Request with Disconnect-ACK, after writing the request to a
+/// `detail` file ([`FreeRadiusNas::received`]). Requests that do not verify with the secret
+/// are dropped unanswered, and its log says so. Killed when dropped.
+#[derive(Debug)]
+pub struct FreeRadiusNas {
+    /// Where it listens for CoA-Requests and Disconnect-Requests (127.0.0.1, a free port).
+    pub coa_addr: SocketAddr,
+    /// The secret of its only client, 127.0.0.1.
+    pub secret: String,
+    /// What rlm_detail writes, one entry per request received.
+    detail_file: PathBuf,
+    server: Server,
+}
+
+impl FreeRadiusNas {
+    /// Starts it on a private copy of `/etc/freeradius/3.0` on 127.0.0.1:<free port>, with
+    /// `secret` for its only client, 127.0.0.1. Returns once the log says "Ready to process
+    /// requests", or fails with the log when that does not happen within [`START_TIMEOUT`].
+    pub fn start(secret: &str) -> anyhow::Result<FreeRadiusNas> {
+        if let Some(reason) = freeradius_nas_unavailable_reason() {
+            bail!("FreeRADIUS is not available: {reason}");
+        }
+        on_a_free_port(|port| Self::start_on(secret, port))
+    }
+
+    /// Like [`FreeRadiusNas::start`], on the given UDP port.
+    pub fn start_on(secret: &str, port: u16) -> anyhow::Result<FreeRadiusNas> {
+        let dirs = PrivateDirs::new()?;
+        write_private_raddb(&dirs, secret)?;
+        let detail_file = dirs.log_dir.join("coa.detail");
+        write_coa_modules_and_site(&dirs.raddb, &detail_file, port)?;
+        Ok(FreeRadiusNas {
+            coa_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            secret: secret.to_string(),
+            detail_file,
+            server: Server::spawn(dirs)?,
+        })
+    }
+
+    /// The requests it has received and verified so far, oldest first. Each is written before
+    /// it is answered, so a request whose ACK came back is here.
+    pub fn received(&self) -> Vec<DetailEntry> {
+        parse_detail(&std::fs::read_to_string(&self.detail_file).unwrap_or_default())
+    }
+
+    /// The detail file as written, for failure messages.
+    pub fn detail_text(&self) -> String {
+        std::fs::read_to_string(&self.detail_file).unwrap_or_default()
+    }
+
+    /// The server's log (radius.log) so far.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+
+    /// The server's log, console output and detail file, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "{}--- {} ---\n{}",
+            self.server.diagnostics(),
+            self.detail_file.display(),
+            self.detail_text()
+        )
+    }
+}
+
+/// One request as FreeRADIUS's `detail` module wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailEntry {
+    /// `(name, value)` in the order written; string values without their quotes.
+    pub attrs: Vec<(String, String)>,
+}
+
+impl DetailEntry {
+    /// The first value of attribute `name` (a dictionary name such as `Mikrotik-Rate-Limit`).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `CoA-Request` or `Disconnect-Request` (the `Packet-Type` line).
+    pub fn packet_type(&self) -> Option<&str> {
+        self.get("Packet-Type")
+    }
+}
+
+/// Splits a detail file into entries: a header line (the time), then one tab-indented
+/// `Name = value` line per attribute, then a blank line.
+pub fn parse_detail(text: &str) -> Vec<DetailEntry> {
+    let mut entries = Vec::new();
+    let mut attrs = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !attrs.is_empty() {
+                entries.push(DetailEntry {
+                    attrs: std::mem::take(&mut attrs),
+                });
+            }
+            continue;
+        }
+        if !line.starts_with('\t') {
+            continue; // the entry's header line
+        }
+        if let Some((name, value)) = line.trim().split_once(" = ") {
+            attrs.push((name.to_string(), unquote_detail(value)));
+        }
+    }
+    if !attrs.is_empty() {
+        entries.push(DetailEntry { attrs });
+    }
+    entries
+}
+
+/// A detail value as text: a quoted string loses its quotes and its `\"` / `\\` escapes.
+fn unquote_detail(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return value.to_string();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next @ ('"' | '\\'))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Runs `start` on a free port, again (up to three times) when the port was taken between
+/// choosing and binding it.
+fn on_a_free_port<T>(mut start: impl FnMut(u16) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut last_err = None;
+    for _ in 0..3 {
+        let port = free_udp_port()?;
+        match start(port) {
+            Ok(server) => return Ok(server),
+            Err(e) if format!("{e:#}").contains("Address already in use") => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.expect("loop ran"))
+}
+
+/// A temporary directory holding a private raddb, the logs and the pid file.
+struct PrivateDirs {
+    raddb: PathBuf,
+    log_dir: PathBuf,
+    run_dir: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateDirs {
+    fn new() -> anyhow::Result<PrivateDirs> {
         let dir = tempfile::Builder::new()
             .prefix("freeradius-test-")
             .tempdir()
             .context("creating a temporary directory")?;
-        let raddb = dir.path().join("raddb");
         let log_dir = dir.path().join("log");
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(&log_dir)?;
         std::fs::create_dir_all(&run_dir)?;
-        write_private_raddb(&raddb, &log_dir, &run_dir, pg, port)?;
+        Ok(PrivateDirs {
+            raddb: dir.path().join("raddb"),
+            log_dir,
+            run_dir,
+            dir,
+        })
+    }
+}
 
-        let log_file = log_dir.join("radius.log");
-        let console_file = dir.path().join("console.log");
+/// A `freeradius -f` child process on a private raddb; killed when dropped.
+#[derive(Debug)]
+struct Server {
+    child: Option<Child>,
+    /// radius.log (the server's own log).
+    log_file: PathBuf,
+    /// The child's stdout and stderr.
+    console_file: PathBuf,
+    /// Holds the private raddb, the logs and the pid file.
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `freeradius -f -d <raddb>` and waits until it is ready.
+    fn spawn(dirs: PrivateDirs) -> anyhow::Result<Server> {
+        let log_file = dirs.log_dir.join("radius.log");
+        let console_file = dirs.dir.path().join("console.log");
         let console = std::fs::File::create(&console_file)?;
         let child = Command::new(FREERADIUS_BIN)
             .arg("-f")
             .arg("-d")
-            .arg(&raddb)
+            .arg(&dirs.raddb)
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
             .stderr(console)
             .spawn()
             .with_context(|| format!("spawning {FREERADIUS_BIN}"))?;
-        let mut fr = FreeRadius {
-            acct_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            secret: TEST_SECRET.to_string(),
+        let mut server = Server {
             child: Some(child),
             log_file,
             console_file,
-            _dir: dir,
+            _dir: dirs.dir,
         };
-        fr.wait_ready(START_TIMEOUT)?;
-        Ok(fr)
+        server.wait_ready(START_TIMEOUT)?;
+        Ok(server)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -375,13 +584,11 @@ impl FreeRadius {
         }
     }
 
-    /// The server's log (radius.log) so far.
-    pub fn log(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
-    /// The server's log and console output, for failure messages.
-    pub fn diagnostics(&self) -> String {
+    fn diagnostics(&self) -> String {
         let console = std::fs::read_to_string(&self.console_file).unwrap_or_default();
         format!(
             "--- {} ---\n{}--- freeradius stdout/stderr ---\n{}",
@@ -391,8 +598,7 @@ impl FreeRadius {
         )
     }
 
-    /// Kills the server and waits for it (also done on drop).
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -400,7 +606,7 @@ impl FreeRadius {
     }
 }
 
-impl Drop for FreeRadius {
+impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
@@ -423,15 +629,11 @@ fn conf_quote(s: &str) -> String {
     out
 }
 
-/// Makes `raddb` a private copy of the installed configuration, then replaces what must differ:
-/// paths and privileges in radiusd.conf, clients.conf, mods-enabled/ and sites-enabled/.
-fn write_private_raddb(
-    raddb: &Path,
-    log_dir: &Path,
-    run_dir: &Path,
-    pg: &PgTarget,
-    port: u16,
-) -> anyhow::Result<()> {
+/// Makes `dirs.raddb` a private copy of the installed configuration, then replaces what must
+/// differ: paths and privileges in radiusd.conf, and clients.conf (only 127.0.0.1, with
+/// `secret`). mods-enabled/ and sites-enabled/ are left empty for the caller to fill.
+fn write_private_raddb(dirs: &PrivateDirs, secret: &str) -> anyhow::Result<()> {
+    let raddb = &dirs.raddb;
     // `cp -a` keeps the relative symlinks (hints, huntgroups, users, mods-enabled/*) working.
     let out = Command::new("cp")
         .arg("-a")
@@ -452,7 +654,7 @@ fn write_private_raddb(
     let conf_path = raddb.join("radiusd.conf");
     let stock = std::fs::read_to_string(&conf_path)
         .with_context(|| format!("reading {}", conf_path.display()))?;
-    let conf = rewrite_radiusd_conf(&stock, raddb, log_dir, run_dir)?;
+    let conf = rewrite_radiusd_conf(&stock, raddb, &dirs.log_dir, &dirs.run_dir)?;
     std::fs::write(&conf_path, conf)?;
 
     // clients.conf: only 127.0.0.1.
@@ -467,16 +669,23 @@ fn write_private_raddb(
              \trequire_message_authenticator = no\n\
              \tnas_type = other\n\
              }}\n",
-            conf_quote(TEST_SECRET)
+            conf_quote(secret)
         ),
     )?;
 
+    for dir in ["mods-enabled", "sites-enabled"] {
+        std::fs::remove_dir_all(raddb.join(dir))?;
+        std::fs::create_dir(raddb.join(dir))?;
+    }
+    Ok(())
+}
+
+/// The accounting server's modules and its only virtual server.
+fn write_acct_modules_and_site(raddb: &Path, pg: &PgTarget, port: u16) -> anyhow::Result<()> {
     // mods-enabled: preprocess, always (for `ok`), expr (%{tolower:} in queries.conf,
     // %{md5:} in acct_unique) and sql; nothing else (no eap, detail,
     // unix, exec, realm... so that it starts quickly and writes only through rlm_sql).
     let mods_enabled = raddb.join("mods-enabled");
-    std::fs::remove_dir_all(&mods_enabled)?;
-    std::fs::create_dir(&mods_enabled)?;
     for module in ["always", "expr", "preprocess"] {
         std::os::unix::fs::symlink(
             Path::new("../mods-available").join(module),
@@ -484,12 +693,23 @@ fn write_private_raddb(
         )?;
     }
     std::fs::write(mods_enabled.join("sql"), sql_module_conf(pg))?;
-
     // sites-enabled: one accounting-only virtual server.
-    let sites_enabled = raddb.join("sites-enabled");
-    std::fs::remove_dir_all(&sites_enabled)?;
-    std::fs::create_dir(&sites_enabled)?;
-    std::fs::write(sites_enabled.join("acct"), acct_site_conf(port))?;
+    std::fs::write(raddb.join("sites-enabled/acct"), acct_site_conf(port))?;
+    Ok(())
+}
+
+/// The NAS side's modules (always, for `ok`, and a `detail` instance writing to
+/// `detail_file`) and its only virtual server.
+fn write_coa_modules_and_site(raddb: &Path, detail_file: &Path, port: u16) -> anyhow::Result<()> {
+    std::os::unix::fs::symlink(
+        "../mods-available/always",
+        raddb.join("mods-enabled/always"),
+    )?;
+    std::fs::write(
+        raddb.join("mods-enabled/coa_detail"),
+        coa_detail_module_conf(detail_file),
+    )?;
+    std::fs::write(raddb.join("sites-enabled/coa"), coa_site_conf(port))?;
     Ok(())
 }
 
@@ -620,6 +840,45 @@ fn acct_site_conf(port: u16) -> String {
          \tif (noop) {{\n\
          \t\tok\n\
          \t}}\n\
+         }}\n\
+         }}\n"
+    )
+}
+
+/// rlm_detail writing every request it sees, with its packet type, to `detail_file`.
+fn coa_detail_module_conf(detail_file: &Path) -> String {
+    format!(
+        "# radacctd test harness: what the NAS side received.\n\
+         detail coa_detail {{\n\
+         \tfilename = {}\n\
+         \tescape_filenames = no\n\
+         \tpermissions = 0600\n\
+         \theader = \"%t\"\n\
+         \tlog_packet_header = yes\n\
+         }}\n",
+        conf_quote(&detail_file.display().to_string())
+    )
+}
+
+/// The only virtual server: RFC 5176 on 127.0.0.1:<port>. `recv-coa` handles both
+/// CoA-Request and Disconnect-Request; `ok` makes the answer an ACK of the request's kind.
+fn coa_site_conf(port: u16) -> String {
+    format!(
+        "# radacctd test harness: the RFC 5176 side of a NAS.\n\
+         server coa {{\n\
+         listen {{\n\
+         \ttype = coa\n\
+         \tipaddr = 127.0.0.1\n\
+         \tport = {port}\n\
+         }}\n\
+         \n\
+         recv-coa {{\n\
+         \tcoa_detail\n\
+         \tok\n\
+         }}\n\
+         \n\
+         send-coa {{\n\
+         \tok\n\
          }}\n\
          }}\n"
     )
