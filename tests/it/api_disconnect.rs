@@ -42,7 +42,8 @@ async fn post(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, r.json().await.expect("JSON body"))
 }
 
-async fn open_session(app: &TestApp, n: u32) -> (Sess, i64) {
+/// Opens session `n` on the NAS 127.0.0.1 by a real Accounting-Request; its key and radacctid.
+pub(crate) async fn open_session(app: &TestApp, n: u32) -> (Sess, i64) {
     let mut nas = Nas::new(app.radius_addr).await;
     let s = Sess::new(n).on_nas("127.0.0.1");
     nas.send(&s.start(now() - 60)).await.expect("start");

@@ -53,6 +53,8 @@ pub struct Received {
     /// `None` without a Message-Authenticator, else whether it verified.
     pub message_authenticator_ok: Option<bool>,
     pub bytes: Vec<u8>,
+    /// When it arrived (to tell whether requests overlapped).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -345,6 +347,7 @@ fn parse(d: &[u8], secret: &[u8]) -> Option<Received> {
         authenticator_ok,
         message_authenticator_ok,
         bytes: p.to_vec(),
+        at: std::time::Instant::now(),
     })
 }
 
