@@ -12,6 +12,7 @@ mod common;
 mod accounting;
 mod api;
 mod api_actions;
+mod api_coa;
 mod api_disconnect;
 mod api_export_memory;
 mod cluster;

@@ -1,0 +1,765 @@
+//! `POST /api/sessions/{radacctid}/coa` over HTTP, against the real application: its CoA client
+//! reads the NAS from the `nas` table and talks to a test NAS that speaks RFC 5176 on loopback
+//! (or to a real FreeRADIUS playing the NAS). Every case checks what reached the NAS, the HTTP
+//! answer, and the session's action log.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::api_disconnect::{db_with_nas, open_session};
+use crate::common::api::{api_config, token_for};
+use crate::common::fake_nas::{self, FakeNas, NasMode, Received};
+use crate::common::freeradius::{FreeRadiusNas, freeradius_nas_unavailable_reason};
+use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
+use radacctd::api::auth::{Role, SESSIONS_VIEW};
+use radacctd::config::Config;
+use radacctd::radius::dictionary as d;
+use radacctd::store::StoredAction;
+use serde_json::{Value, json};
+
+const COA: &str = "subscribers.coa";
+/// The token subject every allowed request is made as (the action log's actor).
+const ACTOR: &str = "support-desk-7";
+const MIKROTIK: u32 = d::VENDOR_MIKROTIK;
+
+both_stores!(
+    ack_sends_the_changes_and_the_session_identification,
+    listed_attributes_are_sent_typed_by_the_dictionary,
+    nak_is_422_naming_the_error_cause,
+    silent_nas_is_503_nas_unreachable,
+    answer_with_a_bad_authenticator_is_ignored_and_counted,
+    nas_with_another_secret_drops_the_request,
+    closed_session_is_409_and_logged_as_already_closed,
+    reseller_scope_and_permission_are_checked_before_anything_is_sent,
+    bad_bodies_are_400_naming_the_field,
+    coa_outcomes_and_round_trips_are_on_the_metrics_endpoint,
+    identical_concurrent_coas_send_one_request,
+    different_concurrent_coas_are_sent_one_after_the_other,
+    real_freeradius_as_the_nas_acks_and_logs_what_was_sent,
+);
+
+// --- the lab -------------------------------------------------------------------------------
+
+/// The application with its API, a test NAS registered in the `nas` table, and one open session.
+struct Lab {
+    app: TestApp,
+    nas: FakeNas,
+    /// The open session and its radacctid.
+    sess: Sess,
+    id: i64,
+    /// Holds the database for the test's length.
+    _db: TestDb,
+}
+
+/// Short CoA budgets (so that silence costs 600 ms) and `Idle-Timeout` allowed in `attributes`.
+fn coa_config(db: &TestDb) -> Config {
+    let mut config = api_config(db);
+    config.disconnect.coa_timeout_ms = 600;
+    config.disconnect.coa_retry_interval_ms = 200;
+    config.disconnect.coa_attributes = vec!["Idle-Timeout".into()];
+    config
+}
+
+async fn lab_with(backend: Backend, nas: FakeNas, tweak: impl FnOnce(&mut Config)) -> Option<Lab> {
+    lab_seeded(backend, nas, "", tweak).await
+}
+
+/// [`lab_with`], running `sql` (e.g. resellers and subscribers) before the application starts
+/// and loads them.
+async fn lab_seeded(
+    backend: Backend,
+    nas: FakeNas,
+    sql: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> Option<Lab> {
+    let db = db_with_nas(backend, nas.addr.port()).await?;
+    if !sql.is_empty() {
+        db.exec(sql).await;
+    }
+    let mut config = coa_config(&db);
+    tweak(&mut config);
+    let app = TestApp::start(config).await;
+    let (sess, id) = open_session(&app, 1).await;
+    Some(Lab {
+        app,
+        nas,
+        sess,
+        id,
+        _db: db,
+    })
+}
+
+async fn lab(backend: Backend, mode: NasMode) -> Option<Lab> {
+    let nas = FakeNas::start(common::SECRET, mode).await;
+    lab_with(backend, nas, |_| {}).await
+}
+
+/// A token with the CoA permission, for [`ACTOR`].
+fn allowed() -> String {
+    token_for(ACTOR, Role::Admin, None, &[COA])
+}
+
+impl Lab {
+    /// `POST /api/sessions/{id}/coa` with `body` as the JSON text.
+    async fn coa_raw(&self, id: i64, token: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = self
+            .app
+            .http
+            .post(self.app.url(&format!("/api/sessions/{id}/coa")))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{status}: not a JSON body ({e}): {text}"));
+        (status, body)
+    }
+
+    /// A CoA for the lab's session, as [`ACTOR`].
+    async fn coa(&self, body: Value) -> (u16, Value) {
+        self.coa_raw(self.id, Some(&allowed()), &body.to_string())
+            .await
+    }
+
+    async fn actions(&self) -> Vec<StoredAction> {
+        self.app
+            .store
+            .session_actions(self.id)
+            .await
+            .expect("read the action log")
+    }
+
+    /// The only row of the action log.
+    async fn only_action(&self) -> StoredAction {
+        let rows = self.actions().await;
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        rows.into_iter().next().expect("one row")
+    }
+
+    async fn assert_row_open(&self) {
+        let row = self
+            .app
+            .store
+            .row_by_key(&self.sess.key())
+            .await
+            .expect("read")
+            .expect("row");
+        assert!(row.is_open(), "a CoA never closes the row");
+        assert!(self.app.index.contains(&self.sess.key()));
+    }
+
+    async fn finish(self) {
+        self.app.stop().await;
+    }
+}
+
+/// The distinct requests among the datagrams, in order of first arrival: a retransmission is
+/// the same request (same identifier and authenticator), sent again.
+fn distinct(got: &[Received]) -> Vec<Received> {
+    let mut out: Vec<Received> = Vec::new();
+    for r in got {
+        if !out.iter().any(|o| o.bytes == r.bytes) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+/// The CoA-Request carries the session's identification as the Disconnect-Request does, and
+/// verifies with the NAS's secret.
+fn assert_identifies(rx: &Received, s: &Sess) {
+    assert_eq!(rx.code, fake_nas::COA_REQUEST);
+    assert!(rx.authenticator_ok, "Request Authenticator verifies");
+    assert_eq!(rx.message_authenticator_ok, Some(true), "has a valid MA");
+    assert_eq!(rx.attr_str(d::USER_NAME), Some(s.user.clone()));
+    assert_eq!(rx.attr_str(d::ACCT_SESSION_ID), Some(s.session_id.clone()));
+    assert_eq!(rx.attr_ipv4(d::FRAMED_IP_ADDRESS), Some(s.framed_ip));
+    assert_eq!(rx.attr_ipv4(d::NAS_IP_ADDRESS), Some(Ipv4Addr::LOCALHOST));
+}
+
+fn request_json(a: &StoredAction) -> Value {
+    let text = a.request.as_deref().expect("the row says what was sent");
+    serde_json::from_str(text).expect("request is JSON")
+}
+
+/// A row for a CoA that reached the NAS.
+fn assert_sent_row(a: &StoredAction, outcome: &str, error_cause: Option<i64>) {
+    assert_eq!(
+        (a.action.as_str(), a.method.as_str(), a.outcome.as_str()),
+        ("coa", "coa", outcome),
+        "{a:#?}"
+    );
+    assert_eq!(a.error_cause, error_cause, "{a:#?}");
+    assert_eq!(a.actor.as_deref(), Some(ACTOR));
+    assert!(a.rtt_ms.is_some(), "rtt_ms is set when sent: {a:#?}");
+    assert!(a.finished_at >= a.requested_at);
+}
+
+// --- the answers -----------------------------------------------------------------------------
+
+async fn ack_sends_the_changes_and_the_session_identification(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    let (st, body) = lab
+        .coa(json!({
+            "rate_limit": "10M/20M",
+            "session_timeout": 3600,
+            "filter_id": "throttled",
+            "address_list": "fair-use",
+        }))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["success"], Value::Bool(true), "{body}");
+    assert_eq!(body["result"], "ack", "{body}");
+    assert!(body["rtt_ms"].is_u64(), "{body}");
+
+    let got = lab.nas.received();
+    assert_eq!(got.len(), 1, "answered at once: sent once");
+    let rx = &got[0];
+    assert_identifies(rx, &lab.sess);
+    assert_eq!(
+        rx.vsa_str(MIKROTIK, d::MIKROTIK_RATE_LIMIT).as_deref(),
+        Some("10M/20M")
+    );
+    assert_eq!(rx.attr_u32(d::SESSION_TIMEOUT), Some(3600));
+    assert_eq!(rx.attr_str(d::FILTER_ID).as_deref(), Some("throttled"));
+    assert_eq!(
+        rx.vsa_str(MIKROTIK, d::MIKROTIK_ADDRESS_LIST).as_deref(),
+        Some("fair-use")
+    );
+    lab.assert_row_open().await;
+
+    let a = lab.only_action().await;
+    assert_sent_row(&a, "ack", None);
+    assert_eq!(
+        request_json(&a),
+        json!({
+            "Mikrotik-Rate-Limit": "10M/20M",
+            "Session-Timeout": 3600,
+            "Filter-Id": "throttled",
+            "Mikrotik-Address-List": "fair-use",
+        })
+    );
+    lab.finish().await;
+}
+
+async fn listed_attributes_are_sent_typed_by_the_dictionary(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    let (st, body) = lab
+        .coa(json!({
+            "rate_limit": "2M/4M 4M/8M 1M/2M 16/16 8 1M/2M",
+            "attributes": [{"name": "Idle-Timeout", "value": 600}],
+        }))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let got = lab.nas.received();
+    assert_eq!(got.len(), 1);
+    assert_identifies(&got[0], &lab.sess);
+    assert_eq!(
+        got[0].attr_u32(28),
+        Some(600),
+        "Idle-Timeout as a 32-bit integer"
+    );
+    assert_eq!(
+        got[0].vsa_str(MIKROTIK, d::MIKROTIK_RATE_LIMIT).as_deref(),
+        Some("2M/4M 4M/8M 1M/2M 16/16 8 1M/2M"),
+        "the burst fields go through as written"
+    );
+    let a = lab.only_action().await;
+    assert_sent_row(&a, "ack", None);
+    assert_eq!(
+        request_json(&a),
+        json!({
+            "Mikrotik-Rate-Limit": "2M/4M 4M/8M 1M/2M 16/16 8 1M/2M",
+            "Idle-Timeout": 600,
+        })
+    );
+    lab.finish().await;
+}
+
+async fn nak_is_422_naming_the_error_cause(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Nak(Some(401))).await else {
+        return;
+    };
+    let cases = [
+        (
+            Some(401),
+            "Error-Cause 401 (Unsupported-Attribute)",
+            json!("Unsupported-Attribute"),
+        ),
+        (
+            Some(404),
+            "Error-Cause 404 (Invalid-Request)",
+            json!("Invalid-Request"),
+        ),
+        (
+            Some(503),
+            "Error-Cause 503 (Session-Context-Not-Found)",
+            json!("Session-Context-Not-Found"),
+        ),
+        (None, "CoA-NAK without Error-Cause", Value::Null),
+    ];
+    for (n, (cause, said, name)) in cases.iter().enumerate() {
+        lab.nas.set_mode(NasMode::Nak(*cause));
+        let (st, body) = lab.coa(json!({"rate_limit": "1M/1M"})).await;
+        assert_eq!(
+            (st, body["success"].clone(), body["message"].as_str()),
+            (
+                422,
+                Value::Bool(false),
+                Some(format!("NAS refused the change: {said}").as_str())
+            ),
+            "{body}"
+        );
+        assert_eq!(body["error_cause"], *name, "{body}");
+        assert_eq!(
+            lab.nas.count(),
+            n + 1,
+            "a NAK is an answer: no retransmission"
+        );
+        let rows = lab.actions().await;
+        assert_eq!(rows.len(), n + 1);
+        assert_sent_row(&rows[n], "nak", cause.map(i64::from));
+        assert_eq!(
+            request_json(&rows[n]),
+            json!({"Mikrotik-Rate-Limit": "1M/1M"})
+        );
+        // Even Session-Context-Not-Found leaves the row alone: only a disconnect closes rows.
+        lab.assert_row_open().await;
+    }
+    lab.finish().await;
+}
+
+async fn silent_nas_is_503_nas_unreachable(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Silent).await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let (st, body) = lab.coa(json!({"session_timeout": 60})).await;
+    assert_eq!(
+        (st, body["success"].clone(), body["message"].as_str()),
+        (503, Value::Bool(false), Some("NAS unreachable")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the budget, not hung: {:?}",
+        started.elapsed()
+    );
+    let got = lab.nas.received();
+    assert!(
+        got.len() >= 2,
+        "retransmitted within the budget: {}",
+        got.len()
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].bytes == w[1].bytes),
+        "a retransmission is the same packet"
+    );
+    lab.assert_row_open().await;
+    let a = lab.only_action().await;
+    assert_sent_row(&a, "timeout", None);
+    assert_eq!(request_json(&a), json!({"Session-Timeout": 60}));
+    lab.finish().await;
+}
+
+async fn answer_with_a_bad_authenticator_is_ignored_and_counted(backend: Backend) {
+    let nas = FakeNas::start(common::SECRET, NasMode::BadAuthenticator).await;
+    let Some(lab) = lab_with(backend, nas, |c| c.metrics.enabled = true).await else {
+        return;
+    };
+    let metrics = lab.app.metrics_addr.expect("metrics listener");
+    let cases = [
+        (NasMode::BadAuthenticator, "bad_authenticator"),
+        (
+            NasMode::BadMessageAuthenticator,
+            "bad_message_authenticator",
+        ),
+        (NasMode::WrongPort, "wrong_source"),
+    ];
+    for (n, (mode, reason)) in cases.into_iter().enumerate() {
+        let series =
+            format!(r#"radacctd_disconnect_coa_responses_ignored_total{{reason="{reason}"}}"#);
+        assert_eq!(value(&scrape(metrics).await, &series), 0.0);
+        lab.nas.set_mode(mode);
+        let (st, body) = lab.coa(json!({"filter_id": "blocked"})).await;
+        assert_eq!(
+            (st, body["message"].as_str()),
+            (503, Some("NAS unreachable")),
+            "{mode:?}: an answer that does not verify is no answer: {body}"
+        );
+        let ignored = value(&scrape(metrics).await, &series);
+        assert!(ignored >= 1.0, "{mode:?}: {series} = {ignored}");
+        let rows = lab.actions().await;
+        assert_eq!(rows.len(), n + 1);
+        assert_sent_row(&rows[n], "timeout", None);
+    }
+    lab.assert_row_open().await;
+    lab.finish().await;
+}
+
+async fn nas_with_another_secret_drops_the_request(backend: Backend) {
+    // The NAS row says `common::SECRET`; this NAS was configured with another secret.
+    let nas = FakeNas::start("not-the-nas-table-secret", NasMode::Ack).await;
+    let Some(lab) = lab_with(backend, nas, |_| {}).await else {
+        return;
+    };
+    let (st, body) = lab.coa(json!({"rate_limit": "5M/5M"})).await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (503, Some("NAS unreachable")),
+        "{body}"
+    );
+    let got = lab.nas.received();
+    assert!(!got.is_empty(), "the request reached the NAS");
+    assert!(
+        got.iter().all(|r| !r.authenticator_ok),
+        "and did not verify there, so it went unanswered"
+    );
+    assert_sent_row(&lab.only_action().await, "timeout", None);
+    lab.assert_row_open().await;
+    lab.finish().await;
+}
+
+async fn closed_session_is_409_and_logged_as_already_closed(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    let mut radius = Nas::new(lab.app.radius_addr).await;
+    radius
+        .send(&lab.sess.stop(now() - 1, 59, 100, 200, 1))
+        .await
+        .expect("stop");
+    assert!(!lab.app.index.contains(&lab.sess.key()));
+    for n in 1..=2 {
+        let (st, body) = lab.coa(json!({"rate_limit": "10M/20M"})).await;
+        assert_eq!(
+            (st, body["success"].clone(), body["message"].as_str()),
+            (409, Value::Bool(false), Some("session is closed")),
+            "{body}"
+        );
+        let rows = lab.actions().await;
+        assert_eq!(rows.len(), n, "{rows:#?}");
+        let a = &rows[n - 1];
+        assert_eq!(
+            (a.action.as_str(), a.method.as_str(), a.outcome.as_str()),
+            ("coa", "none", "already_closed")
+        );
+        assert_eq!(a.actor.as_deref(), Some(ACTOR));
+        assert_eq!(a.rtt_ms, None, "nothing was sent");
+    }
+    assert_eq!(lab.nas.count(), 0, "no NAS was asked");
+    lab.finish().await;
+}
+
+// --- refused before the session ----------------------------------------------------------------
+
+async fn reseller_scope_and_permission_are_checked_before_anything_is_sent(backend: Backend) {
+    // Reseller 6 owns the lab's subscriber (session 1's user); reseller 5 owns nobody.
+    let owners = format!(
+        "INSERT INTO resellers (id, name) VALUES (5, 'r5'), (6, 'r6');\n\
+         INSERT INTO subscribers (username, reseller_id) VALUES ('{}', 6);",
+        Sess::new(1).user
+    );
+    let nas = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let Some(lab) = lab_seeded(backend, nas, &owners, |_| {}).await else {
+        return;
+    };
+    let body = r#"{"rate_limit": "10M/20M"}"#;
+
+    assert_eq!(lab.coa_raw(lab.id, None, body).await.0, 401);
+    // The disconnect permission is not the CoA permission.
+    let other = token_for(
+        ACTOR,
+        Role::Admin,
+        None,
+        &[SESSIONS_VIEW, "subscribers.disconnect"],
+    );
+    let (st, reply) = lab.coa_raw(lab.id, Some(&other), body).await;
+    assert_eq!(
+        (st, reply["message"].as_str()),
+        (403, Some("subscribers.coa denied")),
+        "{reply}"
+    );
+    let (st, reply) = lab.coa_raw(999_999, Some(&allowed()), body).await;
+    assert_eq!(
+        (st, reply["message"].as_str()),
+        (404, Some("session not found")),
+        "{reply}"
+    );
+    let outsider = token_for(ACTOR, Role::Reseller, Some(5), &[COA]);
+    let (st, reply) = lab.coa_raw(lab.id, Some(&outsider), body).await;
+    assert_eq!(
+        (st, reply["message"].as_str()),
+        (403, Some("not authorized")),
+        "{reply}"
+    );
+    assert_eq!(lab.nas.count(), 0, "nothing sent");
+    assert!(lab.actions().await.is_empty(), "refusals write no row");
+
+    // The reseller that owns the subscriber may.
+    let owner = token_for("reseller-6-desk", Role::Reseller, Some(6), &[COA]);
+    let (st, reply) = lab.coa_raw(lab.id, Some(&owner), body).await;
+    assert_eq!(
+        (st, reply["result"].as_str()),
+        (200, Some("ack")),
+        "{reply}"
+    );
+    assert_eq!(lab.nas.count(), 1);
+    let a = lab.only_action().await;
+    assert_eq!(a.actor.as_deref(), Some("reseller-6-desk"));
+    lab.finish().await;
+}
+
+async fn bad_bodies_are_400_naming_the_field(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    let long = "x".repeat(254);
+    let cases: Vec<(String, &str)> = vec![
+        (r#"{"rate_limit": "10Q/20M"}"#.into(), "rate_limit: "),
+        (r#"{"rate_limit": ""}"#.into(), "rate_limit: "),
+        (
+            r#"{"rate_limit": "1M/1M 2M/2M 1M/1M 8 9"}"#.into(),
+            "rate_limit: ",
+        ),
+        (r#"{"rate_limit": 10}"#.into(), "rate_limit: "),
+        (r#"{"session_timeout": -1}"#.into(), "session_timeout: "),
+        (r#"{"session_timeout": "soon"}"#.into(), "session_timeout: "),
+        (r#"{"session_timeout": 1.5}"#.into(), "session_timeout: "),
+        (
+            r#"{"session_timeout": 4294967296}"#.into(),
+            "session_timeout: ",
+        ),
+        (r#"{"filter_id": ""}"#.into(), "filter_id: "),
+        (format!(r#"{{"filter_id": "{long}"}}"#), "filter_id: "),
+        (r#"{"address_list": ""}"#.into(), "address_list: "),
+        (format!(r#"{{"address_list": "{long}"}}"#), "address_list: "),
+        (
+            r#"{"attributes": [{"name": "Reply-Message", "value": "hi"}]}"#.into(),
+            "attributes[0].name: ",
+        ),
+        (
+            r#"{"attributes": [{"name": "No-Such-Attribute", "value": 1}]}"#.into(),
+            "attributes[0].name: ",
+        ),
+        (
+            r#"{"attributes": [{"name": "Idle-Timeout", "value": "ten"}]}"#.into(),
+            "attributes[0].value: ",
+        ),
+        (
+            r#"{"attributes": [{"name": "Idle-Timeout", "value": -5}]}"#.into(),
+            "attributes[0].value: ",
+        ),
+        ("{}".into(), "body: "),
+        (r#"{"attributes": []}"#.into(), "body: "),
+        ("not json".into(), "body: "),
+        (
+            r#"{"rate_limit": "10M/20M", "colour": "red"}"#.into(),
+            "body: ",
+        ),
+        ("[]".into(), "body: "),
+        (
+            r#"{"attributes": [{"name": "User-Name", "value": "mallory"}]}"#.into(),
+            "attributes[0].name: ",
+        ),
+        (r#"{"filter_id": 7}"#.into(), "filter_id: "),
+    ];
+    for (body, field) in &cases {
+        let (st, reply) = lab.coa_raw(lab.id, Some(&allowed()), body).await;
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            st == 400 && reply["success"] == Value::Bool(false) && message.starts_with(field),
+            "{body} → {st} {reply}: expected 400 starting with {field:?}"
+        );
+        assert!(
+            message.len() > field.len(),
+            "{body}: the message says why, not only where: {message:?}"
+        );
+    }
+    assert_eq!(lab.nas.count(), 0, "nothing sent");
+    assert!(lab.actions().await.is_empty(), "bad bodies write no row");
+    lab.finish().await;
+}
+
+// --- metrics and single flight ------------------------------------------------------------------
+
+async fn coa_outcomes_and_round_trips_are_on_the_metrics_endpoint(backend: Backend) {
+    let nas = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let Some(lab) = lab_with(backend, nas, |c| c.metrics.enabled = true).await else {
+        return;
+    };
+    let metrics = lab.app.metrics_addr.expect("metrics listener");
+    let outcome = |o: &str| format!(r#"radacctd_coa_requests_total{{outcome="{o}"}}"#);
+    let count = "radacctd_coa_round_trip_seconds_count";
+    let m = scrape(metrics).await;
+    for o in ["ack", "nak", "timeout", "error"] {
+        assert_eq!(value(&m, &outcome(o)), 0.0, "{o}");
+    }
+    assert_eq!(value(&m, count), 0.0);
+
+    let ok = |(st, body): (u16, Value), want: u16| assert_eq!(st, want, "{body}");
+    ok(lab.coa(json!({"rate_limit": "1M/1M"})).await, 200);
+    ok(lab.coa(json!({"rate_limit": "2M/2M"})).await, 200);
+    lab.nas.set_mode(NasMode::Nak(Some(401)));
+    ok(lab.coa(json!({"rate_limit": "3M/3M"})).await, 422);
+    lab.nas.set_mode(NasMode::Silent);
+    ok(lab.coa(json!({"rate_limit": "4M/4M"})).await, 503);
+    // A bad body is not a CoA request.
+    ok(lab.coa(json!({"rate_limit": "fast"})).await, 400);
+
+    let m = scrape(metrics).await;
+    assert_eq!(value(&m, &outcome("ack")), 2.0);
+    assert_eq!(value(&m, &outcome("nak")), 1.0);
+    assert_eq!(value(&m, &outcome("timeout")), 1.0);
+    assert_eq!(value(&m, &outcome("error")), 0.0);
+    // One observation per request sent, the unanswered one included (at its budget).
+    assert_eq!(value(&m, count), 4.0);
+    assert_eq!(
+        value(&m, r#"radacctd_coa_round_trip_seconds_bucket{le="+Inf"}"#),
+        4.0
+    );
+    assert_eq!(
+        value(&m, r#"radacctd_coa_round_trip_seconds_bucket{le="0.5"}"#),
+        3.0,
+        "the silent one took its 600 ms budget"
+    );
+    lab.finish().await;
+}
+
+async fn identical_concurrent_coas_send_one_request(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    lab.nas.set_delay(Duration::from_millis(400));
+    let change = json!({"rate_limit": "10M/20M", "session_timeout": 600});
+    let (a, b) = tokio::join!(lab.coa(change.clone()), lab.coa(change.clone()));
+    for (st, body) in [&a, &b] {
+        assert_eq!((*st, body["result"].as_str()), (200, Some("ack")), "{body}");
+    }
+    let got = lab.nas.received();
+    assert_eq!(
+        distinct(&got).len(),
+        1,
+        "one CoA-Request on the wire (retransmitted while the NAS takes its time: {} datagrams)",
+        got.len()
+    );
+    let rows = lab.actions().await;
+    assert_eq!(rows.len(), 1, "one attempt, one row: {rows:#?}");
+    assert_sent_row(&rows[0], "ack", None);
+    lab.finish().await;
+}
+
+async fn different_concurrent_coas_are_sent_one_after_the_other(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    let delay = Duration::from_millis(300);
+    lab.nas.set_delay(delay);
+    let (a, b) = tokio::join!(
+        lab.coa(json!({"rate_limit": "10M/20M"})),
+        lab.coa(json!({"filter_id": "blocked"}))
+    );
+    for (st, body) in [&a, &b] {
+        assert_eq!((*st, body["result"].as_str()), (200, Some("ack")), "{body}");
+    }
+    let got = distinct(&lab.nas.received());
+    assert_eq!(got.len(), 2, "two changes, two requests");
+    assert!(
+        got[1].at.duration_since(got[0].at) >= delay - Duration::from_millis(20),
+        "the second was sent once the first was answered, not alongside it: {:?} apart",
+        got[1].at.duration_since(got[0].at)
+    );
+    let sent: Vec<_> = got
+        .iter()
+        .map(|r| {
+            (
+                r.vsa_str(MIKROTIK, d::MIKROTIK_RATE_LIMIT),
+                r.attr_str(d::FILTER_ID),
+            )
+        })
+        .collect();
+    assert!(
+        sent.contains(&(Some("10M/20M".into()), None))
+            && sent.contains(&(None, Some("blocked".into()))),
+        "each request carries only its own change: {sent:?}"
+    );
+    let rows = lab.actions().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert_sent_row(r, "ack", None);
+    }
+    lab.finish().await;
+}
+
+// --- a real FreeRADIUS as the NAS ------------------------------------------------------------
+
+async fn real_freeradius_as_the_nas_acks_and_logs_what_was_sent(backend: Backend) {
+    if !common::require(
+        freeradius_nas_unavailable_reason().is_none(),
+        "freeradius (Debian freeradius, freeradius-config)",
+    ) {
+        return;
+    }
+    let fr = tokio::task::spawn_blocking(|| FreeRadiusNas::start(common::SECRET))
+        .await
+        .expect("join")
+        .expect("FreeRADIUS starts as a NAS");
+    let Some(db) = db_with_nas(backend, fr.coa_addr.port()).await else {
+        return;
+    };
+    let app = TestApp::start(coa_config(&db)).await;
+    let (s, id) = open_session(&app, 1).await;
+    let rate = "2M/4M 4M/8M 1M/2M 16/16 8 1M/2M";
+    let (st, body) = {
+        let r = app
+            .http
+            .post(app.url(&format!("/api/sessions/{id}/coa")))
+            .bearer_auth(allowed())
+            .json(&json!({
+                "rate_limit": rate,
+                "session_timeout": 7200,
+                "filter_id": "plan-gold",
+                "address_list": "gold",
+                "attributes": [{"name": "Idle-Timeout", "value": 900}],
+            }))
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
+    };
+    assert_eq!(st, 200, "{body}\n{}", fr.diagnostics());
+    assert_eq!(body["result"], "ack", "{body}");
+
+    let got = fr.received();
+    assert_eq!(got.len(), 1, "{}", fr.diagnostics());
+    let rx = &got[0];
+    let framed = s.framed_ip.to_string();
+    for (name, want) in [
+        ("Packet-Type", "CoA-Request"),
+        ("User-Name", s.user.as_str()),
+        ("Acct-Session-Id", s.session_id.as_str()),
+        ("Framed-IP-Address", framed.as_str()),
+        ("NAS-IP-Address", "127.0.0.1"),
+        ("Mikrotik-Rate-Limit", rate),
+        ("Session-Timeout", "7200"),
+        ("Filter-Id", "plan-gold"),
+        ("Mikrotik-Address-List", "gold"),
+        ("Idle-Timeout", "900"),
+    ] {
+        assert_eq!(rx.get(name), Some(want), "{name}\n{}", fr.diagnostics());
+    }
+    assert!(rx.get("Message-Authenticator").is_some());
+    let rows = app.store.session_actions(id).await.expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_sent_row(&rows[0], "ack", None);
+    app.stop().await;
+    drop(fr);
+}
