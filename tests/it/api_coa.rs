@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::api_disconnect::{db_with_nas, open_session};
+use crate::cluster_disconnect::{HeldLock, learn, node};
 use crate::common::api::{api_config, token_for};
 use crate::common::fake_nas::{self, FakeNas, NasMode, Received};
 use crate::common::freeradius::{FreeRadiusNas, freeradius_nas_unavailable_reason};
@@ -30,6 +31,7 @@ both_stores!(
     answer_with_a_bad_authenticator_is_ignored_and_counted,
     nas_with_another_secret_drops_the_request,
     closed_session_is_409_and_logged_as_already_closed,
+    nas_without_a_known_secret_is_503_and_logged_as_error,
     reseller_scope_and_permission_are_checked_before_anything_is_sent,
     bad_bodies_are_400_naming_the_field,
     coa_outcomes_and_round_trips_are_on_the_metrics_endpoint,
@@ -99,24 +101,36 @@ fn allowed() -> String {
     token_for(ACTOR, Role::Admin, None, &[COA])
 }
 
-impl Lab {
-    /// `POST /api/sessions/{id}/coa` with `body` as the JSON text.
-    async fn coa_raw(&self, id: i64, token: Option<&str>, body: &str) -> (u16, Value) {
-        let mut req = self
-            .app
-            .http
-            .post(self.app.url(&format!("/api/sessions/{id}/coa")))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+/// `POST /api/sessions/{id}/coa` to `app` with `body` as the JSON text; a future that owns what
+/// it needs, so that it can be spawned.
+fn post_coa(
+    app: &TestApp,
+    id: i64,
+    token: Option<&str>,
+    body: &str,
+) -> impl Future<Output = (u16, Value)> + Send + 'static {
+    let mut req = app
+        .http
+        .post(app.url(&format!("/api/sessions/{id}/coa")))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    async move {
         let r = req.send().await.expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{status}: not a JSON body ({e}): {text}"));
         (status, body)
+    }
+}
+
+impl Lab {
+    /// `POST /api/sessions/{id}/coa` with `body` as the JSON text.
+    async fn coa_raw(&self, id: i64, token: Option<&str>, body: &str) -> (u16, Value) {
+        post_coa(&self.app, id, token, body).await
     }
 
     /// A CoA for the lab's session, as [`ACTOR`].
@@ -459,6 +473,55 @@ async fn closed_session_is_409_and_logged_as_already_closed(backend: Backend) {
     lab.finish().await;
 }
 
+async fn nas_without_a_known_secret_is_503_and_logged_as_error(backend: Backend) {
+    let nas = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let Some(lab) = lab_with(backend, nas, |c| c.metrics.enabled = true).await else {
+        return;
+    };
+    // A session whose NAS-IP-Address has no `nas` row and is no configured client: there is no
+    // secret to sign a CoA-Request with.
+    let s = Sess::new(2).on_nas("127.0.0.2");
+    let mut radius = Nas::new(lab.app.radius_addr).await;
+    radius.send(&s.start(now() - 60)).await.expect("start");
+    let id = lab
+        .app
+        .index
+        .get(&s.key())
+        .expect("open")
+        .radacctid
+        .expect("id");
+    let (st, body) = lab
+        .coa_raw(id, Some(&allowed()), r#"{"rate_limit": "10M/20M"}"#)
+        .await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (503, Some("NAS unreachable")),
+        "{body}"
+    );
+    assert_eq!(lab.nas.count(), 0, "nothing could be sent");
+    let rows = lab.app.store.session_actions(id).await.expect("read");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let a = &rows[0];
+    assert_eq!(
+        (a.action.as_str(), a.method.as_str(), a.outcome.as_str()),
+        ("coa", "none", "error"),
+        "{a:#?}"
+    );
+    assert_eq!((a.rtt_ms, a.error_cause), (None, None));
+    assert_eq!(a.actor.as_deref(), Some(ACTOR));
+    assert!(
+        a.detail.as_deref().is_some_and(|d| d.contains("secret")),
+        "the row says why: {a:#?}"
+    );
+    assert_eq!(request_json(a), json!({"Mikrotik-Rate-Limit": "10M/20M"}));
+    let m = scrape(lab.app.metrics_addr.expect("metrics")).await;
+    assert_eq!(
+        value(&m, r#"radacctd_coa_requests_total{outcome="error"}"#),
+        1.0
+    );
+    lab.finish().await;
+}
+
 // --- refused before the session ----------------------------------------------------------------
 
 async fn reseller_scope_and_permission_are_checked_before_anything_is_sent(backend: Backend) {
@@ -697,6 +760,102 @@ async fn different_concurrent_coas_are_sent_one_after_the_other(backend: Backend
         assert_sent_row(r, "ack", None);
     }
     lab.finish().await;
+}
+
+// --- two nodes on one PostgreSQL database ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_send_one_request_for_the_same_change() {
+    two_nodes_change_one_session(
+        r#"{"rate_limit": "10M/20M"}"#,
+        r#"{"rate_limit": "10M/20M"}"#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_send_different_changes_one_after_the_other() {
+    two_nodes_change_one_session(
+        r#"{"rate_limit": "10M/20M"}"#,
+        r#"{"filter_id": "blocked"}"#,
+    )
+    .await;
+}
+
+/// Node A asks for `change_a` and node B for `change_b` of one session at once (both made to
+/// wait for the session's action lock, held by the test, so that they overlap whatever the
+/// scheduling). The same change is one CoA-Request, answered to both and logged once; different
+/// changes are two, the second sent once the first is answered.
+async fn two_nodes_change_one_session(change_a: &str, change_b: &str) {
+    let same = change_a == change_b;
+    let nas = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let delay = Duration::from_millis(300);
+    nas.set_delay(delay);
+    let Some(db) = db_with_nas(Backend::Postgres, nas.addr.port()).await else {
+        return;
+    };
+    let a = node(&db, "node-a").await;
+    let b = node(&db, "node-b").await;
+    let (_, id) = open_session(&a, 1).await;
+    learn(&b, id).await;
+
+    let mut held = HeldLock::take(&db, id).await;
+    let token = allowed();
+    let calls = tokio::spawn(futures_join(
+        post_coa(&a, id, Some(&token), change_a),
+        post_coa(&b, id, Some(&token), change_b),
+    ));
+    held.until_waiting(id, 2).await;
+    assert_eq!(
+        nas.count(),
+        0,
+        "nothing is sent while another holds the lock"
+    );
+    held.release().await;
+    let (from_a, from_b) = calls.await.expect("calls");
+    for (st, body) in [&from_a, &from_b] {
+        assert_eq!((*st, body["result"].as_str()), (200, Some("ack")), "{body}");
+    }
+
+    let got = distinct(&nas.received());
+    let rows = a.store.session_actions(id).await.expect("read");
+    let coalesced: f64 = {
+        let series = r#"radacctd_coa_coalesced_total{scope="cluster"}"#;
+        let ma = scrape(a.metrics_addr.expect("metrics")).await;
+        let mb = scrape(b.metrics_addr.expect("metrics")).await;
+        value(&ma, series) + value(&mb, series)
+    };
+    if same {
+        assert_eq!(got.len(), 1, "one CoA-Request for two calls");
+        assert_eq!(rows.len(), 1, "one attempt, one row: {rows:#?}");
+        assert_eq!(
+            coalesced, 1.0,
+            "the second node answered from the first's row"
+        );
+    } else {
+        assert_eq!(got.len(), 2, "two changes, two CoA-Requests");
+        assert!(
+            got[1].at.duration_since(got[0].at) >= delay - Duration::from_millis(20),
+            "the second was sent once the first was answered: {:?} apart",
+            got[1].at.duration_since(got[0].at)
+        );
+        assert_eq!(rows.len(), 2, "{rows:#?}");
+        assert_ne!(
+            rows[0].node, rows[1].node,
+            "each node logged its own: {rows:#?}"
+        );
+        assert_eq!(coalesced, 0.0);
+    }
+    for r in &rows {
+        assert_sent_row(r, "ack", None);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Both futures to completion, together.
+async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
 }
 
 // --- a real FreeRADIUS as the NAS ------------------------------------------------------------

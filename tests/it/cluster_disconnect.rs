@@ -92,7 +92,7 @@ async fn a_coordination_failure_still_disconnects() {
 }
 
 /// A node named `name` on `db`, with `/metrics` (its own ports: every listener binds port 0).
-async fn node(db: &TestDb, name: &str) -> TestApp {
+pub(crate) async fn node(db: &TestDb, name: &str) -> TestApp {
     let mut config = api_config(db);
     config.node.name = name.into();
     config.metrics.enabled = true;
@@ -125,7 +125,7 @@ async fn open_session(app: &TestApp, n: u32) -> i64 {
 
 /// Makes `app`'s index hold `radacctid`, written by another node: a full reconciliation with
 /// SQL through its writer (what the sweeper asks for), repeated until it is there.
-async fn learn(app: &TestApp, radacctid: i64) {
+pub(crate) async fn learn(app: &TestApp, radacctid: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.index.get_by_id(radacctid).is_none() {
         assert!(
@@ -143,10 +143,10 @@ async fn learn(app: &TestApp, radacctid: i64) {
 
 /// Holds the session's action lock from a connection of the test's own until both nodes wait
 /// for it, so that both calls are in flight together whatever the scheduling.
-struct HeldLock(sqlx::PgConnection);
+pub(crate) struct HeldLock(sqlx::PgConnection);
 
 impl HeldLock {
-    async fn take(db: &TestDb, radacctid: i64) -> HeldLock {
+    pub(crate) async fn take(db: &TestDb, radacctid: i64) -> HeldLock {
         let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
         sqlx::query("SELECT pg_advisory_lock($1, $2)")
             .bind(ACTION_LOCK_CLASS)
@@ -158,7 +158,7 @@ impl HeldLock {
     }
 
     /// Waits (with a deadline) until `n` other sessions wait for the lock.
-    async fn until_waiting(&mut self, radacctid: i64, n: i64) {
+    pub(crate) async fn until_waiting(&mut self, radacctid: i64, n: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let waiting: i64 = sqlx::query_scalar(
@@ -182,7 +182,7 @@ impl HeldLock {
         }
     }
 
-    async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         sqlx::query("SELECT pg_advisory_unlock_all()")
             .execute(&mut self.0)
             .await
