@@ -302,24 +302,34 @@ async fn nak_is_422_naming_the_error_cause(backend: Backend) {
     let Some(lab) = lab(backend, NasMode::Nak(Some(401))).await else {
         return;
     };
-    let cases = [
-        (
-            Some(401),
-            "Error-Cause 401 (Unsupported-Attribute)",
-            json!("Unsupported-Attribute"),
-        ),
-        (
-            Some(404),
-            "Error-Cause 404 (Invalid-Request)",
-            json!("Invalid-Request"),
-        ),
-        (
-            Some(503),
-            "Error-Cause 503 (Session-Context-Not-Found)",
-            json!("Session-Context-Not-Found"),
-        ),
-        (None, "CoA-NAK without Error-Cause", Value::Null),
+    // RFC 5176 §3.5's Error-Cause values (with the RFC 3576 names FreeRADIUS prints), written
+    // out here rather than read from radacctd's dictionary, so that a wrong name there fails.
+    let named: [(u32, &str); 17] = [
+        (201, "Residual-Context-Removed"),
+        (202, "Invalid-EAP-Packet"),
+        (401, "Unsupported-Attribute"),
+        (402, "Missing-Attribute"),
+        (403, "NAS-Identification-Mismatch"),
+        (404, "Invalid-Request"),
+        (405, "Unsupported-Service"),
+        (406, "Unsupported-Extension"),
+        (407, "Invalid-Attribute-Value"),
+        (501, "Administratively-Prohibited"),
+        (502, "Proxy-Request-Not-Routable"),
+        (503, "Session-Context-Not-Found"),
+        (504, "Session-Context-Not-Removable"),
+        (505, "Proxy-Processing-Error"),
+        (506, "Resources-Unavailable"),
+        (507, "Request-Initiated"),
+        (508, "Multiple-Session-Selection-Unsupported"),
     ];
+    let mut cases: Vec<(Option<u32>, String, Value)> = named
+        .iter()
+        .map(|&(c, name)| (Some(c), format!("Error-Cause {c} ({name})"), json!(name)))
+        .collect();
+    // A number no dictionary names is reported as a number.
+    cases.push((Some(999), "Error-Cause 999".into(), Value::Null));
+    cases.push((None, "CoA-NAK without Error-Cause".into(), Value::Null));
     for (n, (cause, said, name)) in cases.iter().enumerate() {
         lab.nas.set_mode(NasMode::Nak(*cause));
         let (st, body) = lab.coa(json!({"rate_limit": "1M/1M"})).await;
