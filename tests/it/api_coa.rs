@@ -811,10 +811,11 @@ async fn two_nodes_change_one_session(change_a: &str, change_b: &str) {
 
     let mut held = HeldLock::take(&db, id).await;
     let token = allowed();
-    let calls = tokio::spawn(futures_join(
+    let (call_a, call_b) = (
         post_coa(&a, id, Some(&token), change_a),
         post_coa(&b, id, Some(&token), change_b),
-    ));
+    );
+    let calls = tokio::spawn(async move { tokio::join!(call_a, call_b) });
     held.until_waiting(id, 2).await;
     assert_eq!(
         nas.count(),
@@ -863,11 +864,6 @@ async fn two_nodes_change_one_session(change_a: &str, change_b: &str) {
     b.stop().await;
 }
 
-/// Both futures to completion, together.
-async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    tokio::join!(a, b)
-}
-
 // --- a real FreeRADIUS as the NAS ------------------------------------------------------------
 
 async fn real_freeradius_as_the_nas_acks_and_logs_what_was_sent(backend: Backend) {
@@ -887,23 +883,14 @@ async fn real_freeradius_as_the_nas_acks_and_logs_what_was_sent(backend: Backend
     let app = TestApp::start(coa_config(&db)).await;
     let (s, id) = open_session(&app, 1).await;
     let rate = "2M/4M 4M/8M 1M/2M 16/16 8 1M/2M";
-    let (st, body) = {
-        let r = app
-            .http
-            .post(app.url(&format!("/api/sessions/{id}/coa")))
-            .bearer_auth(allowed())
-            .json(&json!({
-                "rate_limit": rate,
-                "session_timeout": 7200,
-                "filter_id": "plan-gold",
-                "address_list": "gold",
-                "attributes": [{"name": "Idle-Timeout", "value": 900}],
-            }))
-            .send()
-            .await
-            .expect("request");
-        (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
-    };
+    let change = json!({
+        "rate_limit": rate,
+        "session_timeout": 7200,
+        "filter_id": "plan-gold",
+        "address_list": "gold",
+        "attributes": [{"name": "Idle-Timeout", "value": 900}],
+    });
+    let (st, body) = post_coa(&app, id, Some(&allowed()), &change.to_string()).await;
     assert_eq!(st, 200, "{body}\n{}", fr.diagnostics());
     assert_eq!(body["result"], "ack", "{body}");
 

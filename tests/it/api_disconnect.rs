@@ -1,6 +1,6 @@
 //! `POST /api/sessions/{radacctid}/disconnect` over HTTP, against the real application: its own
 //! disconnect service reads the NAS from the `nas` table and talks to a test NAS that speaks
-//! RFC 5176 on loopback.
+//! RFC 5176 on loopback (and to a real FreeRADIUS playing the NAS).
 
 use crate::common::api::{api_config, token};
 use crate::common::fake_nas::{FakeNas, NasMode};
@@ -16,6 +16,7 @@ both_stores!(
     silent_nas_without_api_credentials_is_503_and_the_row_stays_open,
     nak_with_an_error_cause_is_503_saying_what_the_nas_answered,
     already_closed_answered_by_the_api_is_counted,
+    real_freeradius_as_the_nas_acks_the_disconnect_request,
 );
 
 /// A database with the schema and one NAS row (127.0.0.1, CoA at the test NAS's port).
@@ -223,4 +224,56 @@ async fn already_closed_answered_by_the_api_is_counted(backend: Backend) {
     assert_eq!(st, 404);
     assert_eq!(value(&scrape(metrics).await, series), 2.0);
     app.stop().await;
+}
+
+async fn real_freeradius_as_the_nas_acks_the_disconnect_request(backend: Backend) {
+    use crate::common::freeradius::{FreeRadiusNas, freeradius_nas_unavailable_reason};
+    if !common::require(
+        freeradius_nas_unavailable_reason().is_none(),
+        "freeradius (Debian freeradius, freeradius-config)",
+    ) {
+        return;
+    }
+    let fr = tokio::task::spawn_blocking(|| FreeRadiusNas::start(common::SECRET))
+        .await
+        .expect("join")
+        .expect("FreeRADIUS starts as a NAS");
+    let Some(db) = db_with_nas(backend, fr.coa_addr.port()).await else {
+        return;
+    };
+    let app = TestApp::start(api_config(&db)).await;
+    let (s, id) = open_session(&app, 5).await;
+    let (st, body) = post(
+        &app,
+        &format!("/api/sessions/{id}/disconnect"),
+        Some(&token(Role::Admin, None, &[DISCONNECT])),
+    )
+    .await;
+    assert_eq!(
+        (st, body["method"].as_str()),
+        (200, Some("coa")),
+        "{body}\n{}",
+        fr.diagnostics()
+    );
+    let got = fr.received();
+    assert_eq!(got.len(), 1, "{}", fr.diagnostics());
+    let framed = s.framed_ip.to_string();
+    for (name, want) in [
+        ("Packet-Type", "Disconnect-Request"),
+        ("User-Name", s.user.as_str()),
+        ("Acct-Session-Id", s.session_id.as_str()),
+        ("Framed-IP-Address", framed.as_str()),
+        ("NAS-IP-Address", "127.0.0.1"),
+    ] {
+        assert_eq!(got[0].get(name), Some(want), "{name}\n{}", fr.diagnostics());
+    }
+    let row = app
+        .store
+        .row_by_key(&s.key())
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.acctterminatecause.as_deref(), Some("Admin-Reset"));
+    app.stop().await;
+    drop(fr);
 }
