@@ -657,6 +657,14 @@ async fn bad_bodies_are_400_naming_the_field(backend: Backend) {
             "{body}: the message says why, not only where: {message:?}"
         );
     }
+    // Larger than the API takes (`api.max_body_bytes`, 16 KiB): refused before it is read.
+    let huge = format!(r#"{{"filter_id": "{}"}}"#, "x".repeat(17 * 1024));
+    let (st, reply) = lab.coa_raw(lab.id, Some(&allowed()), &huge).await;
+    assert_eq!(
+        (st, reply["success"].clone()),
+        (413, Value::Bool(false)),
+        "{reply}"
+    );
     assert_eq!(lab.nas.count(), 0, "nothing sent");
     assert!(lab.actions().await.is_empty(), "bad bodies write no row");
     lab.finish().await;
