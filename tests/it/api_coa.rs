@@ -246,6 +246,26 @@ async fn ack_sends_the_changes_and_the_session_identification(backend: Backend) 
         rx.vsa_str(MIKROTIK, d::MIKROTIK_ADDRESS_LIST).as_deref(),
         Some("fair-use")
     );
+    // Nothing else: the identification, the four changes (two of them Vendor-Specific, each
+    // in its own attribute) and the Message-Authenticator.
+    let mut types: Vec<u8> = rx.attrs.iter().map(|(t, _)| *t).collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            d::USER_NAME,
+            d::NAS_IP_ADDRESS,
+            d::FRAMED_IP_ADDRESS,
+            d::FILTER_ID,
+            26,
+            26,
+            d::SESSION_TIMEOUT,
+            d::ACCT_SESSION_ID,
+            80
+        ],
+        "{:?}",
+        rx.attrs
+    );
     lab.assert_row_open().await;
 
     let a = lab.only_action().await;
