@@ -37,6 +37,7 @@ both_stores!(
     coa_outcomes_and_round_trips_are_on_the_metrics_endpoint,
     identical_concurrent_coas_send_one_request,
     different_concurrent_coas_are_sent_one_after_the_other,
+    coa_rows_are_listed_by_the_actions_endpoint_with_the_disconnect,
     real_freeradius_as_the_nas_acks_and_logs_what_was_sent,
 );
 
@@ -797,6 +798,81 @@ async fn different_concurrent_coas_are_sent_one_after_the_other(backend: Backend
     for r in &rows {
         assert_sent_row(r, "ack", None);
     }
+    lab.finish().await;
+}
+
+async fn coa_rows_are_listed_by_the_actions_endpoint_with_the_disconnect(backend: Backend) {
+    let Some(lab) = lab(backend, NasMode::Ack).await else {
+        return;
+    };
+    let (st, body) = lab
+        .coa(json!({"rate_limit": "10M/20M", "session_timeout": 3600}))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    lab.nas.set_mode(NasMode::Nak(Some(401)));
+    let (st, body) = lab.coa(json!({"address_list": "overdue"})).await;
+    assert_eq!(st, 422, "{body}");
+    lab.nas.set_mode(NasMode::Ack);
+    let r = lab
+        .app
+        .http
+        .post(lab.app.url(&format!("/api/sessions/{}/disconnect", lab.id)))
+        .bearer_auth(token_for(
+            "noc",
+            Role::Admin,
+            None,
+            &["subscribers.disconnect"],
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let (st, body) = lab.coa(json!({"filter_id": "late"})).await;
+    assert_eq!(st, 409, "{body}");
+
+    let viewer = token_for("auditor", Role::Admin, None, &[SESSIONS_VIEW]);
+    let (st, body) = lab
+        .app
+        .json(&format!("/api/sessions/{}/actions", lab.id), Some(&viewer))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let rows = body["data"].as_array().expect("data");
+    let summary: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default(),
+                r["method"].as_str().unwrap_or_default(),
+                r["outcome"].as_str().unwrap_or_default(),
+                r["actor"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("coa", "coa", "ack", ACTOR),
+            ("coa", "coa", "nak", ACTOR),
+            ("disconnect", "coa", "ack", "noc"),
+            ("coa", "none", "already_closed", ACTOR),
+        ],
+        "oldest first: {body}"
+    );
+    assert_eq!(
+        rows[0]["request"],
+        json!({"Mikrotik-Rate-Limit": "10M/20M", "Session-Timeout": 3600})
+    );
+    assert!(rows[0]["rtt_ms"].is_i64() || rows[0]["rtt_ms"].is_u64());
+    assert_eq!(
+        (&rows[1]["error_cause"], &rows[1]["error_cause_name"]),
+        (&json!(401), &json!("Unsupported-Attribute"))
+    );
+    assert_eq!(
+        rows[1]["request"],
+        json!({"Mikrotik-Address-List": "overdue"})
+    );
+    assert_eq!(rows[3]["request"], json!({"Filter-Id": "late"}));
+    assert_eq!(rows[3]["rtt_ms"], Value::Null);
     lab.finish().await;
 }
 
