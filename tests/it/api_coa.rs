@@ -736,21 +736,49 @@ async fn coa_outcomes_and_round_trips_are_on_the_metrics_endpoint(backend: Backe
     lab.finish().await;
 }
 
+/// How long the NAS of the single-flight tests waits before it answers (within a 3 s budget):
+/// the window in which a second call meets the first one in flight.
+const NAS_PAUSE: Duration = Duration::from_millis(800);
+
+/// A lab whose NAS answers after [`NAS_PAUSE`].
+async fn slow_nas_lab(backend: Backend) -> Option<Lab> {
+    let nas = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    nas.set_delay(NAS_PAUSE);
+    lab_with(backend, nas, |c| c.disconnect.coa_timeout_ms = 3000).await
+}
+
+/// Starts a CoA of the lab's session in a task; returns once the NAS holds its request (and
+/// pauses before answering), so that a call made next overlaps it whatever the scheduling.
+async fn coa_in_flight(lab: &Lab, body: Value) -> tokio::task::JoinHandle<(u16, Value)> {
+    let seen = distinct(&lab.nas.received()).len();
+    let call = tokio::spawn(post_coa(
+        &lab.app,
+        lab.id,
+        Some(&allowed()),
+        &body.to_string(),
+    ));
+    assert!(
+        common::eventually(|| distinct(&lab.nas.received()).len() > seen).await,
+        "the CoA-Request reached the NAS"
+    );
+    call
+}
+
 async fn identical_concurrent_coas_send_one_request(backend: Backend) {
-    let Some(lab) = lab(backend, NasMode::Ack).await else {
+    let Some(lab) = slow_nas_lab(backend).await else {
         return;
     };
-    lab.nas.set_delay(Duration::from_millis(400));
     let change = json!({"rate_limit": "10M/20M", "session_timeout": 600});
-    let (a, b) = tokio::join!(lab.coa(change.clone()), lab.coa(change.clone()));
-    for (st, body) in [&a, &b] {
-        assert_eq!((*st, body["result"].as_str()), (200, Some("ack")), "{body}");
-    }
+    let first = coa_in_flight(&lab, change.clone()).await;
+    let (st, body) = lab.coa(change).await;
+    assert_eq!((st, body["result"].as_str()), (200, Some("ack")), "{body}");
+    let (st, body) = first.await.expect("first call");
+    assert_eq!((st, body["result"].as_str()), (200, Some("ack")), "{body}");
     let got = lab.nas.received();
     assert_eq!(
         distinct(&got).len(),
         1,
-        "one CoA-Request on the wire (retransmitted while the NAS takes its time: {} datagrams)",
+        "one CoA-Request on the wire (retransmitted while the NAS pauses: {} datagrams)",
         got.len()
     );
     let rows = lab.actions().await;
@@ -760,44 +788,43 @@ async fn identical_concurrent_coas_send_one_request(backend: Backend) {
 }
 
 async fn different_concurrent_coas_are_sent_one_after_the_other(backend: Backend) {
-    let Some(lab) = lab(backend, NasMode::Ack).await else {
+    let Some(lab) = slow_nas_lab(backend).await else {
         return;
     };
-    let delay = Duration::from_millis(300);
-    lab.nas.set_delay(delay);
-    let (a, b) = tokio::join!(
-        lab.coa(json!({"rate_limit": "10M/20M"})),
-        lab.coa(json!({"filter_id": "blocked"}))
-    );
-    for (st, body) in [&a, &b] {
-        assert_eq!((*st, body["result"].as_str()), (200, Some("ack")), "{body}");
-    }
+    let first = coa_in_flight(&lab, json!({"rate_limit": "10M/20M"})).await;
+    let (st, body) = lab.coa(json!({"filter_id": "blocked"})).await;
+    assert_eq!((st, body["result"].as_str()), (200, Some("ack")), "{body}");
+    let (st, body) = first.await.expect("first call");
+    assert_eq!((st, body["result"].as_str()), (200, Some("ack")), "{body}");
+
     let got = distinct(&lab.nas.received());
     assert_eq!(got.len(), 2, "two changes, two requests");
-    assert!(
-        got[1].at.duration_since(got[0].at) >= delay - Duration::from_millis(20),
-        "the second was sent once the first was answered, not alongside it: {:?} apart",
-        got[1].at.duration_since(got[0].at)
+    assert_eq!(
+        got[0].vsa_str(MIKROTIK, d::MIKROTIK_RATE_LIMIT).as_deref(),
+        Some("10M/20M")
     );
-    let sent: Vec<_> = got
-        .iter()
-        .map(|r| {
-            (
-                r.vsa_str(MIKROTIK, d::MIKROTIK_RATE_LIMIT),
-                r.attr_str(d::FILTER_ID),
-            )
-        })
-        .collect();
+    assert_eq!(
+        got[0].attr(d::FILTER_ID),
+        None,
+        "each carries only its own change"
+    );
+    assert_eq!(got[1].attr_str(d::FILTER_ID).as_deref(), Some("blocked"));
+    assert_eq!(got[1].vsa(MIKROTIK, d::MIKROTIK_RATE_LIMIT), None);
+    let apart = got[1].at.duration_since(got[0].at);
     assert!(
-        sent.contains(&(Some("10M/20M".into()), None))
-            && sent.contains(&(None, Some("blocked".into()))),
-        "each request carries only its own change: {sent:?}"
+        apart >= NAS_PAUSE,
+        "the second was sent once the first was answered, not alongside it: {apart:?} apart"
     );
     let rows = lab.actions().await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     for r in &rows {
         assert_sent_row(r, "ack", None);
     }
+    assert_eq!(
+        request_json(&rows[0]),
+        json!({"Mikrotik-Rate-Limit": "10M/20M"})
+    );
+    assert_eq!(request_json(&rows[1]), json!({"Filter-Id": "blocked"}));
     lab.finish().await;
 }
 
