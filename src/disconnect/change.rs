@@ -159,7 +159,16 @@ impl Disconnector {
             let found = {
                 let mut changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
                 match changes.get(&key) {
-                    Some(f) => Some((f.request == request, f.done.clone())),
+                    Some(f) => {
+                        let same = f.request == request;
+                        if same {
+                            self.inner
+                                .stats
+                                .coa_coalesced
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some((same, f.done.clone()))
+                    }
                     None => match self.inner.index.get(&key) {
                         None => None,
                         Some(current) => {
