@@ -744,7 +744,11 @@ const NAS_PAUSE: Duration = Duration::from_millis(800);
 async fn slow_nas_lab(backend: Backend) -> Option<Lab> {
     let nas = FakeNas::start(common::SECRET, NasMode::Ack).await;
     nas.set_delay(NAS_PAUSE);
-    lab_with(backend, nas, |c| c.disconnect.coa_timeout_ms = 3000).await
+    lab_with(backend, nas, |c| {
+        c.disconnect.coa_timeout_ms = 3000;
+        c.metrics.enabled = true;
+    })
+    .await
 }
 
 /// Starts a CoA of the lab's session in a task; returns once the NAS holds its request (and
@@ -784,6 +788,15 @@ async fn identical_concurrent_coas_send_one_request(backend: Backend) {
     let rows = lab.actions().await;
     assert_eq!(rows.len(), 1, "one attempt, one row: {rows:#?}");
     assert_sent_row(&rows[0], "ack", None);
+    let m = scrape(lab.app.metrics_addr.expect("metrics")).await;
+    assert_eq!(
+        value(&m, r#"radacctd_coa_coalesced_total{scope="node"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&m, r#"radacctd_coa_requests_total{outcome="ack"}"#),
+        1.0
+    );
     lab.finish().await;
 }
 
@@ -825,6 +838,15 @@ async fn different_concurrent_coas_are_sent_one_after_the_other(backend: Backend
         json!({"Mikrotik-Rate-Limit": "10M/20M"})
     );
     assert_eq!(request_json(&rows[1]), json!({"Filter-Id": "blocked"}));
+    let m = scrape(lab.app.metrics_addr.expect("metrics")).await;
+    assert_eq!(
+        value(&m, r#"radacctd_coa_coalesced_total{scope="node"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(&m, r#"radacctd_coa_requests_total{outcome="ack"}"#),
+        2.0
+    );
     lab.finish().await;
 }
 
