@@ -500,6 +500,17 @@ async fn closed_session_is_409_and_logged_as_already_closed(backend: Backend) {
         assert_eq!(a.actor.as_deref(), Some(ACTOR));
         assert_eq!(a.rtt_ms, None, "nothing was sent");
     }
+    // Scope is checked before the state: an outsider learns nothing, and nothing is logged.
+    let outsider = token_for(ACTOR, Role::Reseller, Some(5), &[COA]);
+    let (st, body) = lab
+        .coa_raw(lab.id, Some(&outsider), r#"{"rate_limit": "10M/20M"}"#)
+        .await;
+    assert_eq!(
+        (st, body["message"].as_str()),
+        (403, Some("not authorized")),
+        "{body}"
+    );
+    assert_eq!(lab.actions().await.len(), 2);
     assert_eq!(lab.nas.count(), 0, "no NAS was asked");
     lab.finish().await;
 }
