@@ -10,7 +10,7 @@ use crate::api_disconnect::{db_with_nas, open_session};
 use crate::cluster_disconnect::{HeldLock, learn, node};
 use crate::common::api::{api_config, token_for};
 use crate::common::fake_nas::{self, FakeNas, NasMode, Received};
-use crate::common::freeradius::{FreeRadiusNas, freeradius_nas_unavailable_reason};
+use crate::common::freeradius::{FreeRadiusNas, NasAnswer, freeradius_nas_unavailable_reason};
 use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::config::Config;
@@ -39,6 +39,7 @@ both_stores!(
     different_concurrent_coas_are_sent_one_after_the_other,
     coa_rows_are_listed_by_the_actions_endpoint_with_the_disconnect,
     real_freeradius_as_the_nas_acks_and_logs_what_was_sent,
+    real_freeradius_nak_is_422_with_its_error_cause,
 );
 
 // --- the lab -------------------------------------------------------------------------------
@@ -1080,6 +1081,47 @@ async fn real_freeradius_as_the_nas_acks_and_logs_what_was_sent(backend: Backend
     let rows = app.store.session_actions(id).await.expect("read");
     assert_eq!(rows.len(), 1);
     assert_sent_row(&rows[0], "ack", None);
+    app.stop().await;
+    drop(fr);
+}
+
+async fn real_freeradius_nak_is_422_with_its_error_cause(backend: Backend) {
+    if !common::require(
+        freeradius_nas_unavailable_reason().is_none(),
+        "freeradius (Debian freeradius, freeradius-config)",
+    ) {
+        return;
+    }
+    let fr = tokio::task::spawn_blocking(|| {
+        FreeRadiusNas::start_answering(common::SECRET, NasAnswer::Nak(503))
+    })
+    .await
+    .expect("join")
+    .expect("FreeRADIUS starts as a refusing NAS");
+    let Some(db) = db_with_nas(backend, fr.coa_addr.port()).await else {
+        return;
+    };
+    let app = TestApp::start(coa_config(&db)).await;
+    let (s, id) = open_session(&app, 1).await;
+    let (st, body) = post_coa(&app, id, Some(&allowed()), r#"{"filter_id": "blocked"}"#).await;
+    assert_eq!(
+        (st, body["message"].as_str(), body["error_cause"].as_str()),
+        (
+            422,
+            Some("NAS refused the change: Error-Cause 503 (Session-Context-Not-Found)"),
+            Some("Session-Context-Not-Found")
+        ),
+        "{body}\n{}",
+        fr.diagnostics()
+    );
+    assert_eq!(fr.received().len(), 1, "{}", fr.diagnostics());
+    let rows = app.store.session_actions(id).await.expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_sent_row(&rows[0], "nak", Some(503));
+    assert!(
+        app.index.contains(&s.key()),
+        "a refused change closes nothing"
+    );
     app.stop().await;
     drop(fr);
 }

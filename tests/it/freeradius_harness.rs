@@ -263,7 +263,9 @@ async fn run_scenario(db: &HarnessDb, target: &freeradius::PgTarget) -> anyhow::
 
 #[test]
 fn freeradius_nas_acks_radclient_coa_and_records_what_it_received() {
-    use freeradius::{FreeRadiusNas, RadclientOpts, radclient_count_received, radclient_with};
+    use freeradius::{
+        FreeRadiusNas, NasAnswer, RadclientOpts, radclient_count_received, radclient_with,
+    };
     if !crate::common::require(
         freeradius::freeradius_nas_unavailable_reason().is_none(),
         "freeradius (Debian freeradius, freeradius-config)",
@@ -327,6 +329,16 @@ fn freeradius_nas_acks_radclient_coa_and_records_what_it_received() {
         "{}",
         nas.diagnostics()
     );
+
+    // Told to refuse, it answers a CoA-NAK with the Error-Cause, and still records the request.
+    let refusing = FreeRadiusNas::start_answering("nas-s3cret", NasAnswer::Nak(401))
+        .expect("FreeRADIUS starts as a refusing NAS");
+    let (ok, out) =
+        radclient_with(refusing.coa_addr, &refusing.secret, coa, &opts("coa")).expect("runs");
+    assert!(!ok, "radclient expected a CoA-ACK:\n{out}");
+    assert_eq!(radclient_count_received(&out, "CoA-NAK"), 1, "{out}");
+    assert!(out.contains("Error-Cause = Unsupported-Attribute"), "{out}");
+    assert_eq!(refusing.received().len(), 1, "{}", refusing.diagnostics());
 }
 
 #[test]

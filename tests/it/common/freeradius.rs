@@ -345,11 +345,20 @@ impl FreeRadius {
     }
 }
 
+/// How a [`FreeRadiusNas`] answers the requests that verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NasAnswer {
+    /// CoA-ACK to a CoA-Request, Disconnect-ACK to a Disconnect-Request.
+    Ack,
+    /// CoA-NAK or Disconnect-NAK carrying this Error-Cause (its `recv-coa` rejects).
+    Nak(u32),
+}
+
 /// A running private FreeRADIUS (`freeradius -f`) playing the RFC 5176 side of a NAS: a
-/// `listen { type = coa }` virtual server on 127.0.0.1 that answers every CoA-Request with
-/// CoA-ACK and every Disconnect-Request with Disconnect-ACK, after writing the request to a
-/// `detail` file ([`FreeRadiusNas::received`]). Requests that do not verify with the secret
-/// are dropped unanswered, and its log says so. Killed when dropped.
+/// `listen { type = coa }` virtual server on 127.0.0.1 that writes every request that verifies
+/// to a `detail` file ([`FreeRadiusNas::received`]) and answers it as its [`NasAnswer`] says.
+/// Requests that do not verify with the secret are dropped unanswered, and its log says so.
+/// Killed when dropped.
 #[derive(Debug)]
 pub struct FreeRadiusNas {
     /// Where it listens for CoA-Requests and Disconnect-Requests (127.0.0.1, a free port).
@@ -363,21 +372,27 @@ pub struct FreeRadiusNas {
 
 impl FreeRadiusNas {
     /// Starts it on a private copy of `/etc/freeradius/3.0` on 127.0.0.1:<free port>, with
-    /// `secret` for its only client, 127.0.0.1. Returns once the log says "Ready to process
-    /// requests", or fails with the log when that does not happen within [`START_TIMEOUT`].
+    /// `secret` for its only client, 127.0.0.1, ACKing every request. Returns once the log says
+    /// "Ready to process requests", or fails with the log when that does not happen within
+    /// [`START_TIMEOUT`].
     pub fn start(secret: &str) -> anyhow::Result<FreeRadiusNas> {
+        Self::start_answering(secret, NasAnswer::Ack)
+    }
+
+    /// Like [`FreeRadiusNas::start`], answering every request with `answer`.
+    pub fn start_answering(secret: &str, answer: NasAnswer) -> anyhow::Result<FreeRadiusNas> {
         if let Some(reason) = freeradius_nas_unavailable_reason() {
             bail!("FreeRADIUS is not available: {reason}");
         }
-        on_a_free_port(|port| Self::start_on(secret, port))
+        on_a_free_port(|port| Self::start_on(secret, answer, port))
     }
 
-    /// Like [`FreeRadiusNas::start`], on the given UDP port.
-    pub fn start_on(secret: &str, port: u16) -> anyhow::Result<FreeRadiusNas> {
+    /// Like [`FreeRadiusNas::start_answering`], on the given UDP port.
+    pub fn start_on(secret: &str, answer: NasAnswer, port: u16) -> anyhow::Result<FreeRadiusNas> {
         let dirs = PrivateDirs::new()?;
         write_private_raddb(&dirs, secret)?;
         let detail_file = dirs.log_dir.join("coa.detail");
-        write_coa_modules_and_site(&dirs.raddb, &detail_file, port)?;
+        write_coa_modules_and_site(&dirs.raddb, &detail_file, answer, port)?;
         Ok(FreeRadiusNas {
             coa_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             secret: secret.to_string(),
@@ -700,7 +715,12 @@ fn write_acct_modules_and_site(raddb: &Path, pg: &PgTarget, port: u16) -> anyhow
 
 /// The NAS side's modules (always, for `ok`, and a `detail` instance writing to
 /// `detail_file`) and its only virtual server.
-fn write_coa_modules_and_site(raddb: &Path, detail_file: &Path, port: u16) -> anyhow::Result<()> {
+fn write_coa_modules_and_site(
+    raddb: &Path,
+    detail_file: &Path,
+    answer: NasAnswer,
+    port: u16,
+) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(
         "../mods-available/always",
         raddb.join("mods-enabled/always"),
@@ -709,7 +729,7 @@ fn write_coa_modules_and_site(raddb: &Path, detail_file: &Path, port: u16) -> an
         raddb.join("mods-enabled/coa_detail"),
         coa_detail_module_conf(detail_file),
     )?;
-    std::fs::write(raddb.join("sites-enabled/coa"), coa_site_conf(port))?;
+    std::fs::write(raddb.join("sites-enabled/coa"), coa_site_conf(answer, port))?;
     Ok(())
 }
 
@@ -861,8 +881,18 @@ fn coa_detail_module_conf(detail_file: &Path) -> String {
 }
 
 /// The only virtual server: RFC 5176 on 127.0.0.1:<port>. `recv-coa` handles both
-/// CoA-Request and Disconnect-Request; `ok` makes the answer an ACK of the request's kind.
-fn coa_site_conf(port: u16) -> String {
+/// CoA-Request and Disconnect-Request; `ok` makes the answer an ACK of the request's kind,
+/// `reject` a NAK (with the Error-Cause put in the reply).
+fn coa_site_conf(answer: NasAnswer, port: u16) -> String {
+    let verdict = match answer {
+        NasAnswer::Ack => "\tok\n".to_string(),
+        NasAnswer::Nak(cause) => format!(
+            "\tupdate reply {{\n\
+             \t\t&Error-Cause := {cause}\n\
+             \t}}\n\
+             \treject\n"
+        ),
+    };
     format!(
         "# radacctd test harness: the RFC 5176 side of a NAS.\n\
          server coa {{\n\
@@ -874,7 +904,7 @@ fn coa_site_conf(port: u16) -> String {
          \n\
          recv-coa {{\n\
          \tcoa_detail\n\
-         \tok\n\
+         {verdict}\
          }}\n\
          \n\
          send-coa {{\n\
