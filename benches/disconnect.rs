@@ -2,8 +2,10 @@
 //! 1. round trip of one Disconnect-Request against a loopback test NAS, sequentially (p50/p99);
 //! 2. 1,000 Disconnect-Requests issued at once through the CoA client: all answered, none sent
 //!    twice (counted at the NAS);
-//! 3. 1,000 `Disconnector::disconnect` calls at once against the real application (SQLite, and
-//!    PostgreSQL when reachable): CoA, then the close committed through the writer.
+//! 3. 1,000 `Disconnector::change_as` calls at once (a CoA-Request each, distinct sessions),
+//!    then 1,000 `Disconnector::disconnect` calls at once, against the real application
+//!    (SQLite, and PostgreSQL when reachable) with the action log on: every attempt is a
+//!    `session_actions` row, a disconnect's written in its close's transaction.
 //!
 //! `cargo bench --bench disconnect`
 
@@ -20,7 +22,8 @@ use std::time::{Duration, Instant};
 use common::fake_nas::{FakeNas, NasMode};
 use common::{Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
 use radacctd::disconnect::{
-    CoaClient, CoaConfig, CoaOutcome, DisconnectConfig, DisconnectRequest, Disconnector, Method,
+    AttrValue, Change, ChangeAttr, CoaClient, CoaConfig, CoaOutcome, DisconnectConfig,
+    DisconnectRequest, Disconnector, Method,
 };
 use radacctd::metrics::Stats;
 use radacctd::radius::dictionary as d;
@@ -40,8 +43,13 @@ fn us(d: Duration) -> String {
 
 /// Every request reached the NAS exactly once.
 fn assert_each_sent_once(nas: &FakeNas, expected: usize) {
+    assert_each_of_code_sent_once(nas, 40, expected);
+}
+
+/// Every session was sent exactly one request of this code (40 Disconnect-, 43 CoA-Request).
+fn assert_each_of_code_sent_once(nas: &FakeNas, code: u8, expected: usize) {
     let mut per_sid: HashMap<String, usize> = HashMap::new();
-    for r in nas.received() {
+    for r in nas.received().into_iter().filter(|r| r.code == code) {
         assert!(r.authenticator_ok, "request authenticator verifies");
         *per_sid
             .entry(r.attr_str(d::ACCT_SESSION_ID).expect("Acct-Session-Id"))
@@ -187,6 +195,7 @@ async fn disconnector_concurrent(backend: Backend) {
         api_port: None,
         ..NasRow::default()
     }]);
+    disc.set_action_log(app.store.clone());
 
     // Open the sessions, 10 NASes sending in parallel.
     let start_at = now() - 600;
@@ -214,6 +223,36 @@ async fn disconnector_concurrent(backend: Backend) {
         })
         .collect();
 
+    let rate = d::change_attribute("Mikrotik-Rate-Limit").expect("known");
+    let change = Change::new(vec![
+        ChangeAttr::new(rate, AttrValue::Text("2M/4M".into())).expect("fits"),
+    ])
+    .expect("change");
+    let t = Instant::now();
+    let tasks: Vec<_> = sessions
+        .iter()
+        .cloned()
+        .map(|s| {
+            let disc = disc.clone();
+            let change = change.clone();
+            tokio::spawn(async move { disc.change_as(&s, &change, Some("bench")).await })
+        })
+        .collect();
+    let mut rtts = Vec::with_capacity(CONCURRENT);
+    for task in tasks {
+        rtts.push(task.await.expect("joined").expect("acked").round_trip);
+    }
+    let wall = t.elapsed();
+    assert_each_of_code_sent_once(&nas, 43, CONCURRENT);
+    rtts.sort();
+    println!(
+        "disconnector ({backend:?}), {CONCURRENT} CoA changes at once: all ACKed, each logged; \
+         wall {:.1} ms · per-request round trip p50 {} · p99 {}",
+        wall.as_secs_f64() * 1e3,
+        us(percentile(&rtts, 0.50)),
+        us(percentile(&rtts, 0.99)),
+    );
+
     let t = Instant::now();
     let tasks: Vec<_> = sessions
         .into_iter()
@@ -234,10 +273,15 @@ async fn disconnector_concurrent(backend: Backend) {
     assert!(app.index.is_empty(), "every session left the index");
     let open = db.open_rows().await.len();
     assert_eq!(open, 0, "every row closed");
+    assert_eq!(
+        db.count("SELECT count(*) FROM session_actions").await,
+        2 * CONCURRENT as i64,
+        "one action row per attempt"
+    );
     elapsed.sort();
     println!(
         "disconnector ({backend:?}), {CONCURRENT} disconnects at once: all `coa`, rows closed \
-         through the writer, {} Disconnect-Requests at the NAS; wall {:.1} ms · per-call p50 {} \
+         through the writer, {} requests at the NAS in all; wall {:.1} ms · per-call p50 {} \
          · p99 {}",
         nas.count(),
         wall.as_secs_f64() * 1e3,

@@ -121,7 +121,9 @@ pub fn parse_change(body: &[u8], allowed: &[String]) -> Result<Change, ApiError>
             .as_str()
             .ok_or_else(|| bad("rate_limit: must be a string, e.g. \"10M/20M\"".into()))?;
         rate_limit::check(text).map_err(|e| bad(format!("rate_limit: {e}")))?;
-        attrs.push(named("rate_limit", "Mikrotik-Rate-Limit", v)?);
+        // Sent as RouterOS prints it: the fields separated by single spaces.
+        let normal = Value::from(text.split_ascii_whitespace().collect::<Vec<_>>().join(" "));
+        attrs.push(named("rate_limit", "Mikrotik-Rate-Limit", &normal)?);
     }
     if let Some(v) = present(&fields, "session_timeout") {
         attrs.push(named("session_timeout", "Session-Timeout", v)?);
@@ -250,6 +252,8 @@ mod tests {
             c.request_json(),
             r#"{"Filter-Id":"blocked","Mikrotik-Address-List":"overdue","Mikrotik-Rate-Limit":"10M/20M","Session-Timeout":3600}"#
         );
+        let c = parse(r#"{"rate_limit":"  2M/4M   4M/8M "}"#, &[]).unwrap();
+        assert_eq!(c.request_json(), r#"{"Mikrotik-Rate-Limit":"2M/4M 4M/8M"}"#);
         let c = parse(
             r#"{"attributes":[{"name":"idle-timeout","value":"600"}]}"#,
             &["Idle-Timeout"],
