@@ -18,6 +18,10 @@ pub struct Active {
     pub id: String,
     pub name: String,
     pub address: String,
+    /// `session-id` (`0x81A00007`), `caller-id` and `uptime`, printed when set.
+    pub session_id: Option<String>,
+    pub caller_id: Option<String>,
+    pub uptime: Option<String>,
 }
 
 impl Active {
@@ -26,6 +30,29 @@ impl Active {
             id: id.into(),
             name: name.into(),
             address: address.into(),
+            session_id: None,
+            caller_id: None,
+            uptime: None,
+        }
+    }
+
+    /// A PPPoE session as RouterOS shows it, with its session id, MAC and uptime.
+    pub fn ppp(
+        name: &str,
+        address: &str,
+        session_id: &str,
+        caller_id: &str,
+        uptime: &str,
+    ) -> Active {
+        Active {
+            session_id: Some(session_id.into()),
+            caller_id: Some(caller_id.into()),
+            uptime: Some(uptime.into()),
+            ..Active::new(
+                &format!("*{}", session_id.trim_start_matches("0x")),
+                name,
+                address,
+            )
         }
     }
 }
@@ -51,6 +78,10 @@ pub struct RosConfig {
     pub split_writes: bool,
     /// Never answer a print.
     pub hang_on_print: bool,
+    /// Send this many `!re` of a print, then drop the connection (no `!done`).
+    pub drop_print_after: Option<usize>,
+    /// A print answers `!trap` (then `!done`) after its entries.
+    pub trap_on_print: bool,
 }
 
 impl Default for RosConfig {
@@ -66,6 +97,8 @@ impl Default for RosConfig {
             foreign_tag_noise: false,
             split_writes: false,
             hang_on_print: false,
+            drop_print_after: None,
+            trap_on_print: false,
         }
     }
 }
@@ -394,12 +427,32 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     if want("address") {
                         re.push(format!("=address={}", a.address));
                     }
+                    for (prop, value) in [
+                        ("session-id", &a.session_id),
+                        ("caller-id", &a.caller_id),
+                        ("uptime", &a.uptime),
+                    ] {
+                        if let Some(v) = value.as_ref().filter(|_| want(prop)) {
+                            re.push(format!("={prop}={v}"));
+                        }
+                    }
                     replies.push(re);
                 }
-                if matches.is_empty() && config.empty_reply {
-                    replies.push(vec![w("!empty")]);
+                if let Some(n) = config.drop_print_after {
+                    replies.truncate(n);
+                    fatal = true;
+                } else {
+                    if config.trap_on_print {
+                        replies.push(vec![
+                            w("!trap"),
+                            w("=message=failure: not enough permissions (9)"),
+                        ]);
+                    }
+                    if matches.is_empty() && config.empty_reply {
+                        replies.push(vec![w("!empty")]);
+                    }
+                    replies.push(vec![w("!done")]);
                 }
-                replies.push(vec![w("!done")]);
             }
             "/ppp/active/remove" => match get(".id") {
                 None => {
