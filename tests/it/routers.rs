@@ -34,6 +34,7 @@ both_stores!(
     trapped_print_changes_nothing,
     ten_thousand_sessions_per_router,
     nas_health_answers_what_the_traffic_sent,
+    cli_dry_run_lists_and_changes_nothing,
 );
 
 struct Lab {
@@ -473,4 +474,32 @@ async fn nas_health_answers_what_the_traffic_sent(backend: Backend) {
         300.0
     );
     app.stop().await;
+}
+
+async fn cli_dry_run_lists_and_changes_nothing(backend: Backend) {
+    let Some(mut lab) = lab(backend, vec![on_router(1)]).await else {
+        return;
+    };
+    lab.open(1).await;
+    lab.open(2).await;
+    lab.db
+        .exec(&format!(
+            "INSERT INTO nas (id, nasname, shortname, type, secret, api_port, api_username, api_password) \
+             VALUES (1, '{NAS_IP}', 'lab-bng', 'other', '{SECRET}', {}, 'api', 'pw')",
+            lab._ros.addr.port()
+        ))
+        .await;
+    radacctd::cli::reconcile(test_config(&lab.db), 1, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        lab.db.open_rows().await.len(),
+        2,
+        "a dry run closes nothing"
+    );
+    let err = radacctd::cli::reconcile(test_config(&lab.db), 2, true)
+        .await
+        .expect_err("no such nas");
+    assert!(err.to_string().contains("nas 2"), "{err}");
+    lab.stop().await;
 }
