@@ -192,9 +192,10 @@ pub const NAS_COA_REQUESTS: &str = "radacctd_nas_coa_requests_total";
 /// Disconnect and CoA requests to a NAS that got no answer or could not be sent.
 pub const NAS_COA_FAILURES: &str = "radacctd_nas_coa_failures_total";
 /// Round-trip percentiles (`quantile` 0.5 and 0.99) of a NAS's answered Disconnect/CoA
-/// requests, over the last 256.
+/// requests, over the last 256 (NaN before the first answer).
 pub const NAS_COA_RTT: &str = "radacctd_nas_coa_round_trip_seconds";
-/// 1 when the NAS's RouterOS API answered at the last contact, 0 when it failed.
+/// 1 when the NAS's RouterOS API answered at the last contact, 0 when it failed, NaN before
+/// any contact.
 pub const NAS_API_UP: &str = "radacctd_nas_api_up";
 /// Reconciliations with a router by `outcome` (`ok`: a complete answer; `failed`).
 pub const NAS_RECONCILE_RUNS: &str = "radacctd_nas_reconcile_runs_total";

@@ -419,23 +419,31 @@ fn collect_one(
     );
     out.counter(NAS_COA_REQUESTS, l(), f.coa_requests);
     out.counter(NAS_COA_FAILURES, l(), f.coa_failures);
-    if let (Some(p50), Some(p99)) = (f.coa_rtt_p50_ms, f.coa_rtt_p99_ms) {
-        out.gauge(NAS_COA_RTT, with("quantile", "0.5"), p50 / 1000.0);
-        out.gauge(NAS_COA_RTT, with("quantile", "0.99"), p99 / 1000.0);
-    }
-    if let Some(api) = &f.api {
-        out.gauge(NAS_API_UP, l(), if api.reachable { 1.0 } else { 0.0 });
-    }
-    if runs > 0 {
-        out.counter(NAS_RECONCILE_RUNS, with("outcome", "ok"), runs - failures);
-        out.counter(NAS_RECONCILE_RUNS, with("outcome", "failed"), failures);
-        out.counter(NAS_RECONCILE_GHOSTS, l(), ghosts);
-    }
-    if let Some(r) = &f.reconcile {
-        out.gauge(NAS_RECONCILE_ZOMBIES, l(), r.zombies as f64);
-        out.gauge(NAS_RECONCILE_MISMATCHES, l(), r.mismatches as f64);
-        out.gauge(NAS_RECONCILE_LAST, l(), r.at as f64);
-    }
+    // NaN until known: no answer measured yet, the API never contacted.
+    let ms = |v: Option<f64>| v.map_or(f64::NAN, |ms| ms / 1000.0);
+    out.gauge(NAS_COA_RTT, with("quantile", "0.5"), ms(f.coa_rtt_p50_ms));
+    out.gauge(NAS_COA_RTT, with("quantile", "0.99"), ms(f.coa_rtt_p99_ms));
+    let up = f
+        .api
+        .as_ref()
+        .map_or(f64::NAN, |a| if a.reachable { 1.0 } else { 0.0 });
+    out.gauge(NAS_API_UP, l(), up);
+    out.counter(NAS_RECONCILE_RUNS, with("outcome", "ok"), runs - failures);
+    out.counter(NAS_RECONCILE_RUNS, with("outcome", "failed"), failures);
+    out.counter(NAS_RECONCILE_GHOSTS, l(), ghosts);
+    // NaN (0 for the time) before this node's first complete reconciliation with the router.
+    let r = f.reconcile.as_ref();
+    out.gauge(
+        NAS_RECONCILE_ZOMBIES,
+        l(),
+        r.map_or(f64::NAN, |r| r.zombies as f64),
+    );
+    out.gauge(
+        NAS_RECONCILE_MISMATCHES,
+        l(),
+        r.map_or(f64::NAN, |r| r.mismatches as f64),
+    );
+    out.gauge(NAS_RECONCILE_LAST, l(), r.map_or(0.0, |r| r.at as f64));
 }
 
 #[cfg(test)]
