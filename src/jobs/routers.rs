@@ -6,7 +6,8 @@
 //! - A ghost (open here, absent on the router) is closed through the writer with cause
 //!   `Lost-Service`, stop time = its last update (never after the router's answer), on the
 //!   condition that the row has not been updated since it was looked at; the close carries its
-//!   action log row (`reconcile`, `api`, `ghost_closed`, the evidence in `detail`).
+//!   action log row (`reconcile`, `api`, `ghost_closed` — or `ghost_skipped` when that
+//!   condition failed and the row was left as it was —, the evidence in `detail`).
 //! - A zombie (on the router, not open here) and a mismatch (another framed IP or MAC) are
 //!   reported: `GET /api/nas/{id}`, `/metrics`, the log; with `reconcile.zombies =
 //!   "disconnect"` the listed zombies are also removed from the router.
@@ -40,6 +41,12 @@ use crate::store::ActionRecord;
 /// Terminate cause of a ghost closed by reconciliation: the router lost the session without
 /// its Stop reaching us.
 pub const GHOST_CAUSE: &str = "Lost-Service";
+
+/// The action log outcome of a ghost this run closed.
+pub const GHOST_CLOSED: &str = "ghost_closed";
+/// The action log outcome of a ghost whose close changed nothing: the writer found its row
+/// updated since the comparison (an interim or a Stop came first) and left it as it was.
+pub const GHOST_SKIPPED: &str = "ghost_skipped";
 
 /// What one reconciliation with one router found and did.
 #[derive(Debug, Clone)]
@@ -283,14 +290,21 @@ impl RouterReconciler {
         Ok(closed)
     }
 
-    /// `reconcile.zombies = "disconnect"`: removes the listed zombies from the router.
+    /// `reconcile.zombies = "disconnect"`: removes the listed zombies (the first
+    /// [`compare::MAX_LISTED`]; the next run finds the rest) from the router, each by its user
+    /// name and address. One without a name or an address is only reported: removing by name
+    /// alone would also remove the user's other, live logins.
     async fn disconnect_zombies(&self, router: &ApiRouter, report: &RouterReport) -> u64 {
         let Ok(transport) = &router.transport else {
             return 0;
         };
         let mut removed = 0;
         for z in &report.findings.zombies {
-            let Some(name) = z.name.as_deref() else {
+            let (Some(name), Some(address)) = (z.name.as_deref(), z.address.as_deref()) else {
+                tracing::info!(
+                    nas = %router.nas_ip, username = z.name.as_deref().unwrap_or(""),
+                    "router reconciliation: a zombie without a name or an address is left on the router"
+                );
                 continue;
             };
             let outcome = mikrotik::disconnect_ppp(
@@ -298,7 +312,7 @@ impl RouterReconciler {
                 transport,
                 &router.creds,
                 name,
-                z.address.as_deref(),
+                Some(address),
                 &self.disconnector.api_timeouts(),
             )
             .await;
@@ -386,7 +400,8 @@ impl Evidence<'_> {
             nasipaddress: self.router.nas_ip.to_string(),
             action: "reconcile".into(),
             method: "api".into(),
-            outcome: "ghost_closed".into(),
+            outcome: GHOST_CLOSED.into(),
+            outcome_if_unchanged: Some(GHOST_SKIPPED.into()),
             detail: Some(detail.to_string()),
             request: None,
             error_cause: None,
