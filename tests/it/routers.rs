@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::api::{api_config, token};
-use crate::common::fake_routeros::{Active, FakeRouterOs, RosConfig};
+use crate::common::fake_routeros::{Active, FakeRouterOs, PrintHold, RosConfig};
 use crate::common::{
     Backend, Nas, SECRET, Sess, TestApp, TestDb, build_request, free_port_tcp, now, scrape,
     test_config, value,
 };
 use radacctd::api::auth::Role;
-use radacctd::config::ReconcileConfig;
+use radacctd::config::{ReconcileConfig, ZombiePolicy};
 use radacctd::disconnect::{DisconnectConfig, Disconnector};
 use radacctd::ingest::Item;
 use radacctd::jobs::RouterReconciler;
@@ -35,6 +35,10 @@ both_stores!(
     ten_thousand_sessions_per_router,
     nas_health_answers_what_the_traffic_sent,
     cli_dry_run_lists_and_changes_nothing,
+    cli_without_dry_run_closes_ghosts_through_its_own_writer,
+    cli_ghost_close_loses_to_an_interim_committed_meanwhile,
+    zombies_disconnect_removes_them_from_the_router,
+    sessions_opened_or_closed_during_the_print_are_neither_ghosts_nor_zombies,
 );
 
 struct Lab {
@@ -79,6 +83,18 @@ fn nas_row(api_port: u16) -> NasRow {
 }
 
 async fn lab_with(backend: Backend, router: RosConfig) -> Option<Lab> {
+    let reconcile = ReconcileConfig {
+        timeout_secs: 20,
+        ..ReconcileConfig::default()
+    };
+    lab_configured(backend, router, reconcile).await
+}
+
+async fn lab_configured(
+    backend: Backend,
+    router: RosConfig,
+    reconcile: ReconcileConfig,
+) -> Option<Lab> {
     let db = TestDb::new(backend).await?;
     let app = TestApp::start(test_config(&db)).await;
     let nas = Nas::new(app.radius_addr).await;
@@ -101,10 +117,7 @@ async fn lab_with(backend: Backend, router: RosConfig) -> Option<Lab> {
         app.index.clone(),
         app.ingest.clone(),
         &app.stats,
-        ReconcileConfig {
-            timeout_secs: 20,
-            ..ReconcileConfig::default()
-        },
+        reconcile,
     );
     Some(Lab {
         db,
@@ -145,6 +158,34 @@ impl Lab {
     async fn reconcile(&self) -> anyhow::Result<radacctd::jobs::RouterReport> {
         let router = self.reconciler.routers().pop().expect("the lab router");
         self.reconciler.reconcile(&router, false).await
+    }
+
+    /// The lab router as a `nas` row in the database, for the `radacctd reconcile` command.
+    async fn insert_nas_row(&self) {
+        self.db
+            .exec(&format!(
+                "INSERT INTO nas (id, nasname, shortname, type, secret, api_port, api_username, api_password) \
+                 VALUES (1, '{NAS_IP}', 'lab-bng', 'other', '{SECRET}', {}, 'api', 'pw')",
+                self._ros.addr.port()
+            ))
+            .await;
+    }
+
+    /// The action log of session `n`'s row.
+    async fn actions(&self, n: u32) -> Vec<radacctd::store::StoredAction> {
+        let key = sess(n).key();
+        let row = self
+            .db
+            .rows()
+            .await
+            .into_iter()
+            .find(|r| r.acctuniqueid == key)
+            .expect("the session's row");
+        self.app
+            .store
+            .session_actions(row.radacctid.expect("radacctid"))
+            .await
+            .expect("action log")
     }
 
     fn open_keys(&self) -> usize {
@@ -482,13 +523,7 @@ async fn cli_dry_run_lists_and_changes_nothing(backend: Backend) {
     };
     lab.open(1).await;
     lab.open(2).await;
-    lab.db
-        .exec(&format!(
-            "INSERT INTO nas (id, nasname, shortname, type, secret, api_port, api_username, api_password) \
-             VALUES (1, '{NAS_IP}', 'lab-bng', 'other', '{SECRET}', {}, 'api', 'pw')",
-            lab._ros.addr.port()
-        ))
-        .await;
+    lab.insert_nas_row().await;
     radacctd::cli::reconcile(test_config(&lab.db), 1, true)
         .await
         .expect("dry run");
@@ -501,5 +536,202 @@ async fn cli_dry_run_lists_and_changes_nothing(backend: Backend) {
         .await
         .expect_err("no such nas");
     assert!(err.to_string().contains("nas 2"), "{err}");
+    lab.stop().await;
+}
+
+/// `radacctd reconcile --nas 1` (no `--dry-run`) loads the open rows itself and closes the
+/// ghost through a writer of its own, with its action log row; a second run finds nothing.
+async fn cli_without_dry_run_closes_ghosts_through_its_own_writer(backend: Backend) {
+    let Some(mut lab) = lab(backend, vec![on_router(1)]).await else {
+        return;
+    };
+    let t = i64::from(now());
+    lab.open(1).await;
+    lab.open(2).await;
+    lab.insert_nas_row().await;
+    radacctd::cli::reconcile(test_config(&lab.db), 1, false)
+        .await
+        .expect("reconciled");
+    let open: Vec<String> = lab
+        .db
+        .open_rows()
+        .await
+        .into_iter()
+        .map(|r| r.acctuniqueid)
+        .collect();
+    assert_eq!(open, vec![sess(1).key()], "only the ghost was closed");
+    let ghost = lab
+        .db
+        .rows()
+        .await
+        .into_iter()
+        .find(|r| r.acctuniqueid == sess(2).key())
+        .expect("ghost row");
+    assert_eq!(ghost.acctterminatecause.as_deref(), Some("Lost-Service"));
+    let stop = ghost.acctstoptime.expect("closed");
+    assert!(
+        (t - 301..=t - 299).contains(&stop),
+        "stop time = the last interim ({stop} vs {t})"
+    );
+    let actions = lab.actions(2).await;
+    assert_eq!(actions.len(), 1);
+    assert_eq!(
+        (actions[0].action.as_str(), actions[0].outcome.as_str()),
+        ("reconcile", "ghost_closed")
+    );
+    let detail: Value =
+        serde_json::from_str(actions[0].detail.as_deref().expect("detail")).expect("json");
+    assert_eq!(detail["row_closed"], true);
+    assert!(lab.actions(1).await.is_empty());
+
+    radacctd::cli::reconcile(test_config(&lab.db), 1, false)
+        .await
+        .expect("second run");
+    assert_eq!(lab.actions(2).await.len(), 1, "nothing more to close");
+    assert_eq!(lab.db.open_rows().await.len(), 1);
+    lab.stop().await;
+}
+
+/// The command's index is loaded once, before the print. An interim the daemon commits for the
+/// ghost while the router is answering makes the writer leave the row open; the action log
+/// says so (`ghost_skipped`, `row_closed: false`) instead of claiming a close.
+async fn cli_ghost_close_loses_to_an_interim_committed_meanwhile(backend: Backend) {
+    let hold = PrintHold::default();
+    let router = RosConfig {
+        active: vec![on_router(1)],
+        hold_print_done: Some(hold.clone()),
+        ..RosConfig::default()
+    };
+    let Some(mut lab) = lab_with(backend, router).await else {
+        return;
+    };
+    lab.open(1).await;
+    lab.open(2).await;
+    lab.insert_nas_row().await;
+    let config = test_config(&lab.db);
+    let cli = tokio::spawn(radacctd::cli::reconcile(config, 1, false));
+    tokio::time::timeout(Duration::from_secs(20), hold.sent())
+        .await
+        .expect("the command printed /ppp/active");
+    let t = now();
+    lab.nas
+        .send(&sess(2).interim(t - 5, 595, 5_000, 6_000))
+        .await
+        .expect("Interim answered");
+    hold.release();
+    cli.await.expect("joined").expect("reconciled");
+    assert_eq!(lab.db.open_rows().await.len(), 2, "the interim won");
+    let actions = lab.actions(2).await;
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].outcome, "ghost_skipped");
+    let detail: Value =
+        serde_json::from_str(actions[0].detail.as_deref().expect("detail")).expect("json");
+    assert_eq!(detail["row_closed"], false);
+    lab.stop().await;
+}
+
+/// `reconcile.zombies = "disconnect"`: the zombies are removed from the router (a dry run
+/// removes nothing); the matched session, another login of the same user listed as a zombie
+/// aside, and a session younger than the grace stay.
+async fn zombies_disconnect_removes_them_from_the_router(backend: Backend) {
+    let mut young = on_router(8);
+    young.uptime = Some("40s".into());
+    let mut second_login = on_router(1);
+    second_login.id = "*DEAD0001".into();
+    second_login.session_id = Some("0xDEAD0001".into());
+    second_login.address = "10.200.0.9".into();
+    let router = RosConfig {
+        active: vec![on_router(1), second_login, on_router(9), young],
+        ..RosConfig::default()
+    };
+    let reconcile = ReconcileConfig {
+        timeout_secs: 20,
+        zombies: ZombiePolicy::Disconnect,
+        ..ReconcileConfig::default()
+    };
+    let Some(mut lab) = lab_configured(backend, router, reconcile).await else {
+        return;
+    };
+    lab.open(1).await;
+    let router = lab.reconciler.routers().pop().expect("the lab router");
+    let dry = lab
+        .reconciler
+        .reconcile(&router, true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.findings.zombie_count, 2);
+    assert_eq!(dry.zombies_disconnected, 0);
+    assert_eq!(lab._ros.active().len(), 4, "a dry run removes nothing");
+
+    let report = lab.reconcile().await.expect("complete answer");
+    assert_eq!(report.findings.zombie_count, 2);
+    assert_eq!(report.zombies_disconnected, 2);
+    let mut left: Vec<String> = lab._ros.active().into_iter().map(|a| a.id).collect();
+    left.sort();
+    let mut want = vec![on_router(1).id, on_router(8).id];
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(lab.open_keys(), 1, "nothing closed here");
+    let health = radacctd::nas::NasHealth::of(&lab.app.stats)
+        .figures(NAS_IP.parse().expect("ip"))
+        .expect("figures");
+    assert_eq!(health.reconcile.expect("last").zombies_disconnected, 2);
+
+    let again = lab.reconcile().await.expect("complete answer");
+    assert_eq!(again.findings.zombie_count, 0);
+    lab.stop().await;
+}
+
+/// The race with the print, end to end: the test router sends its table and holds the `!done`
+/// while a new session is opened and a listed one is stopped through the accounting socket.
+/// The new session (absent from the table) is no ghost, the stopped one (present) no zombie;
+/// the session that was open before the print and is absent is the one ghost.
+async fn sessions_opened_or_closed_during_the_print_are_neither_ghosts_nor_zombies(
+    backend: Backend,
+) {
+    let hold = PrintHold::default();
+    let router = RosConfig {
+        active: vec![on_router(2)],
+        hold_print_done: Some(hold.clone()),
+        ..RosConfig::default()
+    };
+    let Some(mut lab) = lab_with(backend, router).await else {
+        return;
+    };
+    lab.open(1).await;
+    lab.open(2).await;
+    let reconciler = lab.reconciler.clone();
+    let router = reconciler.routers().pop().expect("the lab router");
+    let run = tokio::spawn(async move { reconciler.reconcile(&router, false).await });
+    tokio::time::timeout(Duration::from_secs(20), hold.sent())
+        .await
+        .expect("the print's entries were sent");
+    lab.open(3).await;
+    let t = now();
+    lab.nas
+        .send(&sess(2).stop(t, 600, 3_000, 4_000, 1))
+        .await
+        .expect("Stop answered");
+    assert!(lab.app.index.get(&sess(3).key()).is_some());
+    assert!(lab.app.index.get(&sess(2).key()).is_none());
+    hold.release();
+    let report = run.await.expect("joined").expect("complete answer");
+    let f = &report.findings;
+    let ghosts: Vec<&str> = f.ghosts.iter().map(|g| g.acctuniqueid.as_str()).collect();
+    assert_eq!(ghosts, vec![sess(1).key().as_str()]);
+    assert_eq!(report.ghosts_closed, 1);
+    assert_eq!(f.too_new, 1, "session 3 is left for the next run");
+    assert_eq!(
+        f.zombie_count, 0,
+        "session 2 was open here before the print"
+    );
+    let open: Vec<String> = lab
+        .db
+        .open_rows()
+        .await
+        .into_iter()
+        .map(|r| r.acctuniqueid)
+        .collect();
+    assert_eq!(open, vec![sess(3).key()]);
     lab.stop().await;
 }

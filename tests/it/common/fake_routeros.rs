@@ -82,6 +82,28 @@ pub struct RosConfig {
     pub drop_print_after: Option<usize>,
     /// A print answers `!trap` (then `!done`) after its entries.
     pub trap_on_print: bool,
+    /// A print sends its entries, then holds its `!done` until the test releases it.
+    pub hold_print_done: Option<PrintHold>,
+}
+
+/// Holds a print's `!done`: [`PrintHold::sent`] returns once the entries are on the wire,
+/// [`PrintHold::release`] lets the `!done` go.
+#[derive(Debug, Clone, Default)]
+pub struct PrintHold {
+    sent: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl PrintHold {
+    /// Waits until a print's entries have been written.
+    pub async fn sent(&self) {
+        self.sent.notified().await
+    }
+
+    /// Lets the held `!done` go.
+    pub fn release(&self) {
+        self.release.notify_one()
+    }
 }
 
 impl Default for RosConfig {
@@ -99,6 +121,7 @@ impl Default for RosConfig {
             hang_on_print: false,
             drop_print_after: None,
             trap_on_print: false,
+            hold_print_done: None,
         }
     }
 }
@@ -437,6 +460,20 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     replies.push(re);
+                }
+                if let Some(hold) = &config.hold_print_done {
+                    let entries: Vec<u8> = replies
+                        .drain(..)
+                        .flat_map(|r| sentence(&r, tag.as_deref()))
+                        .collect();
+                    if write_all(&mut s, &entries, config.split_writes)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    hold.sent.notify_one();
+                    hold.release.notified().await;
                 }
                 if let Some(n) = config.drop_print_after {
                     replies.truncate(n);
