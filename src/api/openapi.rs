@@ -464,7 +464,7 @@ fn nas_schema() -> Value {
                     "coa_rtt_p50_ms": { "type": ["number", "null"] },
                     "coa_rtt_p99_ms": { "type": ["number", "null"] },
                     "api": { "type": ["object", "null"], "description": "The last contact with the RouterOS API: reachable, at, error" },
-                    "reconcile": { "type": ["object", "null"], "description": "The last reconciliation with a complete answer (jobs leader only): at, dry_run, router_sessions, open_sessions, ghosts, ghosts_closed, zombies, zombies_disconnected, mismatches, took_ms, ghost_list, zombie_list, mismatch_list (first 100 each)" }
+                    "reconcile": { "type": ["object", "null"], "description": "This node's last reconciliation with a complete answer (only the jobs leader reconciles; a follower shows null, or its last run from when it led): at, dry_run, router_sessions, open_sessions, ghosts, ghosts_closed, zombies, zombies_disconnected, mismatches, took_ms, ghost_list, zombie_list, mismatch_list (first 100 each)" }
                 }
             }
         }
@@ -481,9 +481,9 @@ fn action_schema() -> Value {
         "properties": {
             "id": { "type": "integer", "format": "int64" },
             "radacctid": { "type": "integer", "format": "int64" },
-            "action": { "type": "string", "description": "`disconnect`, `coa`, or `reconcile` (a ghost closed because the router's `/ppp/active` lacks it)" },
+            "action": { "type": "string", "description": "`disconnect`, `coa`, or `reconcile` (a session absent from the router's `/ppp/active`: see `outcome`)" },
             "method": { "type": "string", "description": "`coa` (a Disconnect-Request or CoA-Request), `api` (the RouterOS API) or `none` (nothing was sent)" },
-            "outcome": { "type": "string", "description": "`ack`, `nak` (see `error_cause`), `timeout` (no answer), `removed` (the RouterOS API removed the session), `already_closed`, `error` (nothing could be sent), `ghost_closed` (reconciliation: `detail` holds the router's evidence and the stop time)" },
+            "outcome": { "type": "string", "description": "`ack`, `nak` (see `error_cause`), `timeout` (no answer), `removed` (the RouterOS API removed the session), `already_closed`, `error` (nothing could be sent), `ghost_closed` (reconciliation closed the ghost: `detail` holds the router's evidence, the stop time and `row_closed` true), `ghost_skipped` (reconciliation found a ghost but an interim or Stop reached the row first and it was left as it was: `row_closed` false)" },
             "error_cause": { "type": ["integer", "null"], "description": "The Error-Cause of a NAK, when it carried one" },
             "error_cause_name": { "type": ["string", "null"], "description": "Its dictionary name (e.g. `Missing-Attribute`); null when unknown" },
             "request": { "description": "JSON object of the attributes sent beyond the session's identification (a CoA's changes); null for a disconnect" },
