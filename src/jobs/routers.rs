@@ -298,6 +298,16 @@ impl RouterReconciler {
         let Ok(transport) = &router.transport else {
             return 0;
         };
+        if looks_misconfigured(report.findings.zombie_count, report.router_sessions) {
+            tracing::warn!(
+                nas = %router.nas_ip, router = %router.name, zombies = report.findings.zombie_count,
+                router_sessions = report.router_sessions,
+                "router reconciliation: most of the router's sessions have no open row here; \
+                 that is a configuration mismatch (the NAS-IP-Address its accounting carries is \
+                 not the nas row's address?) rather than lost Starts: no zombie is removed"
+            );
+            return 0;
+        }
         let mut removed = 0;
         for z in &report.findings.zombies {
             let (Some(name), Some(address)) = (z.name.as_deref(), z.address.as_deref()) else {
@@ -368,6 +378,16 @@ impl RouterReconciler {
             run.finish(closed, error.as_ref()).await;
         }
     }
+}
+
+/// Zombies above this many, and more than half the router's table, are not removed.
+const MISCONFIGURED_ZOMBIES: u64 = 10;
+
+/// Whether so many of the router's sessions are zombies that removing them would more likely
+/// disconnect every subscriber of a NAS whose accounting radacctd files under another address
+/// than heal a few lost Starts.
+fn looks_misconfigured(zombies: u64, router_sessions: u64) -> bool {
+    zombies > MISCONFIGURED_ZOMBIES && zombies * 2 > router_sessions
 }
 
 /// What a ghost's action log row says about the router's answer.
@@ -464,4 +484,21 @@ fn log_report(r: &RouterReport) {
         ghosts_closed = r.ghosts_closed, zombies = f.zombie_count, mismatches = f.mismatch_count,
         "router reconciliation"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_router_mostly_made_of_zombies_is_left_alone() {
+        assert!(!looks_misconfigured(2, 4), "a few lost Starts");
+        assert!(!looks_misconfigured(10, 10), "a small router");
+        assert!(!looks_misconfigured(40, 100));
+        assert!(looks_misconfigured(60, 100));
+        assert!(
+            looks_misconfigured(5_000, 5_000),
+            "no session of the NAS is known here"
+        );
+    }
 }

@@ -39,6 +39,7 @@ both_stores!(
     cli_ghost_close_loses_to_an_interim_committed_meanwhile,
     zombies_disconnect_removes_them_from_the_router,
     sessions_opened_or_closed_during_the_print_are_neither_ghosts_nor_zombies,
+    zombies_are_kept_when_most_of_the_router_is_zombies,
 );
 
 struct Lab {
@@ -733,5 +734,35 @@ async fn sessions_opened_or_closed_during_the_print_are_neither_ghosts_nor_zombi
         .map(|r| r.acctuniqueid)
         .collect();
     assert_eq!(open, vec![sess(3).key()]);
+    lab.stop().await;
+}
+
+/// A router whose sessions are nearly all unknown here (its accounting is filed under another
+/// NAS address): `zombies = "disconnect"` removes none of them.
+async fn zombies_are_kept_when_most_of_the_router_is_zombies(backend: Backend) {
+    let router = RosConfig {
+        active: (1..=12).map(on_router).collect(),
+        ..RosConfig::default()
+    };
+    let reconcile = ReconcileConfig {
+        timeout_secs: 20,
+        zombies: ZombiePolicy::Disconnect,
+        ..ReconcileConfig::default()
+    };
+    let Some(mut lab) = lab_configured(backend, router, reconcile).await else {
+        return;
+    };
+    lab.open(1).await;
+    let report = lab.reconcile().await.expect("complete answer");
+    assert_eq!(report.findings.zombie_count, 11);
+    assert_eq!(report.zombies_disconnected, 0);
+    assert_eq!(lab._ros.active().len(), 12);
+    assert!(
+        !lab._ros
+            .commands()
+            .iter()
+            .any(|c| c == "/ppp/active/remove"),
+        "nothing was removed"
+    );
     lab.stop().await;
 }
