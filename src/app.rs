@@ -304,7 +304,8 @@ impl Application {
             self.ingest_tx.clone(),
             self.stats.clone(),
             self.config.radius.max_clock_skew_secs as i64,
-        );
+        )
+        .with_index(self.index.clone());
         let listener = stages
             .listener
             .tasks
@@ -395,11 +396,21 @@ impl Application {
         changes: ChangesSender,
     ) {
         let (tasks, stopping) = (&stages.background.tasks, &stages.stopping);
+        let routers = self.config.reconcile.enabled.then(|| {
+            jobs::RouterReconciler::new(
+                self.disconnector.clone(),
+                self.index.clone(),
+                self.ingest_tx.clone(),
+                &self.stats,
+                self.config.reconcile.clone(),
+            )
+        });
         jobs::start(
             &self.config.jobs,
             &self.store,
             self.ingest_tx.clone(),
             &self.stats,
+            routers,
             tasks,
             stopping.child_token(),
         );

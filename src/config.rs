@@ -44,6 +44,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub metrics: MetricsConfig,
     pub disconnect: DisconnectConfig,
+    pub reconcile: ReconcileConfig,
     pub log: LogConfig,
     pub node: NodeConfig,
 }
@@ -274,6 +275,69 @@ impl DisconnectConfig {
             || self.close_timeout_ms == 0
         {
             return Err("disconnect API and close timeouts must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the reconciliation with a router does with a zombie: a session the router has and
+/// radacctd has no open row for.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ZombiePolicy {
+    /// Report it (API, metric, log) and leave it.
+    #[default]
+    Report,
+    /// Also remove it from the router's `/ppp/active`: the subscriber reconnects and the
+    /// router sends a fresh Start.
+    Disconnect,
+}
+
+/// The `[reconcile]` section: comparing each router's `/ppp/active` with the open sessions
+/// (docs/ARCHITECTURE.md#router-reconciliation).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Reconcile every NAS that has RouterOS API credentials in `serve` (on the jobs leader).
+    pub enabled: bool,
+    /// Seconds between two reconciliations of the routers.
+    pub interval_secs: u64,
+    /// Routers reconciled at once.
+    pub concurrency: usize,
+    /// The whole exchange with one router (connect, login, the print of its whole
+    /// `/ppp/active`), in seconds; each reply still has `disconnect.api_reply_timeout_ms`.
+    pub timeout_secs: u64,
+    /// A router session up for less than this many seconds is not called a zombie yet: its
+    /// Start may still be on its way.
+    pub zombie_grace_secs: u64,
+    /// `report` or `disconnect`.
+    pub zombies: ZombiePolicy,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            enabled: true,
+            interval_secs: 300,
+            concurrency: 4,
+            timeout_secs: 60,
+            zombie_grace_secs: 120,
+            zombies: ZombiePolicy::Report,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// Explains the first invalid value, for `check-config`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.interval_secs == 0 {
+            return Err("reconcile.interval_secs must be above 0".into());
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err("reconcile.concurrency must be between 1 and 64".into());
+        }
+        if self.timeout_secs == 0 {
+            return Err("reconcile.timeout_secs must be above 0".into());
         }
         Ok(())
     }
@@ -581,6 +645,7 @@ impl Config {
         self.jobs.validate()?;
         self.node.validate()?;
         self.disconnect.check()?;
+        self.reconcile.check()?;
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -9,7 +9,10 @@
 //! - [`store`]: all SQL, PostgreSQL and SQLite behind one interface.
 //! - [`api`]: the Sessions API (axum): auth, scope, list/count/get/export, rate limit.
 //! - [`disconnect`]: RFC 5176 Disconnect-Request client, RouterOS API fallback, `Disconnector`.
-//! - [`jobs`]: the stale sweeper, the archiver, EnsureIndexes.
+//! - [`jobs`]: the stale sweeper, the archiver, EnsureIndexes, the reconciliation with the
+//!   routers' `/ppp/active`.
+//! - [`nas`]: how each NAS is doing (packets, cadence, secrets, CoA round trips, API reach,
+//!   the last reconciliation with its router) and the pure router-vs-index comparison.
 //! - [`metrics`]: metric names, the per-instance `Stats`, the `/metrics` server.
 //! - [`config`]; the leaves [`node`] (this daemon's name and standing among several),
 //!   [`clock`] (one `now_secs`), [`net`] (addresses, CIDR blocks and the
@@ -21,9 +24,9 @@
 //! those below it:
 //!
 //! ```text
-//! cli → app → api → disconnect, jobs → ingest → radius::listener → queue
+//! cli → app → api → jobs → disconnect → ingest → radius::listener → queue
 //!   → radius::{reply, accounting, clients} → radius::{codec, dictionary}
-//!   → store → sessions → metrics → config → node, http, net, clock, systemd
+//!   → nas → store → sessions → metrics → config → node, http, net, clock, systemd
 //! ```
 //!
 //! `radius` counts as its parts (the queue carries `radius::accounting`'s events and the
@@ -45,6 +48,7 @@ pub mod jobs;
 pub mod metrics;
 #[cfg(test)]
 mod module_graph;
+pub mod nas;
 pub mod net;
 pub mod node;
 pub mod queue;

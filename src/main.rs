@@ -91,6 +91,9 @@ fn main() -> ExitCode {
             Command::Serve => radacctd::app::serve(config).await,
             Command::Migrate => radacctd::cli::migrate(config).await,
             Command::Sweep { dry_run } => radacctd::cli::sweep(config, dry_run).await,
+            Command::Reconcile { nas, dry_run } => {
+                radacctd::cli::reconcile(config, nas, dry_run).await
+            }
             Command::Archive { dry_run } => radacctd::cli::archive(config, dry_run).await,
             Command::Journal { command } => {
                 use radacctd::cli::journal::{JournalAction, journal_command};

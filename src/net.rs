@@ -130,6 +130,11 @@ impl<T> AddrTable<T> {
         })
     }
 
+    /// The exact addresses and their values (blocks left out), in no particular order.
+    pub fn hosts(&self) -> impl Iterator<Item = (IpAddr, &T)> {
+        self.exact.iter().map(|(ip, v)| (*ip, v))
+    }
+
     /// Entries: addresses plus blocks.
     pub fn len(&self) -> usize {
         self.exact.len() + self.nets.len()

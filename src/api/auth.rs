@@ -22,6 +22,9 @@ use crate::config::{ApiConfig, JwtAlgorithm};
 
 /// List, count, get and export sessions.
 pub const SESSIONS_VIEW: &str = "sessions.view";
+/// `GET /api/nas` and `GET /api/nas/{id}`: every NAS's health. Granted explicitly, to
+/// resellers too (the figures are the whole network's).
+pub const NAS_VIEW: &str = "nas.view";
 /// See every reseller's sessions (a reseller then has the admin's scope).
 pub const SESSIONS_VIEW_ALL: &str = "sessions.view_all";
 

@@ -135,6 +135,7 @@ async fn log_already_closed(
         action: "disconnect".into(),
         method: "none".into(),
         outcome: "already_closed".into(),
+        outcome_if_unchanged: None,
         // What the service writes for this answer (`disconnect::cluster`).
         detail: Some(json!({ "row_closed": false }).to_string()),
         request: None,

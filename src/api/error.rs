@@ -21,6 +21,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("session not found")]
     NotFound,
+    /// `GET /api/nas/{id}` for an id that is no `nas` row.
+    #[error("nas not found")]
+    NasNotFound,
     #[error("too many rows, narrow date range")]
     TooManyRows,
     /// The API cannot answer yet or now (index loading, too many concurrent exports).
@@ -59,7 +62,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NasNotFound => StatusCode::NOT_FOUND,
             ApiError::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ChangeRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -6,7 +6,7 @@
 //! - [`scope`]: the cached reseller tree / subscriber owners / `nas` ids (and the index's
 //!   reseller resolver).
 //! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV;
-//!   [`actions`]: a session's action log; [`disconnect`].
+//!   [`actions`]: a session's action log; [`disconnect`]; [`nas`]: each NAS's health.
 //! - [`ratelimit`], [`openapi`], [`error`].
 //!
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
@@ -20,6 +20,7 @@ pub mod coa;
 pub mod disconnect;
 pub mod error;
 pub mod export;
+pub mod nas;
 pub mod openapi;
 pub mod params;
 pub mod ratelimit;
@@ -110,6 +111,16 @@ pub const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/sessions/{radacctid}/coa",
         handler: || post(coa::coa),
+    },
+    Route {
+        method: "get",
+        path: "/api/nas",
+        handler: || get(nas::list),
+    },
+    Route {
+        method: "get",
+        path: "/api/nas/{id}",
+        handler: || get(nas::get),
     },
     Route {
         method: "get",
@@ -226,6 +237,11 @@ impl ApiState {
             .as_ref()
             .map(|s| s.node().name().to_owned())
             .unwrap_or_default()
+    }
+
+    /// The NAS health figures (absent in API-only test setups without stats).
+    pub(crate) fn nas_health(&self) -> Option<Arc<crate::nas::NasHealth>> {
+        self.inner.stats.as_deref().map(crate::nas::NasHealth::of)
     }
 
     pub(crate) fn disconnector(&self) -> Option<&crate::disconnect::Disconnector> {

@@ -349,6 +349,19 @@ pub fn document() -> Value {
                     "responses": coa_responses
                 }
             },
+            "/api/nas": {
+                "get": {
+                    "summary": "Every NAS's health (permission nas.view, for resellers too): the nas rows, then the addresses this node has figures for that no row names (id null)",
+                    "responses": nas_responses(false)
+                }
+            },
+            "/api/nas/{id}": {
+                "get": {
+                    "summary": "One nas row's health (permission nas.view)",
+                    "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } } ],
+                    "responses": nas_responses(true)
+                }
+            },
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -371,6 +384,7 @@ pub fn document() -> Value {
             "schemas": {
                 "Session": { "type": "object", "required": FIELDS, "properties": session_props },
                 "Action": action_schema(),
+                "Nas": nas_schema(),
                 "Pagination": {
                     "type": "object",
                     "required": ["page", "limit", "total"],
@@ -390,6 +404,73 @@ pub fn document() -> Value {
     })
 }
 
+/// The answers of `GET /api/nas` (a list) and `GET /api/nas/{id}` (one, with its 400 and 404).
+fn nas_responses(one: bool) -> Map<String, Value> {
+    let mut m = common_errors(false);
+    m.insert(
+        "403".into(),
+        error_response("`nas.view denied`: the token lacks the permission"),
+    );
+    let data = if one {
+        json!({ "$ref": "#/components/schemas/Nas" })
+    } else {
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/Nas" } })
+    };
+    m.insert(
+        "200".into(),
+        ok_json(
+            "OK",
+            json!({ "type": "object", "properties": { "success": { "const": true }, "data": data } }),
+        ),
+    );
+    if one {
+        m.insert(
+            "400".into(),
+            error_response("`invalid nas id, must be an integer`"),
+        );
+        m.insert("404".into(), error_response("`nas not found`"));
+    }
+    m
+}
+
+/// One NAS as `api::nas` answers it; `health` is `nas::NasFigures`.
+fn nas_schema() -> Value {
+    let epoch = |d: &str| json!({ "type": ["integer", "null"], "description": d });
+    let by_type = json!({ "type": "object", "description": "By status type: start, interim_update, stop, accounting_on, accounting_off, other", "additionalProperties": { "type": "integer" } });
+    json!({
+        "type": "object",
+        "required": ["id", "nasname", "shortname", "address", "api_configured", "api_tls", "open_sessions", "health"],
+        "properties": {
+            "id": { "type": ["integer", "null"], "description": "The nas row's id; null for an address no row names" },
+            "nasname": { "type": "string" },
+            "shortname": { "type": ["string", "null"] },
+            "address": { "type": ["string", "null"], "description": "The single address the row names; null for a block or a host name" },
+            "api_configured": { "type": "boolean", "description": "The row has RouterOS API credentials (reconciliation and the disconnect fallback use them)" },
+            "api_tls": { "type": "boolean" },
+            "open_sessions": { "type": ["integer", "null"], "description": "Open sessions of the address, from the live index" },
+            "health": {
+                "type": ["object", "null"],
+                "description": "This node's figures since its start; null when it has none for the address",
+                "properties": {
+                    "last_packet": epoch("Epoch seconds of the last verified Accounting-Request"),
+                    "packets": by_type,
+                    "packets_per_minute": by_type,
+                    "interim_interval_secs": { "type": ["integer", "null"], "description": "Median interval between a session's updates seen in Interim-Updates (last 256)" },
+                    "last_accounting_on": epoch("Epoch seconds"),
+                    "last_accounting_off": epoch("Epoch seconds"),
+                    "bad_authenticator": { "type": "integer", "description": "Requests whose Request Authenticator did not verify: a wrong secret" },
+                    "coa_requests": { "type": "integer" },
+                    "coa_failures": { "type": "integer", "description": "Disconnect/CoA requests without an answer" },
+                    "coa_rtt_p50_ms": { "type": ["number", "null"] },
+                    "coa_rtt_p99_ms": { "type": ["number", "null"] },
+                    "api": { "type": ["object", "null"], "description": "The last contact with the RouterOS API: reachable, at, error" },
+                    "reconcile": { "type": ["object", "null"], "description": "This node's last reconciliation with a complete answer (only the jobs leader reconciles; a follower shows null, or its last run from when it led): at, dry_run, router_sessions, open_sessions, ghosts, ghosts_closed, zombies, zombies_disconnected, mismatches, took_ms, ghost_list, zombie_list, mismatch_list (first 100 each)" }
+                }
+            }
+        }
+    })
+}
+
 /// One row of a session's action log (`api::actions::action_json`).
 fn action_schema() -> Value {
     let time =
@@ -400,9 +481,9 @@ fn action_schema() -> Value {
         "properties": {
             "id": { "type": "integer", "format": "int64" },
             "radacctid": { "type": "integer", "format": "int64" },
-            "action": { "type": "string", "description": "`disconnect` or `coa`" },
+            "action": { "type": "string", "description": "`disconnect`, `coa`, or `reconcile` (a session absent from the router's `/ppp/active`: see `outcome`)" },
             "method": { "type": "string", "description": "`coa` (a Disconnect-Request or CoA-Request), `api` (the RouterOS API) or `none` (nothing was sent)" },
-            "outcome": { "type": "string", "description": "`ack`, `nak` (see `error_cause`), `timeout` (no answer), `removed` (the RouterOS API removed the session), `already_closed`, `error` (nothing could be sent)" },
+            "outcome": { "type": "string", "description": "`ack`, `nak` (see `error_cause`), `timeout` (no answer), `removed` (the RouterOS API removed the session), `already_closed`, `error` (nothing could be sent), `ghost_closed` (reconciliation closed the ghost: `detail` holds the router's evidence, the stop time and `row_closed` true), `ghost_skipped` (reconciliation found a ghost but an interim or Stop reached the row first and it was left as it was: `row_closed` false)" },
             "error_cause": { "type": ["integer", "null"], "description": "The Error-Cause of a NAK, when it carried one" },
             "error_cause_name": { "type": ["string", "null"], "description": "Its dictionary name (e.g. `Missing-Attribute`); null when unknown" },
             "request": { "description": "JSON object of the attributes sent beyond the session's identification (a CoA's changes); null for a disconnect" },

@@ -45,6 +45,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compare one router's `/ppp/active` with the open sessions of that NAS now: print the
+    /// ghosts, zombies and mismatches; without --dry-run also close the ghosts (as the daemon's
+    /// reconciliation does every `reconcile.interval_secs`).
+    #[command(
+        after_help = "Example: radacctd reconcile --nas 3 --dry-run --config /etc/radacctd/config.toml"
+    )]
+    Reconcile {
+        /// The `nas` row's id (it needs RouterOS API credentials).
+        #[arg(long)]
+        nas: i64,
+        /// Print what was found; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Move old closed sessions to `radacct_archive` now (one run).
     #[command(
         after_help = "Example: radacctd archive --dry-run --config /etc/radacctd/config.toml"

@@ -1,4 +1,4 @@
-//! The one-shot commands (`migrate`, `sweep`, `archive`, `journal …`): each opens what it
+//! The one-shot commands (`migrate`, `sweep`, `reconcile`, `archive`, `journal …`): each opens what it
 //! needs, does one thing, prints a report on standard output and returns. `main.rs` parses the
 //! command line and calls these; the daemon itself is [`crate::app`].
 
@@ -6,10 +6,13 @@ pub mod journal;
 
 use std::sync::Arc;
 
-use crate::app::{explain_migration_error, open_store, writer_options};
+use anyhow::Context as _;
+
+use crate::app::{explain_migration_error, open_store, rebuild_index, writer_options};
 use crate::config::Config;
+use crate::disconnect::Disconnector;
 use crate::ingest::{self, Writer};
-use crate::jobs::{Archiver, Sweeper};
+use crate::jobs::{Archiver, RouterReconciler, RouterReport, Sweeper};
 use crate::metrics::Stats;
 use crate::sessions::SessionIndex;
 
@@ -96,6 +99,127 @@ pub async fn sweep(config: Config, dry_run: bool) -> anyhow::Result<()> {
         report.marked_offline
     );
     Ok(())
+}
+
+/// `radacctd reconcile --nas ID [--dry-run]`: one reconciliation with that router now, against
+/// the open rows in the database (loaded as the daemon's index would be), through a writer of
+/// its own; the running daemon's index catches up at its next reconciliation with SQL.
+pub async fn reconcile(config: Config, nas_id: i64, dry_run: bool) -> anyhow::Result<()> {
+    let store = open_store(&config, None).await?;
+    let stats = Arc::new(Stats::default());
+    let index = Arc::new(SessionIndex::new());
+    rebuild_index(&store, &index, &()).await?;
+    let (tx, rx) = ingest::queue(4096);
+    let disconnect = crate::config::DisconnectConfig {
+        coa_sockets: 1,
+        ..config.disconnect.clone()
+    };
+    let disconnector = Disconnector::new(disconnect, &tx, index.clone(), stats.clone())
+        .await
+        .context("binding a CoA socket")?;
+    disconnector.reload_nas(&store).await?;
+    let reconciler = RouterReconciler::new(
+        disconnector,
+        index.clone(),
+        tx,
+        &stats,
+        config.reconcile.clone(),
+    );
+    let routers: Vec<_> = reconciler
+        .routers()
+        .into_iter()
+        .filter(|r| r.nas_id == nas_id)
+        .collect();
+    if routers.is_empty() {
+        store.close().await;
+        anyhow::bail!(
+            "nas {nas_id}: no such nas row with RouterOS API credentials (api_username, api_password) and an address"
+        );
+    }
+    let writer = Writer::new(
+        store.clone(),
+        index,
+        Arc::new(()),
+        None,
+        stats,
+        writer_options(&config),
+    );
+    let writer = tokio::spawn(writer.run(rx));
+    let mut failed = None;
+    for router in &routers {
+        match reconciler.reconcile(router, dry_run).await {
+            Ok(report) => print_report(&report),
+            Err(e) => failed = Some(e.context(format!("router {} ({})", router.name, router.addr))),
+        }
+    }
+    drop(reconciler);
+    let _ = writer.await;
+    store.close().await;
+    failed.map_or(Ok(()), Err)
+}
+
+fn print_report(r: &RouterReport) {
+    let f = &r.findings;
+    crate::outln!(
+        "{}nas {} {} ({}): {} session(s) on the router, {} open here, {} matched",
+        if r.dry_run { "dry run: " } else { "" },
+        r.nas_id,
+        r.name,
+        r.nas_ip,
+        r.router_sessions,
+        f.open,
+        f.matched
+    );
+    let verb = if r.dry_run {
+        "would be closed"
+    } else {
+        "closed"
+    };
+    crate::outln!(
+        "ghosts ({}, {} {verb} as Lost-Service):",
+        f.ghosts.len(),
+        if r.dry_run {
+            f.ghosts.len() as u64
+        } else {
+            r.ghosts_closed
+        }
+    );
+    for g in &f.ghosts {
+        crate::outln!(
+            "  radacctid={} username={} acctsessionid={} last_seen={} stop_time={}",
+            g.radacctid,
+            g.username,
+            g.acctsessionid,
+            g.last_seen.map(format_time).unwrap_or_default(),
+            format_time(g.stop_time)
+        );
+    }
+    crate::outln!("zombies ({}):", f.zombie_count);
+    for z in &f.zombies {
+        crate::outln!(
+            "  name={} session-id={} address={} caller-id={} uptime={}s",
+            z.name.as_deref().unwrap_or(""),
+            z.session_id.as_deref().unwrap_or(""),
+            z.address.as_deref().unwrap_or(""),
+            z.caller_id.as_deref().unwrap_or(""),
+            z.uptime_secs.unwrap_or(0)
+        );
+    }
+    crate::outln!("mismatches ({}):", f.mismatch_count);
+    for m in &f.mismatches {
+        let diff = |d: &Option<crate::nas::compare::Difference>| {
+            d.as_ref()
+                .map(|d| format!("{} here, {} on the router", d.ours, d.router))
+                .unwrap_or_else(|| "same".into())
+        };
+        crate::outln!(
+            "  username={} acctsessionid={} framed_ip: {}; mac: {}",
+            m.username,
+            m.acctsessionid,
+            diff(&m.framed_ip),
+            diff(&m.mac)
+        );
+    }
 }
 
 /// `radacctd archive [--dry-run]`: one archiver run now.

@@ -430,6 +430,7 @@ fn change_record(
         action: ACTION.into(),
         method: if sent.sent { "coa" } else { "none" }.into(),
         outcome: outcome.into(),
+        outcome_if_unchanged: None,
         detail: detail.map(|d| json!({ "detail": d }).to_string()),
         request: Some(change.request_json()),
         error_cause: error_cause.map(i64::from),

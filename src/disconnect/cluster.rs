@@ -237,6 +237,7 @@ impl Inner {
             action: ACTION.into(),
             method: via.as_str().into(),
             outcome: outcome.into(),
+            outcome_if_unchanged: None,
             detail: Some(detail.to_string()),
             request: None,
             error_cause,

@@ -343,6 +343,8 @@ struct ClientInner {
     next_socket: AtomicUsize,
     config: CoaConfig,
     stats: Arc<DisconnectStats>,
+    /// Round trips and failures per NAS.
+    health: Arc<crate::nas::NasHealth>,
     /// Stops the dispatchers when the last handle is dropped.
     _stop: DropGuard,
 }
@@ -366,6 +368,7 @@ impl CoaClient {
     /// Binds `config.sockets` UDP sockets on `config.bind` (ephemeral ports) and starts one
     /// dispatcher per socket.
     pub async fn bind(config: CoaConfig, stats: Arc<Stats>) -> std::io::Result<CoaClient> {
+        let health = crate::nas::NasHealth::of(&stats);
         let stats = DisconnectStats::of(&stats);
         let n = config.sockets.max(1);
         let stop = CancellationToken::new();
@@ -390,6 +393,7 @@ impl CoaClient {
                 next_socket: AtomicUsize::new(0),
                 config,
                 stats,
+                health,
                 _stop: stop.drop_guard(),
             }),
         })
@@ -418,8 +422,11 @@ impl CoaClient {
         secret: &[u8],
         request: &DisconnectRequest<'_>,
     ) -> Result<CoaReply, CoaError> {
-        self.send(nas, secret, Kind::Disconnect, |id| request.builder(id))
-            .await
+        let reply = self
+            .send(nas, secret, Kind::Disconnect, |id| request.builder(id))
+            .await;
+        self.count(nas, &reply);
+        reply
     }
 
     /// Sends a CoA-Request identifying the session as `request` does and carrying `changes`,
@@ -431,10 +438,22 @@ impl CoaClient {
         request: &DisconnectRequest<'_>,
         changes: &[ChangeAttr],
     ) -> Result<CoaReply, CoaError> {
-        self.send(nas, secret, Kind::Coa, |id| {
-            request.coa_builder(id, changes)
-        })
-        .await
+        let reply = self
+            .send(nas, secret, Kind::Coa, |id| {
+                request.coa_builder(id, changes)
+            })
+            .await;
+        self.count(nas, &reply);
+        reply
+    }
+
+    /// The NAS's health figures: an answer's round trip, or a failure.
+    fn count(&self, nas: SocketAddr, reply: &Result<CoaReply, CoaError>) {
+        let answered = match reply {
+            Ok(r) if r.outcome != CoaOutcome::Timeout => Some(r.round_trip),
+            _ => None,
+        };
+        self.inner.health.coa(nas.ip(), answered);
     }
 
     async fn send(

@@ -200,6 +200,8 @@ impl Close {
 /// A NAS as the disconnect paths need it.
 #[derive(Clone)]
 struct NasInfo {
+    /// The `nas` row's id.
+    id: i64,
     name: String,
     secret: Option<Arc<[u8]>>,
     coa_port: Option<u16>,
@@ -207,6 +209,23 @@ struct NasInfo {
     api: Option<ApiCredentials>,
     /// API-SSL, with the name the certificate must carry (`None`: the address).
     tls: Option<Option<String>>,
+}
+
+/// A router whose RouterOS API radacctd may use: a `nas` row with API credentials and one
+/// address (a row naming a CIDR block is no router to log in to).
+#[derive(Debug, Clone)]
+pub struct ApiRouter {
+    /// The `nas` row's id.
+    pub nas_id: i64,
+    /// Its `shortname`.
+    pub name: String,
+    /// The NAS's address: what its sessions carry as NAS-IP-Address.
+    pub nas_ip: IpAddr,
+    /// Where its API listens.
+    pub addr: SocketAddr,
+    pub creds: ApiCredentials,
+    /// Plain or TLS; `Err`: why API-SSL cannot be used (never a fall back to plaintext).
+    pub transport: Result<ApiTransport, String>,
 }
 
 /// Everything known to disconnect a session of one NAS address.
@@ -253,6 +272,8 @@ struct Inner {
     node: String,
     config: DisconnectConfig,
     stats: Arc<DisconnectStats>,
+    /// Whether each NAS's RouterOS API answered.
+    health: Arc<crate::nas::NasHealth>,
 }
 
 /// Disconnects sessions; cheap to clone and share (an `Arc` inside).
@@ -298,6 +319,7 @@ impl Disconnector {
     ) -> std::io::Result<Disconnector> {
         let coa = CoaClient::bind(coa_config(&config), stats.clone()).await?;
         let node = stats.node().name().to_owned();
+        let health = crate::nas::NasHealth::of(&stats);
         let stats = DisconnectStats::of(&stats);
         Ok(Disconnector {
             inner: Arc::new(Inner {
@@ -313,6 +335,7 @@ impl Disconnector {
                 node,
                 config,
                 stats,
+                health,
             }),
         })
     }
@@ -364,6 +387,39 @@ impl Disconnector {
         }
         self.install_nas(&rows, &resolved);
         Ok(())
+    }
+
+    /// The routers with RouterOS API credentials in the directory (one per address), by
+    /// `nas` id then address.
+    pub fn api_routers(&self) -> Vec<ApiRouter> {
+        let table = self
+            .inner
+            .nas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut routers: Vec<ApiRouter> = table
+            .hosts()
+            .filter_map(|(nas_ip, info)| {
+                let target = self.inner.target(nas_ip);
+                let (api_addr, creds, transport) = target.api?;
+                Some(ApiRouter {
+                    nas_id: info.id,
+                    name: info.name.clone(),
+                    nas_ip,
+                    addr: api_addr,
+                    creds,
+                    transport,
+                })
+            })
+            .collect();
+        routers.sort_by_key(|r| (r.nas_id, r.nas_ip));
+        routers
+    }
+
+    /// The RouterOS API deadlines (`[disconnect]`), which reconciliation uses too.
+    pub fn api_timeouts(&self) -> ApiTimeouts {
+        api_timeouts(&self.inner.config)
     }
 
     /// Secrets of the configured clients, for NASes without a `nas` row.
@@ -541,6 +597,7 @@ fn nas_info(row: &NasRow) -> NasInfo {
         _ => None,
     };
     NasInfo {
+        id: row.id,
         name: row.shortname.clone(),
         secret: (!row.secret.is_empty()).then(|| Arc::from(row.secret.as_bytes())),
         coa_port: port(row.coa_port, "coa_port"),
@@ -704,6 +761,11 @@ impl Inner {
             ApiOutcome::Failed(_) => DisconnectAttempt::ApiFailed,
         };
         self.stats.attempt(attempt, Some(rtt));
+        let api_error = match &outcome {
+            ApiOutcome::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        self.health.api(nas_ip, api_error);
         match &outcome {
             ApiOutcome::Failed(reason) => tracing::warn!(
                 nas = %addr, nas_name = %target.name, method = "api", outcome = outcome.label(),

@@ -68,11 +68,17 @@ use crate::radius::accounting::AccountingEvent;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JournalEntry {
     Event(Box<AccountingEvent>),
-    /// A close decided by radacctd (disconnect) with a known stop time.
+    /// A close decided by radacctd (a disconnect, a ghost of the router reconciliation) with a
+    /// known stop time.
     Close {
         acctuniqueid: String,
         stop_time: i64,
         cause: String,
+        /// Close only when the row's last update (else start) is older than this
+        /// ([`crate::queue::CloseRequest::if_updated_before`]): a ghost's close must still lose
+        /// to an interim that comes first, after a replay as before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_updated_before: Option<i64>,
         /// The disconnect's action log row, written with the close on replay.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<Box<crate::store::ActionRecord>>,
@@ -846,6 +852,7 @@ mod tests {
             acctuniqueid: format!("k{n}"),
             stop_time: n,
             cause: "Admin-Reset".into(),
+            if_updated_before: None,
             action: None,
         }
     }

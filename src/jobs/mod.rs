@@ -13,6 +13,7 @@ pub mod archiver;
 pub mod indexes;
 pub mod leader;
 pub mod reconcile;
+pub mod routers;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use archiver::{ArchiveReport, Archiver};
 pub use leader::{Election, JobRun, Leader};
 pub use reconcile::Reconciler;
+pub use routers::{RouterReconciler, RouterReport};
 pub use sweeper::{SweepReport, Sweeper};
 
 pub use crate::config::{JobTimeZone, JobsConfig};
@@ -40,12 +42,14 @@ use crate::store::Store;
 /// index reconciliation with the sweep interval, and the jobs leader election, which runs the
 /// stale sweeper and the archiver, as configured, while this node ([`Stats::node`]) leads. All
 /// run on `tasks` and stop when `cancel` is cancelled, which releases their handles on the
-/// ingest queue (and the leadership).
+/// ingest queue (and the leadership). `routers`, when given, reconciles the routers'
+/// `/ppp/active` on the jobs leader too.
 pub fn start(
     config: &JobsConfig,
     store: &Store,
     ingest: IngestSender,
     stats: &Arc<Stats>,
+    routers: Option<RouterReconciler>,
     tasks: &TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -74,6 +78,9 @@ pub fn start(
         }
         if let Some(archiver) = &archiver {
             term.spawn(archiver.clone().run(leader.clone()));
+        }
+        if let Some(routers) = &routers {
+            term.spawn(routers.clone().run(leader.clone()));
         }
     }));
 }
@@ -109,11 +116,11 @@ pub fn until_next(now: DateTime<Utc>, at: NaiveTime, tz: JobTimeZone) -> std::ti
 /// under the job's name (one set per job and instance).
 #[derive(Debug)]
 pub struct JobStats {
-    /// The `job` label: `sweeper` or `archiver`.
+    /// The `job` label: `sweeper`, `archiver` or `reconcile` (with the routers).
     job: &'static str,
     pub runs: AtomicU64,
     pub failures: AtomicU64,
-    /// Rows closed (sweeper) or moved (archiver), in total.
+    /// Rows closed (sweeper, reconcile) or moved (archiver), in total.
     pub rows: AtomicU64,
     /// Unix time of the last successful run, 0 before the first.
     pub last_success: AtomicI64,
@@ -137,7 +144,7 @@ impl JobStats {
     /// Registers the counters of every job, so that `/metrics` shows them before a first run
     /// (and when a job is disabled).
     pub fn register_all(stats: &Stats) {
-        for job in ["sweeper", "archiver"] {
+        for job in ["sweeper", "archiver", "reconcile"] {
             JobStats::of(stats, job);
         }
     }

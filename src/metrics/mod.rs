@@ -176,6 +176,38 @@ pub const JOB_ROWS: &str = "radacctd_job_rows_total";
 pub const JOB_LAST_SUCCESS: &str = "radacctd_job_last_success_timestamp_seconds";
 pub const JOB_LAST_DURATION: &str = "radacctd_job_last_run_duration_seconds";
 
+/// Verified Accounting-Requests per NAS address (`nas`) and status type (`type`).
+pub const NAS_PACKETS: &str = "radacctd_nas_packets_total";
+/// Requests from a known NAS whose Request Authenticator did not verify (a wrong secret).
+pub const NAS_BAD_AUTHENTICATOR: &str = "radacctd_nas_bad_authenticator_total";
+/// Epoch seconds of a NAS's last verified Accounting-Request.
+pub const NAS_LAST_PACKET: &str = "radacctd_nas_last_packet_timestamp_seconds";
+/// The median interval between a session's updates seen in a NAS's Interim-Updates (0 until
+/// one was seen).
+pub const NAS_INTERIM_INTERVAL: &str = "radacctd_nas_interim_interval_seconds";
+/// Epoch seconds of a NAS's last Accounting-On (`type="on"`) and Accounting-Off (`"off"`).
+pub const NAS_LAST_ACCOUNTING_ONOFF: &str = "radacctd_nas_last_accounting_onoff_timestamp_seconds";
+/// Disconnect and CoA requests sent to a NAS.
+pub const NAS_COA_REQUESTS: &str = "radacctd_nas_coa_requests_total";
+/// Disconnect and CoA requests to a NAS that got no answer or could not be sent.
+pub const NAS_COA_FAILURES: &str = "radacctd_nas_coa_failures_total";
+/// Round-trip percentiles (`quantile` 0.5 and 0.99) of a NAS's answered Disconnect/CoA
+/// requests, over the last 256 (NaN before the first answer).
+pub const NAS_COA_RTT: &str = "radacctd_nas_coa_round_trip_seconds";
+/// 1 when the NAS's RouterOS API answered at the last contact, 0 when it failed, NaN before
+/// any contact.
+pub const NAS_API_UP: &str = "radacctd_nas_api_up";
+/// Reconciliations with a router by `outcome` (`ok`: a complete answer; `failed`).
+pub const NAS_RECONCILE_RUNS: &str = "radacctd_nas_reconcile_runs_total";
+/// Ghost sessions closed by the reconciliation with a router.
+pub const NAS_RECONCILE_GHOSTS: &str = "radacctd_nas_reconcile_ghosts_total";
+/// Zombie sessions (on the router, not open here) found by the last reconciliation.
+pub const NAS_RECONCILE_ZOMBIES: &str = "radacctd_nas_reconcile_zombies";
+/// Sessions with another framed IP or MAC on the router, at the last reconciliation.
+pub const NAS_RECONCILE_MISMATCHES: &str = "radacctd_nas_reconcile_mismatches";
+/// Epoch seconds of the last reconciliation with a complete answer from the router.
+pub const NAS_RECONCILE_LAST: &str = "radacctd_nas_reconcile_last_success_timestamp_seconds";
+
 /// Histogram buckets for durations (seconds) and batch sizes.
 const SECONDS_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

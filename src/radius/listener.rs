@@ -18,7 +18,9 @@ use super::dictionary as d;
 use super::reply::{Reply, Responder, Seen};
 use crate::clock::now_secs;
 use crate::metrics::{DropReason, PacketType, Stats};
+use crate::nas::NasHealth;
 use crate::queue::{IngestSender, Item};
+use crate::sessions::SessionIndex;
 
 /// The client table, swapped whole when clients are reloaded.
 pub type SharedClients = Arc<RwLock<Arc<ClientTable>>>;
@@ -44,6 +46,11 @@ pub struct Listener {
     queue: IngestSender,
     stats: Arc<Stats>,
     max_clock_skew: i64,
+    /// Per-NAS figures: packets, bad authenticators, interim cadence.
+    health: Arc<NasHealth>,
+    /// Read (never changed) for the previous update of a session an Interim-Update continues,
+    /// to measure the NAS's interim cadence; without it the cadence is not measured.
+    index: Option<Arc<SessionIndex>>,
 }
 
 impl Listener {
@@ -60,9 +67,17 @@ impl Listener {
             clients,
             responder,
             queue,
+            health: NasHealth::of(&stats),
             stats,
             max_clock_skew,
+            index: None,
         }
+    }
+
+    /// Measures each NAS's interim cadence against the sessions' last updates in `index`.
+    pub fn with_index(mut self, index: Arc<SessionIndex>) -> Self {
+        self.index = Some(index);
+        self
     }
 
     /// Receives until cancelled. Dropping `self` at the end releases the queue sender, which
@@ -105,6 +120,7 @@ impl Listener {
         }
         if !packet.verify_request_authenticator(&client.secret) {
             tracing::debug!(%peer, client = %client.name, "bad request authenticator");
+            self.health.bad_authenticator(peer.ip());
             return self.stats.dropped(DropReason::BadAuthenticator);
         }
         if packet.verify_message_authenticator(&client.secret, None) == Some(false) {
@@ -126,16 +142,27 @@ impl Listener {
             Seen::InFlight => return self.stats.dropped(DropReason::Duplicate),
             Seen::Answered(bytes) => return self.responder.resend(peer, &bytes),
         }
-        let event = match accounting::parse(&packet, peer.ip(), now_secs(), self.max_clock_skew) {
+        let now = now_secs();
+        let event = match accounting::parse(&packet, peer.ip(), now, self.max_clock_skew) {
             Parsed::Event(ev) => ev,
             Parsed::Ignored { status } => {
                 tracing::debug!(%peer, ?status, "accounting status not recorded; answered");
                 self.stats.received(PacketType::Other);
+                self.health.packet(peer.ip(), PacketType::Other, now);
                 Stats::add(&self.stats.unchanged, 1);
                 return self.responder.answer(&reply);
             }
         };
         self.stats.received(packet_type(event.kind));
+        self.health.packet(peer.ip(), packet_type(event.kind), now);
+        if event.kind == EventKind::InterimUpdate
+            && let Some(last) = self
+                .index
+                .as_ref()
+                .and_then(|i| i.last_seen(&event.acctuniqueid))
+        {
+            self.health.interim_interval(peer.ip(), event.time - last);
+        }
         if event.clock_skewed {
             Stats::add(&self.stats.clock_skew, 1);
         }

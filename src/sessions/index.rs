@@ -132,6 +132,14 @@ impl Shards {
         guard.find(hash, is).map(|i| guard.sessions[i].clone())
     }
 
+    /// `f` of the session with this key, without copying it.
+    fn peek<T>(&self, hash: u64, key: &str, f: impl FnOnce(&Session) -> T) -> Option<T> {
+        let guard = Self::read(self.shard(hash));
+        guard
+            .find(hash, |s| s.acctuniqueid == key)
+            .map(|i| f(&guard.sessions[i]))
+    }
+
     fn contains(&self, hash: u64, key: &str) -> bool {
         Self::read(self.shard(hash))
             .find(hash, |s| s.acctuniqueid == key)
@@ -311,6 +319,16 @@ impl SessionIndex {
     pub fn get_by_id(&self, radacctid: i64) -> Option<Session> {
         let hash = *self.by_id.get(&radacctid)?;
         self.by_key.get(hash, |s| s.radacctid == Some(radacctid))
+    }
+
+    /// The session's last update (else its start), the last evidence that it lived, without
+    /// copying the session: what the listener measures interim cadence against.
+    pub fn last_seen(&self, acctuniqueid: &str) -> Option<i64> {
+        self.by_key
+            .peek(self.by_key.hash(acctuniqueid), acctuniqueid, |s| {
+                s.acctupdatetime.or(s.acctstarttime)
+            })
+            .flatten()
     }
 
     pub fn contains(&self, acctuniqueid: &str) -> bool {

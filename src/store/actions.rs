@@ -48,8 +48,14 @@ pub struct ActionRecord {
     pub method: Cow<'static, str>,
     /// What the attempt ended with: `ack`, `nak` (see `error_cause`), `timeout` (no answer),
     /// `removed` (the RouterOS API removed the session), `already_closed`, or `error`
-    /// (nothing could be sent).
+    /// (nothing could be sent); for the router reconciliation, `ghost_closed`.
     pub outcome: Cow<'static, str>,
+    /// The outcome recorded instead when the close this row goes with changes nothing (the
+    /// writer found the row updated since, or closed): a reconciliation's `ghost_skipped`.
+    /// `None`: `outcome` either way (a disconnect's outcome is the NAS's answer, whatever the
+    /// row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_if_unchanged: Option<Cow<'static, str>>,
     /// JSON with what reproduces the answer.
     pub detail: Option<String>,
     /// JSON object of the attributes sent beyond the session's identification (a CoA's
@@ -181,8 +187,9 @@ where
 }
 
 impl ActionRecord {
-    /// This record with `row_closed` set in its `detail` (a JSON object): what the writer
-    /// learns only as it applies the close the record goes with.
+    /// This record with `row_closed` set in its `detail` (a JSON object), and its outcome
+    /// `outcome_if_unchanged` when given and the close changed nothing: what the writer learns
+    /// only as it applies the close the record goes with.
     pub fn with_row_closed(&self, row_closed: bool) -> ActionRecord {
         let mut detail: serde_json::Value = self
             .detail
@@ -191,7 +198,12 @@ impl ActionRecord {
             .filter(serde_json::Value::is_object)
             .unwrap_or_else(|| serde_json::json!({}));
         detail["row_closed"] = serde_json::Value::Bool(row_closed);
+        let outcome = match &self.outcome_if_unchanged {
+            Some(unchanged) if !row_closed => unchanged.clone(),
+            _ => self.outcome.clone(),
+        };
         ActionRecord {
+            outcome,
             detail: Some(detail.to_string()),
             ..self.clone()
         }
@@ -288,6 +300,47 @@ mod tests {
         assert_ne!(action_lock_key((1 << 32) + 5), action_lock_key(5));
         assert_eq!(action_lock_key(i64::from(u32::MAX)), -1);
         assert_eq!(&ACTION_LOCK_CLASS.to_be_bytes(), b"RADS");
+    }
+
+    #[test]
+    fn an_unchanged_row_takes_the_alternative_outcome_only_when_one_is_given() {
+        let record = ActionRecord {
+            radacctid: 1,
+            acctuniqueid: "k".into(),
+            username: None,
+            nasipaddress: "192.0.2.1".into(),
+            action: "reconcile".into(),
+            method: "api".into(),
+            outcome: "ghost_closed".into(),
+            outcome_if_unchanged: Some("ghost_skipped".into()),
+            detail: Some(r#"{"evidence":"x"}"#.into()),
+            request: None,
+            error_cause: None,
+            actor: None,
+            node: "a".into(),
+            rtt_ms: None,
+            requested_at: 1,
+            finished_at: 2,
+        };
+        let closed = record.with_row_closed(true);
+        assert_eq!(closed.outcome, "ghost_closed");
+        assert_eq!(
+            closed.detail.as_deref(),
+            Some(r#"{"evidence":"x","row_closed":true}"#)
+        );
+        let kept = record.with_row_closed(false);
+        assert_eq!(kept.outcome, "ghost_skipped");
+        assert!(
+            kept.detail
+                .as_deref()
+                .is_some_and(|d| d.contains(r#""row_closed":false"#))
+        );
+        let disconnect = ActionRecord {
+            outcome: "ack".into(),
+            outcome_if_unchanged: None,
+            ..record
+        };
+        assert_eq!(disconnect.with_row_closed(false).outcome, "ack");
     }
 
     #[test]

@@ -1029,6 +1029,14 @@ async fn openapi_documents_every_served_route(backend: Backend) {
                 continue;
             }
             assert_eq!(method, "get");
+            if path.starts_with("/api/nas") {
+                // No nas row here: the handler's own 404 proves the route is served.
+                let nas_view = token(Role::Admin, None, &["nas.view"]);
+                let (s, body) = app.json(&path.replace("{id}", "1"), Some(&nas_view)).await;
+                let served = s == 200 || body["message"] == "nas not found";
+                assert!(served, "{path}: {s} {body}");
+                continue;
+            }
             let concrete = path.replace("{radacctid}", &ids[0].to_string());
             let r = app.get(&concrete, Some(&t)).await;
             let s = r.status().as_u16();

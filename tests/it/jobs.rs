@@ -344,6 +344,7 @@ fn action(radacctid: i64, key: &str, outcome: &'static str, at: i64) -> ActionRe
         action: "disconnect".into(),
         method: "coa".into(),
         outcome: outcome.into(),
+        outcome_if_unchanged: None,
         detail: Some(r#"{"error_cause":402}"#.into()),
         request: Some(r#"{"Session-Timeout":60}"#.into()),
         error_cause: Some(402),

@@ -27,4 +27,5 @@ mod jobs;
 mod leader;
 mod operations;
 mod reliability;
+mod routers;
 mod two_nodes;

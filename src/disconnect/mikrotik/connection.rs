@@ -322,11 +322,93 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ApiConnection<S> {
             .collect())
     }
 
+    /// `/ppp/active/print =.proplist=name,address,caller-id,session-id,uptime`, every entry of
+    /// the table handed to `each` as its `!re` arrives, so that nothing but the caller's own
+    /// copy is held however long the table. `Ok` only once the `!done` came without a `!trap`:
+    /// a trap, a `!fatal`, a closed connection or a reply past its deadline is an error, and the
+    /// entries already handed over must then be taken as an incomplete answer.
+    pub async fn stream_ppp_active(
+        &mut self,
+        mut each: impl FnMut(PppSession),
+    ) -> Result<u64, ApiError> {
+        let tag = self.next_tag.to_string();
+        self.next_tag = self.next_tag.wrapping_add(1);
+        let tag_word = format!(".tag={tag}");
+        self.send(&[
+            "/ppp/active/print",
+            "=.proplist=name,address,caller-id,session-id,uptime",
+            tag_word.as_str(),
+        ])
+        .await?;
+        let mut count = 0u64;
+        let mut trap: Option<String> = None;
+        loop {
+            let reply = Reply::parse(&self.read_sentence().await?)?;
+            if reply.kind == ReplyKind::Fatal {
+                return Err(ApiError::Fatal(reply.message()));
+            }
+            if reply.tag.as_deref() != Some(tag.as_str()) {
+                continue;
+            }
+            match reply.kind {
+                ReplyKind::Re => {
+                    count += 1;
+                    each(PppSession::from_reply(reply));
+                }
+                ReplyKind::Trap => {
+                    trap.get_or_insert_with(|| reply.message());
+                }
+                ReplyKind::Empty | ReplyKind::Fatal => {}
+                ReplyKind::Done => {
+                    return match trap {
+                        Some(message) => Err(ApiError::Trap(message)),
+                        None => Ok(count),
+                    };
+                }
+            }
+        }
+    }
+
     /// `/ppp/active/remove =.id=<id,id,…>`.
     pub async fn remove_ppp_active(&mut self, ids: &[String]) -> Result<(), ApiError> {
         let id = format!("=.id={}", ids.join(","));
         self.call(&["/ppp/active/remove", &id]).await?.ok()?;
         Ok(())
+    }
+}
+
+/// One `/ppp/active` entry as printed with `.proplist=name,address,caller-id,session-id,uptime`
+/// (a property the entry lacks is `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PppSession {
+    /// The PPP user name (RADIUS User-Name).
+    pub name: Option<String>,
+    /// The address given to the client (RADIUS Framed-IP-Address).
+    pub address: Option<String>,
+    /// The client's MAC for PPPoE (RADIUS Calling-Station-Id).
+    pub caller_id: Option<String>,
+    /// `0x` and hex digits: the session's RADIUS Acct-Session-Id
+    /// (docs/reference/routeros-api.md §8).
+    pub session_id: Option<String>,
+    /// RouterOS duration text (`3w4d12h23m12s`).
+    pub uptime: Option<String>,
+}
+
+impl PppSession {
+    fn from_reply(reply: Reply) -> PppSession {
+        let mut s = PppSession::default();
+        for (name, value) in reply.attrs {
+            let slot = match name.as_str() {
+                "name" => &mut s.name,
+                "address" => &mut s.address,
+                "caller-id" => &mut s.caller_id,
+                "session-id" => &mut s.session_id,
+                "uptime" => &mut s.uptime,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        s
     }
 }
 

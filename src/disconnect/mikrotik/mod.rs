@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use connection::{
-    ApiConnection, ApiCredentials, ApiTimeouts, ApiTransport, PppActive, tls_connector,
+    ApiConnection, ApiCredentials, ApiTimeouts, ApiTransport, PppActive, PppSession, tls_connector,
 };
 pub use wire::{
     MAX_WORD_LEN, Reply, ReplyKind, Response, Sentence, challenge_response, decode_length,
@@ -141,6 +141,42 @@ pub async fn disconnect_ppp(
         Ok(Err(e)) => ApiOutcome::Failed(e.to_string()),
         Ok(Ok(o)) => o,
     }
+}
+
+/// Logs in at `addr` (over `transport`) and streams the router's whole `/ppp/active` table to
+/// `each` ([`ApiConnection::stream_ppp_active`]), all within `budget` (each reply within
+/// `timeouts.reply`). `Ok` with the number of entries only when the table came complete, up
+/// to its `!done`; after any error the entries handed over are a partial answer.
+pub async fn print_ppp_active(
+    addr: SocketAddr,
+    transport: &ApiTransport,
+    creds: &ApiCredentials,
+    timeouts: &ApiTimeouts,
+    budget: std::time::Duration,
+    each: impl FnMut(PppSession),
+) -> Result<u64, ApiError> {
+    let work = async {
+        match transport {
+            ApiTransport::Plain => {
+                let mut conn = ApiConnection::connect(addr, timeouts).await?;
+                conn.login(creds).await?;
+                conn.stream_ppp_active(each).await
+            }
+            ApiTransport::Tls {
+                connector,
+                server_name,
+            } => {
+                let mut conn =
+                    ApiConnection::connect_tls(addr, connector, server_name.clone(), timeouts)
+                        .await?;
+                conn.login(creds).await?;
+                conn.stream_ppp_active(each).await
+            }
+        }
+    };
+    tokio::time::timeout(budget, work)
+        .await
+        .unwrap_or(Err(ApiError::Timeout))
 }
 
 /// Login, print, remove (and the re-check after a trapped remove) on an open connection.

@@ -109,14 +109,21 @@ pub(super) async fn fold_and_write(
     Ok(())
 }
 
+/// Whether a close conditioned on `if_updated_before` still applies to the row as it is now:
+/// its last update (else start) is older than the cutoff, or there is no condition.
+pub(super) fn still_due(r: &Row, if_updated_before: Option<i64>) -> bool {
+    match (if_updated_before, r.acctupdatetime.or(r.acctstarttime)) {
+        (Some(cutoff), Some(last)) => last < cutoff,
+        _ => true,
+    }
+}
+
 /// Applies a close request to the row as it is now.
 pub(super) fn close_if_due(r: &mut Row, c: &CloseRequest) -> bool {
-    let last = r.acctupdatetime.or(r.acctstarttime);
-    if let (Some(cutoff), Some(last)) = (c.if_updated_before, last)
-        && last >= cutoff
-    {
+    if !still_due(r, c.if_updated_before) {
         return false;
     }
+    let last = r.acctupdatetime.or(r.acctstarttime);
     let Some(stop) = c.stop_time.or(last) else {
         return false;
     };

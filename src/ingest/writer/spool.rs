@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::commit::timed_commit;
+use super::fold::still_due;
 use super::{SharedJournal, Writer};
 use crate::ingest::journal::{Journal, JournalEntry, JournalError};
 use crate::ingest::semantics::{self};
@@ -141,6 +142,7 @@ impl Writer {
                     acctuniqueid: c.acctuniqueid.clone(),
                     stop_time,
                     cause: c.cause.clone(),
+                    if_updated_before: c.if_updated_before,
                     action: c.action.clone(),
                 }),
                 Item::Reconcile(_) => None,
@@ -329,9 +331,14 @@ pub fn apply_offline(index: &SessionIndex, resolver: &dyn ResellerResolver, entr
             semantics::apply(&mut row, ev);
         }
         JournalEntry::Close {
-            stop_time, cause, ..
+            stop_time,
+            cause,
+            if_updated_before,
+            ..
         } => {
-            if let Some(r) = row.as_mut() {
+            if let Some(r) = row.as_mut()
+                && still_due(r, *if_updated_before)
+            {
                 semantics::close(r, *stop_time, cause);
             }
         }
@@ -538,11 +545,17 @@ pub(super) fn entry_item(e: &JournalEntry) -> Item {
             acctuniqueid,
             stop_time,
             cause,
+            if_updated_before,
             action,
         } => Item::Close(
-            CloseRequest::new(acctuniqueid.clone(), Some(*stop_time), cause.clone(), None)
-                .0
-                .with_action(action.as_deref().cloned()),
+            CloseRequest::new(
+                acctuniqueid.clone(),
+                Some(*stop_time),
+                cause.clone(),
+                *if_updated_before,
+            )
+            .0
+            .with_action(action.as_deref().cloned()),
         ),
     }
 }
@@ -550,6 +563,34 @@ pub(super) fn entry_item(e: &JournalEntry) -> Item {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journaled_close_keeps_its_condition_on_replay() {
+        let (request, _rx) =
+            CloseRequest::new("k".into(), Some(1_300), "Lost-Service", Some(1_301));
+        let Item::Close(request) = entry_item(&JournalEntry::Close {
+            acctuniqueid: request.acctuniqueid.clone(),
+            stop_time: 1_300,
+            cause: request.cause.clone(),
+            if_updated_before: request.if_updated_before,
+            action: None,
+        }) else {
+            panic!("a close");
+        };
+        assert_eq!(request.if_updated_before, Some(1_301));
+        // A journal written before the field existed reads as unconditional.
+        let old: JournalEntry = serde_json::from_str(
+            r#"{"Close":{"acctuniqueid":"k","stop_time":5,"cause":"Admin-Reset"}}"#,
+        )
+        .expect("old entry");
+        let JournalEntry::Close {
+            if_updated_before, ..
+        } = old
+        else {
+            panic!("a close");
+        };
+        assert_eq!(if_updated_before, None);
+    }
 
     #[test]
     pub(super) fn the_log_limiter_lets_one_line_through_per_period_and_counts_the_rest() {

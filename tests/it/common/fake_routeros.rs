@@ -18,6 +18,10 @@ pub struct Active {
     pub id: String,
     pub name: String,
     pub address: String,
+    /// `session-id` (`0x81A00007`), `caller-id` and `uptime`, printed when set.
+    pub session_id: Option<String>,
+    pub caller_id: Option<String>,
+    pub uptime: Option<String>,
 }
 
 impl Active {
@@ -26,6 +30,29 @@ impl Active {
             id: id.into(),
             name: name.into(),
             address: address.into(),
+            session_id: None,
+            caller_id: None,
+            uptime: None,
+        }
+    }
+
+    /// A PPPoE session as RouterOS shows it, with its session id, MAC and uptime.
+    pub fn ppp(
+        name: &str,
+        address: &str,
+        session_id: &str,
+        caller_id: &str,
+        uptime: &str,
+    ) -> Active {
+        Active {
+            session_id: Some(session_id.into()),
+            caller_id: Some(caller_id.into()),
+            uptime: Some(uptime.into()),
+            ..Active::new(
+                &format!("*{}", session_id.trim_start_matches("0x")),
+                name,
+                address,
+            )
         }
     }
 }
@@ -51,6 +78,32 @@ pub struct RosConfig {
     pub split_writes: bool,
     /// Never answer a print.
     pub hang_on_print: bool,
+    /// Send this many `!re` of a print, then drop the connection (no `!done`).
+    pub drop_print_after: Option<usize>,
+    /// A print answers `!trap` (then `!done`) after its entries.
+    pub trap_on_print: bool,
+    /// A print sends its entries, then holds its `!done` until the test releases it.
+    pub hold_print_done: Option<PrintHold>,
+}
+
+/// Holds a print's `!done`: [`PrintHold::sent`] returns once the entries are on the wire,
+/// [`PrintHold::release`] lets the `!done` go.
+#[derive(Debug, Clone, Default)]
+pub struct PrintHold {
+    sent: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl PrintHold {
+    /// Waits until a print's entries have been written.
+    pub async fn sent(&self) {
+        self.sent.notified().await
+    }
+
+    /// Lets the held `!done` go.
+    pub fn release(&self) {
+        self.release.notify_one()
+    }
 }
 
 impl Default for RosConfig {
@@ -66,6 +119,9 @@ impl Default for RosConfig {
             foreign_tag_noise: false,
             split_writes: false,
             hang_on_print: false,
+            drop_print_after: None,
+            trap_on_print: false,
+            hold_print_done: None,
         }
     }
 }
@@ -394,12 +450,46 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     if want("address") {
                         re.push(format!("=address={}", a.address));
                     }
+                    for (prop, value) in [
+                        ("session-id", &a.session_id),
+                        ("caller-id", &a.caller_id),
+                        ("uptime", &a.uptime),
+                    ] {
+                        if let Some(v) = value.as_ref().filter(|_| want(prop)) {
+                            re.push(format!("={prop}={v}"));
+                        }
+                    }
                     replies.push(re);
                 }
-                if matches.is_empty() && config.empty_reply {
-                    replies.push(vec![w("!empty")]);
+                if let Some(hold) = &config.hold_print_done {
+                    let entries: Vec<u8> = replies
+                        .drain(..)
+                        .flat_map(|r| sentence(&r, tag.as_deref()))
+                        .collect();
+                    if write_all(&mut s, &entries, config.split_writes)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    hold.sent.notify_one();
+                    hold.release.notified().await;
                 }
-                replies.push(vec![w("!done")]);
+                if let Some(n) = config.drop_print_after {
+                    replies.truncate(n);
+                    fatal = true;
+                } else {
+                    if config.trap_on_print {
+                        replies.push(vec![
+                            w("!trap"),
+                            w("=message=failure: not enough permissions (9)"),
+                        ]);
+                    }
+                    if matches.is_empty() && config.empty_reply {
+                        replies.push(vec![w("!empty")]);
+                    }
+                    replies.push(vec![w("!done")]);
+                }
             }
             "/ppp/active/remove" => match get(".id") {
                 None => {

@@ -257,6 +257,7 @@ pub fn test_config(db: &TestDb) -> Config {
     c.jobs.sweep_enabled = false;
     c.jobs.archive_enabled = false;
     c.jobs.ensure_indexes = false;
+    c.reconcile.enabled = false;
     // The accounting-core tests check that a failed commit gets no answer; the reliability
     // tests turn the journal on (in a temp dir) where they need it.
     c.journal.enabled = false;
