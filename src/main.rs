@@ -92,6 +92,12 @@ fn main() -> ExitCode {
             Command::Migrate => radacctd::cli::migrate(config).await,
             Command::Sweep { dry_run } => radacctd::cli::sweep(config, dry_run).await,
             Command::Archive { dry_run } => radacctd::cli::archive(config, dry_run).await,
+            Command::Attribution {
+                ip,
+                at,
+                window,
+                limit,
+            } => radacctd::cli::attribution(config, &ip, &at, window, limit).await,
             Command::Journal { command } => {
                 use radacctd::cli::journal::{JournalAction, journal_command};
                 let action = match command {

@@ -6,6 +6,7 @@
 //! - [`scope`]: the cached reseller tree / subscriber owners / `nas` ids (and the index's
 //!   reseller resolver).
 //! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV.
+//! - [`attribution`]: who had an address at a moment, and the audit of those questions.
 //! - [`ratelimit`], [`openapi`], [`error`].
 //!
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
@@ -13,6 +14,7 @@
 //! "The contract" in this module's documentation is the panel's description of this API, which
 //! the README's API section and, field by field, the OpenAPI document ([`openapi`]) restate.
 
+pub mod attribution;
 pub mod auth;
 pub mod coa;
 pub mod disconnect;
@@ -103,6 +105,16 @@ pub const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/sessions/{radacctid}/coa",
         handler: || post(coa::coa),
+    },
+    Route {
+        method: "get",
+        path: "/api/attribution",
+        handler: || get(attribution::attribution),
+    },
+    Route {
+        method: "get",
+        path: "/api/attribution/audit",
+        handler: || get(attribution::audit),
     },
     Route {
         method: "get",
@@ -221,6 +233,14 @@ impl ApiState {
         if let Some(stats) = &self.inner.stats {
             crate::disconnect::DisconnectStats::of(stats).result(result);
         }
+    }
+
+    /// This node's `node.name`, when the API runs in a daemon (not in API-only test setups).
+    pub(crate) fn node_name(&self) -> Option<String> {
+        self.inner
+            .stats
+            .as_ref()
+            .map(|s| s.node().name().to_owned())
     }
 
     pub(crate) fn shutdown_token(&self) -> CancellationToken {

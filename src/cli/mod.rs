@@ -6,6 +6,8 @@ pub mod journal;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use crate::app::{explain_migration_error, open_store, writer_options};
 use crate::config::Config;
 use crate::ingest::{self, Writer};
@@ -132,6 +134,62 @@ pub async fn archive(config: Config, dry_run: bool) -> anyhow::Result<()> {
     };
     store.close().await;
     result
+}
+
+/// `radacctd attribution --ip ADDR --at TIME [--window S] [--limit N]`: the answer of
+/// `GET /api/attribution` for an operator (every session, whatever its reseller), printed as
+/// JSON, and the query's row in the attribution audit (actor `cli:<user>`).
+pub async fn attribution(
+    config: Config,
+    ip: &str,
+    at: &str,
+    window: u64,
+    limit: u64,
+) -> anyhow::Result<()> {
+    use crate::api::attribution::{Asker, answer};
+    use crate::api::params::{AttributionParams, Query};
+    use crate::sessions::attribution::{AttributionQuery, Window};
+    use crate::sessions::filter::Scope;
+
+    let pairs = [
+        ("ip", ip.to_owned()),
+        ("at", at.to_owned()),
+        ("window", window.to_string()),
+        ("limit", limit.to_string()),
+    ];
+    let query = Query::from_pairs(pairs.map(|(k, v)| (k.to_owned(), v)).to_vec());
+    let p = AttributionParams::parse(&query).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = open_store(&config, None).await?;
+    let nas = crate::api::scope::ScopeCache::new();
+    let result = async {
+        nas.refresh(&store, &SessionIndex::new())
+            .await
+            .context("reading the nas table")?;
+        let q = AttributionQuery {
+            target: p.ip,
+            window: Window::around(p.at, p.window),
+            scope: Scope::All,
+            limit: p.limit,
+        };
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let asker = Asker {
+            actor: Some(format!("cli:{user}")),
+            role: "cli".into(),
+            reseller_id: None,
+            via: "cli".into(),
+            node: None,
+        };
+        answer(&store, nas.nas_names(), &q, p.at, p.window, asker)
+            .await
+            .context("attribution query (is the database migrated? radacctd migrate)")
+    }
+    .await;
+    store.close().await;
+    let doc = result?;
+    crate::outln!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
 }
 
 fn format_time(t: i64) -> String {

@@ -13,6 +13,7 @@ mod accounting;
 mod api;
 mod api_disconnect;
 mod api_export_memory;
+mod attribution;
 mod cluster;
 mod cluster_disconnect;
 mod codec_oracle;
