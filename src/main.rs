@@ -97,7 +97,17 @@ fn main() -> ExitCode {
                 at,
                 window,
                 limit,
-            } => radacctd::cli::attribution(config, &ip, &at, window, limit).await,
+                explain,
+            } => {
+                let ask = radacctd::cli::AttributionAsk {
+                    ip,
+                    at,
+                    window,
+                    limit,
+                    explain,
+                };
+                radacctd::cli::attribution(config, &ask).await
+            }
             Command::Journal { command } => {
                 use radacctd::cli::journal::{JournalAction, journal_command};
                 let action = match command {

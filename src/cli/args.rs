@@ -84,6 +84,10 @@ pub enum Command {
         /// Most sessions to print (at most 1000).
         #[arg(long, default_value_t = 100)]
         limit: u64,
+        /// Print how the database runs the query (PostgreSQL: EXPLAIN ANALYZE, which shows
+        /// whether the attribution indexes are used) instead of the answer; nothing is audited.
+        #[arg(long)]
+        explain: bool,
     },
     /// Print shell completions for bash, zsh or fish on standard output.
     #[command(after_help = "Example: radacctd completions bash > /etc/bash_completion.d/radacctd")]

@@ -174,13 +174,15 @@ impl Store {
         Ok((found, truncated))
     }
 
-    /// How the database runs `q` (PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`), a
-    /// line per plan node: the proof that a lookup is an index lookup (tests, benchmarks).
+    /// How the database runs `q` (PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)`, which runs it,
+    /// with the time and pages each node took; SQLite's `EXPLAIN QUERY PLAN`), a line per plan
+    /// node: the proof that a lookup is an index lookup (`radacctd attribution --explain`,
+    /// tests, benchmarks).
     pub async fn explain_attribution(&self, q: &AttributionQuery) -> Result<Vec<String>> {
         match self {
             Store::Postgres(s) => {
                 let (mut sql, _) = attribution_sql::<super::PgStore>(q);
-                sql.text = format!("EXPLAIN {}", sql.text);
+                sql.text = format!("EXPLAIN (ANALYZE, BUFFERS) {}", sql.text);
                 let rows = query_of!(sql, super::PgStore).fetch_all(s.pool()).await?;
                 rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
             }
