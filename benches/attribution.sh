@@ -49,7 +49,7 @@ tmp=$(mktemp -d /tmp/radacctd-attribution.XXXXXX)
 dpid=
 cleanup() {
     set +e
-    [ -n "$dpid" ] && kill -KILL "$dpid" 2>/dev/null
+    stop_pid "$dpid" 100
     psql "$admin" -qXc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
     rm -rf "$tmp"
 }
@@ -91,7 +91,7 @@ generate radacct_archive 0 $((archived - 1)) "$archived"
 open_after=$((archived + live - 16000))
 generate radacct "$archived" $((archived + live - 1)) "$open_after"
 psql "$url" -qXc "SELECT setval('radacct_radacctid_seq', $((archived + live)))" >/dev/null
-psql "$url" -qXc "VACUUM ANALYZE radacct_archive; VACUUM ANALYZE radacct" >/dev/null
+psql "$url" -qX -c "VACUUM ANALYZE radacct_archive" -c "VACUUM ANALYZE radacct" >/dev/null
 echo "rows: $archived archived, $live live ($((archived + live - open_after)) open), generated in $(( $(date +%s) - started )) s"
 
 # The daemon: migrations done, EnsureIndexes builds what is missing; the API with a rate limit
@@ -157,12 +157,15 @@ FROM generate_series(1, $per) AS g;
 SQL
 shuf "$tmp/queries" -o "$tmp/queries"
 
-# One curl for all of them (one kept-alive connection); time_total per request.
+# One curl for all of them (one kept-alive connection); time_total per request. curl takes one
+# write-out for the whole run, so each line is paired with its query's kind by order.
 awk -v api="$api" '{
     ip = $2; gsub(/:/, "%3A", ip); gsub(/\//, "%2F", ip)
-    printf "url = \"http://%s/api/attribution?ip=%s&at=%s\"\noutput = /dev/null\nwrite-out = \"%s %%{http_code} %%{time_total}\\n\"\n", api, ip, $3, $1
+    printf "url = \"http://%s/api/attribution?ip=%s&at=%s\"\noutput = /dev/null\n", api, ip, $3
 }' "$tmp/queries" >"$tmp/curl.conf"
-curl -s -H "Authorization: Bearer $token" --config "$tmp/curl.conf" >"$tmp/times"
+curl -s -H "Authorization: Bearer $token" -w '%{http_code} %{time_total}\n' \
+    --config "$tmp/curl.conf" >"$tmp/answers"
+paste -d ' ' <(cut -d ' ' -f1 "$tmp/queries") "$tmp/answers" >"$tmp/times"
 # Warm-up is not separated: the first queries of each kind read pages from disk.
 bad=$(awk '$2 != 200' "$tmp/times" | wc -l)
 [ "$bad" = 0 ] || { echo "attribution.sh: $bad queries not answered 200" >&2; head -3 "$tmp/times" >&2; exit 1; }
