@@ -11,6 +11,8 @@ mod args;
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=src/cli/args.rs");
     println!("cargo:rerun-if-changed=build.rs");
+    // The migrations are embedded by `sqlx::migrate!`, which does not track new files.
+    println!("cargo:rerun-if-changed=migrations");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let command = <args::Cli as clap::CommandFactory>::command();
     let mut page = Vec::new();

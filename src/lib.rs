@@ -7,7 +7,8 @@
 //! - [`ingest`]: the single group-commit writer, the journal, row semantics.
 //! - [`sessions`]: the live index of open sessions and the radacct row model (no I/O).
 //! - [`store`]: all SQL, PostgreSQL and SQLite behind one interface.
-//! - [`api`]: the Sessions API (axum): auth, scope, list/count/get/export, rate limit.
+//! - [`api`]: the Sessions API (axum): auth, scope, list/count/get/export, attribution, rate
+//!   limit.
 //! - [`disconnect`]: RFC 5176 Disconnect-Request client, RouterOS API fallback, `Disconnector`.
 //! - [`jobs`]: the stale sweeper, the archiver, EnsureIndexes, the reconciliation with the
 //!   routers' `/ppp/active`.

@@ -95,6 +95,22 @@ fn main() -> ExitCode {
                 radacctd::cli::reconcile(config, nas, dry_run).await
             }
             Command::Archive { dry_run } => radacctd::cli::archive(config, dry_run).await,
+            Command::Attribution {
+                ip,
+                at,
+                window,
+                limit,
+                explain,
+            } => {
+                let ask = radacctd::cli::AttributionAsk {
+                    ip,
+                    at,
+                    window,
+                    limit,
+                    explain,
+                };
+                radacctd::cli::attribution(config, &ask).await
+            }
             Command::Journal { command } => {
                 use radacctd::cli::journal::{JournalAction, journal_command};
                 let action = match command {

@@ -48,6 +48,58 @@ impl ClientAddr {
             _ => false,
         }
     }
+
+    /// Whether the two blocks share an address: one contains the other (blocks of different
+    /// families never do). PostgreSQL's `inet && inet`.
+    pub fn overlaps(&self, other: &ClientAddr) -> bool {
+        if self.prefix <= other.prefix {
+            self.contains(other.addr)
+        } else {
+            other.contains(self.addr)
+        }
+    }
+
+    /// The block with its host bits cleared (`2001:db8::1/64` is `2001:db8::/64`).
+    pub fn network(&self) -> ClientAddr {
+        let addr = match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        ClientAddr {
+            addr,
+            prefix: self.prefix,
+        }
+    }
+
+    /// An IPv4-mapped IPv6 block (`::ffff:100.64.3.7`, `::ffff:100.64.3.0/120`) as the IPv4
+    /// block it stands for; any other block unchanged.
+    pub fn unmapped(&self) -> ClientAddr {
+        match self.addr {
+            IpAddr::V6(a) if self.prefix >= 96 => match a.to_ipv4_mapped() {
+                Some(v4) => ClientAddr {
+                    addr: IpAddr::V4(v4),
+                    prefix: self.prefix - 96,
+                },
+                None => *self,
+            },
+            _ => *self,
+        }
+    }
+
+    /// The block in PostgreSQL's `inet` text form: `addr/len` always, even for a host.
+    pub fn cidr_text(&self) -> String {
+        format!("{}/{}", self.addr, self.prefix)
+    }
 }
 
 impl FromStr for ClientAddr {
@@ -148,6 +200,40 @@ impl<T> AddrTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block(s: &str) -> ClientAddr {
+        s.parse().expect(s)
+    }
+
+    #[test]
+    fn blocks_overlap_when_one_contains_the_other() {
+        assert!(block("2001:db8:12::/56").overlaps(&block("2001:db8:12:ff::1")));
+        assert!(block("2001:db8:12:ff::1").overlaps(&block("2001:db8:12::/56")));
+        assert!(block("2001:db8::/32").overlaps(&block("2001:db8:12::/56")));
+        assert!(!block("2001:db8:13::/56").overlaps(&block("2001:db8:12::/56")));
+        assert!(block("100.64.3.7").overlaps(&block("100.64.3.0/24")));
+        assert!(!block("100.64.3.7").overlaps(&block("100.64.3.8")));
+        assert!(!block("::ffff:100.64.3.7").overlaps(&block("100.64.3.7")));
+        assert!(block("0.0.0.0/0").overlaps(&block("198.51.100.1")));
+        assert!(!block("::/0").overlaps(&block("198.51.100.1")));
+    }
+
+    #[test]
+    fn networks_clear_host_bits_and_mapped_blocks_unmap() {
+        assert_eq!(
+            block("2001:db8:12:3456::9/56").network(),
+            block("2001:db8:12:3400::/56")
+        );
+        assert_eq!(block("100.64.3.7/0").network(), block("0.0.0.0/0"));
+        assert_eq!(block("::ffff:100.64.3.7").unmapped(), block("100.64.3.7"));
+        assert_eq!(
+            block("::ffff:100.64.3.0/120").unmapped(),
+            block("100.64.3.0/24")
+        );
+        assert_eq!(block("::ffff:0:0/80").unmapped(), block("::ffff:0:0/80"));
+        assert_eq!(block("2001:db8::1").unmapped(), block("2001:db8::1"));
+        assert_eq!(block("100.64.3.7").cidr_text(), "100.64.3.7/32");
+    }
 
     #[test]
     fn parses_and_matches_cidr() {

@@ -27,12 +27,25 @@ pub const SESSIONS_VIEW: &str = "sessions.view";
 pub const NAS_VIEW: &str = "nas.view";
 /// See every reseller's sessions (a reseller then has the admin's scope).
 pub const SESSIONS_VIEW_ALL: &str = "sessions.view_all";
+/// Ask who had an address at a moment (`GET /api/attribution`), within the caller's scope;
+/// with the admin role, also read the audit of those queries (`GET /api/attribution/audit`).
+pub const SESSIONS_ATTRIBUTION: &str = "sessions.attribution";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
     Reseller,
+}
+
+impl Role {
+    /// The claim's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Reseller => "reseller",
+        }
+    }
 }
 
 /// The claims radacctd reads (others are ignored).

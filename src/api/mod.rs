@@ -7,6 +7,7 @@
 //!   reseller resolver).
 //! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV;
 //!   [`actions`]: a session's action log; [`disconnect`]; [`nas`]: each NAS's health.
+//! - [`attribution`]: who had an address at a moment, and the audit of those questions.
 //! - [`ratelimit`], [`openapi`], [`error`].
 //!
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
@@ -15,6 +16,7 @@
 //! the README's API section and, field by field, the OpenAPI document ([`openapi`]) restate.
 
 pub mod actions;
+pub mod attribution;
 pub mod auth;
 pub mod coa;
 pub mod disconnect;
@@ -121,6 +123,16 @@ pub const ROUTES: &[Route] = &[
         method: "get",
         path: "/api/nas/{id}",
         handler: || get(nas::get),
+    },
+    Route {
+        method: "get",
+        path: "/api/attribution",
+        handler: || get(attribution::attribution),
+    },
+    Route {
+        method: "get",
+        path: "/api/attribution/audit",
+        handler: || get(attribution::audit),
     },
     Route {
         method: "get",

@@ -5,8 +5,9 @@
 use serde_json::{Map, Value, json};
 
 use super::params::{
-    DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, Field, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS,
-    MAX_WAIT_SECS, SESSION_FIELDS, search_pattern,
+    DEFAULT_ATTRIBUTION_LIMIT, DEFAULT_COLUMNS, DEFAULT_LIMIT, FIELDS, Field,
+    MAX_ATTRIBUTION_LIMIT, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS, MAX_WAIT_SECS, MAX_WINDOW_SECS,
+    SESSION_FIELDS, search_pattern,
 };
 use crate::sessions::ColumnKind;
 use crate::sessions::filter::SortKey;
@@ -90,7 +91,7 @@ fn filter_params(with_paging: bool) -> Vec<Value> {
     v.extend([
         param(
             "search",
-            "Case-insensitive (ASCII) substring of username, prefix of framedipaddress, or - for a MAC fragment (hex digits once : - . are removed) - substring of callingstationid with those separators ignored (AA:BB:CC:DD:EE:01 = aa-bb-cc-dd-ee-01 = aabb.ccdd.ee01)",
+            "Case-insensitive (ASCII) substring of username, prefix of framedipaddress, or - for a MAC fragment (hex digits once : - . are removed) - substring of callingstationid with those separators ignored (AA:BB:CC:DD:EE:01 = aa-bb-cc-dd-ee-01 = aabb.ccdd.ee01), or - for a term with a `:` - prefix of framedipv6address, framedipv6prefix or delegatedipv6prefix (their canonical text: lower case, leading zeros dropped, the longest run of zero groups as ::; a whole address or addr/len is put in that form first, so 2001:DB8:0::1 finds 2001:db8::1)",
             json!({ "type": "string", "maxLength": MAX_SEARCH_CHARS, "pattern": search_pattern() }),
         ),
         param(
@@ -288,7 +289,7 @@ pub fn document() -> Value {
         })
     };
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "radacctd Sessions API",
@@ -385,6 +386,7 @@ pub fn document() -> Value {
                 "Session": { "type": "object", "required": FIELDS, "properties": session_props },
                 "Action": action_schema(),
                 "Nas": nas_schema(),
+                "AttributedSession": attributed_session_schema(&session_props),
                 "Pagination": {
                     "type": "object",
                     "required": ["page", "limit", "total"],
@@ -400,6 +402,59 @@ pub fn document() -> Value {
                     "properties": { "success": { "const": false }, "message": { "type": "string" } }
                 }
             }
+        }
+    });
+    doc["paths"]["/api/attribution"] = attribution_path();
+    doc["paths"]["/api/attribution/audit"] = attribution_audit_path();
+    doc
+}
+
+/// A required query parameter.
+fn required_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": true, "description": description, "schema": schema })
+}
+
+/// `GET /api/attribution` (api::attribution).
+fn attribution_path() -> Value {
+    let mut responses = common_errors(true);
+    responses.insert(
+        "403".into(),
+        error_response("`sessions.attribution denied`: the token lacks the permission"),
+    );
+    responses.insert(
+        "200".into(),
+        ok_json(
+            "The sessions that held the address (or a block overlapping the one asked about) at some moment of `at` ± `window`, live and archived, in the caller's scope, by start time. The query is in the audit before this answer is sent.",
+            json!({
+                "type": "object",
+                "required": ["success", "query", "data", "truncated"],
+                "properties": {
+                    "success": { "const": true },
+                    "query": {
+                        "type": "object",
+                        "description": "What was asked, as understood: `ip` with host bits cleared (an IPv4-mapped IPv6 address as its IPv4 address), `at` in UTC",
+                        "properties": {
+                            "ip": { "type": "string" },
+                            "at": { "type": "string", "format": "date-time" },
+                            "window": { "type": "integer" }
+                        }
+                    },
+                    "data": { "type": "array", "items": { "$ref": "#/components/schemas/AttributedSession" } },
+                    "truncated": { "type": "boolean", "description": "More sessions matched than `limit`" }
+                }
+            }),
+        ),
+    );
+    json!({
+        "get": {
+            "summary": "Who had this address at that time? Sessions in radacct and radacct_archive whose framedipaddress (IPv4) or framedipv6address / framedipv6prefix / delegatedipv6prefix (IPv6) overlaps `ip`, open at `at` (start <= at + window, and stop >= at - window or still open). Permission sessions.attribution; resellers see their subtree unless sessions.view_all. Every query is audited.",
+            "parameters": [
+                required_param("ip", "An IPv4 or IPv6 address, or a block addr/len (a block matches sessions whose address or prefix overlaps it); `::ffff:a.b.c.d` is the IPv4 address a.b.c.d", json!({ "type": "string" })),
+                required_param("at", "The moment: RFC 3339 with its offset (`Z` or `+03:00`; a `+` sent unencoded is accepted); fractions of a second are dropped", json!({ "type": "string", "format": "date-time" })),
+                param("window", "Seconds of clock skew allowed on each side of `at`", json!({ "type": "integer", "minimum": 0, "maximum": MAX_WINDOW_SECS, "default": 0 })),
+                param("limit", "Most sessions in the answer", json!({ "type": "integer", "minimum": 1, "maximum": MAX_ATTRIBUTION_LIMIT, "default": DEFAULT_ATTRIBUTION_LIMIT })),
+            ],
+            "responses": responses
         }
     })
 }
@@ -497,8 +552,80 @@ fn action_schema() -> Value {
     })
 }
 
-/// `from` and `to`: an RFC 3339 instant, a bare date (UTC midnight), or empty (absent, as
-/// every empty query parameter is).
+/// `GET /api/attribution/audit` (api::attribution).
+fn attribution_audit_path() -> Value {
+    let mut responses = common_errors(true);
+    responses.insert(
+        "403".into(),
+        error_response("`sessions.attribution denied`, or `attribution audit is for admins`: the token's role is not admin"),
+    );
+    responses.insert(
+        "200".into(),
+        ok_json(
+            "One page of the audit, newest first",
+            json!({
+                "type": "object",
+                "required": ["success", "data", "pagination"],
+                "properties": {
+                    "success": { "const": true },
+                    "data": { "type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": { "type": "integer" },
+                            "actor": { "type": ["string", "null"], "description": "The token's sub, or cli:<user>" },
+                            "role": { "type": "string", "enum": ["admin", "reseller", "cli"] },
+                            "reseller_id": { "type": ["integer", "null"] },
+                            "via": { "type": "string", "enum": ["api", "cli"] },
+                            "ip": { "type": "string" },
+                            "at": { "type": "string", "format": "date-time" },
+                            "window": { "type": "integer" },
+                            "results": { "type": "integer" },
+                            "truncated": { "type": "boolean" },
+                            "radacctids": { "type": "array", "items": { "type": "integer" } },
+                            "node": { "type": ["string", "null"] },
+                            "requested_at": { "type": "string", "format": "date-time" }
+                        }
+                    } },
+                    "pagination": { "$ref": "#/components/schemas/Pagination" }
+                }
+            }),
+        ),
+    );
+    json!({
+        "get": {
+            "summary": "The attribution audit: every attribution query, who asked, what, and how many sessions were answered (admins holding sessions.attribution)",
+            "parameters": [
+                param("page", "1-indexed page", json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_PAGE, "default": 1 })),
+                param("limit", "Rows per page", json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT })),
+            ],
+            "responses": responses
+        }
+    })
+}
+
+/// A session of an attribution answer: the session object plus the IPv6 columns, the NAS's
+/// name, where the row lives and which column held the address.
+fn attributed_session_schema(session_props: &Map<String, Value>) -> Value {
+    let mut props = session_props.clone();
+    for name in [
+        "framedipv6address",
+        "framedipv6prefix",
+        "delegatedipv6prefix",
+        "nas_name",
+    ] {
+        props.insert(name.into(), json!({ "type": ["string", "null"] }));
+    }
+    props.insert(
+        "source".into(),
+        json!({ "type": "string", "enum": ["live", "archive"], "description": "radacct or radacct_archive" }),
+    );
+    props.insert(
+        "matched".into(),
+        json!({ "type": "string", "enum": ["framedipaddress", "framedipv6address", "framedipv6prefix", "delegatedipv6prefix"] }),
+    );
+    json!({ "type": "object", "properties": props })
+}
+
 /// The body of `POST /api/sessions/{radacctid}/coa` (api::coa).
 fn coa_body() -> Value {
     json!({
@@ -574,6 +701,8 @@ fn coa_responses() -> Map<String, Value> {
     r
 }
 
+/// `from` and `to`: an RFC 3339 instant, a bare date (UTC midnight), or empty (absent, as
+/// every empty query parameter is).
 fn time_schema() -> Value {
     json!({
         "type": "string",

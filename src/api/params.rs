@@ -5,6 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::error::ApiError;
+use crate::sessions::attribution::Target;
 use crate::sessions::filter::{Order, Page, Search, Sort, SortKey, Status};
 use crate::sessions::{COLUMNS, Column, ColumnKind, Row, Value};
 
@@ -166,6 +167,11 @@ impl Query {
             None => Vec::new(),
         };
         Ok(Query { pairs })
+    }
+
+    /// The query of these `name=value` pairs (a command line standing in for a request).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Query {
+        Query { pairs }
     }
 
     /// The value of `name`, `None` when absent or empty; 400 when given twice.
@@ -359,6 +365,90 @@ impl ListParams {
             sort: Sort { key, order },
         })
     }
+}
+
+/// Widest `window` of an attribution query, in seconds (a day: more is not clock skew).
+pub const MAX_WINDOW_SECS: u64 = 86_400;
+/// Most sessions in an attribution answer; [`DEFAULT_ATTRIBUTION_LIMIT`] unless asked.
+pub const MAX_ATTRIBUTION_LIMIT: u64 = 1_000;
+pub const DEFAULT_ATTRIBUTION_LIMIT: u64 = 100;
+
+/// The parameters of `GET /api/attribution`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributionParams {
+    /// The address or block asked about.
+    pub ip: Target,
+    /// The moment, epoch seconds (fractions dropped).
+    pub at: i64,
+    /// Seconds of clock skew allowed on each side of `at`.
+    pub window: i64,
+    pub limit: usize,
+}
+
+impl AttributionParams {
+    pub fn parse(q: &Query) -> Result<AttributionParams, ApiError> {
+        const IP_RULE: &str = "must be an IPv4 or IPv6 address, or a block addr/len";
+        const AT_RULE: &str = "must be an RFC 3339 date-time with an offset (2026-03-02T14:03:11Z, 2026-03-02T17:03:11+03:00)";
+        let ip = match q.get("ip")? {
+            None => return Err(ApiError::bad_request(format!("missing ip, {IP_RULE}"))),
+            Some(v) => Target::parse(v)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid ip, {IP_RULE}")))?,
+        };
+        let at = match q.get("at")? {
+            None => return Err(ApiError::bad_request(format!("missing at, {AT_RULE}"))),
+            Some(v) => parse_moment(v)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid at, {AT_RULE}")))?,
+        };
+        let window = match q.get("window")? {
+            None => 0,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|w| *w <= MAX_WINDOW_SECS)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid window, must be an integer from 0 to {MAX_WINDOW_SECS} (seconds)"
+                    ))
+                })?,
+        };
+        let limit = positive(
+            q,
+            "limit",
+            DEFAULT_ATTRIBUTION_LIMIT,
+            MAX_ATTRIBUTION_LIMIT,
+            &format!("must be between 1 and {MAX_ATTRIBUTION_LIMIT}"),
+        )?;
+        Ok(AttributionParams {
+            ip,
+            at,
+            window: window as i64,
+            limit: limit as usize,
+        })
+    }
+}
+
+/// An RFC 3339 date-time with its offset, as whole epoch seconds (the fraction dropped). A `+`
+/// offset sent unencoded reaches us as a space (form decoding) and is read as the `+` it was.
+fn parse_moment(v: &str) -> Option<i64> {
+    let t = DateTime::parse_from_rfc3339(v).or_else(|e| match v.rsplit_once(' ') {
+        Some((time, offset)) => DateTime::parse_from_rfc3339(&format!("{time}+{offset}")),
+        None => Err(e),
+    });
+    t.ok().map(|t| t.timestamp())
+}
+
+/// `page` and `limit`, as the sessions list reads them (the audit list).
+pub fn parse_page(q: &Query) -> Result<Page, ApiError> {
+    Ok(Page {
+        page: positive(q, "page", 1, MAX_PAGE, "must be an integer >= 1")?,
+        limit: positive(
+            q,
+            "limit",
+            DEFAULT_LIMIT,
+            MAX_LIMIT,
+            &format!("must be between 1 and {MAX_LIMIT}"),
+        )?,
+    })
 }
 
 impl ExportParams {
@@ -558,6 +648,50 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:00.5Z", false), Some(0));
         assert_eq!(parse_time("19700-01-01", false), None);
         assert_eq!(parse_time("2026-05-12 08:00:00", false), None);
+    }
+
+    #[test]
+    fn attribution_parameters_name_themselves() {
+        let parse = |s: &str| {
+            AttributionParams::parse(&Query::parse(Some(s)).expect("q")).map_err(|e| e.to_string())
+        };
+        let p = parse("ip=100.64.3.7&at=2026-03-02T17:03:11%2B03:00").expect("ok");
+        assert_eq!(p.ip.to_string(), "100.64.3.7");
+        assert_eq!(p.at, parse_time("2026-03-02T14:03:11Z", false).expect("t"));
+        assert_eq!((p.window, p.limit), (0, 100));
+        let unencoded = parse("ip=100.64.3.7&at=2026-03-02T17:03:11+03:00").expect("ok");
+        assert_eq!(unencoded.at, p.at);
+        let p = parse("ip=2001:db8:12::/56&at=2026-03-02T14:03:11.9Z&window=300&limit=1000")
+            .expect("ok");
+        assert_eq!(p.at, parse_time("2026-03-02T14:03:11Z", false).expect("t"));
+        assert_eq!((p.window, p.limit), (300, 1000));
+        for (q, start) in [
+            ("at=2026-03-02T14:03:11Z", "missing ip, "),
+            ("ip=100.64.3.7", "missing at, "),
+            ("ip=100.64.3&at=2026-03-02T14:03:11Z", "invalid ip, "),
+            ("ip=10.0.0.0/33&at=2026-03-02T14:03:11Z", "invalid ip, "),
+            ("ip=100.64.3.7&at=2026-03-02", "invalid at, "),
+            ("ip=100.64.3.7&at=2026-03-02T14:03:11", "invalid at, "),
+            (
+                "ip=100.64.3.7&at=2026-03-02T14:03:11Z&window=86401",
+                "invalid window, ",
+            ),
+            (
+                "ip=100.64.3.7&at=2026-03-02T14:03:11Z&window=-1",
+                "invalid window, ",
+            ),
+            (
+                "ip=100.64.3.7&at=2026-03-02T14:03:11Z&limit=1001",
+                "invalid limit, ",
+            ),
+            (
+                "ip=1.2.3.4&ip=100.64.3.7&at=2026-03-02T14:03:11Z",
+                "invalid ip, given",
+            ),
+        ] {
+            let e = parse(q).expect_err(q);
+            assert!(e.starts_with(start), "{q}: {e}");
+        }
     }
 
     #[test]

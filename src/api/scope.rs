@@ -26,6 +26,8 @@ struct Snapshot {
     nas_by_addr: HashMap<String, i64>,
     /// The reverse of `nas_by_addr`.
     addr_by_nas: HashMap<i64, String>,
+    /// The `shortname` of the row `nas_by_addr` names.
+    name_by_nas: HashMap<i64, String>,
 }
 
 /// The cached tables. Readers clone an `Arc` under a short read lock; a refresh swaps it.
@@ -55,7 +57,8 @@ impl ScopeCache {
             }
         }
         snap.owners = store.subscriber_resellers().await?.into_iter().collect();
-        for nas in store.nas_rows().await? {
+        let nas_rows = store.nas_rows().await?;
+        for nas in &nas_rows {
             // `nas_id` is the row whose nasname equals the session's address; names that are
             // blocks or hostnames never equal one.
             let Ok(ip) = nas.nasname.trim().parse::<IpAddr>() else {
@@ -69,6 +72,11 @@ impl ScopeCache {
             .nas_by_addr
             .iter()
             .map(|(a, id)| (*id, a.clone()))
+            .collect();
+        snap.name_by_nas = nas_rows
+            .into_iter()
+            .filter(|n| snap.addr_by_nas.contains_key(&n.id))
+            .map(|n| (n.id, n.shortname))
             .collect();
         Ok(snap)
     }
@@ -146,6 +154,16 @@ impl ScopeCache {
         match self.current().addr_by_nas.get(&nas_id) {
             Some(a) => NasMatch::Address(a.clone()),
             None => NasMatch::Nothing,
+        }
+    }
+
+    /// A lookup of the `nas` row (id and `shortname`) of NAS addresses, for many rows (one
+    /// snapshot, no lock per row).
+    pub fn nas_names(&self) -> impl Fn(&str) -> Option<(i64, String)> + Send + Sync + 'static {
+        let snap = self.current();
+        move |addr| {
+            let id = *snap.nas_by_addr.get(addr)?;
+            Some((id, snap.name_by_nas.get(&id).cloned().unwrap_or_default()))
         }
     }
 

@@ -77,6 +77,32 @@ pub enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Who had this address at that time? The sessions, live and archived, that held an IPv4
+    /// or IPv6 address (or a block overlapping addr/len) at a moment; prints the answer
+    /// `GET /api/attribution` gives, as JSON, and records the query in the attribution audit.
+    #[command(
+        after_help = "Example: radacctd attribution --ip 100.64.3.7 --at 2026-03-02T14:03:11Z --window 30 --config /etc/radacctd/config.toml"
+    )]
+    Attribution {
+        /// The address (`100.64.3.7`, `2001:db8::1`, `::ffff:100.64.3.7`) or block
+        /// (`2001:db8:12::/56`).
+        #[arg(long)]
+        ip: String,
+        /// The moment: RFC 3339 with its offset (`2026-03-02T14:03:11Z`,
+        /// `2026-03-02T17:03:11+03:00`).
+        #[arg(long)]
+        at: String,
+        /// Seconds of clock skew allowed on each side of --at (at most 86400).
+        #[arg(long, default_value_t = 0)]
+        window: u64,
+        /// Most sessions to print (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Print how the database runs the query (PostgreSQL: EXPLAIN ANALYZE, which shows
+        /// whether the attribution indexes are used) instead of the answer; nothing is audited.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Print shell completions for bash, zsh or fish on standard output.
     #[command(after_help = "Example: radacctd completions bash > /etc/bash_completion.d/radacctd")]
     Completions {

@@ -258,6 +258,83 @@ pub async fn archive(config: Config, dry_run: bool) -> anyhow::Result<()> {
     result
 }
 
+/// What `radacctd attribution` was asked.
+#[derive(Debug, Clone)]
+pub struct AttributionAsk {
+    pub ip: String,
+    pub at: String,
+    pub window: u64,
+    pub limit: u64,
+    /// Print the database's plan instead of the answer.
+    pub explain: bool,
+}
+
+/// `radacctd attribution --ip ADDR --at TIME [--window S] [--limit N] [--explain]`: the answer
+/// of `GET /api/attribution` for an operator (every session, whatever its reseller), printed as
+/// JSON, and the query's row in the attribution audit (actor `cli:<user>`). With `--explain`,
+/// the plan instead, and no audit row (no session is shown).
+pub async fn attribution(config: Config, ask: &AttributionAsk) -> anyhow::Result<()> {
+    use crate::api::attribution::{Asker, answer};
+    use crate::api::params::{AttributionParams, Query};
+    use crate::sessions::attribution::{AttributionQuery, Window};
+    use crate::sessions::filter::Scope;
+
+    let pairs = [
+        ("ip", ask.ip.clone()),
+        ("at", ask.at.clone()),
+        ("window", ask.window.to_string()),
+        ("limit", ask.limit.to_string()),
+    ];
+    let query = Query::from_pairs(pairs.map(|(k, v)| (k.to_owned(), v)).to_vec());
+    let p = AttributionParams::parse(&query).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let q = AttributionQuery {
+        target: p.ip,
+        window: Window::around(p.at, p.window),
+        scope: Scope::All,
+        limit: p.limit,
+    };
+    /// What is printed.
+    enum Output {
+        Plan(Vec<String>),
+        Answer(serde_json::Value),
+    }
+    let store = open_store(&config, None).await?;
+    let nas = crate::api::scope::ScopeCache::new();
+    let result = async {
+        if ask.explain {
+            return Ok(Output::Plan(store.explain_attribution(&q).await?));
+        }
+        nas.refresh(&store, &SessionIndex::new())
+            .await
+            .context("reading the nas table")?;
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let asker = Asker {
+            actor: Some(format!("cli:{user}")),
+            role: "cli".into(),
+            reseller_id: None,
+            via: "cli".into(),
+            node: None,
+        };
+        answer(&store, nas.nas_names(), &q, p.at, p.window, asker)
+            .await
+            .map(Output::Answer)
+            .context("attribution query (is the database migrated? radacctd migrate)")
+    }
+    .await;
+    store.close().await;
+    match result? {
+        Output::Plan(lines) => {
+            for line in lines {
+                crate::outln!("{line}");
+            }
+        }
+        Output::Answer(doc) => crate::outln!("{}", serde_json::to_string_pretty(&doc)?),
+    }
+    Ok(())
+}
+
 fn format_time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())

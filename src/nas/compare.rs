@@ -410,6 +410,7 @@ mod tests {
             acctinputoctets: None,
             acctoutputoctets: None,
             acctsessiontime: None,
+            ipv6: None,
             reseller_id: None,
             row_version: None,
         }

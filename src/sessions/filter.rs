@@ -135,11 +135,15 @@ fn nulls_last(a: Option<i64>, b: Option<i64>) -> Ordering {
 
 /// A `search` term: a case-insensitive substring of `username`, a prefix of `framedipaddress`,
 /// or — when the term is a MAC fragment (hex digits once separators are removed) — a substring
-/// of `callingstationid` once MAC separators are removed from both sides.
+/// of `callingstationid` once MAC separators are removed from both sides; or — when the term
+/// has a `:` — a prefix of `framedipv6address`, `framedipv6prefix` or `delegatedipv6prefix`
+/// (their `inet` text, lower case), a whole address or `addr/len` being compared in its
+/// canonical form (`2001:DB8:0::1` as `2001:db8::1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Search {
     text: String,
     mac: String,
+    ipv6: String,
 }
 
 impl Search {
@@ -156,7 +160,26 @@ impl Search {
             } else {
                 String::new()
             },
+            ipv6: ipv6_term(raw),
         })
+    }
+
+    /// What the IPv6 columns must start with (ASCII case folded): the canonical form of a
+    /// whole address or `addr/len`, else the term lower-cased; empty (the IPv6 branch matches
+    /// nothing) when the term has no `:`, which every IPv6 text has within its first five
+    /// characters.
+    pub fn ipv6(&self) -> &str {
+        &self.ipv6
+    }
+
+    /// Whether one of the IPv6 columns (`framedipv6address`, `framedipv6prefix`,
+    /// `delegatedipv6prefix`) starts with [`Search::ipv6`].
+    pub fn matches_ipv6(&self, values: [Option<&str>; 3]) -> bool {
+        !self.ipv6.is_empty()
+            && values
+                .into_iter()
+                .flatten()
+                .any(|v| starts_with_ascii_ci(v, &self.ipv6))
     }
 
     /// The term, ASCII-lower-cased.
@@ -177,13 +200,35 @@ impl Search {
         callingstationid: Option<&str>,
     ) -> bool {
         username.is_some_and(|u| contains_ascii_ci(u, &self.text))
-            || framedipaddress.is_some_and(|f| {
-                f.len() >= self.text.len()
-                    && f.as_bytes()[..self.text.len()].eq_ignore_ascii_case(self.text.as_bytes())
-            })
+            || framedipaddress.is_some_and(|f| starts_with_ascii_ci(f, &self.text))
             || (!self.mac.is_empty()
                 && callingstationid.is_some_and(|c| mac_contains(c, &self.mac)))
     }
+}
+
+/// The IPv6 part of a search term (see [`Search::ipv6`]).
+fn ipv6_term(raw: &str) -> String {
+    if !raw.contains(':') {
+        return String::new();
+    }
+    if let Ok(a) = raw.parse::<std::net::Ipv6Addr>() {
+        return a.to_string();
+    }
+    // The length as PostgreSQL writes it: no sign, no leading zero.
+    if let Some((a, len_text)) = raw.split_once('/')
+        && let (Ok(a), Ok(len)) = (a.parse::<std::net::Ipv6Addr>(), len_text.parse::<u8>())
+        && len <= 128
+        && len.to_string() == len_text
+    {
+        return format!("{a}/{len}");
+    }
+    raw.to_ascii_lowercase()
+}
+
+/// Whether `hay` starts with `needle` (already ASCII-lower-case), folding ASCII letters only.
+fn starts_with_ascii_ci(hay: &str, needle: &str) -> bool {
+    hay.len() >= needle.len()
+        && hay.as_bytes()[..needle.len()].eq_ignore_ascii_case(needle.as_bytes())
 }
 
 /// MAC separators `:`, `-` and `.` removed, ASCII letters lower-cased: `AA:BB:CC:DD:EE:01`,
@@ -307,11 +352,13 @@ impl SessionFilter {
             return false;
         }
         match &self.search {
-            Some(search) => search.matches(
-                Some(s.username.as_str()).filter(|u| !u.is_empty()),
-                s.framedipaddress.as_deref(),
-                s.callingstationid.as_deref(),
-            ),
+            Some(search) => {
+                search.matches(
+                    Some(s.username.as_str()).filter(|u| !u.is_empty()),
+                    s.framedipaddress.as_deref(),
+                    s.callingstationid.as_deref(),
+                ) || search.matches_ipv6(s.ipv6().values())
+            }
             None => true,
         }
     }
@@ -502,6 +549,7 @@ mod tests {
             acctinputoctets: input,
             acctoutputoctets: None,
             acctsessiontime: None,
+            ipv6: None,
             reseller_id: Some(id % 3),
             row_version: None,
         }
@@ -550,6 +598,39 @@ mod tests {
                 .matches(None, None, Some("aa:bb"))
         );
         assert_eq!(Search::new(""), None);
+    }
+
+    #[test]
+    fn search_matches_ipv6_columns_by_canonical_prefix() {
+        let v6 = [
+            Some("2001:db8::1"),
+            Some("2001:db8:12:3400::/56"),
+            Some("2a02:1:2::/48"),
+        ];
+        for term in [
+            "2001:DB8::1",
+            "2001:0db8:0000::1",
+            "2001:db8:",
+            "2001:db8:12:3400::/56",
+            "2001:db8:0012:3400:0::/56",
+            "2A02:",
+        ] {
+            assert!(Search::new(term).expect("t").matches_ipv6(v6), "{term}");
+        }
+        for term in [
+            "2001",
+            "2001:db8:12:3400::5",
+            "2001:db8:12:3400::/64",
+            "2a02:1:3",
+        ] {
+            assert!(!Search::new(term).expect("t").matches_ipv6(v6), "{term}");
+        }
+        assert_eq!(
+            Search::new("2001:db8::/+56").expect("t").ipv6(),
+            "2001:db8::/+56"
+        );
+        assert_eq!(Search::new("bob").expect("t").ipv6(), "");
+        assert!(!Search::new("2001:").expect("t").matches_ipv6([None; 3]));
     }
 
     #[test]

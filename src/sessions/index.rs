@@ -425,6 +425,7 @@ mod tests {
             acctinputoctets: Some(0),
             acctoutputoctets: Some(0),
             acctsessiontime: Some(0),
+            ipv6: None,
             reseller_id: reseller,
             row_version: None,
         }

@@ -3,12 +3,13 @@
 //! Pure data and in-memory state: nothing here performs I/O. Only the ingest writer mutates the
 //! index, after its transaction committed, so the index always follows SQL (invariant B).
 
+pub mod attribution;
 pub mod filter;
 mod index;
 mod row;
 
 pub use index::{IndexCounts, ResellerResolver, SessionIndex};
 pub use row::{
-    COLUMNS, Column, ColumnKind, Columns, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Lists, OwnedValue,
-    Row, RowVersion, Session, Text, Value,
+    COLUMNS, Column, ColumnKind, Columns, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Ipv6Columns, Lists,
+    OwnedValue, Row, RowVersion, Session, Text, Value,
 };

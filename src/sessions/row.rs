@@ -290,10 +290,10 @@ radacct_columns! {
     servicetype: Option<String> = Text, Lists::WRITE;
     framedprotocol: Option<String> = Text, Lists::WRITE;
     framedipaddress: Option<String> = Addr, Lists::WRITE.index().api(6).export(3);
-    framedipv6address: Option<String> = Addr, Lists::WRITE;
-    framedipv6prefix: Option<String> = Prefix, Lists::WRITE;
+    framedipv6address: Option<String> = Addr, Lists::WRITE.index();
+    framedipv6prefix: Option<String> = Prefix, Lists::WRITE.index();
     framedinterfaceid: Option<String> = Text, Lists::WRITE;
-    delegatedipv6prefix: Option<String> = Prefix, Lists::WRITE;
+    delegatedipv6prefix: Option<String> = Prefix, Lists::WRITE.index();
     class: Option<String> = Text, Lists::WRITE;
 }
 
@@ -314,8 +314,21 @@ impl Session {
             acctinputoctets: self.acctinputoctets,
             acctoutputoctets: self.acctoutputoctets,
             acctsessiontime: self.acctsessiontime,
+            framedipv6address: self.ipv6().framedipv6address.as_deref().map(String::from),
+            framedipv6prefix: self.ipv6().framedipv6prefix.as_deref().map(String::from),
+            delegatedipv6prefix: self.ipv6().delegatedipv6prefix.as_deref().map(String::from),
             ..Row::default()
         }
+    }
+
+    /// The session's IPv6 columns (all `None` for an IPv4-only session).
+    pub fn ipv6(&self) -> &Ipv6Columns {
+        static NONE: Ipv6Columns = Ipv6Columns {
+            framedipv6address: None,
+            framedipv6prefix: None,
+            delegatedipv6prefix: None,
+        };
+        self.ipv6.as_deref().unwrap_or(&NONE)
     }
 }
 
@@ -336,11 +349,7 @@ impl Row {
     /// An open session as the Sessions API shows it: the [`Columns::Api`] columns of the
     /// index entry, as the store reads them for the API (see [`Row::api_view`]).
     pub fn from_session(s: &Session) -> Row {
-        Row {
-            acctuniqueid: String::new(),
-            ..s.to_row()
-        }
-        .api_view()
+        s.to_row().only(Columns::Api).api_view()
     }
     /// The row as the Sessions API shows it: an empty user name reads as `None`.
     pub fn api_view(mut self) -> Row {
@@ -386,9 +395,11 @@ pub const INDEX_HELD: [&str; 6] = [
     "framedipaddress",
 ];
 
-/// The write columns the index does not hold that folding an Interim-Update, a Stop or a
-/// close can set on an open row. An index-fed row starts with them unknown (`None`); the
-/// update sets the ones the fold gave a value and keeps the others as they are in the table.
+/// The write columns outside [`INDEX_HELD`] that folding an Interim-Update, a Stop or a close
+/// can set on an open row. An index-fed row starts with them unknown (`None`), or, for the
+/// IPv6 columns, which the index holds for `search`, as the index has them; the update sets
+/// the ones the row has a value for and keeps the others as they are in the table (a Stop
+/// without the IPv6 attributes keeps the stored ones, as it does without Framed-IP-Address).
 pub const INDEX_KEPT_UNLESS_SET: [&str; 8] = [
     "acctstoptime",
     "acctinterval",
@@ -403,6 +414,36 @@ pub const INDEX_KEPT_UNLESS_SET: [&str; 8] = [
 /// Text as the index keeps it: up to 24 bytes inline (user names, session ids, addresses, port
 /// ids and MACs fit), longer text on the heap. A million open sessions are a million of each.
 pub type Text = CompactString;
+
+/// The IPv6 columns of an open session, as its row holds them (PostgreSQL's `inet` text:
+/// `host()` for the address, `addr/len` for the prefixes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ipv6Columns {
+    pub framedipv6address: Option<Text>,
+    pub framedipv6prefix: Option<Text>,
+    pub delegatedipv6prefix: Option<Text>,
+}
+
+impl Ipv6Columns {
+    /// The row's IPv6 columns, `None` when it has none.
+    pub fn of(row: &Row) -> Option<Box<Ipv6Columns>> {
+        let v6 = Ipv6Columns {
+            framedipv6address: row.framedipv6address.as_deref().map(Text::new),
+            framedipv6prefix: row.framedipv6prefix.as_deref().map(Text::new),
+            delegatedipv6prefix: row.delegatedipv6prefix.as_deref().map(Text::new),
+        };
+        (v6 != Ipv6Columns::default()).then(|| Box::new(v6))
+    }
+
+    /// The three values, in table order.
+    pub fn values(&self) -> [Option<&str>; 3] {
+        [
+            self.framedipv6address.as_deref(),
+            self.framedipv6prefix.as_deref(),
+            self.delegatedipv6prefix.as_deref(),
+        ]
+    }
+}
 
 /// An open session as the live index holds it: what the Sessions API lists, filters and sorts
 /// on, plus the scope key (`reseller_id`). Built from a committed [`Row`].
@@ -422,6 +463,10 @@ pub struct Session {
     pub acctinputoctets: Option<i64>,
     pub acctoutputoctets: Option<i64>,
     pub acctsessiontime: Option<i64>,
+    /// `framedipv6address`, `framedipv6prefix` and `delegatedipv6prefix` (what `search` matches
+    /// besides the IPv4 address); `None` when all three are, which keeps an IPv4-only session
+    /// one pointer larger, not three strings.
+    pub ipv6: Option<Box<Ipv6Columns>>,
     /// The reseller that owns the subscriber, resolved when the session enters the index.
     pub reseller_id: Option<i64>,
     /// The PostgreSQL row version (`xmin`) that radacctd's own write of this row produced, when
@@ -447,6 +492,7 @@ impl Session {
             acctinputoctets: row.acctinputoctets,
             acctoutputoctets: row.acctoutputoctets,
             acctsessiontime: row.acctsessiontime,
+            ipv6: Ipv6Columns::of(row),
             reseller_id,
             row_version: None,
         }
@@ -566,7 +612,7 @@ mod tests {
     #[test]
     fn the_write_columns_are_all_but_the_key() {
         assert_eq!(Columns::Write.count(), COLUMNS.len() - 1);
-        assert_eq!(Columns::Index.count(), 13);
+        assert_eq!(Columns::Index.count(), 16);
         assert_eq!(Columns::Api.count(), 14);
         assert!(!COLUMNS[0].lists.write);
         assert_eq!(COLUMNS[0].name, "radacctid");

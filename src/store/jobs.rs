@@ -29,11 +29,68 @@ pub struct ArchivableRow {
     pub acctstoptime: Option<i64>,
 }
 
-/// An index radacctd's queries rely on: its name and definition (after `ON`), the same on
-/// both databases.
+/// An index radacctd's queries rely on: its name, its definition (after `ON`) and the
+/// databases it is built on.
 pub(super) struct IndexDef {
     pub name: &'static str,
     pub on: &'static str,
+    pub only: Option<Engine>,
+}
+
+/// One of the two databases, for the indexes only one of them has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+impl IndexDef {
+    /// Whether `engine` builds this index.
+    pub fn on_engine(&self, engine: Engine) -> bool {
+        self.only.is_none_or(|e| e == engine)
+    }
+
+    /// The table it indexes (the first word of its definition).
+    pub fn table(&self) -> &'static str {
+        self.on.split_whitespace().next().unwrap_or_default()
+    }
+}
+
+/// The span of a session as a `tstzrange`, for attribution's GiST indexes and the query that
+/// uses them (`Dialect::open_during`, PostgreSQL). Inclusive at both ends; an open session's
+/// span has no upper bound. A row whose stop precedes its start (a NAS with a wrong clock)
+/// spans its start alone instead of making the expression fail; the query's exact conditions
+/// decide about such rows.
+macro_rules! session_span {
+    () => {
+        "tstzrange(acctstarttime, CASE WHEN acctstoptime < acctstarttime THEN acctstarttime \
+         ELSE acctstoptime END, '[]')"
+    };
+}
+pub(super) use session_span;
+
+/// A PostgreSQL GiST index for attribution on `$table`'s address column `$column`: the
+/// address (`inet_ops`: `&&`, `<<=`, `=`) and the session's span together, so that a lookup
+/// reads the sessions that held the address around the moment asked about, not every session
+/// that ever held it. Partial: rows without the address (IPv6 columns of an IPv4-only ISP)
+/// cost nothing.
+macro_rules! attribution_index {
+    ($name:literal, $table:literal, $column:literal) => {
+        IndexDef {
+            name: $name,
+            on: concat!(
+                $table,
+                " USING gist (",
+                $column,
+                " inet_ops, (",
+                session_span!(),
+                ")) WHERE ",
+                $column,
+                " IS NOT NULL"
+            ),
+            only: Some(Engine::Postgres),
+        }
+    };
 }
 
 /// Every index the daemon's queries rely on (docs/ARCHITECTURE.md#jobs). The first three are
@@ -42,14 +99,17 @@ pub(super) const INDEXES: &[IndexDef] = &[
     IndexDef {
         name: "radacct_active_session_idx",
         on: "radacct (acctuniqueid) WHERE acctstoptime IS NULL",
+        only: None,
     },
     IndexDef {
         name: "radacct_bulk_close",
         on: "radacct (nasipaddress, acctstarttime) WHERE acctstoptime IS NULL",
+        only: None,
     },
     IndexDef {
         name: "radacct_start_user_idx",
         on: "radacct (acctstarttime, username)",
+        only: None,
     },
     // No index on the last update time for the sweeper: every Interim-Update changes
     // acctupdatetime, and an index on it makes every interim a non-HOT update that rewrites
@@ -59,21 +119,74 @@ pub(super) const INDEXES: &[IndexDef] = &[
     IndexDef {
         name: "radacct_open_username_idx",
         on: "radacct (username) WHERE acctstoptime IS NULL",
+        only: None,
     },
     // The archiver and closed-session export ranges.
     IndexDef {
         name: "radacct_stop_idx",
         on: "radacct (acctstoptime) WHERE acctstoptime IS NOT NULL",
+        only: None,
     },
     // Listing closed/all sessions of one NAS by start time.
     IndexDef {
         name: "radacct_nas_start_idx",
         on: "radacct (nasipaddress, acctstarttime)",
+        only: None,
     },
     // Username search and scope filters on closed sessions.
     IndexDef {
         name: "radacct_username_idx",
         on: "radacct (username)",
+        only: None,
+    },
+    // Attribution (`Store::attribute`): who held an address at a moment, live and archived.
+    attribution_index!("radacct_framedipaddress_gist", "radacct", "framedipaddress"),
+    attribution_index!(
+        "radacct_framedipv6address_gist",
+        "radacct",
+        "framedipv6address"
+    ),
+    attribution_index!(
+        "radacct_framedipv6prefix_gist",
+        "radacct",
+        "framedipv6prefix"
+    ),
+    attribution_index!(
+        "radacct_delegatedipv6prefix_gist",
+        "radacct",
+        "delegatedipv6prefix"
+    ),
+    attribution_index!(
+        "radacct_archive_framedipaddress_gist",
+        "radacct_archive",
+        "framedipaddress"
+    ),
+    attribution_index!(
+        "radacct_archive_framedipv6address_gist",
+        "radacct_archive",
+        "framedipv6address"
+    ),
+    attribution_index!(
+        "radacct_archive_framedipv6prefix_gist",
+        "radacct_archive",
+        "framedipv6prefix"
+    ),
+    attribution_index!(
+        "radacct_archive_delegatedipv6prefix_gist",
+        "radacct_archive",
+        "delegatedipv6prefix"
+    ),
+    // SQLite has no GiST: an IPv4 address is found by equality, the rest by the time
+    // conditions (see `SqliteStore`'s `may_overlap`).
+    IndexDef {
+        name: "radacct_framedipaddress_idx",
+        on: "radacct (framedipaddress)",
+        only: Some(Engine::Sqlite),
+    },
+    IndexDef {
+        name: "radacct_archive_framedipaddress_idx",
+        on: "radacct_archive (framedipaddress)",
+        only: Some(Engine::Sqlite),
     },
 ];
 

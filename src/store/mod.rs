@@ -15,6 +15,7 @@
 //! are read by one reader, [`read_row`], over the column table of `sessions::row`.
 
 mod actions;
+mod attribution;
 mod jobs;
 mod postgres;
 mod query;
@@ -31,6 +32,7 @@ use crate::sessions::{
 };
 
 pub use actions::{ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key};
+pub use attribution::{AuditRecord, StoredAudit};
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{
     CHANGES_CHANNEL, ChangeListener, ChangeNotice, ENSURE_INDEXES_LOCK, GuardedWrite,
@@ -64,6 +66,14 @@ pub(crate) trait Dialect {
     /// The condition: the user belongs to one of the resellers bound by [`Dialect::bind_ids`]
     /// as parameter `p`.
     fn owned_by_resellers(p: &str) -> String;
+    /// The condition: the row's session was open at some moment from `from` to `to` (epoch
+    /// second parameters), i.e. started by `to` and not stopped before `from`
+    /// (`sessions::attribution::Window::holds`).
+    fn open_during(from: &str, to: &str) -> String;
+    /// The condition: the address column `column` overlaps the address or block in the text
+    /// parameter `p` (`host_v4`: an IPv4 address). `None` when the database cannot say, and
+    /// the caller compares the rows it reads (`sessions::attribution::matched_column`).
+    fn overlaps(column: &str, p: &str, host_v4: bool) -> Option<String>;
     /// Binds a list of ids as one parameter.
     fn bind_ids<'q>(
         q: sqlx::query::Query<'q, Self::Db, <Self::Db as sqlx::Database>::Arguments>,

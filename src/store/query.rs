@@ -39,7 +39,7 @@ pub enum ExportStart {
 const EXPORT_CHANNEL_ROWS: usize = 512;
 
 #[derive(Debug, Clone)]
-enum Bind {
+pub(super) enum Bind {
     Int(i64),
     Text(String),
     /// Bound by [`Dialect::bind_ids`].
@@ -48,18 +48,25 @@ enum Bind {
 
 /// SQL text plus its bound values.
 #[derive(Debug, Default)]
-struct Sql {
-    text: String,
-    binds: Vec<Bind>,
+pub(super) struct Sql {
+    pub(super) text: String,
+    pub(super) binds: Vec<Bind>,
 }
 
 impl Sql {
     /// Adds a value and returns its placeholder.
-    fn param<D: Dialect>(&mut self, b: Bind) -> String {
+    pub(super) fn param<D: Dialect>(&mut self, b: Bind) -> String {
         self.binds.push(b);
         D::param(self.binds.len())
     }
 }
+
+/// The IPv6 columns `search` matches (`Search::matches_ipv6`), in its order.
+const IPV6_COLUMNS: [&str; 3] = [
+    "framedipv6address",
+    "framedipv6prefix",
+    "delegatedipv6prefix",
+];
 
 /// `WHERE …` for a query (empty when nothing filters). The twin of `SessionFilter::matches`.
 fn where_clause<D: Dialect>(sql: &mut Sql, status: Status, f: &SessionFilter) -> String {
@@ -104,6 +111,13 @@ fn where_clause<D: Dialect>(sql: &mut Sql, status: Status, f: &SessionFilter) ->
                 D::lower("callingstationid")
             );
             alts.push(D::contains(&mac, &m));
+        }
+        if !search.ipv6().is_empty() {
+            let p = sql.param::<D>(Bind::Text(search.ipv6().to_owned()));
+            for name in IPV6_COLUMNS {
+                let column = Columns::All.find(name).expect("an IPv6 radacct column");
+                alts.push(D::starts_with(&D::lower(&D::read_back(column)), &p));
+            }
         }
         conds.push(format!("({})", alts.join(" OR ")));
     }
@@ -176,6 +190,7 @@ macro_rules! query_of {
         q
     }};
 }
+pub(super) use query_of;
 
 /// A session as the API reads it from `radacct` (see [`rows_sql`]).
 fn read_session<R: sqlx::Row>(r: &R) -> Result<Row>

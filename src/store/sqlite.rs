@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use super::actions::ACTION_TABLE_COLUMNS;
-use super::jobs::INDEXES;
+use super::jobs::{Engine, INDEXES};
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{Column, ColumnKind, Columns, Row, Value};
 
@@ -65,6 +65,20 @@ impl Dialect for SqliteStore {
             "username IN (SELECT username FROM subscribers WHERE reseller_id IN \
              (SELECT value FROM json_each({p})))"
         )
+    }
+
+    fn open_during(from: &str, to: &str) -> String {
+        format!(
+            "acctstarttime <= datetime({to}, 'unixepoch') \
+             AND (acctstoptime IS NULL OR acctstoptime >= datetime({from}, 'unixepoch'))"
+        )
+    }
+
+    /// SQLite has no address type: an IPv4 address (kept in its one text form) is compared by
+    /// equality; blocks and IPv6 addresses, whose prefixes and texts vary, are left to the
+    /// caller.
+    fn overlaps(column: &str, p: &str, host_v4: bool) -> Option<String> {
+        (host_v4 && column == "framedipaddress").then(|| format!("{column} = {p}"))
     }
 
     fn bind_ids<'q>(
@@ -299,7 +313,7 @@ impl SqliteStore {
     /// Creates the missing [`INDEXES`]; returns their names.
     pub(super) async fn ensure_indexes(&self) -> Result<Vec<String>> {
         let mut created = Vec::new();
-        for ix in INDEXES {
+        for ix in INDEXES.iter().filter(|ix| ix.on_engine(Engine::Sqlite)) {
             let exists: Option<i64> = sqlx::query_scalar(
                 "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1",
             )

@@ -1014,7 +1014,11 @@ async fn openapi_documents_every_served_route(backend: Backend) {
         );
     }
     // Every documented operation is served (not a 404/405 from the router).
-    let t = admin();
+    let t = token(
+        Role::Admin,
+        None,
+        &[SESSIONS_VIEW, radacctd::api::auth::SESSIONS_ATTRIBUTION],
+    );
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
             if method == "post" {
@@ -1037,7 +1041,10 @@ async fn openapi_documents_every_served_route(backend: Backend) {
                 assert!(served, "{path}: {s} {body}");
                 continue;
             }
-            let concrete = path.replace("{radacctid}", &ids[0].to_string());
+            let mut concrete = path.replace("{radacctid}", &ids[0].to_string());
+            if path == "/api/attribution" {
+                concrete.push_str("?ip=10.64.0.1&at=2026-05-12T08:00:00Z");
+            }
             let r = app.get(&concrete, Some(&t)).await;
             let s = r.status().as_u16();
             assert!(s == 200, "{path}: {s}");
@@ -1137,7 +1144,7 @@ mod index_matches_database {
     use radacctd::sessions::filter::{
         NasMatch, Order, Page, Scope, Search, SessionFilter, Sort, SortKey, Status, select_page,
     };
-    use radacctd::sessions::{Session, SessionIndex};
+    use radacctd::sessions::{Ipv6Columns, Session, SessionIndex};
     use radacctd::store::{SessionQuery, Store};
 
     use crate::common::api::{Seed, T0, seed_on, seed_tables};
@@ -1155,8 +1162,36 @@ mod index_matches_database {
         "x:y",
     ];
     const NASES: [&str; 2] = ["192.0.2.1", "192.0.2.2"];
-    const TERMS: [&str; 14] = [
-        "a", "ALI", "bob", "é", "É", "10.0", "10.0.0.1", "ee01", "EE-0", ":", "x", "%", "_", "B",
+    const TERMS: [&str; 22] = [
+        "a",
+        "ALI",
+        "bob",
+        "é",
+        "É",
+        "10.0",
+        "10.0.0.1",
+        "ee01",
+        "EE-0",
+        ":",
+        "x",
+        "%",
+        "_",
+        "B",
+        "2001:db8:",
+        "2001:DB8::1",
+        "2001:0db8:12:3400::/56",
+        "2001:db8:12:34",
+        "2a02:",
+        "::ffff:10",
+        "::FFFF:10.0.0.1",
+        "2001:db8:0:1:0::5",
+    ];
+    /// IPv6 values in their `inet` text (PostgreSQL reads them back unchanged).
+    const V6_ADDRESSES: [&str; 3] = ["2001:db8::1", "2001:db8:0:1::5", "::ffff:10.0.0.1"];
+    const V6_PREFIXES: [&str; 3] = [
+        "2001:db8:12:3400::/56",
+        "2001:db8:12:3400::/64",
+        "2a02:1:2::/48",
     ];
 
     #[derive(Debug, Clone)]
@@ -1170,6 +1205,8 @@ mod index_matches_database {
         output: Option<i64>,
         time: Option<i64>,
         open: bool,
+        /// framedipv6address, framedipv6prefix, delegatedipv6prefix.
+        v6: (Option<usize>, Option<usize>, Option<usize>),
     }
 
     fn gen_row() -> impl Strategy<Value = Gen> {
@@ -1186,9 +1223,14 @@ mod index_matches_database {
                 proptest::option::weighted(0.8, 0i64..4),
             ),
             proptest::bool::weighted(0.7),
+            (
+                proptest::option::weighted(0.4, 0..V6_ADDRESSES.len()),
+                proptest::option::weighted(0.4, 0..V6_PREFIXES.len()),
+                proptest::option::weighted(0.4, 0..V6_PREFIXES.len()),
+            ),
         )
             .prop_map(
-                |((user, ip), (mac, nas), (start, input, output, time), open)| Gen {
+                |((user, ip), (mac, nas), (start, input, output, time), open, v6)| Gen {
                     user,
                     ip,
                     mac,
@@ -1198,6 +1240,7 @@ mod index_matches_database {
                     output,
                     time,
                     open,
+                    v6,
                 },
             )
     }
@@ -1257,6 +1300,9 @@ mod index_matches_database {
             acctoutputoctets: g.output,
             acctsessiontime: g.time,
             acctterminatecause: None,
+            framedipv6address: g.v6.0.map(|i| V6_ADDRESSES[i].to_owned()),
+            framedipv6prefix: g.v6.1.map(|i| V6_PREFIXES[i].to_owned()),
+            delegatedipv6prefix: g.v6.2.map(|i| V6_PREFIXES[i].to_owned()),
         }
     }
 
@@ -1336,6 +1382,12 @@ mod index_matches_database {
                                     acctinputoctets: s.acctinputoctets,
                                     acctoutputoctets: s.acctoutputoctets,
                                     acctsessiontime: s.acctsessiontime,
+                                    ipv6: Ipv6Columns::of(&Row {
+                                        framedipv6address: s.framedipv6address.clone(),
+                                        framedipv6prefix: s.framedipv6prefix.clone(),
+                                        delegatedipv6prefix: s.delegatedipv6prefix.clone(),
+                                        ..Row::default()
+                                    }),
                                     row_version: None,
                                 }
                             }),

@@ -562,10 +562,44 @@ async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
         !created.iter().any(|c| c == "radacct_active_session_idx"),
         "FreeRADIUS's own index already existed"
     );
+    // Attribution's: GiST (address and session span) on PostgreSQL, the IPv4 address on SQLite.
+    let attribution = match backend {
+        Backend::Postgres => [
+            "radacct_framedipaddress_gist",
+            "radacct_framedipv6address_gist",
+            "radacct_framedipv6prefix_gist",
+            "radacct_delegatedipv6prefix_gist",
+        ]
+        .as_slice(),
+        Backend::Sqlite => [
+            "radacct_framedipaddress_idx",
+            "radacct_archive_framedipaddress_idx",
+        ]
+        .as_slice(),
+    };
+    for ix in attribution {
+        assert!(created.iter().any(|c| c == ix), "{ix} created: {created:?}");
+    }
     assert_eq!(
         store.ensure_indexes().await.expect("again"),
         Vec::<String>::new()
     );
+    if backend == Backend::Postgres {
+        // The FreeRADIUS database had no radacct_archive: its indexes come after the migration
+        // that creates it.
+        store.migrate().await.expect("migrate");
+        let mut archive = store.ensure_indexes().await.expect("after migrating");
+        archive.sort();
+        assert_eq!(
+            archive,
+            [
+                "radacct_archive_delegatedipv6prefix_gist",
+                "radacct_archive_framedipaddress_gist",
+                "radacct_archive_framedipv6address_gist",
+                "radacct_archive_framedipv6prefix_gist",
+            ]
+        );
+    }
     if backend == Backend::Postgres {
         // An INVALID index (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt.
         db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'radacct_stop_idx'::regclass")

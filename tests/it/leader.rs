@@ -289,7 +289,7 @@ async fn a_single_sqlite_node_always_leads_and_records_its_sweeps() {
 }
 
 /// The indexes EnsureIndexes keeps (`store::jobs::INDEXES`).
-const INDEXES: [&str; 7] = [
+const INDEXES: [&str; 15] = [
     "radacct_active_session_idx",
     "radacct_bulk_close",
     "radacct_start_user_idx",
@@ -297,6 +297,14 @@ const INDEXES: [&str; 7] = [
     "radacct_stop_idx",
     "radacct_nas_start_idx",
     "radacct_username_idx",
+    "radacct_framedipaddress_gist",
+    "radacct_framedipv6address_gist",
+    "radacct_framedipv6prefix_gist",
+    "radacct_delegatedipv6prefix_gist",
+    "radacct_archive_framedipaddress_gist",
+    "radacct_archive_framedipv6address_gist",
+    "radacct_archive_framedipv6prefix_gist",
+    "radacct_archive_delegatedipv6prefix_gist",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

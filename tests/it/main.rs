@@ -15,6 +15,7 @@ mod api_actions;
 mod api_coa;
 mod api_disconnect;
 mod api_export_memory;
+mod attribution;
 mod cluster;
 mod cluster_disconnect;
 mod codec_oracle;

@@ -160,6 +160,9 @@ pub struct Seed {
     pub acctoutputoctets: Option<i64>,
     pub acctsessiontime: Option<i64>,
     pub acctterminatecause: Option<String>,
+    pub framedipv6address: Option<String>,
+    pub framedipv6prefix: Option<String>,
+    pub delegatedipv6prefix: Option<String>,
 }
 
 /// 2026-05-12T08:00:00Z.
@@ -187,6 +190,9 @@ impl Seed {
             acctoutputoctets: Some(2000 * i64::from(n)),
             acctsessiontime: Some(300),
             acctterminatecause: None,
+            framedipv6address: None,
+            framedipv6prefix: None,
+            delegatedipv6prefix: None,
         }
     }
 
@@ -203,13 +209,16 @@ impl Seed {
 
 const INSERT_PG: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, nasportid, \
      framedipaddress, callingstationid, acctstarttime, acctstoptime, acctupdatetime, acctinputoctets, \
-     acctoutputoctets, acctsessiontime, acctterminatecause) VALUES ($1, $2, $3, $4::inet, $5, $6::inet, $7, \
-     to_timestamp($8), to_timestamp($9), to_timestamp($10), $11, $12, $13, $14) RETURNING radacctid";
+     acctoutputoctets, acctsessiontime, acctterminatecause, framedipv6address, framedipv6prefix, \
+     delegatedipv6prefix) VALUES ($1, $2, $3, $4::inet, $5, $6::inet, $7, \
+     to_timestamp($8), to_timestamp($9), to_timestamp($10), $11, $12, $13, $14, $15::inet, $16::inet, \
+     $17::inet) RETURNING radacctid";
 const INSERT_SQLITE: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, nasportid, \
      framedipaddress, callingstationid, acctstarttime, acctstoptime, acctupdatetime, acctinputoctets, \
-     acctoutputoctets, acctsessiontime, acctterminatecause) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-     datetime(?8, 'unixepoch'), datetime(?9, 'unixepoch'), datetime(?10, 'unixepoch'), ?11, ?12, ?13, ?14) \
-     RETURNING radacctid";
+     acctoutputoctets, acctsessiontime, acctterminatecause, framedipv6address, framedipv6prefix, \
+     delegatedipv6prefix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+     datetime(?8, 'unixepoch'), datetime(?9, 'unixepoch'), datetime(?10, 'unixepoch'), ?11, ?12, ?13, ?14, \
+     ?15, ?16, ?17) RETURNING radacctid";
 
 macro_rules! bind_seed {
     ($q:expr, $s:expr) => {
@@ -227,6 +236,9 @@ macro_rules! bind_seed {
             .bind($s.acctoutputoctets)
             .bind($s.acctsessiontime)
             .bind($s.acctterminatecause.clone())
+            .bind($s.framedipv6address.clone())
+            .bind($s.framedipv6prefix.clone())
+            .bind($s.delegatedipv6prefix.clone())
     };
 }
 
