@@ -4,8 +4,31 @@
 //! nothing of ours.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+
+/// An address as PostgreSQL writes an `inet` (`host()`): Rust's RFC 5952 form, except that an
+/// IPv6 address whose first 96 bits are zero and whose last 32 are not an address of
+/// `::/112` (an IPv4-compatible address, RFC 4291 §2.5.5.1) is written `::a.b.c.d`, where Rust
+/// writes `::a00:1`. The text radacctd stores and `search` compares must be PostgreSQL's, so
+/// that a row reads back as it was written and a term matches on both databases alike.
+pub fn ip_text(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => ipv6_text(a),
+    }
+}
+
+/// [`ip_text`] of an IPv6 address.
+pub fn ipv6_text(addr: Ipv6Addr) -> String {
+    let words = addr.segments();
+    if words[..6] == [0; 6] && words[6] != 0 {
+        let low = u32::from(words[6]) << 16 | u32::from(words[7]);
+        format!("::{}", Ipv4Addr::from(low))
+    } else {
+        addr.to_string()
+    }
+}
 
 /// An IP address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,7 +121,7 @@ impl ClientAddr {
 
     /// The block in PostgreSQL's `inet` text form: `addr/len` always, even for a host.
     pub fn cidr_text(&self) -> String {
-        format!("{}/{}", self.addr, self.prefix)
+        format!("{}/{}", ip_text(self.addr), self.prefix)
     }
 }
 
@@ -135,9 +158,9 @@ impl<'de> serde::Deserialize<'de> for ClientAddr {
 impl std::fmt::Display for ClientAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.is_host() {
-            write!(f, "{}", self.addr)
+            write!(f, "{}", ip_text(self.addr))
         } else {
-            write!(f, "{}/{}", self.addr, self.prefix)
+            write!(f, "{}/{}", ip_text(self.addr), self.prefix)
         }
     }
 }
@@ -203,6 +226,34 @@ mod tests {
 
     fn block(s: &str) -> ClientAddr {
         s.parse().expect(s)
+    }
+
+    #[test]
+    fn addresses_are_written_as_postgresql_writes_them() {
+        // Each pair: an address, and PostgreSQL 15's `host(address::inet)` of it.
+        for (addr, postgres) in [
+            ("::a00:1", "::10.0.0.1"),
+            ("::1:0", "::0.1.0.0"),
+            ("::1:1", "::0.1.0.1"),
+            ("::1", "::1"),
+            ("::2", "::2"),
+            ("::100", "::100"),
+            ("::", "::"),
+            ("::ffff:a00:1", "::ffff:10.0.0.1"),
+            ("::ffff:0:0", "::ffff:0.0.0.0"),
+            ("::ffff:0:0:1", "::ffff:0:0:1"),
+            ("0:0:0:0:0:1::", "::1:0:0"),
+            ("::1:0:0:1", "::1:0:0:1"),
+            ("64:ff9b::a00:1", "64:ff9b::a00:1"),
+            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+            ("2001:DB8:0:1::5", "2001:db8:0:1::5"),
+            ("100.64.3.7", "100.64.3.7"),
+        ] {
+            let ip: IpAddr = addr.parse().expect(addr);
+            assert_eq!(ip_text(ip), postgres, "{addr}");
+        }
+        assert_eq!(block("::a00:0/120").to_string(), "::10.0.0.0/120");
+        assert_eq!(block("::a00:1").cidr_text(), "::10.0.0.1/128");
     }
 
     #[test]

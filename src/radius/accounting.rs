@@ -11,6 +11,7 @@ use md5::{Digest, Md5};
 
 use super::codec::Packet;
 use super::dictionary as d;
+use crate::net::ipv6_text;
 
 /// What an Acct-Status-Type asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -182,16 +183,14 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
         framedipaddress: packet
             .attr_ipv4(d::FRAMED_IP_ADDRESS)
             .map(|a| a.to_string()),
-        framedipv6address: packet
-            .attr_ipv6(d::FRAMED_IPV6_ADDRESS)
-            .map(|a| a.to_string()),
+        framedipv6address: packet.attr_ipv6(d::FRAMED_IPV6_ADDRESS).map(ipv6_text),
         framedipv6prefix: packet
             .attr_ipv6_prefix(d::FRAMED_IPV6_PREFIX)
-            .map(|(a, l)| format!("{a}/{l}")),
+            .map(|(a, l)| format!("{}/{l}", ipv6_text(a))),
         framedinterfaceid: packet.attr(d::FRAMED_INTERFACE_ID).and_then(interface_id),
         delegatedipv6prefix: packet
             .attr_ipv6_prefix(d::DELEGATED_IPV6_PREFIX)
-            .map(|(a, l)| format!("{a}/{l}")),
+            .map(|(a, l)| format!("{}/{l}", ipv6_text(a))),
         class: packet.attr(d::CLASS).map(|v| format!("0x{}", hex(v))),
         sessiontime: packet.attr_u32(d::ACCT_SESSION_TIME).map(i64::from),
         inputoctets: octets(d::ACCT_INPUT_OCTETS, d::ACCT_INPUT_GIGAWORDS),

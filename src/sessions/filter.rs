@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::index::SessionIndex;
 use super::row::Session;
+use crate::net::ipv6_text;
 
 /// Which sessions a list or export covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,7 +139,8 @@ fn nulls_last(a: Option<i64>, b: Option<i64>) -> Ordering {
 /// of `callingstationid` once MAC separators are removed from both sides; or — when the term
 /// has a `:` — a prefix of `framedipv6address`, `framedipv6prefix` or `delegatedipv6prefix`
 /// (their `inet` text, lower case), a whole address or `addr/len` being compared in its
-/// canonical form (`2001:DB8:0::1` as `2001:db8::1`).
+/// canonical form, PostgreSQL's `inet` text (`2001:DB8:0::1` as `2001:db8::1`, `::a00:1` as
+/// `::10.0.0.1`: `net::ipv6_text`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Search {
     text: String,
@@ -164,8 +166,8 @@ impl Search {
         })
     }
 
-    /// What the IPv6 columns must start with (ASCII case folded): the canonical form of a
-    /// whole address or `addr/len`, else the term lower-cased; empty (the IPv6 branch matches
+    /// What the IPv6 columns must start with (ASCII case folded): the canonical form
+    /// (`net::ipv6_text`) of a whole address or `addr/len`, else the term lower-cased; empty (the IPv6 branch matches
     /// nothing) when the term has no `:`, which every IPv6 text has within its first five
     /// characters.
     pub fn ipv6(&self) -> &str {
@@ -212,7 +214,7 @@ fn ipv6_term(raw: &str) -> String {
         return String::new();
     }
     if let Ok(a) = raw.parse::<std::net::Ipv6Addr>() {
-        return a.to_string();
+        return ipv6_text(a);
     }
     // The length as PostgreSQL writes it: no sign, no leading zero.
     if let Some((a, len_text)) = raw.split_once('/')
@@ -220,7 +222,7 @@ fn ipv6_term(raw: &str) -> String {
         && len <= 128
         && len.to_string() == len_text
     {
-        return format!("{a}/{len}");
+        return format!("{}/{len}", ipv6_text(a));
     }
     raw.to_ascii_lowercase()
 }
@@ -616,6 +618,14 @@ mod tests {
             "2A02:",
         ] {
             assert!(Search::new(term).expect("t").matches_ipv6(v6), "{term}");
+        }
+        // An IPv4-compatible address, in any of its forms, as PostgreSQL writes it.
+        let compatible = [Some("::10.0.0.1"), None, None];
+        for term in ["::a00:1", "0:0:0:0:0:0:A00:1", "::10.0.0.1", "::10.0"] {
+            assert!(
+                Search::new(term).expect("t").matches_ipv6(compatible),
+                "{term}"
+            );
         }
         for term in [
             "2001",

@@ -1137,6 +1137,7 @@ async fn count_follows_ingest_and_scope_refresh(backend: Backend) {
 /// the database answers for its open rows (same rows, same order, same total).
 mod index_matches_database {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
@@ -1162,7 +1163,7 @@ mod index_matches_database {
         "x:y",
     ];
     const NASES: [&str; 2] = ["192.0.2.1", "192.0.2.2"];
-    const TERMS: [&str; 22] = [
+    const TERMS: [&str; 27] = [
         "a",
         "ALI",
         "bob",
@@ -1185,9 +1186,21 @@ mod index_matches_database {
         "::ffff:10",
         "::FFFF:10.0.0.1",
         "2001:db8:0:1:0::5",
+        "2001:0DB8:0000:0001:0000:0000:0000:0005",
+        "2A02:0001:0002::/48",
+        "::a00:1",
+        "0:0:0:0:0:0:A00:1",
+        "::10.0",
     ];
-    /// IPv6 values in their `inet` text (PostgreSQL reads them back unchanged).
-    const V6_ADDRESSES: [&str; 3] = ["2001:db8::1", "2001:db8:0:1::5", "::ffff:10.0.0.1"];
+    /// IPv6 values in their `inet` text (PostgreSQL reads them back unchanged; radacctd
+    /// writes the same text, `net::ipv6_text`), an IPv4-mapped and an IPv4-compatible one
+    /// included.
+    const V6_ADDRESSES: [&str; 4] = [
+        "2001:db8::1",
+        "2001:db8:0:1::5",
+        "::ffff:10.0.0.1",
+        "::10.0.0.1",
+    ];
     const V6_PREFIXES: [&str; 3] = [
         "2001:db8:12:3400::/56",
         "2001:db8:12:3400::/64",
@@ -1345,6 +1358,7 @@ mod index_matches_database {
             failure_persistence: None,
             ..Config::default()
         });
+        let ipv6_hits = AtomicUsize::new(0);
         let strategy = (
             proptest::collection::vec(gen_row(), 0..24),
             proptest::collection::vec(gen_ask(), 1..6),
@@ -1405,11 +1419,29 @@ mod index_matches_database {
                             store.list_sessions(&q, ask.page).await.expect("query");
                         prop_assert_eq!(live_total, db_total, "total for {:?}", ask);
                         prop_assert_eq!(&live, &db_rows, "page for {:?}", ask);
+                        let by_ipv6 = ask.filter.search.as_ref().is_some_and(|t| {
+                            seeds.iter().any(|s| {
+                                s.acctstoptime.is_none()
+                                    && t.matches_ipv6([
+                                        s.framedipv6address.as_deref(),
+                                        s.framedipv6prefix.as_deref(),
+                                        s.delegatedipv6prefix.as_deref(),
+                                    ])
+                            })
+                        });
+                        if by_ipv6 {
+                            ipv6_hits.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(())
                 })
             })
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        // The IPv6 branch was exercised: some IPv6 terms found rows that have IPv6 columns.
+        assert!(
+            ipv6_hits.load(Ordering::Relaxed) > 0,
+            "no IPv6 search found a row"
+        );
         rt.block_on(store.close());
     }
 

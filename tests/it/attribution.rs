@@ -7,8 +7,10 @@ use radacctd::sessions::attribution::{AttributionQuery, Target, Window};
 use radacctd::sessions::filter::Scope;
 use serde_json::Value;
 
+use radacctd::radius::dictionary as d;
+
 use crate::common::api::{Seed, T0, api_config, seed, seed_tables, token};
-use crate::common::{Backend, TestApp, TestDb};
+use crate::common::{Attr, Backend, Nas, Sess, TestApp, TestDb, now};
 
 both_stores!(
     boundaries_reused_addresses_archive_and_time_zones,
@@ -16,6 +18,7 @@ both_stores!(
     resellers_see_their_own_and_every_query_is_audited,
     invalid_parameters_name_themselves,
     the_cli_prints_the_api_answer,
+    ipv6_from_radius_reads_alike_in_the_index_and_the_database,
 );
 
 const HOUR: i64 = 3600;
@@ -489,6 +492,86 @@ async fn the_cli_prints_the_api_answer(backend: Backend) {
             .as_str()
             .is_some_and(|a| a.starts_with("cli:"))
     );
+    app.stop().await;
+}
+
+/// IPv6 attributes received over RADIUS are stored in PostgreSQL's `inet` text, so that a
+/// `search` answered by the live index (open sessions) and one answered by the database
+/// (closed sessions) agree, on both stores, whatever form the term is written in; an
+/// IPv4-compatible address (`::a00:1`, which PostgreSQL writes `::10.0.0.1`) included.
+async fn ipv6_from_radius_reads_alike_in_the_index_and_the_database(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let app = TestApp::start(api_config(&db)).await;
+    let mut nas = Nas::new(app.radius_addr).await;
+    let s = Sess::new(1);
+    let t0 = now() - 60;
+    let v6 = |a: &str| {
+        a.parse::<std::net::Ipv6Addr>()
+            .expect("v6")
+            .octets()
+            .to_vec()
+    };
+    let mut delegated = vec![0, 56];
+    delegated.extend(&v6("2001:db8:77::")[..7]);
+    let mut start = s.start(t0);
+    start.push(Attr::Raw(d::FRAMED_IPV6_ADDRESS, v6("::a00:1")));
+    start.push(Attr::Raw(d::DELEGATED_IPV6_PREFIX, delegated));
+    assert!(nas.send(&start).await.is_some());
+    let admin = token(Role::Admin, None, &[SESSIONS_VIEW, SESSIONS_ATTRIBUTION]);
+    let terms = [
+        "::a00:1",
+        "::10.0.0.1",
+        "0:0:0:0:0:0:A00:1",
+        "::10.0",
+        "2001:DB8:77::/56",
+        "2001:0db8:0077:0000::/56",
+        "2001:db8:77:",
+    ];
+    let found = |status: &'static str| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            let mut users = Vec::new();
+            for term in terms {
+                let path = format!("/api/sessions?status={status}&search={}", enc(term));
+                users.push((term, app.list_users(&path, &admin).await));
+            }
+            users
+        }
+    };
+    let every = |users: Vec<String>| terms.map(|t| (t, users.clone())).to_vec();
+    assert_eq!(found("active").await, every(vec![s.user.clone()]), "index");
+    assert_eq!(
+        app.attributed(
+            &format!("ip={}&at={}", enc("::a00:1"), enc(&utc(i64::from(t0)))),
+            &admin
+        )
+        .await,
+        [(s.user.clone(), "live".to_owned())]
+    );
+    assert!(nas.send(&s.stop(t0 + 30, 30, 1, 2, 1)).await.is_some());
+    assert_eq!(found("active").await, every(Vec::new()));
+    assert_eq!(
+        found("closed").await,
+        every(vec![s.user.clone()]),
+        "database"
+    );
+    let (_, body) = app
+        .json(
+            &format!(
+                "/api/attribution?ip={}&at={}",
+                enc("::10.0.0.1"),
+                enc(&utc(i64::from(t0) + 30))
+            ),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(body["data"][0]["framedipv6address"], "::10.0.0.1", "{body}");
+    assert_eq!(body["data"][0]["delegatedipv6prefix"], "2001:db8:77::/56");
+    assert_eq!(body["data"][0]["matched"], "framedipv6address");
+    assert_eq!(body["query"]["ip"], "::10.0.0.1");
     app.stop().await;
 }
 
