@@ -625,3 +625,46 @@ async fn postgres_answers_from_the_gist_indexes() {
     }
     store.close().await;
 }
+
+/// radacctd writes an IPv6 address as PostgreSQL's `host()` does (`net::ip_text`), for
+/// addresses dense in the zero runs and IPv4-like tails where the two could part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_text_is_postgresql_text() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    let radacctd::store::Store::Postgres(pg) = &store else {
+        panic!("a PostgreSQL store");
+    };
+    const WORDS: [u16; 6] = [0, 0, 0, 1, 0xa00, 0xffff];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let addrs: Vec<std::net::Ipv6Addr> = (0..5_000)
+        .map(|_| {
+            let mut words = [0u16; 8];
+            for w in &mut words {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                *w = WORDS[(seed >> 33) as usize % WORDS.len()];
+            }
+            words.into()
+        })
+        .collect();
+    let texts: Vec<String> = addrs.iter().map(|a| format!("{a:?}")).collect();
+    let postgres: Vec<String> = sqlx::query_scalar(
+        "SELECT host(a::inet) FROM unnest($1::text[]) WITH ORDINALITY AS t(a, n) ORDER BY n",
+    )
+    .bind(&texts)
+    .fetch_all(pg.pool())
+    .await
+    .expect("host()");
+    assert_eq!(postgres.len(), addrs.len());
+    let mut compatible = 0;
+    for (a, pg_text) in addrs.iter().zip(&postgres) {
+        assert_eq!(&radacctd::net::ipv6_text(*a), pg_text, "{a:?}");
+        compatible += usize::from(pg_text.starts_with("::") && pg_text.contains('.'));
+    }
+    assert!(compatible > 0, "the sample holds ::a.b.c.d forms");
+    store.close().await;
+}
