@@ -576,12 +576,22 @@ async fn ipv6_from_radius_reads_alike_in_the_index_and_the_database(backend: Bac
 }
 
 /// On PostgreSQL the lookup reads the attribution GiST indexes of both tables, for IPv4 and
-/// IPv6 alike (EnsureIndexes built them; 20,000 sessions make a scan the costlier plan).
+/// IPv6 alike (EnsureIndexes built them; 20,000 sessions make a scan the costlier plan), on a
+/// database FreeRADIUS created (its own schema.sql) that radacctd then migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_answers_from_the_gist_indexes() {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
+    let schema = crate::common::freeradius::freeradius_pg_schema_path();
+    if !crate::common::require(
+        schema.exists(),
+        "FreeRADIUS's schema.sql (freeradius-config)",
+    ) {
+        return;
+    }
+    db.exec(&std::fs::read_to_string(schema).expect("schema"))
+        .await;
     let store = db.open_store().await;
     store.migrate().await.expect("migrate");
     for table in ["radacct", "radacct_archive"] {
@@ -600,7 +610,9 @@ async fn postgres_answers_from_the_gist_indexes() {
     }
     store.ensure_indexes().await.expect("indexes");
     db.exec("ANALYZE radacct; ANALYZE radacct_archive;").await;
-    for ip in ["100.64.0.7", "2001:db8:7:1::1", "2001:db8::/40"] {
+    // Each held at that moment (rows 13212 to 13335 and 113212 to 113335 were open then):
+    // 100.64.4.7 by row 13319, 2001:db8:ce4::/56 by rows 13300 and 113300.
+    for ip in ["100.64.4.7", "2001:db8:ce4:1::1", "2001:db8:c00::/40"] {
         let q = AttributionQuery {
             target: Target::parse(ip).expect("ip"),
             window: Window::around(T0 + 400_000, 60),
@@ -622,6 +634,11 @@ async fn postgres_answers_from_the_gist_indexes() {
             assert!(plan.contains(&index), "{ip}: {index} not used:\n{plan}");
         }
         assert!(!plan.contains("Seq Scan"), "{ip}:\n{plan}");
+        let (found, _) = store.attribute(&q).await.expect("attribute");
+        assert!(
+            !found.is_empty(),
+            "{ip}: the sample has sessions at that moment"
+        );
     }
     store.close().await;
 }
