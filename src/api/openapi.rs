@@ -91,7 +91,7 @@ fn filter_params(with_paging: bool) -> Vec<Value> {
     v.extend([
         param(
             "search",
-            "Case-insensitive (ASCII) substring of username, prefix of framedipaddress, or - for a MAC fragment (hex digits once : - . are removed) - substring of callingstationid with those separators ignored (AA:BB:CC:DD:EE:01 = aa-bb-cc-dd-ee-01 = aabb.ccdd.ee01), or - for a term with a `:` - prefix of framedipv6address, framedipv6prefix or delegatedipv6prefix (their canonical text: lower case, leading zeros dropped, the longest run of zero groups as ::; a whole address or addr/len is put in that form first, so 2001:DB8:0::1 finds 2001:db8::1)",
+            "Case-insensitive (ASCII) substring of username, prefix of framedipaddress, or - for a MAC fragment (hex digits once : - . are removed) - substring of callingstationid with those separators ignored (AA:BB:CC:DD:EE:01 = aa-bb-cc-dd-ee-01 = aabb.ccdd.ee01), or - for a term with a `:` - prefix of framedipv6address, framedipv6prefix or delegatedipv6prefix (their canonical text: lower case, leading zeros dropped, the longest run of zero groups as ::, PostgreSQL's ::a.b.c.d for an IPv4-compatible address; a whole address or addr/len is put in that form first, so 2001:DB8:0::1 finds 2001:db8::1 and ::a00:1 finds ::10.0.0.1)",
             json!({ "type": "string", "maxLength": MAX_SEARCH_CHARS, "pattern": search_pattern() }),
         ),
         param(
