@@ -685,3 +685,255 @@ async fn ipv6_text_is_postgresql_text() {
     assert!(compatible > 0, "the sample holds ::a.b.c.d forms");
     store.close().await;
 }
+
+/// Property: for any sessions, live or archived, and any address or block, moment, window,
+/// scope and limit, each store answers what the pure rules (`Window::holds`,
+/// `matched_column`, by start time then `radacctid`) select from the seeded rows: so SQLite and
+/// PostgreSQL answer the same rows in the same order, with the same `truncated`.
+mod attribution_follows_the_rules {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use radacctd::sessions::Row;
+    use radacctd::sessions::attribution::{
+        AttributionQuery, Location, Target, Window, matched_column,
+    };
+    use radacctd::sessions::filter::Scope;
+
+    use super::{archive, held};
+    use crate::common::api::{Seed, T0, seed_on, seed_tables};
+    use crate::common::{Backend, TestDb};
+
+    const USERS: [&str; 3] = ["alice", "bob", "carol"];
+    const OWNERS: [(&str, i64); 2] = [("alice", 1), ("bob", 2)];
+    const V4: [&str; 3] = ["100.64.3.7", "100.64.3.8", "100.64.4.1"];
+    /// In PostgreSQL's `inet` text, as radacctd writes them.
+    const V6_ADDRESSES: [&str; 3] = ["2001:db8:1:1::2", "::10.0.0.1", "::ffff:100.64.3.7"];
+    const V6_PREFIXES: [&str; 4] = [
+        "2001:db8:1:1::/64",
+        "2001:db8:1::/48",
+        "2001:db8:1:100::/56",
+        "2001:db8:2::/48",
+    ];
+    const TARGETS: [&str; 14] = [
+        "100.64.3.7",
+        "100.64.3.0/24",
+        "::ffff:100.64.3.7",
+        "::FFFF:100.64.3.0/120",
+        "2001:db8:1:1::2",
+        "2001:DB8:1:1:0:0:0:99",
+        "2001:db8:1::/48",
+        "2001:db8:1:1ab::/60",
+        "2001:db8::/32",
+        "::10.0.0.1",
+        "::a00:1",
+        "0.0.0.0/0",
+        "::/0",
+        "2001:db8:3::1",
+    ];
+
+    #[derive(Debug, Clone)]
+    struct Held {
+        user: usize,
+        v4: Option<usize>,
+        v6: (Option<usize>, Option<usize>, Option<usize>),
+        /// Start and length in steps of 10 minutes; `None`: still open.
+        start: i64,
+        length: Option<i64>,
+        archived: bool,
+    }
+
+    fn gen_held() -> impl Strategy<Value = Held> {
+        (
+            (0..USERS.len(), proptest::option::of(0..V4.len())),
+            (
+                proptest::option::of(0..V6_ADDRESSES.len()),
+                proptest::option::of(0..V6_PREFIXES.len()),
+                proptest::option::of(0..V6_PREFIXES.len()),
+            ),
+            (
+                0i64..6,
+                proptest::option::weighted(0.7, 0i64..4),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(|((user, v4), v6, (start, length, archived))| Held {
+                user,
+                v4,
+                v6,
+                start,
+                length,
+                archived,
+            })
+    }
+
+    fn gen_query() -> impl Strategy<Value = AttributionQuery> {
+        (
+            0..TARGETS.len(),
+            // Moments on the session edges and between them (steps of 5 minutes).
+            (
+                -1i64..14,
+                prop_oneof![Just(0i64), Just(60), Just(300), Just(900)],
+            ),
+            prop_oneof![
+                Just(Scope::All),
+                Just(Scope::resellers(vec![1])),
+                Just(Scope::resellers(vec![2])),
+            ],
+            prop_oneof![1usize..4, Just(100)],
+        )
+            .prop_map(|(t, (at, skew), scope, limit)| AttributionQuery {
+                target: Target::parse(TARGETS[t]).expect("target"),
+                window: Window::around(T0 + at * 300, skew),
+                scope,
+                limit,
+            })
+    }
+
+    fn seed_of(i: usize, h: &Held) -> Seed {
+        let start = T0 + h.start * 600;
+        let mut s = held(
+            USERS[h.user],
+            i as u32,
+            "",
+            start,
+            h.length.map(|l| start + l * 600),
+        );
+        s.framedipaddress = h.v4.map(|i| V4[i].to_owned());
+        s.framedipv6address = h.v6.0.map(|i| V6_ADDRESSES[i].to_owned());
+        s.framedipv6prefix = h.v6.1.map(|i| V6_PREFIXES[i].to_owned());
+        s.delegatedipv6prefix = h.v6.2.map(|i| V6_PREFIXES[i].to_owned());
+        s
+    }
+
+    /// What the rules select: `(radacctid, location, matched)` by start then id, and whether
+    /// more than `limit` matched.
+    fn expected(
+        q: &AttributionQuery,
+        rows: &[(i64, &Held, &Seed)],
+        owners: &HashMap<&str, i64>,
+    ) -> (Vec<(i64, Location, &'static str)>, bool) {
+        let mut found: Vec<(i64, i64, Location, &'static str)> = rows
+            .iter()
+            .filter(|(_, _, s)| match &q.scope {
+                Scope::All => true,
+                Scope::Resellers(ids) => s
+                    .username
+                    .as_deref()
+                    .and_then(|u| owners.get(u))
+                    .is_some_and(|r| ids.contains(r)),
+            })
+            .filter(|(_, _, s)| q.window.holds(s.acctstarttime, s.acctstoptime))
+            .filter_map(|(id, h, s)| {
+                let row = Row {
+                    framedipaddress: s.framedipaddress.clone(),
+                    framedipv6address: s.framedipv6address.clone(),
+                    framedipv6prefix: s.framedipv6prefix.clone(),
+                    delegatedipv6prefix: s.delegatedipv6prefix.clone(),
+                    ..Row::default()
+                };
+                let location = if h.archived {
+                    Location::Archive
+                } else {
+                    Location::Live
+                };
+                let matched = matched_column(&q.target, &row)?;
+                Some((s.acctstarttime.unwrap_or_default(), *id, location, matched))
+            })
+            .collect();
+        found.sort_by_key(|(start, id, _, _)| (*start, *id));
+        let truncated = found.len() > q.limit;
+        found.truncate(q.limit);
+        (
+            found.into_iter().map(|(_, id, l, m)| (id, l, m)).collect(),
+            truncated,
+        )
+    }
+
+    fn run(backend: Backend) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let Some(db) = rt.block_on(TestDb::new(backend)) else {
+            return;
+        };
+        rt.block_on(seed_tables(&db, &[(1, None), (2, None)], &OWNERS, &[]));
+        let store = rt.block_on(db.open_store());
+        let owners: HashMap<&str, i64> = OWNERS.into_iter().collect();
+        let mut runner = TestRunner::new(Config {
+            cases: 40,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let strategy = (
+            proptest::collection::vec(gen_held(), 0..16),
+            proptest::collection::vec(gen_query(), 1..8),
+        );
+        // Sessions found: live IPv4, archived IPv4, live IPv6, archived IPv6.
+        let seen: [AtomicUsize; 4] = Default::default();
+        runner
+            .run(&strategy, |(helds, queries)| {
+                rt.block_on(async {
+                    db.exec("DELETE FROM radacct; DELETE FROM radacct_archive;")
+                        .await;
+                    let seeds: Vec<Seed> = helds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| seed_of(i, h))
+                        .collect();
+                    let ids = seed_on(&store, &seeds).await;
+                    let archived: Vec<i64> = ids
+                        .iter()
+                        .zip(&helds)
+                        .filter(|(_, h)| h.archived)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if !archived.is_empty() {
+                        archive(&db, &archived).await;
+                    }
+                    let rows: Vec<(i64, &Held, &Seed)> = ids
+                        .iter()
+                        .zip(&helds)
+                        .zip(&seeds)
+                        .map(|((id, h), s)| (*id, h, s))
+                        .collect();
+                    for q in &queries {
+                        let (found, truncated) = store.attribute(q).await.expect("attribute");
+                        let got: Vec<(i64, Location, &'static str)> = found
+                            .iter()
+                            .map(|a| (a.row.radacctid.unwrap_or_default(), a.location, a.matched))
+                            .collect();
+                        let (want, want_truncated) = expected(q, &rows, &owners);
+                        prop_assert_eq!(&got, &want, "{:?}", q);
+                        prop_assert_eq!(truncated, want_truncated, "truncated for {:?}", q);
+                        for (_, location, matched) in &got {
+                            let kind = usize::from(*location == Location::Archive)
+                                + 2 * usize::from(*matched != "framedipaddress");
+                            seen[kind].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        // The property was not vacuous: each kind of answer came up.
+        for (kind, n) in seen.iter().enumerate() {
+            assert!(n.load(Ordering::Relaxed) > 0, "no answer of kind {kind}");
+        }
+        rt.block_on(store.close());
+    }
+
+    #[test]
+    fn sqlite() {
+        run(Backend::Sqlite);
+    }
+
+    #[test]
+    fn postgres() {
+        run(Backend::Postgres);
+    }
+}
