@@ -94,6 +94,11 @@ pub struct Application {
     /// Listening for other writers' changes since before the index was loaded (taken by the
     /// change feed).
     changes: Option<ChangeListener>,
+    /// The fair-use policies and the usage calendar (the API's too).
+    policies: crate::usage::Policies,
+    /// The fair-use enforcer, when there are policies; the writer reports to its touches.
+    fair_use: Option<crate::fairuse::FairUse>,
+    touches: Arc<crate::usage::Touches>,
 }
 
 impl std::fmt::Debug for Application {
@@ -165,7 +170,26 @@ impl Application {
         {
             tracing::warn!(error = %e, "nas table not readable for disconnects yet");
         }
+        let policies = crate::usage::Policies::from_config(&config.usage).map_err(anyhow::Error::msg)?;
+        let touches = Arc::new(crate::usage::Touches::new());
+        let fair_use = (!policies.is_empty())
+            .then(|| {
+                crate::fairuse::FairUse::new(
+                    store.clone(),
+                    index.clone(),
+                    disconnector.clone(),
+                    policies.clone(),
+                    touches.clone(),
+                    &config.usage,
+                    stats.node().name().to_owned(),
+                )
+            })
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         Ok(Application {
+            policies,
+            fair_use,
+            touches,
             changes,
             disconnector,
             journal,
@@ -347,6 +371,10 @@ impl Application {
         .with_health(health.clone())
         .on_ready(self.reload.clone())
         .with_changes(changes);
+        let writer = match &self.fair_use {
+            Some(_) => writer.with_touches(self.touches.clone()),
+            None => writer,
+        };
         let writer = match &self.journal {
             Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
             None => writer,
@@ -383,7 +411,8 @@ impl Application {
             },
             stop.clone(),
         )
-        .context("configuring the API")?;
+        .context("configuring the API")?
+        .with_usage(self.policies.clone());
         api::router(api_state, &self.config.api, stop.clone()).context("configuring the API")
     }
 
@@ -411,9 +440,13 @@ impl Application {
             self.ingest_tx.clone(),
             &self.stats,
             routers,
+            self.fair_use.clone(),
             tasks,
             stopping.child_token(),
         );
+        if let Some(fair_use) = &self.fair_use {
+            tasks.spawn(fair_use.clone().run(stopping.child_token()));
+        }
         let feed = ChangeFeed::new(
             self.store.clone(),
             self.stats.node().clone(),

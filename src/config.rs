@@ -47,6 +47,116 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     pub log: LogConfig,
     pub node: NodeConfig,
+    pub usage: UsageConfig,
+}
+
+/// The `[usage]` section: the calendar the usage ledger is counted in, and the fair-use
+/// policies. Policies live here rather than in a table: they are a handful of product
+/// definitions that change with the price list, not per subscriber, and a file is reviewed,
+/// versioned and checked by `check-config` before it takes effect. What changes per subscriber
+/// (who is throttled since when) is state, and lives in the `fair_use_throttles` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// The time zone days and billing months are counted in (the API's default `tz`): `UTC`,
+    /// `local`, an offset like `+03:00`, or an IANA name such as `Europe/Berlin`.
+    pub time_zone: String,
+    /// The day of the month (1 to 28) billing months start on, at local midnight.
+    pub billing_day: u8,
+    /// Milliseconds the fair-use enforcer gathers committed changes before it checks them
+    /// (one query per batch of subscribers).
+    pub check_interval_ms: u64,
+    /// Seconds between the jobs leader's looks for periods that ended (the reset that restores
+    /// the rate).
+    pub reset_interval_secs: u64,
+    /// The fair-use policies, first match wins.
+    pub policies: Vec<FairUsePolicy>,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            time_zone: "UTC".into(),
+            billing_day: 1,
+            check_interval_ms: 1000,
+            reset_interval_secs: 60,
+            policies: Vec::new(),
+        }
+    }
+}
+
+/// How long a fair-use period lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodKind {
+    /// A local day.
+    Day,
+    /// A billing month: from local midnight of the billing day to the same day next month.
+    Month,
+}
+
+/// One fair-use policy (`[[usage.policies]]`): a plan, its allowance per period, and the
+/// rates to apply past it and to restore at the period's reset.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FairUsePolicy {
+    /// The policy's name (in the action log's detail, the throttle state and the API).
+    pub name: String,
+    /// The plan: the RADIUS `Class` values (radacct.class, as FreeRADIUS's reply sets it for
+    /// the plan's group) this policy applies to. Empty: every subscriber.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// `day` or `month`.
+    pub period: PeriodKind,
+    /// Input + output octets allowed per period; more throttles the subscriber.
+    pub threshold_bytes: u64,
+    /// The `Mikrotik-Rate-Limit` to apply while over the threshold, e.g. `1M/2M`.
+    pub rate: String,
+    /// The `Mikrotik-Rate-Limit` to restore at the period's reset, e.g. `50M/100M`.
+    pub restore_rate: String,
+}
+
+impl UsageConfig {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let tz = self.time_zone.as_str();
+        let known = matches!(tz, "UTC" | "utc" | "Z" | "local" | "Local")
+            || tz.parse::<FixedOffset>().is_ok()
+            || jiff::tz::TimeZone::get(tz).is_ok();
+        if !known {
+            return Err(format!(
+                "usage.time_zone: unknown time zone {tz:?} (use UTC, local, +HH:MM or an IANA name such as Europe/Berlin)"
+            ));
+        }
+        if !(1..=28).contains(&self.billing_day) {
+            return Err(format!(
+                "usage.billing_day must be between 1 and 28 (got {})",
+                self.billing_day
+            ));
+        }
+        if self.check_interval_ms == 0 || self.reset_interval_secs == 0 {
+            return Err(
+                "usage.check_interval_ms and usage.reset_interval_secs must be at least 1".into(),
+            );
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = format!("usage.policies[{i}]");
+            if p.name.trim().is_empty() || self.policies[..i].iter().any(|o| o.name == p.name) {
+                return Err(format!("{at}.name must be set and unique"));
+            }
+            if p.threshold_bytes == 0 || p.threshold_bytes > i64::MAX as u64 {
+                return Err(format!("{at}.threshold_bytes must be at least 1"));
+            }
+            for (field, rate) in [("rate", &p.rate), ("restore_rate", &p.restore_rate)] {
+                if rate.is_empty() || rate.len() > 247 || rate.chars().any(char::is_control) {
+                    return Err(format!(
+                        "{at}.{field} must be a Mikrotik-Rate-Limit of 1 to 247 bytes, e.g. \"1M/2M\""
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `[node]` section: this daemon's identity among several on one database.
@@ -644,6 +754,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.jobs.validate()?;
         self.node.validate()?;
+        self.usage.validate()?;
         self.disconnect.check()?;
         self.reconcile.check()?;
         let url = self.database.url.expose();

@@ -28,6 +28,7 @@ pub mod params;
 pub mod ratelimit;
 pub mod scope;
 pub mod sessions;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +117,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/subscribers/{username}/usage",
+        handler: || get(usage::subscriber),
+    },
+    Route {
+        method: "get",
+        path: "/api/usage/top",
+        handler: || get(usage::top),
+    },
+    Route {
+        method: "get",
         path: "/api/nas",
         handler: || get(nas::list),
     },
@@ -180,6 +191,8 @@ struct Inner {
     disconnector: Option<crate::disconnect::Disconnector>,
     /// Request counts and latencies by route and status.
     stats: Option<Arc<crate::metrics::Stats>>,
+    /// The usage calendar (default `tz`, billing day) and the fair-use policies.
+    usage: crate::usage::Policies,
 }
 
 /// What the API needs from the rest of the daemon.
@@ -218,8 +231,23 @@ impl ApiState {
                 shutdown,
                 disconnector: deps.disconnector,
                 stats: deps.stats,
+                usage: crate::usage::Policies::from_config(&crate::config::UsageConfig::default())
+                    .map_err(anyhow::Error::msg)?,
             }),
         })
+    }
+
+    /// Counts usage in `policies`' calendar and shows their fair-use state (default: UTC, no
+    /// policies). Call before the state is shared.
+    pub fn with_usage(mut self, policies: crate::usage::Policies) -> ApiState {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.usage = policies;
+        }
+        self
+    }
+
+    pub(crate) fn usage(&self) -> &crate::usage::Policies {
+        &self.inner.usage
     }
 
     pub(crate) fn store(&self) -> &Store {

@@ -175,7 +175,7 @@ impl Query {
     }
 
     /// The value of `name`, `None` when absent or empty; 400 when given twice.
-    fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
         let mut found = self.pairs.iter().filter(|(k, _)| k == name);
         let first = found.next();
         if found.next().is_some() {

@@ -10,6 +10,7 @@
 //! through a lock of its own).
 
 pub mod archiver;
+pub mod fair_use;
 pub mod indexes;
 pub mod leader;
 pub mod reconcile;
@@ -43,13 +44,15 @@ use crate::store::Store;
 /// stale sweeper and the archiver, as configured, while this node ([`Stats::node`]) leads. All
 /// run on `tasks` and stop when `cancel` is cancelled, which releases their handles on the
 /// ingest queue (and the leadership). `routers`, when given, reconciles the routers'
-/// `/ppp/active` on the jobs leader too.
+/// `/ppp/active` on the jobs leader too, and `fair_use`, when given, resets the fair-use
+/// periods that ended.
 pub fn start(
     config: &JobsConfig,
     store: &Store,
     ingest: IngestSender,
     stats: &Arc<Stats>,
     routers: Option<RouterReconciler>,
+    fair_use: Option<crate::fairuse::FairUse>,
     tasks: &TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -81,6 +84,9 @@ pub fn start(
         }
         if let Some(routers) = &routers {
             term.spawn(routers.clone().run(leader.clone()));
+        }
+        if let Some(fair_use) = &fair_use {
+            term.spawn(fair_use::run_resets(fair_use.clone(), leader.clone()));
         }
     }));
 }

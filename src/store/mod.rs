@@ -20,6 +20,7 @@ mod jobs;
 mod postgres;
 mod query;
 mod sqlite;
+mod usage;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use postgres::{
 };
 pub use query::{ExportStart, SessionQuery};
 pub use sqlite::SqliteStore;
+pub use usage::{Throttle, UsageBucket, UsageTotal};
 
 /// The SQL that differs between the databases: implemented by [`PgStore`] (postgres.rs) and
 /// [`SqliteStore`] (sqlite.rs), used by the logic both share.

@@ -24,6 +24,8 @@ pub(super) struct Outcome {
     /// Per item: not written after all (its redo under locks failed after the rest of the
     /// batch had committed). The writer treats these as a failed commit of their own.
     pub(super) unfinished: Vec<bool>,
+    /// The subscribers whose rows were written (for the fair-use enforcer).
+    pub(super) touches: Vec<crate::usage::Touch>,
 }
 
 impl Outcome {
@@ -34,6 +36,7 @@ impl Outcome {
             closed: vec![false; items],
             sources: [0; 4],
             unfinished: vec![false; items],
+            touches: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::ingest::semantics::{self, Effect};
 use crate::ingest::{CloseRequest, Item};
 use crate::sessions::{Row, RowVersion};
 use crate::store::StoreError;
+use crate::usage::{self, Mark, Step, Touch};
 
 /// The keys of a run of items, in first-seen order (so writes are deterministic).
 pub(super) fn unique_keys<'a>(items: &[&'a Item], range: std::ops::Range<usize>) -> Vec<&'a str> {
@@ -24,6 +25,8 @@ pub(super) fn unique_keys<'a>(items: &[&'a Item], range: std::ops::Range<usize>)
 pub(super) struct Folded {
     pub(super) inserts: Vec<Row>,
     pub(super) updates: Vec<Row>,
+    /// The usage each changed event added (`usage::step` of the row before and after it).
+    pub(super) usage: Vec<Step>,
 }
 
 /// Folds a run of per-session items, in order, over the rows loaded for their keys.
@@ -40,13 +43,23 @@ pub(super) fn fold(
         let row = loaded.remove(*k);
         state.insert(k, (row.is_some(), row, false));
     }
+    let mut usage = Vec::new();
     for i in range {
         let item = items[i];
         let Some((_, row, dirty)) = state.get_mut(item.key()) else {
             continue;
         };
         let changed = match item {
-            Item::Event { event, .. } => semantics::apply(row, event) != Effect::Unchanged,
+            Item::Event { event, .. } => {
+                let before = row.as_ref().map(Mark::of);
+                let changed = semantics::apply(row, event) != Effect::Unchanged;
+                // The delta comes from the row change the semantics decided, never from the
+                // packet: an event that changed nothing adds nothing.
+                if changed && let Some(s) = row.as_ref().and_then(|r| usage::step(before, r)) {
+                    usage.push(s);
+                }
+                changed
+            }
             Item::Close(c) => {
                 let closed = row.as_mut().is_some_and(|r| close_if_due(r, c));
                 out.closed[i] = closed;
@@ -63,6 +76,7 @@ pub(super) fn fold(
     let mut folded = Folded {
         inserts: Vec::new(),
         updates: Vec::new(),
+        usage,
     };
     for k in &order {
         if let Some((existed, Some(row), true)) = state.remove(*k) {
@@ -76,8 +90,20 @@ pub(super) fn fold(
     folded
 }
 
-/// The index changes of rows that were written, with their new versions where known.
+/// The index changes of rows that were written, with their new versions where known, and
+/// the subscribers they touched (for the fair-use enforcer).
 pub(super) fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<String, RowVersion>) {
+    let inserted = folded.inserts.len();
+    for (i, row) in folded.inserts.iter().chain(&folded.updates).enumerate() {
+        if let Some(username) = row.username.as_deref().filter(|u| !u.is_empty()) {
+            out.touches.push(Touch {
+                username: username.to_owned(),
+                key: row.acctuniqueid.clone(),
+                class: row.class.clone(),
+                started: i < inserted && row.is_open(),
+            });
+        }
+    }
     for row in folded.inserts.into_iter().chain(folded.updates) {
         if row.is_open() {
             let version = versions.get(&row.acctuniqueid).copied();
@@ -105,6 +131,7 @@ pub(super) async fn fold_and_write(
     let mut folded = fold(items, range, loaded, out, unchanged);
     tx.insert(&mut folded.inserts).await?;
     tx.update(&folded.updates).await?;
+    tx.add_usage(&usage::entries(&folded.usage)).await?;
     record(folded, out, &HashMap::new());
     Ok(())
 }
@@ -206,5 +233,174 @@ mod tests {
             "stopped at its last sign of life"
         );
         assert_eq!(row.acctterminatecause.as_deref(), Some("NAS-Idle-Timeout"));
+    }
+
+    /// The usage ledger's invariant: whatever the delivery (retransmits, repeats with a new
+    /// identifier, reordering, batches of any size, a sweeper close and the reopening
+    /// interim, an Accounting-Off's close), the usage the folds add up to is exactly the row's
+    /// final octets, because each delta is taken from the change the semantics made to the
+    /// row, and a change is made once.
+    mod ledger {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::ingest::semantics::SWEEPER_CAUSE;
+        use crate::radius::accounting::{AccountingEvent, EventKind};
+
+        /// One thing the writer receives, in delivery order.
+        #[derive(Debug, Clone)]
+        enum Delivered {
+            Event(usize),
+            Close(&'static str),
+        }
+
+        /// The session as the NAS lived it: Start, interims, maybe a Stop; counters that only
+        /// grow (64-bit, gigawords included: increments cross 2^32).
+        fn timeline(increments: &[(u64, u64)], stop: bool) -> Vec<AccountingEvent> {
+            let mut out = Vec::new();
+            out.push(AccountingEvent::sample(EventKind::Start, "s", 1_000));
+            let (mut i, mut o) = (0i64, 0i64);
+            for (n, (di, d_o)) in increments.iter().enumerate() {
+                i += *di as i64;
+                o += *d_o as i64;
+                let t = 1_000 + 1_000 * (n as i64 + 1);
+                let last = stop && n + 1 == increments.len();
+                let kind = if last { EventKind::Stop } else { EventKind::InterimUpdate };
+                let mut ev = AccountingEvent::sample(kind, "s", t);
+                ev.sessiontime = Some(t - 1_000);
+                ev.inputoctets = i;
+                ev.outputoctets = o;
+                out.push(ev);
+            }
+            out
+        }
+
+        /// Delivery: every event once, some twice (a retransmit or a repeat), each moved by up
+        /// to `jitter` places; closes of radacctd's own at given places.
+        fn delivery(
+            events: usize,
+            twice: &[bool],
+            jitter: &[u8],
+            closes: &[(usize, bool)],
+        ) -> Vec<Delivered> {
+            let mut keyed: Vec<(usize, usize, Delivered)> = Vec::new();
+            let mut seq = 0;
+            for e in 0..events {
+                let copies = if twice.get(e).copied().unwrap_or(false) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let j = jitter.get(seq % jitter.len().max(1)).copied().unwrap_or(0) as usize;
+                    keyed.push((e * 4 + j, seq, Delivered::Event(e)));
+                    seq += 1;
+                }
+            }
+            for (at, sweeper) in closes {
+                let cause = if *sweeper { SWEEPER_CAUSE } else { "NAS-Reboot" };
+                keyed.push(((at % events.max(1)) * 4 + 2, seq, Delivered::Close(cause)));
+                seq += 1;
+            }
+            keyed.sort_by_key(|(pos, seq, _)| (*pos, *seq));
+            keyed.into_iter().map(|(_, _, d)| d).collect()
+        }
+
+        /// Folds `delivered` in batches cut at `cuts`; returns the final row and the usage the
+        /// folds added (input, output).
+        fn run(
+            events: &[AccountingEvent],
+            delivered: &[Delivered],
+            cuts: &[usize],
+        ) -> (Option<Row>, i64, i64) {
+            let mut row: Option<Row> = None;
+            let (mut input, mut output) = (0, 0);
+            let mut start = 0;
+            let mut bounds: Vec<usize> = cuts
+                .iter()
+                .map(|c| c % (delivered.len() + 1))
+                .chain([delivered.len()])
+                .collect();
+            bounds.sort_unstable();
+            for end in bounds {
+                if end <= start {
+                    continue;
+                }
+                let items: Vec<Item> = delivered[start..end]
+                    .iter()
+                    .map(|d| match d {
+                        Delivered::Event(e) => Item::Event {
+                            event: Box::new(events[*e].clone()),
+                            reply: None,
+                        },
+                        Delivered::Close(cause) => {
+                            Item::Close(CloseRequest::new("s".into(), None, *cause, None).0)
+                        }
+                    })
+                    .collect();
+                let refs: Vec<&Item> = items.iter().collect();
+                let loaded: HashMap<String, Row> =
+                    row.clone().map(|r| ("s".to_string(), r)).into_iter().collect();
+                let mut out = Outcome::new(refs.len());
+                let mut unchanged = vec![false; refs.len()];
+                let folded = fold(&refs, 0..refs.len(), loaded, &mut out, &mut unchanged);
+                for e in usage::entries(&folded.usage) {
+                    input += e.input;
+                    output += e.output;
+                }
+                if let Some(r) = folded.inserts.into_iter().chain(folded.updates).next() {
+                    // A written row gets its id, as the store gives it.
+                    row = Some(Row {
+                        radacctid: Some(1),
+                        ..r
+                    });
+                }
+                start = end;
+            }
+            (row, input, output)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_ledger_sums_to_the_rows_final_octets_under_any_delivery(
+                increments in prop::collection::vec((0u64..3_000_000_000, 0u64..6_000_000_000), 1..8),
+                stop in any::<bool>(),
+                twice in prop::collection::vec(any::<bool>(), 0..9),
+                jitter in prop::collection::vec(0u8..9, 1..9),
+                closes in prop::collection::vec((0usize..9, any::<bool>()), 0..3),
+                cuts in prop::collection::vec(0usize..24, 0..5),
+            ) {
+                let events = timeline(&increments, stop);
+                let delivered = delivery(events.len(), &twice, &jitter, &closes);
+                let (row, input, output) = run(&events, &delivered, &cuts);
+                let row = row.expect("every delivery creates the row");
+                prop_assert_eq!(input, row.acctinputoctets.unwrap_or(0));
+                prop_assert_eq!(output, row.acctoutputoctets.unwrap_or(0));
+            }
+
+            #[test]
+            fn a_counter_that_restarts_counts_again_from_zero(
+                before in prop::collection::vec(1u64..5_000_000_000, 1..5),
+                after in prop::collection::vec(1u64..1_000, 1..5),
+                cuts in prop::collection::vec(0usize..12, 0..4),
+            ) {
+                // The NAS rebooted without a Stop and kept the session key: its counters start
+                // again near zero. Usage = the total before the restart + the total after.
+                let incs: Vec<(u64, u64)> = before.iter().map(|b| (*b, 0)).collect();
+                let reached: u64 = before.iter().sum();
+                let mut events = timeline(&incs, false);
+                let mut total = 0;
+                for (n, a) in after.iter().enumerate() {
+                    total += *a as i64;
+                    let t = 100_000 + 1_000 * n as i64;
+                    let mut ev = AccountingEvent::sample(EventKind::InterimUpdate, "s", t);
+                    ev.inputoctets = total;
+                    events.push(ev);
+                }
+                prop_assume!((total as u64) < reached);
+                let delivered: Vec<Delivered> = (0..events.len()).map(Delivered::Event).collect();
+                let (row, input, _) = run(&events, &delivered, &cuts);
+                prop_assert_eq!(row.and_then(|r| r.acctinputoctets), Some(total));
+                prop_assert_eq!(input, reached as i64 + total);
+            }
+        }
     }
 }

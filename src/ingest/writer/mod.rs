@@ -118,6 +118,9 @@ pub struct Writer {
     /// Rows other writers changed (the change feed's re-reads): taken ahead of the queue, so
     /// that how long the queue is does not delay the index's coherence.
     changes: Option<ChangesReceiver>,
+    /// Where committed row writes are reported for the fair-use enforcer (none without
+    /// fair-use policies).
+    touches: Option<Arc<crate::usage::Touches>>,
 }
 
 /// Where the change feed sends its re-reads (`Reconcile::Rows`) to the writer.
@@ -174,7 +177,14 @@ impl Writer {
             on_ready: None,
             refused_log: LogLimiter::default(),
             changes: None,
+            touches: None,
         }
+    }
+
+    /// Reports the subscribers of every committed row write to `touches`.
+    pub fn with_touches(mut self, touches: Arc<crate::usage::Touches>) -> Self {
+        self.touches = Some(touches);
+        self
     }
 
     /// Takes re-reads of rows other writers changed from `changes`, ahead of the queue.
@@ -524,6 +534,9 @@ impl Writer {
         self.health.set_committing(true);
         self.stats.observe_commit(elapsed, part.len());
         self.apply_to_index(outcome.changes);
+        if let Some(touches) = &self.touches {
+            touches.add(outcome.touches);
+        }
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.batch_events, part.len() as u64);
         Stats::add(&self.stats.unchanged, outcome.unchanged);

@@ -13,6 +13,7 @@ use crate::sessions::{
     Columns, INDEX_HELD, INDEX_KEPT_UNLESS_SET, Row, RowVersion, Session, SessionIndex,
 };
 use crate::store::{Store, StoreError};
+use crate::usage;
 
 /// Where the optimistic path takes a session's row from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +255,9 @@ impl Guarded<'_> {
             .filter(|(k, _)| !changed.contains(k.as_str()) && !redo.contains(*k))
             .map(|(_, r)| r.clone())
             .collect();
+        // Amounts of sessions the statement does not write (refused, or redone because the
+        // index-fed update cannot write them) are left out by the statement itself.
+        let ledger = usage::entries(&folded.usage);
         let written = pg
             .write_guarded(
                 &mut folded.inserts,
@@ -261,6 +265,7 @@ impl Guarded<'_> {
                 &index_fed,
                 &judged_unchanged,
                 self.versions,
+                &ledger,
             )
             .await?;
         redo.extend(written.refused);
@@ -329,6 +334,7 @@ async fn redo_under_locks(
     out.changes
         .extend(redo.into_iter().map(IndexChange::ForgetVersion));
     out.changes.extend(again.changes);
+    out.touches.extend(again.touches);
     for (j, i) in again_at.iter().enumerate() {
         out.closed[*i] = again.closed[j];
         unchanged[*i] = false;

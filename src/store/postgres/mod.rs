@@ -170,8 +170,10 @@ static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// statement, so the batch is one implicit transaction. Only the parts a batch has are sent: every
 /// statement is planned afresh for its parameters (`force_custom_plan`), and a part costs planning
 /// even when its arrays are empty.
+/// With [`LEDGER`], the usage ledger's upserts join the statement as CTEs too, fed only by the
+/// sessions whose rows the other parts wrote (`super::usage`).
 static WRITE_GUARDED_SQL: LazyLock<Vec<String>> =
-    LazyLock::new(|| (0..16).map(guarded_write_statement).collect());
+    LazyLock::new(|| (0..32).map(guarded_write_statement).collect());
 
 /// New rows, inserted unless another row has their key (`ON CONFLICT DO NOTHING`).
 const INSERTS: usize = 1;
@@ -183,6 +185,8 @@ const INDEX_FED: usize = 4;
 /// Rows rebuilt from the live index that the batch's events did not change: only their version
 /// is checked (the index's copy was right only if nobody changed the row since).
 const UNCHANGED: usize = 8;
+/// Hourly usage amounts of the batch's sessions, added to the ledger for the rows written.
+const LEDGER: usize = 16;
 
 fn guarded_write_statement(parts: usize) -> String {
     let mut next = 1;
@@ -216,11 +220,29 @@ fn guarded_write_statement(parts: usize) -> String {
              WHERE r.xmin::text = v.version",
             next + 1
         ));
+        next += 2;
     }
-    match statements.len() {
-        0 => String::new(),
-        1 => statements.remove(0),
-        _ => {
+    let ledger = (parts & LEDGER != 0).then(|| {
+        // CTE names of the parts that write: inserts match the ledger by key, updates by id.
+        let mut w = 0;
+        let (mut keys, mut ids) = (Vec::new(), Vec::new());
+        for (part, _) in [(INSERTS, 0), (UPDATES, 1), (INDEX_FED, 2), (UNCHANGED, 3)] {
+            if parts & part == 0 {
+                continue;
+            }
+            match part {
+                INSERTS => keys.push(format!("SELECT acctuniqueid FROM w{w}")),
+                UPDATES | INDEX_FED => ids.push(format!("SELECT radacctid FROM w{w}")),
+                _ => {}
+            }
+            w += 1;
+        }
+        super::usage::pg_guarded_ledger(next, &keys, &ids)
+    });
+    match (statements.len(), ledger) {
+        (0, _) => String::new(),
+        (1, None) => statements.remove(0),
+        (_, ledger) => {
             let ctes: Vec<String> = statements
                 .iter()
                 .enumerate()
@@ -229,7 +251,12 @@ fn guarded_write_statement(parts: usize) -> String {
             let selects: Vec<String> = (0..statements.len())
                 .map(|i| format!("SELECT * FROM w{i}"))
                 .collect();
-            format!("WITH {} {}", ctes.join(", "), selects.join(" UNION ALL "))
+            let ledger = ledger.map(|l| format!(", {l}")).unwrap_or_default();
+            format!(
+                "WITH {}{ledger} {}",
+                ctes.join(", "),
+                selects.join(" UNION ALL ")
+            )
         }
     }
 }
@@ -613,7 +640,8 @@ impl PgStore {
     /// their key exists, updates `updates` (rows read from the table) and `index_fed` (rows
     /// rebuilt from the index, see [`INDEX_HELD`]) where each row's version is still
     /// `versions[key]`, and checks that the rows `unchanged` (rebuilt from the index, nothing
-    /// to write) still have theirs. Returns what was refused (or found changed) and the row
+    /// to write) still have theirs; adds `ledger`'s amounts of the sessions whose rows it
+    /// wrote to the usage ledger. Returns what was refused (or found changed) and the row
     /// versions.
     pub async fn write_guarded(
         &self,
@@ -622,12 +650,15 @@ impl PgStore {
         index_fed: &[Row],
         unchanged: &[Row],
         versions: &HashMap<String, RowVersion>,
+        ledger: &[crate::usage::Entry],
     ) -> Result<GuardedWrite> {
+        let writes = !inserts.is_empty() || !updates.is_empty() || !index_fed.is_empty();
         let parts = [
             (INSERTS, !inserts.is_empty()),
             (UPDATES, !updates.is_empty()),
             (INDEX_FED, !index_fed.is_empty()),
             (UNCHANGED, !unchanged.is_empty()),
+            (LEDGER, writes && !ledger.is_empty()),
         ]
         .iter()
         .filter(|(_, has)| *has)
@@ -654,6 +685,9 @@ impl PgStore {
         if !unchanged.is_empty() {
             let (ids, vers) = ids_and_versions(unchanged, versions);
             q = q.bind(ids).bind(vers);
+        }
+        if parts & LEDGER != 0 {
+            q = super::usage::bind_guarded_ledger(q, ledger);
         }
         let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
         let mut updated: HashMap<i64, Option<RowVersion>> =
