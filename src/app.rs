@@ -170,7 +170,8 @@ impl Application {
         {
             tracing::warn!(error = %e, "nas table not readable for disconnects yet");
         }
-        let policies = crate::usage::Policies::from_config(&config.usage).map_err(anyhow::Error::msg)?;
+        let policies =
+            crate::usage::Policies::from_config(&config.usage).map_err(anyhow::Error::msg)?;
         let touches = Arc::new(crate::usage::Touches::new());
         let fair_use = (!policies.is_empty())
             .then(|| {
@@ -439,8 +440,10 @@ impl Application {
             &self.store,
             self.ingest_tx.clone(),
             &self.stats,
-            routers,
-            self.fair_use.clone(),
+            jobs::LeaderJobs {
+                routers,
+                fair_use: self.fair_use.clone(),
+            },
             tasks,
             stopping.child_token(),
         );

@@ -9,6 +9,7 @@ use super::params::{
     MAX_ATTRIBUTION_LIMIT, MAX_LIMIT, MAX_PAGE, MAX_SEARCH_CHARS, MAX_WAIT_SECS, MAX_WINDOW_SECS,
     SESSION_FIELDS, search_pattern,
 };
+use super::usage::{MAX_SPAN_DAYS, MAX_TOP, TOP_PERIODS};
 use crate::sessions::ColumnKind;
 use crate::sessions::filter::SortKey;
 
@@ -350,6 +351,20 @@ pub fn document() -> Value {
                     "responses": coa_responses
                 }
             },
+            "/api/subscribers/{username}/usage": {
+                "get": {
+                    "summary": "A subscriber's usage from the usage ledger, by hour, local day or billing month, with its fair-use state (permission sessions.view; resellers: their subscribers only)",
+                    "parameters": usage_params(),
+                    "responses": usage_responses()
+                }
+            },
+            "/api/usage/top": {
+                "get": {
+                    "summary": "The subscribers with the most octets (input + output) in a period, most first (permission sessions.view; resellers: their subscribers only)",
+                    "parameters": top_params(),
+                    "responses": top_responses()
+                }
+            },
             "/api/nas": {
                 "get": {
                     "summary": "Every NAS's health (permission nas.view, for resellers too): the nas rows, then the addresses this node has figures for that no row names (id null)",
@@ -387,6 +402,15 @@ pub fn document() -> Value {
                 "Action": action_schema(),
                 "Nas": nas_schema(),
                 "AttributedSession": attributed_session_schema(&session_props),
+                "Octets": {
+                    "type": "object",
+                    "required": ["input_octets", "output_octets", "octets"],
+                    "properties": {
+                        "input_octets": { "type": "integer", "format": "int64" },
+                        "output_octets": { "type": "integer", "format": "int64" },
+                        "octets": { "type": "integer", "format": "int64", "description": "input + output" }
+                    }
+                },
                 "Pagination": {
                     "type": "object",
                     "required": ["page", "limit", "total"],
@@ -457,6 +481,136 @@ fn attribution_path() -> Value {
             "responses": responses
         }
     })
+}
+
+fn tz_param() -> Value {
+    param(
+        "tz",
+        "Time zone days and months are counted in: an IANA name (Europe/Berlin), UTC, local or +HH:MM. Default: usage.time_zone. Times in the answer carry this zone's offset",
+        json!({ "type": "string" }),
+    )
+}
+
+fn usage_params() -> Vec<Value> {
+    vec![
+        json!({ "name": "username", "in": "path", "required": true, "schema": { "type": "string" } }),
+        param(
+            "from",
+            "Start: RFC 3339, or YYYY-MM-DD (local midnight in tz); rounded down to the hour. Default: the start of the current billing month",
+            json!({ "type": "string" }),
+        ),
+        param(
+            "to",
+            &format!(
+                "End (exclusive): RFC 3339 or YYYY-MM-DD; rounded up to the hour; at most {MAX_SPAN_DAYS} days after from. Default: now"
+            ),
+            json!({ "type": "string" }),
+        ),
+        param(
+            "granularity",
+            "hour (the ledger's UTC hours), day (local days: 23 or 25 hours across a DST change) or month (billing months from usage.billing_day)",
+            json!({ "type": "string", "enum": ["hour", "day", "month"], "default": "day" }),
+        ),
+        tz_param(),
+    ]
+}
+
+fn top_params() -> Vec<Value> {
+    vec![
+        param(
+            "period",
+            "today and yesterday (local days), this_month and last_month (billing months)",
+            json!({ "type": "string", "enum": TOP_PERIODS, "default": "this_month" }),
+        ),
+        param(
+            "limit",
+            "How many subscribers",
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_TOP, "default": 10 }),
+        ),
+        tz_param(),
+    ]
+}
+
+fn usage_errors() -> Map<String, Value> {
+    let mut m = common_errors(true);
+    m.insert(
+        "400".into(),
+        error_response("Invalid query parameter; the message names it (e.g. `invalid granularity, must be hour, day or month`, `invalid tz, unknown time zone …`)"),
+    );
+    m
+}
+
+fn usage_responses() -> Map<String, Value> {
+    let mut m = usage_errors();
+    m.insert(
+        "403".into(),
+        error_response("`sessions.view denied`, or `not authorized`: the subscriber is outside the caller's scope"),
+    );
+    let octets = json!({ "$ref": "#/components/schemas/Octets" });
+    let bucket = json!({
+        "allOf": [octets, { "type": "object", "required": ["start"], "properties": { "start": { "type": "string", "format": "date-time" } } }]
+    });
+    let fair_use = json!({
+        "type": ["object", "null"],
+        "description": "null when no fair-use policy applies",
+        "properties": {
+            "policy": { "type": "string" },
+            "period": { "type": "string", "enum": ["day", "month"] },
+            "period_start": { "type": "string", "format": "date-time" },
+            "period_end": { "type": "string", "format": "date-time" },
+            "used_bytes": { "type": "integer", "format": "int64", "description": "Input + output octets in the current period" },
+            "threshold_bytes": { "type": "integer", "format": "int64" },
+            "throttled": { "type": "boolean" },
+            "throttled_since": { "type": ["string", "null"], "format": "date-time" },
+            "throttled_period_end": { "type": ["string", "null"], "format": "date-time", "description": "When the reset restores the rate" },
+            "rate": { "type": ["string", "null"], "description": "The Mikrotik-Rate-Limit applied while throttled" },
+            "restore_rate": { "type": "string" }
+        }
+    });
+    m.insert(
+        "200".into(),
+        ok_json(
+            "OK; buckets without usage are left out",
+            json!({ "type": "object", "properties": { "success": { "const": true }, "data": {
+                "type": "object",
+                "properties": {
+                    "username": { "type": "string" },
+                    "tz": { "type": "string" },
+                    "granularity": { "type": "string" },
+                    "from": { "type": "string", "format": "date-time" },
+                    "to": { "type": "string", "format": "date-time" },
+                    "total": octets,
+                    "buckets": { "type": "array", "items": bucket },
+                    "fair_use": fair_use
+                }
+            } } }),
+        ),
+    );
+    m
+}
+
+fn top_responses() -> Map<String, Value> {
+    let mut m = usage_errors();
+    let row = json!({
+        "allOf": [{ "$ref": "#/components/schemas/Octets" }, { "type": "object", "required": ["username"], "properties": { "username": { "type": "string" } } }]
+    });
+    m.insert(
+        "200".into(),
+        ok_json(
+            "OK",
+            json!({ "type": "object", "properties": { "success": { "const": true }, "data": {
+                "type": "object",
+                "properties": {
+                    "period": { "type": "string" },
+                    "tz": { "type": "string" },
+                    "from": { "type": "string", "format": "date-time" },
+                    "to": { "type": "string", "format": "date-time" },
+                    "subscribers": { "type": "array", "items": row }
+                }
+            } } }),
+        ),
+    );
+    m
 }
 
 /// The answers of `GET /api/nas` (a list) and `GET /api/nas/{id}` (one, with its 400 and 404).

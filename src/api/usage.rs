@@ -155,7 +155,9 @@ fn octets(input: i64, output: i64) -> Value {
 fn zone(state: &ApiState, q: &Query) -> Result<UsageZone, ApiError> {
     match q.get("tz")? {
         None => Ok(state.usage().zone().clone()),
-        Some(tz) => UsageZone::parse(tz).map_err(|e| ApiError::bad_request(format!("invalid tz, {e}"))),
+        Some(tz) => {
+            UsageZone::parse(tz).map_err(|e| ApiError::bad_request(format!("invalid tz, {e}")))
+        }
     }
 }
 
@@ -337,7 +339,10 @@ mod tests {
         let utc = UsageZone::utc();
         let now = at("2026-12-07T10:30:00Z");
         let y = top_period("yesterday", &utc, 1, now).expect("known");
-        assert_eq!((y.start, y.end), (at("2026-12-06T00:00:00Z"), at("2026-12-07T00:00:00Z")));
+        assert_eq!(
+            (y.start, y.end),
+            (at("2026-12-06T00:00:00Z"), at("2026-12-07T00:00:00Z"))
+        );
         let lm = top_period("last_month", &utc, 1, now).expect("known");
         assert_eq!(lm.start, at("2026-11-01T00:00:00Z"));
         assert!(top_period("forever", &utc, 1, now).is_none());

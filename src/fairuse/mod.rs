@@ -80,7 +80,10 @@ pub struct ResetReport {
 pub fn rate_change(rate: &str) -> Result<Change, String> {
     let def = crate::radius::dictionary::change_attribute("Mikrotik-Rate-Limit")
         .ok_or("Mikrotik-Rate-Limit is not in the dictionary")?;
-    Change::new(vec![ChangeAttr::new(def, AttrValue::Text(rate.to_owned()))?])
+    Change::new(vec![ChangeAttr::new(
+        def,
+        AttrValue::Text(rate.to_owned()),
+    )?])
 }
 
 impl FairUse {
@@ -237,7 +240,8 @@ impl FairUse {
             .keys()
             .filter_map(|u| {
                 let c = class.get(u).cloned().flatten();
-                p.for_class(c.as_deref()).map(|pol| (u.clone(), pol.clone()))
+                p.for_class(c.as_deref())
+                    .map(|pol| (u.clone(), pol.clone()))
             })
             .collect())
     }
@@ -291,7 +295,9 @@ impl FairUse {
         let mut out: HashMap<String, Vec<Session>> = HashMap::new();
         self.inner.index.for_each(|s| {
             if users.contains(s.username.as_str()) {
-                out.entry(s.username.to_string()).or_default().push(s.clone());
+                out.entry(s.username.to_string())
+                    .or_default()
+                    .push(s.clone());
             }
         });
         out
@@ -335,14 +341,22 @@ impl FairUse {
             let results = join_all(list.iter().map(|s| self.send(s, &t.restore_rate))).await;
             // A NAS that refused (or a session that closed meanwhile) will not change its mind;
             // one that did not answer is asked again at the next look.
-            let unanswered = results
-                .iter()
-                .any(|r| matches!(r, Err(ChangeError::Unreachable { .. } | ChangeError::Internal(_))));
+            let unanswered = results.iter().any(|r| {
+                matches!(
+                    r,
+                    Err(ChangeError::Unreachable { .. } | ChangeError::Internal(_))
+                )
+            });
             if unanswered {
                 report.retry.push(t.username.clone());
                 continue;
             }
-            if self.inner.store.release_throttle(&t.username, t.period_end).await? {
+            if self
+                .inner
+                .store
+                .release_throttle(&t.username, t.period_end)
+                .await?
+            {
                 tracing::info!(username = %t.username, policy = %t.policy, "fair-use period ended; rate restored");
                 report.restored.push(t.username.clone());
             }

@@ -43,16 +43,14 @@ use crate::store::Store;
 /// index reconciliation with the sweep interval, and the jobs leader election, which runs the
 /// stale sweeper and the archiver, as configured, while this node ([`Stats::node`]) leads. All
 /// run on `tasks` and stop when `cancel` is cancelled, which releases their handles on the
-/// ingest queue (and the leadership). `routers`, when given, reconciles the routers'
-/// `/ppp/active` on the jobs leader too, and `fair_use`, when given, resets the fair-use
-/// periods that ended.
+/// ingest queue (and the leadership). `leader_jobs` adds the reconciliation with the routers'
+/// `/ppp/active` and the fair-use reset, when configured, on the jobs leader too.
 pub fn start(
     config: &JobsConfig,
     store: &Store,
     ingest: IngestSender,
     stats: &Arc<Stats>,
-    routers: Option<RouterReconciler>,
-    fair_use: Option<crate::fairuse::FairUse>,
+    leader_jobs: LeaderJobs,
     tasks: &TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -82,13 +80,23 @@ pub fn start(
         if let Some(archiver) = &archiver {
             term.spawn(archiver.clone().run(leader.clone()));
         }
-        if let Some(routers) = &routers {
+        let LeaderJobs { routers, fair_use } = &leader_jobs;
+        if let Some(routers) = routers {
             term.spawn(routers.clone().run(leader.clone()));
         }
-        if let Some(fair_use) = &fair_use {
+        if let Some(fair_use) = fair_use {
             term.spawn(fair_use::run_resets(fair_use.clone(), leader.clone()));
         }
     }));
+}
+
+/// The jobs the leader runs besides the sweeper and the archiver, when configured.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderJobs {
+    /// The reconciliation with the routers' `/ppp/active`.
+    pub routers: Option<RouterReconciler>,
+    /// The fair-use period reset.
+    pub fair_use: Option<crate::fairuse::FairUse>,
 }
 
 /// Time until the next `at` (wall clock in `tz`) strictly after `now`.

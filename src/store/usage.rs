@@ -236,7 +236,12 @@ fn scope_clause<D: Dialect>(resellers: Option<&[i64]>, p: usize) -> String {
 
 impl Store {
     /// The ledger hours of `username` in `[from, to)`, oldest first.
-    pub async fn usage_hours(&self, username: &str, from: i64, to: i64) -> Result<Vec<UsageBucket>> {
+    pub async fn usage_hours(
+        &self,
+        username: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<UsageBucket>> {
         each_store!(Store, self, s: D => {
             let sql = format!(
                 "SELECT hour, input_octets, output_octets FROM usage_hourly \
@@ -301,7 +306,11 @@ impl Store {
 
     /// Input + output octets of each of `usernames` since `since` (epoch seconds, an hour
     /// start): the usage of a period that has not ended. Subscribers with none are absent.
-    pub async fn usage_since(&self, usernames: &[String], since: i64) -> Result<HashMap<String, i64>> {
+    pub async fn usage_since(
+        &self,
+        usernames: &[String],
+        since: i64,
+    ) -> Result<HashMap<String, i64>> {
         let mut out = HashMap::with_capacity(usernames.len());
         for chunk in usernames.chunks(500) {
             each_store!(Store, self, s: D => {
@@ -461,7 +470,12 @@ mod tests {
             input,
             output: 1,
         };
-        let ledger = [e("b", 3600, 5), e("a", 7200, 1), e("a", 3600, 2), e("a", 3600, 3)];
+        let ledger = [
+            e("b", 3600, 5),
+            e("a", 7200, 1),
+            e("a", 3600, 2),
+            e("a", 3600, 3),
+        ];
         assert_eq!(
             summed(&ledger, |h| h),
             vec![

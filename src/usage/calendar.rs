@@ -193,7 +193,10 @@ mod tests {
             UsageZone::parse("+03:00").expect("offset").offset_secs(0),
             10_800
         );
-        assert_eq!(UsageZone::parse("-05:30").expect("offset").offset_secs(0), -19_800);
+        assert_eq!(
+            UsageZone::parse("-05:30").expect("offset").offset_secs(0),
+            -19_800
+        );
         assert_eq!(UsageZone::parse("UTC").expect("utc").offset_secs(0), 0);
         let e = UsageZone::parse("Mars/Olympus").expect_err("unknown");
         assert!(e.contains("Mars/Olympus"), "{e}");
@@ -226,7 +229,10 @@ mod tests {
         assert_eq!(fifteenth.end, at("2026-12-15T03:00:00Z"));
         let before = Period::at(PeriodKind::Month, &sp, 15, at("2026-01-10T12:00:00Z"));
         assert_eq!(before.start, at("2025-12-15T03:00:00Z"), "across a year");
-        assert_eq!(calendar.previous(PeriodKind::Month, &sp, 1).end, calendar.start);
+        assert_eq!(
+            calendar.previous(PeriodKind::Month, &sp, 1).end,
+            calendar.start
+        );
         let utc = UsageZone::utc();
         assert_eq!(
             Period::at(PeriodKind::Month, &utc, 1, t).start,

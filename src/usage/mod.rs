@@ -268,10 +268,17 @@ mod tests {
         assert_eq!(counter_delta(100, 250), 150);
         assert_eq!(counter_delta(100, 100), 0);
         assert_eq!(counter_delta(5_000, 40), 40, "restarted counter");
-        let s = step(Some(Mark::of(&row("k", 300, 100, 10))), &row("k", 600, 400, 5)).expect("a step");
+        let s = step(
+            Some(Mark::of(&row("k", 300, 100, 10))),
+            &row("k", 600, 400, 5),
+        )
+        .expect("a step");
         assert_eq!((s.input, s.output, s.from, s.to), (300, 5, 300, 600));
         assert_eq!(s.id, Some(7));
-        assert_eq!(step(Some(Mark::of(&row("k", 300, 1, 1))), &row("k", 600, 1, 1)), None);
+        assert_eq!(
+            step(Some(Mark::of(&row("k", 300, 1, 1))), &row("k", 600, 1, 1)),
+            None
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ impl Policies {
     /// From the `[usage]` section; `Err` names what is wrong.
     pub fn from_config(config: &UsageConfig) -> Result<Policies, String> {
         Ok(Policies {
-            zone: UsageZone::parse(&config.time_zone).map_err(|e| format!("usage.time_zone: {e}"))?,
+            zone: UsageZone::parse(&config.time_zone)
+                .map_err(|e| format!("usage.time_zone: {e}"))?,
             billing_day: config.billing_day,
             list: config.policies.clone(),
         })
@@ -88,7 +89,10 @@ mod tests {
         };
         let p = Policies::from_config(&config).expect("valid");
         assert!(p.by_class());
-        assert_eq!(p.for_class(Some("gold-plus")).map(|p| p.name.as_str()), Some("gold"));
+        assert_eq!(
+            p.for_class(Some("gold-plus")).map(|p| p.name.as_str()),
+            Some("gold")
+        );
         assert_eq!(p.for_class(Some("x")).map(|p| p.name.as_str()), Some("any"));
         assert_eq!(p.for_class(None).map(|p| p.name.as_str()), Some("any"));
         let only_gold = Policies::from_config(&UsageConfig {

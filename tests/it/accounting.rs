@@ -577,10 +577,36 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
         })
         .collect();
     updates.sort_by(|x, y| x.acctuniqueid.cmp(&y.acctuniqueid));
+    // Each session's usage goes with its row: only the written row's amount is added.
+    let ledger: Vec<radacctd::usage::Entry> = updates
+        .iter()
+        .map(|r| radacctd::usage::Entry {
+            key: r.acctuniqueid.clone(),
+            id: r.radacctid,
+            username: r.username.clone().expect("user"),
+            hour: 3600,
+            input: 0,
+            output: 7,
+        })
+        .collect();
     let written = pg
-        .write_guarded(&mut [], &updates, &[], &[], &versions)
+        .write_guarded(&mut [], &updates, &[], &[], &versions, &ledger)
         .await
         .expect("write");
+    assert_eq!(
+        db.count("SELECT CAST(COALESCE(SUM(output_octets), 0) AS BIGINT) FROM usage_hourly")
+            .await,
+        7,
+        "the refused row's usage is not added"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM usage_hourly WHERE username = '{}'",
+            b.user
+        ))
+        .await,
+        1
+    );
     assert_eq!(
         written.refused.into_iter().collect::<Vec<_>>(),
         vec![a.key()]
@@ -595,7 +621,7 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
     let mut now_versions = versions.clone();
     now_versions.insert(b.key(), written.versions[&b.key()]);
     let checked = pg
-        .write_guarded(&mut [], &[], &[], &updates, &now_versions)
+        .write_guarded(&mut [], &[], &[], &updates, &now_versions, &[])
         .await
         .expect("check");
     assert_eq!(

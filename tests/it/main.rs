@@ -30,3 +30,4 @@ mod operations;
 mod reliability;
 mod routers;
 mod two_nodes;
+mod usage;

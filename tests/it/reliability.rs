@@ -134,6 +134,14 @@ async fn database_outage_is_journaled_then_replayed_exactly_once() {
     let rows = db.rows().await;
     let by_key: BTreeMap<_, _> = rows.iter().map(|r| (r.acctuniqueid.clone(), r)).collect();
     assert_eq!(rows.len(), 12, "every session exactly once");
+    // The usage ledger is written with the replayed rows, each change once.
+    let input: i64 = rows.iter().map(|r| r.acctinputoctets.unwrap_or(0)).sum();
+    let output: i64 = rows.iter().map(|r| r.acctoutputoctets.unwrap_or(0)).sum();
+    assert_eq!((input, output), (5 * 5000 + 3 * 7000, 5 * 6000 + 3 * 8000));
+    for (column, total) in [("input_octets", input), ("output_octets", output)] {
+        let sql = format!("SELECT CAST(COALESCE(SUM({column}), 0) AS BIGINT) FROM usage_hourly");
+        assert_eq!(db.count(&sql).await, total, "{column}");
+    }
     for s in &sessions[..5] {
         let r = by_key[&s.key()];
         assert!(r.is_open());

@@ -265,7 +265,11 @@ mod tests {
                 o += *d_o as i64;
                 let t = 1_000 + 1_000 * (n as i64 + 1);
                 let last = stop && n + 1 == increments.len();
-                let kind = if last { EventKind::Stop } else { EventKind::InterimUpdate };
+                let kind = if last {
+                    EventKind::Stop
+                } else {
+                    EventKind::InterimUpdate
+                };
                 let mut ev = AccountingEvent::sample(kind, "s", t);
                 ev.sessiontime = Some(t - 1_000);
                 ev.inputoctets = i;
@@ -286,7 +290,11 @@ mod tests {
             let mut keyed: Vec<(usize, usize, Delivered)> = Vec::new();
             let mut seq = 0;
             for e in 0..events {
-                let copies = if twice.get(e).copied().unwrap_or(false) { 2 } else { 1 };
+                let copies = if twice.get(e).copied().unwrap_or(false) {
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
                     let j = jitter.get(seq % jitter.len().max(1)).copied().unwrap_or(0) as usize;
                     keyed.push((e * 4 + j, seq, Delivered::Event(e)));
@@ -294,7 +302,11 @@ mod tests {
                 }
             }
             for (at, sweeper) in closes {
-                let cause = if *sweeper { SWEEPER_CAUSE } else { "NAS-Reboot" };
+                let cause = if *sweeper {
+                    SWEEPER_CAUSE
+                } else {
+                    "NAS-Reboot"
+                };
                 keyed.push(((at % events.max(1)) * 4 + 2, seq, Delivered::Close(cause)));
                 seq += 1;
             }
@@ -335,8 +347,11 @@ mod tests {
                     })
                     .collect();
                 let refs: Vec<&Item> = items.iter().collect();
-                let loaded: HashMap<String, Row> =
-                    row.clone().map(|r| ("s".to_string(), r)).into_iter().collect();
+                let loaded: HashMap<String, Row> = row
+                    .clone()
+                    .map(|r| ("s".to_string(), r))
+                    .into_iter()
+                    .collect();
                 let mut out = Outcome::new(refs.len());
                 let mut unchanged = vec![false; refs.len()];
                 let folded = fold(&refs, 0..refs.len(), loaded, &mut out, &mut unchanged);
