@@ -96,8 +96,8 @@ pub struct Application {
     changes: Option<ChangeListener>,
     /// The fair-use policies and the usage calendar (the API's too).
     policies: crate::usage::Policies,
-    /// The fair-use enforcer, when there are policies; the writer reports to its touches.
-    fair_use: Option<crate::fairuse::FairUse>,
+    /// The fair-use enforcer; with policies, the writer reports to its touches.
+    fair_use: crate::fairuse::FairUse,
     touches: Arc<crate::usage::Touches>,
 }
 
@@ -173,20 +173,18 @@ impl Application {
         let policies =
             crate::usage::Policies::from_config(&config.usage).map_err(anyhow::Error::msg)?;
         let touches = Arc::new(crate::usage::Touches::new());
-        let fair_use = (!policies.is_empty())
-            .then(|| {
-                crate::fairuse::FairUse::new(
-                    store.clone(),
-                    index.clone(),
-                    disconnector.clone(),
-                    policies.clone(),
-                    touches.clone(),
-                    &config.usage,
-                    stats.node().name().to_owned(),
-                )
-            })
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
+        // Built without policies too: throttles recorded before the policies were removed from
+        // the configuration are still restored at their period's end.
+        let fair_use = crate::fairuse::FairUse::new(
+            store.clone(),
+            index.clone(),
+            disconnector.clone(),
+            policies.clone(),
+            touches.clone(),
+            &config.usage,
+            stats.node().name().to_owned(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Application {
             policies,
             fair_use,
@@ -372,9 +370,10 @@ impl Application {
         .with_health(health.clone())
         .on_ready(self.reload.clone())
         .with_changes(changes);
-        let writer = match &self.fair_use {
-            Some(_) => writer.with_touches(self.touches.clone()),
-            None => writer,
+        let writer = if self.policies.is_empty() {
+            writer
+        } else {
+            writer.with_touches(self.touches.clone())
         };
         let writer = match &self.journal {
             Some(j) => writer.with_journal(j.clone(), self.ready.clone()),
@@ -442,13 +441,13 @@ impl Application {
             &self.stats,
             jobs::LeaderJobs {
                 routers,
-                fair_use: self.fair_use.clone(),
+                fair_use: Some(self.fair_use.clone()),
             },
             tasks,
             stopping.child_token(),
         );
-        if let Some(fair_use) = &self.fair_use {
-            tasks.spawn(fair_use.clone().run(stopping.child_token()));
+        if !self.policies.is_empty() {
+            tasks.spawn(self.fair_use.clone().run(stopping.child_token()));
         }
         let feed = ChangeFeed::new(
             self.store.clone(),

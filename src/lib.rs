@@ -10,6 +10,9 @@
 //! - [`api`]: the Sessions API (axum): auth, scope, list/count/get/export, attribution, rate
 //!   limit.
 //! - [`disconnect`]: RFC 5176 Disconnect-Request client, RouterOS API fallback, `Disconnector`.
+//! - [`usage`]: the usage ledger's arithmetic, its calendar and the fair-use policies (pure).
+//! - [`fairuse`]: fair-use throttling through session control: crossings, starts while over,
+//!   the period reset.
 //! - [`jobs`]: the stale sweeper, the archiver, EnsureIndexes, the reconciliation with the
 //!   routers' `/ppp/active`.
 //! - [`nas`]: how each NAS is doing (packets, cadence, secrets, CoA round trips, API reach,
@@ -25,9 +28,9 @@
 //! those below it:
 //!
 //! ```text
-//! cli → app → api → jobs → disconnect → ingest → radius::listener → queue
+//! cli → app → api → jobs → fairuse → disconnect → ingest → radius::listener → queue
 //!   → radius::{reply, accounting, clients} → radius::{codec, dictionary}
-//!   → nas → store → sessions → metrics → config → node, http, net, clock, systemd
+//!   → nas → store → usage → sessions → metrics → config → node, http, net, clock, systemd
 //! ```
 //!
 //! `radius` counts as its parts (the queue carries `radius::accounting`'s events and the

@@ -254,9 +254,6 @@ async fn fair_use(
     zone: &UsageZone,
 ) -> Result<Value, ApiError> {
     let policies = state.usage();
-    if policies.is_empty() {
-        return Ok(Value::Null);
-    }
     let store = state.store();
     let user = [username.to_owned()];
     let throttle = store.throttles(Some(&user)).await?.pop();
@@ -281,7 +278,22 @@ async fn fair_use(
         None => policies.for_class(None),
     };
     let Some(policy) = policy else {
-        return Ok(Value::Null);
+        // Throttled under a policy no longer configured: the reset still restores it.
+        return Ok(throttle.map_or(Value::Null, |t| {
+            json!({
+                "policy": t.policy,
+                "period": Value::Null,
+                "period_start": zone.rfc3339(t.period_start),
+                "period_end": zone.rfc3339(t.period_end),
+                "used_bytes": t.used_bytes,
+                "threshold_bytes": t.threshold_bytes,
+                "throttled": true,
+                "throttled_since": zone.rfc3339(t.throttled_since),
+                "throttled_period_end": zone.rfc3339(t.period_end),
+                "rate": t.rate,
+                "restore_rate": t.restore_rate,
+            })
+        }));
     };
     let period = policies.period(policy, now);
     let used = store

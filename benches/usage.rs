@@ -1,0 +1,323 @@
+//! Usage API latency over real HTTP on loopback, the real application in this process, on
+//! SQLite and, when reachable, on PostgreSQL: `GET /api/subscribers/{username}/usage` for a
+//! month of hourly buckets (720), the same month by local day in Europe/Berlin, and
+//! `GET /api/usage/top` for a billing month.
+//!
+//! The ledger is seeded with `USAGE_BENCH_SUBSCRIBERS` subscribers (100000), each with the
+//! last `USAGE_BENCH_HOURS` hours (48) of November 2026, and every `USAGE_BENCH_FULL_EVERY`th
+//! (100) with the whole month: the requests ask for those. `USAGE_BENCH_REQUESTS` (1000)
+//! sequential requests per line; `RADACCTD_TEST_DATABASE_URL` (PostgreSQL admin URL).
+//!
+//! `cargo bench --bench usage` (release).
+
+use std::time::{Duration, Instant};
+
+use radacctd::api::auth::{Claims, Role, SESSIONS_VIEW, SigningKey, issue_token};
+use radacctd::app::Application;
+use radacctd::clock::now_secs;
+use radacctd::config::{Config, FairUsePolicy, PeriodKind, Secret};
+use radacctd::store::{Store, StoreOptions};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
+/// 2026-11-01T00:00:00Z.
+const MONTH: i64 = 1_793_491_200;
+const HOURS_IN_MONTH: u64 = 720;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The seed: every subscriber's last `hours` hours of the month, the whole month for every
+/// `full_every`th, then the daily sums.
+fn seed_sql(pg: bool, subscribers: u64, hours: u64, full_every: u64) -> Vec<String> {
+    let first_recent = HOURS_IN_MONTH - hours;
+    let user = |u: &str| format!("'user' || {u} || '@example.lb'");
+    let value = |u: &str, h: &str, p: u64| format!("(({u} * {p} + {h} * 31) % 1000003) * 1000");
+    if pg {
+        vec![
+            format!(
+                "INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
+                 SELECT {}, {MONTH} + h * 3600, {}, {} \
+                 FROM generate_series(1::int8, {subscribers}) AS u, \
+                 generate_series({first_recent}::int8, {}) AS h",
+                user("u"),
+                value("u", "h", 7919),
+                value("u", "h", 104_729),
+                HOURS_IN_MONTH - 1
+            ),
+            format!(
+                "INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
+                 SELECT {}, {MONTH} + h * 3600, {}, {} \
+                 FROM generate_series({full_every}::int8, {subscribers}, {full_every}) AS u, \
+                 generate_series(0::int8, {}) AS h",
+                user("u"),
+                value("u", "h", 7919),
+                value("u", "h", 104_729),
+                first_recent.saturating_sub(1)
+            ),
+            "INSERT INTO usage_daily (day, username, input_octets, output_octets) \
+             SELECT hour - mod(hour, 86400), username, sum(input_octets), sum(output_octets) \
+             FROM usage_hourly GROUP BY 1, 2"
+                .into(),
+            "ANALYZE usage_hourly".into(),
+            "ANALYZE usage_daily".into(),
+        ]
+    } else {
+        vec![
+            format!(
+                "WITH RECURSIVE u(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM u WHERE x < {subscribers}), \
+                 h(y) AS (SELECT {first_recent} UNION ALL SELECT y + 1 FROM h WHERE y < {}) \
+                 INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
+                 SELECT {}, {MONTH} + y * 3600, {}, {} FROM u, h",
+                HOURS_IN_MONTH - 1,
+                user("x"),
+                value("x", "y", 7919),
+                value("x", "y", 104_729)
+            ),
+            format!(
+                "WITH RECURSIVE u(x) AS (SELECT {full_every} UNION ALL SELECT x + {full_every} FROM u WHERE x + {full_every} <= {subscribers}), \
+                 h(y) AS (SELECT 0 UNION ALL SELECT y + 1 FROM h WHERE y + 1 < {first_recent}) \
+                 INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
+                 SELECT {}, {MONTH} + y * 3600, {}, {} FROM u, h",
+                user("x"),
+                value("x", "y", 7919),
+                value("x", "y", 104_729)
+            ),
+            "INSERT INTO usage_daily (day, username, input_octets, output_octets) \
+             SELECT hour - (hour % 86400), username, sum(input_octets), sum(output_octets) \
+             FROM usage_hourly GROUP BY 1, 2"
+                .into(),
+            "ANALYZE".into(),
+        ]
+    }
+}
+
+async fn seed(
+    url: &str,
+    pg: bool,
+    subscribers: u64,
+    hours: u64,
+    full_every: u64,
+) -> anyhow::Result<u64> {
+    let store = Store::open(
+        url,
+        &StoreOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )
+    .await?;
+    store.migrate().await?;
+    for sql in seed_sql(pg, subscribers, hours, full_every) {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match &store {
+            Store::Postgres(s) => {
+                sqlx::raw_sql(sql).execute(s.pool()).await?;
+            }
+            Store::Sqlite(s) => {
+                sqlx::raw_sql(sql).execute(s.pool()).await?;
+            }
+        }
+    }
+    let rows: i64 = match &store {
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly")
+                .fetch_one(s.pool())
+                .await?
+        }
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly")
+                .fetch_one(s.pool())
+                .await?
+        }
+    };
+    store.close().await;
+    Ok(rows as u64)
+}
+
+/// The path of request `i` of a line.
+type PathOf = Box<dyn Fn(u64) -> String>;
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// p50 and p99 of `n` sequential requests, the path of request `i` from `path(i)`.
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    n: u64,
+    path: impl Fn(u64) -> String,
+) -> (f64, f64) {
+    for i in 0..n.min(20) {
+        let r = client
+            .get(format!("{base}{}", path(i)))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 200, "{}", path(i));
+        let _ = r.bytes().await;
+    }
+    let mut times = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let url = format!("{base}{}", path(i));
+        let t = Instant::now();
+        let r = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let _ = r.bytes().await.expect("body");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
+    let subscribers = env_u64("USAGE_BENCH_SUBSCRIBERS", 100_000);
+    let hours = env_u64("USAGE_BENCH_HOURS", 48).clamp(1, HOURS_IN_MONTH);
+    let full_every = env_u64("USAGE_BENCH_FULL_EVERY", 100).max(1);
+    let requests = env_u64("USAGE_BENCH_REQUESTS", 1_000);
+    let t = Instant::now();
+    let rows = seed(&url, pg, subscribers, hours, full_every).await?;
+    eprintln!(
+        "[{label}] seeded {rows} hourly rows ({subscribers} subscribers) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut config = Config::default();
+    config.database.url = Secret::new(url);
+    config.radius.listen = "127.0.0.1:0".parse()?;
+    config.api.listen = "127.0.0.1:0".parse()?;
+    config.api.jwt_secret = Secret::new(SECRET);
+    config.api.rate_limit_burst = 10_000_000;
+    config.journal.enabled = false;
+    config.metrics.enabled = false;
+    config.jobs.sweep_enabled = false;
+    config.jobs.archive_enabled = false;
+    // A policy, so each answer also looks the subscriber's fair-use state up.
+    config.usage.policies = vec![FairUsePolicy {
+        name: "home".into(),
+        classes: vec![],
+        period: PeriodKind::Month,
+        threshold_bytes: 500_000_000_000,
+        rate: "2M/2M".into(),
+        restore_rate: "100M/100M".into(),
+    }];
+    let app = Application::build(config.clone()).await?;
+    let base = format!("http://{}", app.api_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let token = issue_token(
+        &config.api,
+        &Claims {
+            sub: None,
+            exp: now_secs() as u64 + 3600,
+            role: Role::Admin,
+            reseller_id: None,
+            permissions: vec![SESSIONS_VIEW.into()],
+        },
+        SigningKey::ConfiguredSecret,
+    )?;
+    let client = reqwest::Client::new();
+    let full = (subscribers / full_every).max(1);
+    // Spread over the subscribers with a whole month (a stride coprime with most counts).
+    let user = move |i: u64| ((i * 7919) % full + 1) * full_every;
+    println!(
+        "\n{label}: {rows} hourly rows, {subscribers} subscribers, {requests} sequential requests per line (ms)"
+    );
+    println!("{:<64} {:>8} {:>8}", "request", "p50", "p99");
+    let lines: [(&str, PathOf, u64); 3] = [
+        (
+            "usage, a month of hourly buckets (720, UTC)",
+            Box::new(move |i| {
+                format!(
+                    "/api/subscribers/user{}@example.lb/usage?granularity=hour&from=2026-11-01&to=2026-12-01&tz=UTC",
+                    user(i)
+                )
+            }),
+            requests,
+        ),
+        (
+            "usage, the same month by local day (Europe/Berlin)",
+            Box::new(move |i| {
+                format!(
+                    "/api/subscribers/user{}@example.lb/usage?granularity=day&from=2026-11-01&to=2026-12-01&tz=Europe/Berlin",
+                    user(i)
+                )
+            }),
+            requests,
+        ),
+        (
+            "top 10 of a billing month (last_month, UTC)",
+            Box::new(|_| "/api/usage/top?period=last_month&limit=10&tz=UTC".to_owned()),
+            requests.min(20),
+        ),
+    ];
+    for (name, path, n) in lines {
+        let (p50, p99) = measure(&client, &base, &token, n, path).await;
+        println!("{name:<64} {p50:>8.3} {p99:>8.3}");
+    }
+    shutdown.cancel();
+    task.await??;
+    Ok(())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it:
+    // only compile-check there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("usage benchmark: run it with `cargo bench --bench usage`");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+        if std::env::var("USAGE_BENCH_SKIP_SQLITE").is_err()
+            && let Err(e) = run("SQLite", sqlite, false).await
+        {
+            eprintln!("SQLite run failed: {e:#}");
+        }
+        let admin = std::env::var("RADACCTD_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
+            eprintln!("PostgreSQL not reachable at {admin}: skipped");
+            return;
+        };
+        let name = format!("radacctd_bench_usage_{}", std::process::id());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let url = match admin.rsplit_once('/') {
+            Some((base, rest)) => match rest.split_once('?') {
+                Some((_, q)) => format!("{base}/{name}?{q}"),
+                None => format!("{base}/{name}"),
+            },
+            None => admin.clone(),
+        };
+        if let Err(e) = run("PostgreSQL", url, true).await {
+            eprintln!("PostgreSQL run failed: {e:#}");
+        }
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    });
+}
