@@ -33,7 +33,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// The seed: every subscriber's last `hours` hours of the month, the whole month for every
-/// `full_every`th, then the daily sums.
+/// `full_every`th, then the daily sums. Rows are inserted hour by hour, all subscribers of an
+/// hour together, as ingest writes them: on PostgreSQL a subscriber's hours then lie on
+/// different heap pages, as in production.
 fn seed_sql(pg: bool, subscribers: u64, hours: u64, full_every: u64) -> Vec<String> {
     let first_recent = HOURS_IN_MONTH - hours;
     let user = |u: &str| format!("'user' || {u} || '@example.lb'");
@@ -44,7 +46,7 @@ fn seed_sql(pg: bool, subscribers: u64, hours: u64, full_every: u64) -> Vec<Stri
                 "INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
                  SELECT {}, {MONTH} + h * 3600, {}, {} \
                  FROM generate_series(1::int8, {subscribers}) AS u, \
-                 generate_series({first_recent}::int8, {}) AS h",
+                 generate_series({first_recent}::int8, {}) AS h ORDER BY h, u",
                 user("u"),
                 value("u", "h", 7919),
                 value("u", "h", 104_729),
@@ -54,7 +56,7 @@ fn seed_sql(pg: bool, subscribers: u64, hours: u64, full_every: u64) -> Vec<Stri
                 "INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
                  SELECT {}, {MONTH} + h * 3600, {}, {} \
                  FROM generate_series({full_every}::int8, {subscribers}, {full_every}) AS u, \
-                 generate_series(0::int8, {}) AS h",
+                 generate_series(0::int8, {}) AS h ORDER BY h, u",
                 user("u"),
                 value("u", "h", 7919),
                 value("u", "h", 104_729),
@@ -73,7 +75,7 @@ fn seed_sql(pg: bool, subscribers: u64, hours: u64, full_every: u64) -> Vec<Stri
                 "WITH RECURSIVE u(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM u WHERE x < {subscribers}), \
                  h(y) AS (SELECT {first_recent} UNION ALL SELECT y + 1 FROM h WHERE y < {}) \
                  INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
-                 SELECT {}, {MONTH} + y * 3600, {}, {} FROM u, h",
+                 SELECT {}, {MONTH} + y * 3600, {}, {} FROM h, u",
                 HOURS_IN_MONTH - 1,
                 user("x"),
                 value("x", "y", 7919),
@@ -83,7 +85,7 @@ fn seed_sql(pg: bool, subscribers: u64, hours: u64, full_every: u64) -> Vec<Stri
                 "WITH RECURSIVE u(x) AS (SELECT {full_every} UNION ALL SELECT x + {full_every} FROM u WHERE x + {full_every} <= {subscribers}), \
                  h(y) AS (SELECT 0 UNION ALL SELECT y + 1 FROM h WHERE y + 1 < {first_recent}) \
                  INSERT INTO usage_hourly (username, hour, input_octets, output_octets) \
-                 SELECT {}, {MONTH} + y * 3600, {}, {} FROM u, h",
+                 SELECT {}, {MONTH} + y * 3600, {}, {} FROM h, u",
                 user("x"),
                 value("x", "y", 7919),
                 value("x", "y", 104_729)

@@ -1,12 +1,13 @@
 -- The same as migrations/postgres/0007: the usage ledger and the fair-use throttle state.
--- Times are epoch seconds.
+-- Times are epoch seconds. The ledger tables are WITHOUT ROWID: stored in primary-key order, so
+-- a subscriber's month of hours is read from adjacent pages however the hours were written.
 CREATE TABLE IF NOT EXISTS usage_hourly (
 	username	TEXT NOT NULL,
 	hour		INTEGER NOT NULL,
 	input_octets	INTEGER NOT NULL DEFAULT 0,
 	output_octets	INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (username, hour)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_hourly_hour_idx ON usage_hourly (hour);
 
 CREATE TABLE IF NOT EXISTS usage_daily (
@@ -15,7 +16,7 @@ CREATE TABLE IF NOT EXISTS usage_daily (
 	input_octets	INTEGER NOT NULL DEFAULT 0,
 	output_octets	INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (day, username)
-);
+) WITHOUT ROWID;
 
 -- Subscribers over a fair-use threshold (docs/ARCHITECTURE.md#fair-use): one row from the
 -- crossing until the period's reset has restored the rate. Inserting the row is what claims
