@@ -768,9 +768,11 @@ async fn plain_row(url: &str, key: &str) -> (i64, Option<i64>, Option<String>) {
 async fn replay_marks_the_journal_only_up_to_the_first_unfinished_entry() {
     use sqlx::Connection;
     /// The replay's guarded write (rows read from the table, updated where their version is
-    /// still the one read) and its redo under locks (`SELECT … FOR UPDATE`, the only `SELECT`
-    /// of the writer that waits for a row lock).
-    const GUARDED_WRITE: &str = "UPDATE radacct AS r SET %";
+    /// still the one read; these interims add usage, so the update is the first CTE of a
+    /// statement that also adds to the usage ledger, while the redo's locked update is a bare
+    /// `UPDATE`) and its redo under locks (`SELECT … FOR UPDATE`, the only `SELECT` of the
+    /// writer that waits for a row lock).
+    const GUARDED_WRITE: &str = "WITH w0 AS (UPDATE radacct AS r SET %";
     const REDO_READ: &str = "SELECT %";
 
     let Some((db, proxy, url)) = pg_behind_proxy().await else {
