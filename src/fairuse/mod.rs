@@ -10,7 +10,8 @@
 //!   the claim: of several nodes seeing one crossing exactly one inserts it, and only that one
 //!   sends the rate to each open session of the subscriber.
 //! - **Start while over.** A session new to radacctd whose subscriber has a throttle row gets
-//!   the rate right after its Start was committed.
+//!   the rate right after its Start was committed. A session whose NAS did not answer the
+//!   throttling CoA is sent it again on its next commit (this node remembers it).
 //! - **Reset.** On the jobs leader, every `usage.reset_interval_secs`, each throttle row whose
 //!   period ended gets the restore rate sent to the subscriber's open sessions; the row is
 //!   removed once every session took it (or is gone, or its NAS refused it); a NAS that did not
@@ -55,6 +56,9 @@ struct Inner {
     /// The class last seen per subscriber: rows rebuilt from the live index do not carry it,
     /// and the subscriber's plan rarely changes between two sessions.
     classes: Mutex<HashMap<String, Option<String>>>,
+    /// Sessions (key → user name) whose throttling CoA their NAS did not answer: sent again on
+    /// the session's next commit while its subscriber is throttled.
+    retry: Mutex<HashMap<String, String>>,
 }
 
 /// What one check did.
@@ -113,6 +117,7 @@ impl FairUse {
                 check_every: Duration::from_millis(config.check_interval_ms.max(1)),
                 reset_every: Duration::from_secs(config.reset_interval_secs.max(1)),
                 classes: Mutex::new(HashMap::new()),
+                retry: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -177,15 +182,20 @@ impl FairUse {
                 report.crossed.push(t.username.clone());
             }
         }
-        let started: Vec<String> = touched
+        // Sessions that need the rate although their subscriber crossed earlier: new ones, and
+        // those whose NAS did not answer the throttling CoA (asked again on their next commit).
+        let pending = self.pending_keys();
+        let needs = |t: &Touch| t.started || pending.contains(&t.key);
+        let users: Vec<String> = touched
             .iter()
-            .filter(|(_, list)| list.iter().any(|t| t.started))
+            .filter(|(_, list)| list.iter().any(needs))
             .map(|(u, _)| u.clone())
             .collect();
-        if !started.is_empty() {
-            for t in self.inner.store.throttles(Some(&started)).await? {
+        if !users.is_empty() {
+            let throttled = self.inner.store.throttles(Some(&users)).await?;
+            for t in &throttled {
                 for touch in touched.get(&t.username).into_iter().flatten() {
-                    if !touch.started || done.contains(&touch.key) {
+                    if !needs(touch) || done.contains(&touch.key) {
                         continue;
                     }
                     if let Some(s) = self.inner.index.get(&touch.key) {
@@ -194,6 +204,11 @@ impl FairUse {
                     }
                 }
             }
+            // A retry whose subscriber is no longer throttled (reset meanwhile) is dropped.
+            let still: HashSet<&str> = throttled.iter().map(|t| t.username.as_str()).collect();
+            let asked: HashSet<&str> = users.iter().map(String::as_str).collect();
+            let mut retry = self.inner.retry.lock().unwrap_or_else(|e| e.into_inner());
+            retry.retain(|_, user| still.contains(user.as_str()) || !asked.contains(user.as_str()));
         }
         let (ok, failed) = self.send_all(sends).await;
         report.sent = ok;
@@ -303,11 +318,29 @@ impl FairUse {
         out
     }
 
-    /// Sends each `(session, rate)` at once; returns (applied, not applied).
+    /// Sends each `(session, rate)` at once; returns (applied, not applied). A session whose
+    /// NAS did not answer is remembered, and asked again on its next commit.
     async fn send_all(&self, sends: Vec<(Session, String)>) -> (usize, usize) {
         let results = join_all(sends.iter().map(|(s, rate)| self.send(s, rate))).await;
+        let mut retry = self.inner.retry.lock().unwrap_or_else(|e| e.into_inner());
+        for ((s, _), r) in sends.iter().zip(&results) {
+            let key = s.acctuniqueid.to_string();
+            if matches!(r, Err(ChangeError::Unreachable { .. })) {
+                retry.insert(key, s.username.to_string());
+            } else {
+                retry.remove(&key);
+            }
+        }
+        // Sessions that closed meanwhile need nothing.
+        retry.retain(|key, _| self.inner.index.contains(key));
         let ok = results.iter().filter(|r| r.is_ok()).count();
         (ok, results.len() - ok)
+    }
+
+    /// The sessions whose throttling CoA went unanswered.
+    fn pending_keys(&self) -> HashSet<String> {
+        let retry = self.inner.retry.lock().unwrap_or_else(|e| e.into_inner());
+        retry.keys().cloned().collect()
     }
 
     async fn send(&self, session: &Session, rate: &str) -> Result<(), ChangeError> {

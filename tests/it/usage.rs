@@ -21,6 +21,7 @@ both_stores!(
     a_local_day_across_a_dst_change_holds_25_hours_of_usage,
     the_usage_api_checks_parameters_permission_and_scope,
     crossing_a_threshold_throttles_each_open_session_once_and_the_reset_restores,
+    a_throttling_coa_the_nas_did_not_answer_is_sent_again_on_the_next_interim,
 );
 
 /// docs/HA.md: two nodes on one PostgreSQL commit interims of the same sessions, at once and
@@ -579,5 +580,65 @@ async fn crossing_a_threshold_throttles_each_open_session_once_and_the_reset_res
     assert!(gone, "the throttle row is removed after the restore");
     let (_, body) = app.json(&path, Some(&admin())).await;
     assert_eq!(body["data"]["fair_use"]["throttled"], false);
+    app.stop().await;
+}
+
+async fn a_throttling_coa_the_nas_did_not_answer_is_sent_again_on_the_next_interim(
+    backend: Backend,
+) {
+    let nas_coa = FakeNas::start(common::SECRET, NasMode::Silent).await;
+    let Some(db) = db_with_nas(backend, nas_coa.addr.port()).await else {
+        return;
+    };
+    let app = TestApp::start(fair_use_config(&db)).await;
+    let mut nas = Nas::new(app.radius_addr).await;
+    let s = Sess::new(10).on_nas("127.0.0.1");
+    let t0 = now() - 120;
+    nas.send(&s.start(t0)).await.expect("start");
+    nas.send(&s.interim(t0 + 60, 60, 20_000, 0))
+        .await
+        .expect("crossing");
+    // The NAS stays silent through the attempt (600 ms with its retransmissions).
+    assert!(eventually(|| !coas(&nas_coa.received()).is_empty()).await);
+    let id = app
+        .index
+        .get(&s.key())
+        .and_then(|x| x.radacctid)
+        .expect("id");
+    let mut timed_out = false;
+    for _ in 0..100 {
+        let log = app.store.session_actions(id).await.expect("log");
+        if log.iter().any(|a| a.outcome == "timeout") {
+            timed_out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(timed_out, "the unanswered attempt is logged");
+    nas_coa.set_mode(NasMode::Ack);
+    nas.send(&s.interim(t0 + 90, 90, 21_000, 0))
+        .await
+        .expect("next interim");
+    let mut acked = false;
+    for _ in 0..100 {
+        let log = app.store.session_actions(id).await.expect("log");
+        if log
+            .iter()
+            .any(|a| a.outcome == "ack" && a.actor.as_deref() == Some("fair-use"))
+        {
+            acked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(acked, "the second attempt is sent and acknowledged");
+    // Once applied, later interims send nothing more.
+    nas.send(&s.interim(t0 + 100, 100, 22_000, 0))
+        .await
+        .expect("later interim");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let log = app.store.session_actions(id).await.expect("log");
+    let outcomes: Vec<&str> = log.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["timeout", "ack"]);
     app.stop().await;
 }
