@@ -945,4 +945,58 @@ mod tests {
         .expect("loads");
         assert!(!format!("{c:?}").contains("pw"));
     }
+
+    #[test]
+    fn usage_policies_are_checked_in_words() {
+        let policy = FairUsePolicy {
+            name: "home".into(),
+            classes: vec![],
+            period: PeriodKind::Month,
+            threshold_bytes: 1,
+            rate: "1M/1M".into(),
+            restore_rate: "10M/10M".into(),
+        };
+        let ok = UsageConfig {
+            time_zone: "Europe/Berlin".into(),
+            policies: vec![policy.clone()],
+            ..UsageConfig::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        type Case = (fn(&mut UsageConfig), &'static str);
+        let cases: [Case; 5] = [
+            (
+                |c| c.time_zone = "Mars/Olympus".into(),
+                "usage.time_zone: unknown time zone",
+            ),
+            (
+                |c| c.billing_day = 29,
+                "usage.billing_day must be between 1 and 28",
+            ),
+            (
+                |c| c.policies.push(c.policies[0].clone()),
+                "usage.policies[1].name must be set and unique",
+            ),
+            (
+                |c| c.policies[0].threshold_bytes = 0,
+                "usage.policies[0].threshold_bytes",
+            ),
+            (
+                |c| c.policies[0].rate = String::new(),
+                "usage.policies[0].rate must be",
+            ),
+        ];
+        for (change, message) in cases {
+            let mut c = ok.clone();
+            change(&mut c);
+            let e = c.validate().expect_err(message);
+            assert!(e.starts_with(message), "{e}");
+        }
+        let from_toml: Config = toml::from_str(
+            "[usage]\ntime_zone = \"UTC\"\n[[usage.policies]]\nname = \"a\"\nperiod = \"day\"\n\
+             threshold_bytes = 5\nrate = \"1M/1M\"\nrestore_rate = \"2M/2M\"\n",
+        )
+        .expect("parses");
+        assert_eq!(from_toml.usage.policies[0].period, PeriodKind::Day);
+        assert!(from_toml.usage.policies[0].classes.is_empty());
+    }
 }
