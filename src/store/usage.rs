@@ -1,4 +1,4 @@
-//! The usage ledger (`usage_hourly`, `usage_daily`; migrations `0007_usage.sql`) and the
+//! The usage ledger (`usage_hourly`, `usage_daily`; migrations `0008_usage.sql`) and the
 //! fair-use throttle state (`fair_use_throttles`).
 //!
 //! The ledger is only ever added to, by the ingest writer, in the transaction (on

@@ -1,4 +1,4 @@
--- The same as migrations/postgres/0007: the usage ledger and the fair-use throttle state.
+-- The same as migrations/postgres/0008: the usage ledger and the fair-use throttle state.
 -- Times are epoch seconds. The ledger tables are WITHOUT ROWID: stored in primary-key order, so
 -- a subscriber's month of hours is read from adjacent pages however the hours were written.
 CREATE TABLE IF NOT EXISTS usage_hourly (
