@@ -64,7 +64,12 @@ pub async fn coa(
         // session is refused (and logged) by the service.
         None => {
             let row = stored_session_in_scope(&state, &scope, id).await?;
-            Session::from_row(&row, None)
+            let mut session = Session::from_row(&row, None);
+            // The API's view of a stored row leaves the key out; the action log row needs it.
+            if let Some(key) = state.store().session_key(id).await? {
+                session.acctuniqueid = key.into();
+            }
+            session
         }
     };
     match disconnector
@@ -142,16 +147,13 @@ pub fn parse_change(body: &[u8], allowed: &[String]) -> Result<Change, ApiError>
             attrs.push(listed(i, item, allowed)?);
         }
     }
-    Change::new(attrs).map_err(|e| {
-        if e.contains("twice") {
-            bad(format!("attributes: {e}"))
-        } else {
-            bad(format!(
-                "body: nothing to change: give {}",
-                FIELDS.join(", ")
-            ))
-        }
-    })
+    if attrs.is_empty() {
+        return Err(bad(format!(
+            "body: nothing to change: give {}",
+            FIELDS.join(", ")
+        )));
+    }
+    Change::new(attrs).map_err(|e| bad(format!("attributes: {e}")))
 }
 
 /// A field given with a value (`null` counts as absent).

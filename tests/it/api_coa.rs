@@ -52,7 +52,7 @@ struct Lab {
     sess: Sess,
     id: i64,
     /// Holds the database for the test's length.
-    _db: TestDb,
+    db: TestDb,
 }
 
 /// Short CoA budgets (so that silence costs 600 ms) and `Idle-Timeout` allowed in `attributes`.
@@ -89,7 +89,7 @@ async fn lab_seeded(
         nas,
         sess,
         id,
-        _db: db,
+        db,
     })
 }
 
@@ -513,6 +513,15 @@ async fn closed_session_is_409_and_logged_as_already_closed(backend: Backend) {
     );
     assert_eq!(lab.actions().await.len(), 2);
     assert_eq!(lab.nas.count(), 0, "no NAS was asked");
+    // The rows name the session by its key, which the API's view of a stored row leaves out.
+    let keyed = lab
+        .db
+        .count(&format!(
+            "SELECT count(*) FROM session_actions WHERE acctuniqueid = '{}'",
+            lab.sess.key()
+        ))
+        .await;
+    assert_eq!(keyed, 2);
     lab.finish().await;
 }
 
