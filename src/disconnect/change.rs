@@ -26,7 +26,6 @@ use super::cluster::Call;
 use super::coa::{ChangeAttr, CoaOutcome};
 use super::stats::CoaResult;
 use super::{Disconnector, Inner, identification};
-use crate::radius::dictionary::ERROR_CAUSE;
 use crate::sessions::Session;
 use crate::store::{ActionLock, ActionRecord, StoredAction};
 
@@ -38,6 +37,8 @@ pub(super) const ACTION: &str = "coa";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     attrs: Vec<ChangeAttr>,
+    /// [`Change::request_json`], made once.
+    request: String,
 }
 
 impl Change {
@@ -51,7 +52,12 @@ impl Change {
                 return Err(format!("{} given twice", a.def.name));
             }
         }
-        Ok(Change { attrs })
+        let map: Map<String, Value> = attrs
+            .iter()
+            .map(|a| (a.def.name.to_owned(), a.json_value()))
+            .collect();
+        let request = Value::Object(map).to_string();
+        Ok(Change { attrs, request })
     }
 
     pub fn attrs(&self) -> &[ChangeAttr] {
@@ -60,13 +66,8 @@ impl Change {
 
     /// The attributes as a JSON object `{dictionary name: value}`, names sorted: the action
     /// log's `request`, and what makes two calls "the same change".
-    pub fn request_json(&self) -> String {
-        let map: Map<String, Value> = self
-            .attrs
-            .iter()
-            .map(|a| (a.def.name.to_owned(), a.json_value()))
-            .collect();
-        Value::Object(map).to_string()
+    pub fn request_json(&self) -> &str {
+        &self.request
     }
 }
 
@@ -102,13 +103,7 @@ pub enum ChangeError {
 /// What the API tells a client whose change the NAS refused, e.g.
 /// `NAS refused the change: Error-Cause 401 (Unsupported-Attribute)`.
 pub fn change_refusal_message(error_cause: Option<u32>) -> String {
-    match error_cause {
-        Some(c) => match crate::radius::dictionary::value_name(ERROR_CAUSE, c) {
-            Some(name) => format!("NAS refused the change: Error-Cause {c} ({name})"),
-            None => format!("NAS refused the change: Error-Cause {c}"),
-        },
-        None => "NAS refused the change: CoA-NAK without Error-Cause".to_owned(),
-    }
+    super::nak_message("change", "CoA-NAK", error_cause)
 }
 
 type Outcome = Result<Changed, ChangeError>;
@@ -176,7 +171,7 @@ impl Disconnector {
                             changes.insert(
                                 key.clone(),
                                 InFlight {
-                                    request: request.clone(),
+                                    request: request.to_owned(),
                                     done: rx.clone(),
                                 },
                             );
@@ -371,7 +366,7 @@ fn answered_by_another_node(lock: &ActionLock, change: &Change) -> Option<Outcom
         .request
         .as_deref()
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        == serde_json::from_str::<Value>(&change.request_json()).ok();
+        == serde_json::from_str::<Value>(change.request_json()).ok();
     if !same {
         return None;
     }
@@ -432,7 +427,7 @@ fn change_record(
         outcome: outcome.into(),
         outcome_if_unchanged: None,
         detail: detail.map(|d| json!({ "detail": d }).to_string()),
-        request: Some(change.request_json()),
+        request: Some(change.request_json().to_owned()),
         error_cause: error_cause.map(i64::from),
         actor: call.actor().map(str::to_owned),
         node: node.to_owned(),

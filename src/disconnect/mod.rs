@@ -146,12 +146,18 @@ pub enum DisconnectError {
 /// answered, by number and FreeRADIUS dictionary name, e.g.
 /// `NAS refused the disconnect: Error-Cause 402 (Missing-Attribute)`.
 pub fn refusal_message(error_cause: Option<u32>) -> String {
+    nak_message("disconnect", "Disconnect-NAK", error_cause)
+}
+
+/// `NAS refused the <what>: Error-Cause <n> (<name>)`, or `… <nak> without Error-Cause`: the
+/// message of a refused disconnect or CoA change.
+fn nak_message(what: &str, nak: &str, error_cause: Option<u32>) -> String {
     match error_cause {
         Some(c) => match crate::radius::dictionary::value_name(ERROR_CAUSE, c) {
-            Some(name) => format!("NAS refused the disconnect: Error-Cause {c} ({name})"),
-            None => format!("NAS refused the disconnect: Error-Cause {c}"),
+            Some(name) => format!("NAS refused the {what}: Error-Cause {c} ({name})"),
+            None => format!("NAS refused the {what}: Error-Cause {c}"),
         },
-        None => "NAS refused the disconnect: Disconnect-NAK without Error-Cause".to_owned(),
+        None => format!("NAS refused the {what}: {nak} without Error-Cause"),
     }
 }
 
