@@ -166,32 +166,38 @@ impl NasHealth {
 
     /// `f` on the figures of `nas`, created when under the cap. `None`: not tracked.
     fn with<T>(&self, nas: IpAddr, f: impl FnOnce(&mut Figures) -> T) -> Option<T> {
-        let nas = canonical(nas);
-        let found = self
-            .nases
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&nas)
-            .cloned();
+        let nas = nas.to_canonical();
+        let (found, full) = {
+            let map = self.nases.read().unwrap_or_else(|e| e.into_inner());
+            (map.get(&nas).cloned(), map.len() >= MAX_TRACKED)
+        };
         let figures = match found {
             Some(f) => f,
+            // A full table stays full (nothing is removed): an untracked address never takes
+            // the write lock, which every other packet's read would wait for.
+            None if full => return self.untracked(nas),
             None => {
                 let mut map = self.nases.write().unwrap_or_else(|e| e.into_inner());
                 if map.len() >= MAX_TRACKED && !map.contains_key(&nas) {
-                    if !self.warned_full.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            %nas,
-                            limit = MAX_TRACKED,
-                            "NAS health: too many NAS addresses; new ones are not tracked"
-                        );
-                    }
-                    return None;
+                    return self.untracked(nas);
                 }
                 map.entry(nas).or_default().clone()
             }
         };
         let mut guard = figures.lock().unwrap_or_else(|e| e.into_inner());
         Some(f(&mut guard))
+    }
+
+    /// An address past [`MAX_TRACKED`]: not tracked, warned about once.
+    fn untracked<T>(&self, nas: IpAddr) -> Option<T> {
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %nas,
+                limit = MAX_TRACKED,
+                "NAS health: too many NAS addresses; new ones are not tracked"
+            );
+        }
+        None
     }
 
     /// A verified Accounting-Request of `kind` from `nas`, received at `now` (epoch seconds).
@@ -291,7 +297,7 @@ impl NasHealth {
             .nases
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&canonical(nas))
+            .get(&nas.to_canonical())
             .cloned()?;
         let f = figures.lock().unwrap_or_else(|e| e.into_inner());
         Some(f.snapshot(now_secs()))
@@ -350,14 +356,6 @@ fn percentile(samples: &VecDeque<u32>, q: f64) -> Option<u32> {
     sorted.sort_unstable();
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     Some(sorted[rank - 1])
-}
-
-/// An IPv4 NAS reached through a dual-stack socket is the same NAS as its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 impl Collect for NasHealth {
