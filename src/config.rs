@@ -116,18 +116,35 @@ pub struct FairUsePolicy {
     pub restore_rate: String,
 }
 
+/// A time zone as `usage.time_zone` and the usage API's `tz` name it: `UTC`, `local`, a fixed
+/// offset `+HH[:MM]` (at most 14 hours), or an IANA name such as `Europe/Berlin`.
+pub fn parse_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    use jiff::tz::TimeZone;
+    let offset = |s: &str| -> Option<TimeZone> {
+        let sign = if s.starts_with('-') { -1 } else { 1 };
+        let (h, m) = s[1..].split_once(':').unwrap_or((&s[1..], "0"));
+        let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+        if h > 14 || m > 59 {
+            return None;
+        }
+        let offset = jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()?;
+        Some(TimeZone::fixed(offset))
+    };
+    match name {
+        "UTC" | "utc" | "Z" => Some(TimeZone::UTC),
+        "local" | "Local" => Some(TimeZone::system()),
+        other if other.starts_with('+') || other.starts_with('-') => offset(other),
+        other => TimeZone::get(other).ok(),
+    }
+    .ok_or_else(|| {
+        format!("unknown time zone {name:?} (use UTC, local, +HH:MM or an IANA name such as Europe/Berlin)")
+    })
+}
+
 impl UsageConfig {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
-        let tz = self.time_zone.as_str();
-        let known = matches!(tz, "UTC" | "utc" | "Z" | "local" | "Local")
-            || tz.parse::<FixedOffset>().is_ok()
-            || jiff::tz::TimeZone::get(tz).is_ok();
-        if !known {
-            return Err(format!(
-                "usage.time_zone: unknown time zone {tz:?} (use UTC, local, +HH:MM or an IANA name such as Europe/Berlin)"
-            ));
-        }
+        parse_time_zone(&self.time_zone).map_err(|e| format!("usage.time_zone: {e}"))?;
         if !(1..=28).contains(&self.billing_day) {
             return Err(format!(
                 "usage.billing_day must be between 1 and 28 (got {})",

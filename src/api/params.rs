@@ -264,7 +264,13 @@ pub fn parse_time(s: &str, round_up: bool) -> Option<i64> {
     Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
 }
 
-fn positive(q: &Query, name: &str, default: u64, max: u64, rule: &str) -> Result<u64, ApiError> {
+pub(super) fn positive(
+    q: &Query,
+    name: &str,
+    default: u64,
+    max: u64,
+    rule: &str,
+) -> Result<u64, ApiError> {
     match q.get(name)? {
         None => Ok(default),
         Some(v) => v

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::{Caller, SESSIONS_VIEW};
 use super::error::ApiError;
-use super::params::{Query, parse_time};
+use super::params::{Query, parse_time, positive};
 use crate::config::PeriodKind;
 use crate::sessions::ResellerResolver;
 use crate::sessions::filter::Scope;
@@ -93,16 +93,13 @@ pub async fn top(
     let q = Query::parse(raw.as_deref())?;
     let zone = zone(&state, &q)?;
     let period = q.get("period")?.unwrap_or("this_month");
-    let limit = match q.get("limit")? {
-        None => 10,
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_TOP).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("invalid limit, must be between 1 and {MAX_TOP}"))
-            })?,
-    };
+    let limit = positive(
+        &q,
+        "limit",
+        10,
+        MAX_TOP,
+        &format!("must be between 1 and {MAX_TOP}"),
+    )?;
     let billing_day = state.usage().billing_day();
     let now = crate::clock::now_secs();
     let span = top_period(period, &zone, billing_day, now).ok_or_else(|| {

@@ -26,17 +26,7 @@ impl UsageZone {
     /// `UTC`, `local` (the host's zone), an offset like `+03:00`, or an IANA name
     /// (`America/Sao_Paulo`). `Err` says what is accepted.
     pub fn parse(name: &str) -> Result<UsageZone, String> {
-        let tz = match name {
-            "UTC" | "utc" | "Z" => Ok(TimeZone::UTC),
-            "local" | "Local" => Ok(TimeZone::system()),
-            other if other.starts_with('+') || other.starts_with('-') => {
-                parse_offset(other).ok_or(())
-            }
-            other => TimeZone::get(other).map_err(|_| ()),
-        }
-        .map_err(|()| {
-            format!("unknown time zone {name:?} (use UTC, local, +HH:MM or an IANA name such as Europe/Berlin)")
-        })?;
+        let tz = crate::config::parse_time_zone(name)?;
         Ok(UsageZone {
             tz,
             name: name.to_owned(),
@@ -86,17 +76,6 @@ impl UsageZone {
             .to_zoned(self.tz.clone());
         z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
     }
-}
-
-fn parse_offset(s: &str) -> Option<TimeZone> {
-    let sign = if s.starts_with('-') { -1 } else { 1 };
-    let (h, m) = s[1..].split_once(':').unwrap_or((&s[1..], "0"));
-    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-    if h > 14 || m > 59 {
-        return None;
-    }
-    let offset = jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()?;
-    Some(TimeZone::fixed(offset))
 }
 
 fn date_utc(date: Date) -> i64 {
