@@ -48,6 +48,7 @@ pub struct Config {
     pub log: LogConfig,
     pub node: NodeConfig,
     pub usage: UsageConfig,
+    pub events: EventsConfig,
 }
 
 /// The `[usage]` section: the calendar the usage ledger is counted in, and the fair-use
@@ -82,6 +83,154 @@ impl Default for UsageConfig {
             reset_interval_secs: 60,
             policies: Vec::new(),
         }
+    }
+}
+
+/// The `[events]` section: the session events outbox, its Server-Sent Events stream and its
+/// webhooks (docs/EVENTS.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Write events at all. Off: nothing is added to the outbox (the stream and webhooks serve
+    /// what is retained).
+    pub enabled: bool,
+    /// Also an event for every Interim-Update that changed a row (`session.interim`).
+    pub interims: bool,
+    /// Events numbered longer ago than this many days are deleted by the jobs leader.
+    pub retention_days: u64,
+    /// At most this many events are retained (the oldest are deleted first).
+    pub max_events: u64,
+    /// Seconds between the heartbeats (SSE comments) of an idle stream.
+    pub heartbeat_secs: u64,
+    /// Open `GET /api/events` streams per node; more are answered 503.
+    pub max_clients: usize,
+    /// Events a stream may fall behind the newest before it is ended (the client resumes with
+    /// `Last-Event-ID`): a slow client never makes the node buffer without bound.
+    pub client_buffer: usize,
+    /// Milliseconds between two looks for events numbered by another node or left in the
+    /// queue by a process that stopped (the local writer's commits wake the sequencer at once).
+    pub poll_interval_ms: u64,
+    /// Webhook endpoints.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            enabled: true,
+            interims: false,
+            retention_days: 7,
+            max_events: 1_000_000,
+            heartbeat_secs: 15,
+            max_clients: 256,
+            client_buffer: 10_000,
+            poll_interval_ms: 1000,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retention_days == 0 || self.max_events == 0 {
+            return Err("events.retention_days and events.max_events must be at least 1".into());
+        }
+        if self.heartbeat_secs == 0 || self.poll_interval_ms == 0 {
+            return Err(
+                "events.heartbeat_secs and events.poll_interval_ms must be at least 1".into(),
+            );
+        }
+        if self.max_clients == 0 || self.client_buffer == 0 {
+            return Err("events.max_clients and events.client_buffer must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &self.webhooks {
+            w.validate()?;
+            if !names.insert(w.name.as_str()) {
+                return Err(format!(
+                    "events.webhooks: the name {:?} is used twice",
+                    w.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One webhook endpoint (`[[events.webhooks]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The endpoint's name: its cursor in `webhook_cursors` and its `endpoint` metric label.
+    /// Renaming it starts it afresh from the newest event.
+    pub name: String,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// The HMAC-SHA256 key the batches are signed with.
+    pub secret: Secret,
+    /// Event types to deliver (`session.started`, …); empty: every type.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Events per POST, at most.
+    #[serde(default = "WebhookConfig::default_batch_size")]
+    pub batch_size: usize,
+    /// Seconds a POST may take before it counts as failed.
+    #[serde(default = "WebhookConfig::default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// The longest pause, in seconds, between retries of a failing endpoint.
+    #[serde(default = "WebhookConfig::default_max_backoff_secs")]
+    pub max_backoff_secs: u64,
+}
+
+impl WebhookConfig {
+    fn default_batch_size() -> usize {
+        100
+    }
+    fn default_timeout_secs() -> u64 {
+        10
+    }
+    fn default_max_backoff_secs() -> u64 {
+        300
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name.trim();
+        if name.is_empty() || name.len() > 63 || name.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "events.webhooks: name must be 1 to 63 characters without control characters (got {:?})",
+                self.name
+            ));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "events.webhooks {name:?}: url must start with http:// or https:// (got {:?})",
+                self.url
+            ));
+        }
+        if self.secret.expose().len() < 16 {
+            return Err(format!(
+                "events.webhooks {name:?}: secret must be at least 16 characters"
+            ));
+        }
+        for t in &self.types {
+            if crate::events::EventType::parse(t).is_none() {
+                return Err(format!(
+                    "events.webhooks {name:?}: unknown event type {t:?} (known: {})",
+                    crate::events::EventType::ALL.map(|t| t.name()).join(", ")
+                ));
+            }
+        }
+        if self.batch_size == 0 || self.batch_size > 10_000 {
+            return Err(format!(
+                "events.webhooks {name:?}: batch_size must be between 1 and 10000"
+            ));
+        }
+        if self.timeout_secs == 0 || self.max_backoff_secs == 0 {
+            return Err(format!(
+                "events.webhooks {name:?}: timeout_secs and max_backoff_secs must be at least 1"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -772,6 +921,7 @@ impl Config {
         self.jobs.validate()?;
         self.node.validate()?;
         self.usage.validate()?;
+        self.events.validate()?;
         self.disconnect.check()?;
         self.reconcile.check()?;
         let url = self.database.url.expose();

@@ -10,6 +10,8 @@
 //! - [`api`]: the Sessions API (axum): auth, scope, list/count/get/export, attribution, rate
 //!   limit.
 //! - [`disconnect`]: RFC 5176 Disconnect-Request client, RouterOS API fallback, `Disconnector`.
+//! - [`events`]: session events as the outbox holds them and the wire carries them (pure).
+//! - [`stream`]: the events' sequencer, the Server-Sent Events hub and the webhooks.
 //! - [`usage`]: the usage ledger's arithmetic, its calendar and the fair-use policies (pure).
 //! - [`fairuse`]: fair-use throttling through session control: crossings, starts while over,
 //!   the period reset.
@@ -28,9 +30,9 @@
 //! those below it:
 //!
 //! ```text
-//! cli → app → api → jobs → fairuse → disconnect → ingest → radius::listener → queue
+//! cli → app → api → stream → jobs → fairuse → disconnect → ingest → radius::listener → queue
 //!   → radius::{reply, accounting, clients} → radius::{codec, dictionary}
-//!   → nas → store → usage → sessions → metrics → config → node, http, net, clock, systemd
+//!   → nas → store → usage → sessions → metrics → config → events, node, http, net, clock, systemd
 //! ```
 //!
 //! `radius` counts as its parts (the queue carries `radius::accounting`'s events and the
@@ -46,6 +48,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod disconnect;
+pub mod events;
 pub mod fairuse;
 pub mod http;
 pub mod ingest;

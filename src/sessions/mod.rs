@@ -4,6 +4,7 @@
 //! index, after its transaction committed, so the index always follows SQL (invariant B).
 
 pub mod attribution;
+pub mod event;
 pub mod filter;
 mod index;
 mod row;

@@ -16,6 +16,7 @@
 
 mod actions;
 mod attribution;
+mod events;
 mod jobs;
 mod postgres;
 mod query;
@@ -34,6 +35,7 @@ use crate::sessions::{
 
 pub use actions::{ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key};
 pub use attribution::{AuditRecord, StoredAudit};
+pub use events::{EVENTS_CHANNEL, EVENTS_SEQUENCER_LOCK, Sequenced};
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{
     CHANGES_CHANNEL, ChangeListener, ChangeNotice, ENSURE_INDEXES_LOCK, GuardedWrite,

@@ -1,0 +1,366 @@
+//! The session events outbox (`event_queue`, `events`, `event_sequence`, `webhook_cursors`;
+//! migrations `0009_events.sql`, docs/EVENTS.md).
+//!
+//! Writers append to `event_queue` in the transaction (on PostgreSQL's optimistic path: the
+//! statement) of the change that caused the event. [`Store::sequence_events`] moves committed
+//! queue rows into `events`, numbering them from `event_sequence.last + 1` in queue order, in
+//! one transaction that holds [`EVENTS_SEQUENCER_LOCK`] (PostgreSQL) until it commits: of
+//! several nodes one numbers at a time, so ids are given in commit order and without gaps, and a
+//! reader that has read up to id N has read every event up to N for good. Readers see only
+//! `events`.
+
+use sqlx::Row as _;
+
+use super::{Dialect, Result, Store, Tx, each_store};
+use crate::events::{NewEvent, StoredEvent};
+
+/// The advisory lock the sequencer's transaction holds (`pg_advisory_xact_lock(int8)`):
+/// "radacctE" in ASCII.
+pub const EVENTS_SEQUENCER_LOCK: i64 = 0x7261_6461_6363_7445;
+
+/// The channel the sequencer notifies, with the last id it gave, when it numbered events: the
+/// other nodes' streams read them at once instead of at their next poll.
+pub const EVENTS_CHANNEL: &str = "radacctd_events";
+
+/// What one round of the sequencer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sequenced {
+    /// Events numbered in this round.
+    pub moved: u64,
+    /// The last id given so far (this round's or an earlier one's).
+    pub last_id: i64,
+}
+
+/// The columns of an event as `events` holds them, for [`read_event`].
+const EVENT_COLUMNS: &str =
+    "id, type, time, username, nasipaddress, acctuniqueid, radacctid, data, created";
+
+/// The columns the writers fill in `event_queue`, in their bind order.
+const QUEUE_COLUMNS: &str = "type, time, username, nasipaddress, acctuniqueid, radacctid, data";
+
+/// PostgreSQL: appends one array of each column (seven arrays from `$first`, in
+/// [`QUEUE_COLUMNS`] order) to the queue, in array order.
+pub(super) fn pg_queue_insert(first: usize) -> String {
+    let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO event_queue ({QUEUE_COLUMNS}) \
+         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, u.radacctid, u.data \
+         FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
+         {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
+         radacctid, data, ord) ORDER BY u.ord",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    )
+}
+
+/// The seven arrays of `events`, in [`QUEUE_COLUMNS`] order.
+pub(super) type QueueArrays = (
+    Vec<&'static str>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<Option<i64>>,
+    Vec<String>,
+);
+
+/// `events` as [`pg_queue_insert`]'s arrays.
+pub(super) fn queue_arrays(events: &[NewEvent]) -> QueueArrays {
+    (
+        events.iter().map(|e| e.kind.name()).collect(),
+        events.iter().map(|e| e.time).collect(),
+        events.iter().map(|e| e.username.clone()).collect(),
+        events.iter().map(|e| e.nasipaddress.clone()).collect(),
+        events.iter().map(|e| e.acctuniqueid.clone()).collect(),
+        events.iter().map(|e| e.radacctid).collect(),
+        events.iter().map(|e| e.data.clone()).collect(),
+    )
+}
+
+/// Binds [`queue_arrays`] to a statement with [`pg_queue_insert`] in it.
+pub(super) fn bind_queue_arrays<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &[NewEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (t, time, user, nas, key, id, data) = queue_arrays(events);
+    q.bind(t)
+        .bind(time)
+        .bind(user)
+        .bind(nas)
+        .bind(key)
+        .bind(id)
+        .bind(data)
+}
+
+const SQLITE_QUEUE_INSERT: &str = "INSERT INTO event_queue (type, time, username, nasipaddress, \
+     acctuniqueid, radacctid, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// PostgreSQL's round of the sequencer, after the lock (`$1`: at most this many, `$2`: now).
+const PG_SEQUENCE: &str = "WITH s AS (SELECT last FROM event_sequence), \
+     q AS (SELECT seq, type, time, username, nasipaddress, acctuniqueid, radacctid, data, \
+       row_number() OVER (ORDER BY seq) AS n FROM event_queue ORDER BY seq LIMIT $1), \
+     d AS (DELETE FROM event_queue WHERE seq IN (SELECT seq FROM q)), \
+     i AS (INSERT INTO events (id, type, time, username, nasipaddress, acctuniqueid, \
+       radacctid, data, created) \
+       SELECT s.last + q.n, q.type, q.time, q.username, q.nasipaddress, q.acctuniqueid, \
+       q.radacctid, q.data, $2 FROM q, s ORDER BY q.n), \
+     c AS (SELECT count(*) AS moved FROM q), \
+     u AS (UPDATE event_sequence SET last = last + (SELECT moved FROM c) \
+       WHERE (SELECT moved FROM c) > 0) \
+     SELECT (SELECT moved FROM c), (SELECT last FROM s) + (SELECT moved FROM c)";
+
+/// The shared statements, in each dialect.
+fn events_after_sql<D: Dialect>() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id > {} ORDER BY id LIMIT {}",
+        D::param(1),
+        D::param(2)
+    )
+}
+
+fn trim_sql<D: Dialect>() -> String {
+    format!(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created < {} OR id <= {} \
+         ORDER BY id LIMIT {})",
+        D::param(1),
+        D::param(2),
+        D::param(3)
+    )
+}
+
+fn set_cursor_sql<D: Dialect>() -> String {
+    format!(
+        "INSERT INTO webhook_cursors (endpoint, last_id, updated) VALUES ({}, {}, {}) \
+         ON CONFLICT (endpoint) DO UPDATE SET last_id = excluded.last_id, \
+         updated = excluded.updated",
+        D::param(1),
+        D::param(2),
+        D::param(3)
+    )
+}
+
+fn cursor_sql<D: Dialect>() -> String {
+    format!(
+        "SELECT last_id FROM webhook_cursors WHERE endpoint = {}",
+        D::param(1)
+    )
+}
+
+/// Reads a row selected with [`EVENT_COLUMNS`].
+fn read_event<'r, R>(r: &'r R) -> Result<StoredEvent>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredEvent {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        time: r.try_get(2)?,
+        username: r.try_get(3)?,
+        nasipaddress: r.try_get(4)?,
+        acctuniqueid: r.try_get(5)?,
+        radacctid: r.try_get(6)?,
+        data: r.try_get(7)?,
+        created: r.try_get(8)?,
+    })
+}
+
+impl Tx {
+    /// Appends `events` to the outbox in this transaction, in order.
+    pub async fn add_events(&mut self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tx::Postgres(t) => {
+                let sql = pg_queue_insert(1);
+                bind_queue_arrays(sqlx::query(sqlx::AssertSqlSafe(sql)), events)
+                    .execute(t.conn())
+                    .await?;
+            }
+            Tx::Sqlite(t) => {
+                for e in events {
+                    sqlx::query(SQLITE_QUEUE_INSERT)
+                        .bind(e.kind.name())
+                        .bind(e.time)
+                        .bind(&e.username)
+                        .bind(&e.nasipaddress)
+                        .bind(&e.acctuniqueid)
+                        .bind(e.radacctid)
+                        .bind(&e.data)
+                        .execute(t.conn())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Appends `events` to the outbox in a transaction of their own (changes that write
+    /// nothing else, such as a CoA's outcome without its action row).
+    pub async fn add_events(&self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        tx.add_events(events).await?;
+        tx.commit().await
+    }
+
+    /// One round of the sequencer: numbers up to `max` committed queue rows, oldest first,
+    /// and moves them into `events` (created = `now`). On PostgreSQL the transaction holds
+    /// [`EVENTS_SEQUENCER_LOCK`] and, when it numbered any, notifies [`EVENTS_CHANNEL`] on
+    /// commit. SQLite has one writer at a time, which serializes rounds by itself.
+    pub async fn sequence_events(&self, max: i64, now: i64) -> Result<Sequenced> {
+        match self {
+            Store::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(EVENTS_SEQUENCER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query(PG_SEQUENCE)
+                    .bind(max)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let (moved, last_id): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+                if moved > 0 {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(EVENTS_CHANNEL)
+                        .bind(last_id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Sequenced {
+                    moved: moved as u64,
+                    last_id,
+                })
+            }
+            Store::Sqlite(s) => {
+                let mut tx = s.pool().begin().await?;
+                let last: i64 = sqlx::query("SELECT last FROM event_sequence")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                let moved = sqlx::query(
+                    "INSERT INTO events (id, type, time, username, nasipaddress, acctuniqueid, \
+                     radacctid, data, created) \
+                     SELECT ?1 + row_number() OVER (ORDER BY seq), type, time, username, \
+                     nasipaddress, acctuniqueid, radacctid, data, ?3 \
+                     FROM (SELECT * FROM event_queue ORDER BY seq LIMIT ?2) ORDER BY seq",
+                )
+                .bind(last)
+                .bind(max)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as i64;
+                if moved > 0 {
+                    sqlx::query(
+                        "DELETE FROM event_queue WHERE seq IN \
+                         (SELECT seq FROM event_queue ORDER BY seq LIMIT ?1)",
+                    )
+                    .bind(moved)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE event_sequence SET last = ?1")
+                        .bind(last + moved)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Sequenced {
+                    moved: moved as u64,
+                    last_id: last + moved,
+                })
+            }
+        }
+    }
+
+    /// Up to `limit` numbered events after id `after`, by id.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        each_store!(Store, self, s: D => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(events_after_sql::<D>()))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(s.pool())
+                .await?;
+            rows.iter().map(read_event).collect()
+        })
+    }
+
+    /// The oldest id still retained (`None`: none is) and the last id given.
+    pub async fn event_bounds(&self) -> Result<(Option<i64>, i64)> {
+        each_store!(Store, self, s => {
+            let oldest: Option<i64> = sqlx::query("SELECT min(id) FROM events")
+                .fetch_one(s.pool())
+                .await?
+                .try_get(0)?;
+            let last: i64 = sqlx::query("SELECT last FROM event_sequence")
+                .fetch_one(s.pool())
+                .await?
+                .try_get(0)?;
+            Ok((oldest, last))
+        })
+    }
+
+    /// How many events wait in the queue to be numbered.
+    pub async fn queued_events(&self) -> Result<i64> {
+        each_store!(Store, self, s => {
+            Ok(sqlx::query("SELECT count(*) FROM event_queue")
+                .fetch_one(s.pool())
+                .await?
+                .try_get(0)?)
+        })
+    }
+
+    /// Deletes up to `limit` of the oldest events that were numbered before `created_before`
+    /// (epoch seconds) or whose id is at most `id_at_most`. Returns how many.
+    pub async fn trim_events(
+        &self,
+        created_before: i64,
+        id_at_most: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        each_store!(Store, self, s: D => {
+            Ok(sqlx::query(sqlx::AssertSqlSafe(trim_sql::<D>()))
+                .bind(created_before)
+                .bind(id_at_most)
+                .bind(limit)
+                .execute(s.pool())
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// The last event id webhook endpoint `endpoint` acknowledged (`None`: it has no cursor
+    /// yet).
+    pub async fn webhook_cursor(&self, endpoint: &str) -> Result<Option<i64>> {
+        each_store!(Store, self, s: D => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(cursor_sql::<D>()))
+                .bind(endpoint)
+                .fetch_optional(s.pool())
+                .await?;
+            row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+        })
+    }
+
+    /// Records that `endpoint` acknowledged every event up to `last_id` (at `now`).
+    pub async fn set_webhook_cursor(&self, endpoint: &str, last_id: i64, now: i64) -> Result<()> {
+        each_store!(Store, self, s: D => {
+            sqlx::query(sqlx::AssertSqlSafe(set_cursor_sql::<D>()))
+                .bind(endpoint)
+                .bind(last_id)
+                .bind(now)
+                .execute(s.pool())
+                .await?;
+            Ok(())
+        })
+    }
+}
