@@ -63,5 +63,6 @@ pub mod queue;
 pub mod radius;
 pub mod sessions;
 pub mod store;
+pub mod stream;
 pub mod systemd;
 pub mod usage;

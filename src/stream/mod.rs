@@ -1,0 +1,6 @@
+//! The session events' way out (docs/EVENTS.md): the [`sequencer`] that numbers what the
+//! writers appended to the outbox, and the readers of what it numbered.
+
+pub mod sequencer;
+
+pub use sequencer::{Numbered, Sequencer};

@@ -1,0 +1,98 @@
+//! The sequencer: moves committed rows of `event_queue` into `events`, numbering them
+//! (`Store::sequence_events`, which holds the cluster-wide lock on PostgreSQL). It runs on
+//! every node: woken at once after the local writer committed events, and every
+//! `events.poll_interval_ms` for events another node (or a process killed after its commit)
+//! left in the queue, and to learn the ids others gave. What it learns is published as
+//! [`Numbered`]: the last id given, which the stream and the webhooks wait on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// Queue rows numbered per round at most (one transaction each).
+pub const ROUND: i64 = 5_000;
+
+/// The last event id given, as this node last learned it; changes wake its readers.
+pub type Numbered = watch::Receiver<i64>;
+
+/// The sequencer task and the handles to it.
+#[derive(Debug)]
+pub struct Sequencer {
+    store: Store,
+    wake: Arc<Notify>,
+    numbered: watch::Sender<i64>,
+    poll: Duration,
+}
+
+impl Sequencer {
+    pub fn new(store: Store, poll: Duration) -> Sequencer {
+        Sequencer {
+            store,
+            wake: Arc::new(Notify::new()),
+            numbered: watch::Sender::new(0),
+            poll,
+        }
+    }
+
+    /// What the writer notifies after it committed events: the next round starts at once.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The last id given, for readers to wait on.
+    pub fn numbered(&self) -> Numbered {
+        self.numbered.subscribe()
+    }
+
+    /// Numbers everything queued now (several rounds if need be); returns the last id given.
+    pub async fn drain(&self) -> Result<i64, crate::store::StoreError> {
+        loop {
+            let s = self
+                .store
+                .sequence_events(ROUND, crate::clock::now_secs())
+                .await?;
+            self.numbered.send_if_modified(|last| {
+                let newer = s.last_id > *last;
+                if newer {
+                    *last = s.last_id;
+                }
+                newer
+            });
+            if s.moved < ROUND as u64 {
+                return Ok(s.last_id);
+            }
+        }
+    }
+
+    /// Runs until `cancel`, then numbers what is left once more (so what the writer committed
+    /// before shutdown is numbered by this process when the database allows).
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut failing = false;
+        loop {
+            match self.drain().await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("event sequencer: the database answers again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "event sequencer: numbering events failed; retrying");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+        if let Err(e) = self.drain().await {
+            tracing::debug!(error = %e, "event sequencer: last round at shutdown failed");
+        }
+    }
+}
