@@ -99,6 +99,12 @@ pub struct Application {
     /// The fair-use enforcer; with policies, the writer reports to its touches.
     fair_use: crate::fairuse::FairUse,
     touches: Arc<crate::usage::Touches>,
+    /// Numbers the events the writers append (taken when the background tasks start).
+    sequencer: Option<crate::stream::Sequencer>,
+    /// Woken after the writer's commits that appended events.
+    event_wake: Arc<tokio::sync::Notify>,
+    /// The last event id given, for the events stream and the webhooks.
+    events_numbered: crate::stream::Numbered,
 }
 
 impl std::fmt::Debug for Application {
@@ -185,7 +191,14 @@ impl Application {
             stats.node().name().to_owned(),
         )
         .map_err(anyhow::Error::msg)?;
+        let sequencer = crate::stream::Sequencer::new(
+            store.clone(),
+            Duration::from_millis(config.events.poll_interval_ms),
+        );
         Ok(Application {
+            event_wake: sequencer.wake_handle(),
+            events_numbered: sequencer.numbered(),
+            sequencer: Some(sequencer),
             policies,
             fair_use,
             touches,
@@ -219,6 +232,11 @@ impl Application {
     /// The bound address of `/metrics`, when enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The last event id given, as this node knows it (waits on it see new events).
+    pub fn events_numbered(&self) -> crate::stream::Numbered {
+        self.events_numbered.clone()
     }
 
     /// Notify it to reload clients and the reseller cache now (what SIGHUP does).
@@ -369,7 +387,8 @@ impl Application {
         )
         .with_health(health.clone())
         .on_ready(self.reload.clone())
-        .with_changes(changes);
+        .with_changes(changes)
+        .with_event_wake(self.event_wake.clone());
         let writer = if self.policies.is_empty() {
             writer
         } else {
@@ -448,6 +467,9 @@ impl Application {
         );
         if !self.policies.is_empty() {
             tasks.spawn(self.fair_use.clone().run(stopping.child_token()));
+        }
+        if let Some(sequencer) = self.sequencer.take() {
+            tasks.spawn(sequencer.run(stopping.child_token()));
         }
         let feed = ChangeFeed::new(
             self.store.clone(),

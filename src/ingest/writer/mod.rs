@@ -121,6 +121,9 @@ pub struct Writer {
     /// Where committed row writes are reported for the fair-use enforcer (none without
     /// fair-use policies).
     touches: Option<Arc<crate::usage::Touches>>,
+    /// Notified after a commit that appended events to the outbox: the sequencer numbers them
+    /// at once (`stream::Sequencer::wake_handle`).
+    event_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Where the change feed sends its re-reads (`Reconcile::Rows`) to the writer.
@@ -178,7 +181,14 @@ impl Writer {
             refused_log: LogLimiter::default(),
             changes: None,
             touches: None,
+            event_wake: None,
         }
+    }
+
+    /// Notifies `wake` after each commit that appended events.
+    pub fn with_event_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.event_wake = Some(wake);
+        self
     }
 
     /// Reports the subscribers of every committed row write to `touches`.
