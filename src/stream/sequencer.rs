@@ -16,6 +16,11 @@ use crate::store::Store;
 /// Queue rows numbered per round at most (one transaction each).
 pub const ROUND: i64 = 5_000;
 
+/// How long a woken sequencer waits before its round, so that the commits of a burst are
+/// numbered together: one sequencer transaction (and its WAL flush) per this interval at most
+/// under load, rather than one per writer commit.
+pub const GATHER: Duration = Duration::from_millis(20);
+
 /// The last event id given, as this node last learned it; changes wake its readers.
 pub type Numbered = watch::Receiver<i64>;
 
@@ -87,7 +92,12 @@ impl Sequencer {
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(GATHER) => {}
+                    }
+                }
                 _ = tokio::time::sleep(self.poll) => {}
             }
         }
