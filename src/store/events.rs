@@ -243,7 +243,10 @@ impl Store {
                 })
             }
             Store::Sqlite(s) => {
-                let mut tx = s.pool().begin().await?;
+                // IMMEDIATE: the write lock up front. A deferred transaction that read `last`
+                // fails at once (SQLITE_BUSY, no busy wait) when it then writes after another
+                // writer (the ingest writer appending to the queue) committed meanwhile.
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
                 let last: i64 = sqlx::query("SELECT last FROM event_sequence")
                     .fetch_one(&mut *tx)
                     .await?
