@@ -695,6 +695,10 @@ pub(crate) fn writer_options(config: &Config) -> WriterOptions {
         commit_timeout: config.commit_timeout(),
         replay_interval: Duration::from_millis(config.journal.replay_interval_ms.max(10)),
         radacct_fillfactor: config.database.radacct_fillfactor,
+        events: ingest::EventOptions {
+            enabled: config.events.enabled,
+            interims: config.events.interims,
+        },
     }
 }
 

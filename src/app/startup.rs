@@ -23,6 +23,7 @@ pub async fn open_store(config: &Config, origin: Option<&str>) -> anyhow::Result
         acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
         write_statement_timeout: Some(write_statement_timeout(config.commit_timeout())),
         origin: origin.map(str::to_owned),
+        events: config.events.enabled,
     };
     Store::open(config.database.url.expose(), &opts)
         .await
@@ -176,6 +177,7 @@ async fn replay_journal_at_start(store: &Store, journal: &ingest::SharedJournal,
             journal,
             config.radius.max_batch,
             config.commit_timeout(),
+            super::writer_options(config).events,
             &mut attempts,
         )
         .await

@@ -223,7 +223,8 @@ pub async fn retry(config: &Config, out: &mut dyn Write) -> anyhow::Result<Retry
             fates.push(Fate::Kept);
             continue;
         }
-        match replay_entry(&store, &r.entry, config.commit_timeout()).await {
+        let events = crate::app::writer_options(config).events;
+        match replay_entry(&store, &r.entry, config.commit_timeout(), events).await {
             Ok(()) => {
                 writeln!(out, "applied      {}", describe(&r.entry))?;
                 report.applied += 1;

@@ -10,7 +10,7 @@
 //!   `Some(ev.connectinfo)`, an empty string when the packet had no Connect-Info), and so does
 //!   FreeRADIUS's own stop query (`'%{Connect-Info}'`) on a shared database;
 //! - radacctd's own closes never touch it: `semantics::close` (the disconnect's close and the
-//!   stale sweeper's) and the Accounting-On/Off bulk close (`Dialect::CLOSE_NAS`);
+//!   stale sweeper's) and the Accounting-On/Off bulk close (`Dialect::close_nas`);
 //! - the Interim-Update that reopens a row the sweeper closed clears it;
 //! - a Stop that creates its row (no Start or Interim before) leaves it NULL
 //!   (`semantics::new_row`), but a disconnected session always had its row already.

@@ -10,6 +10,6 @@ mod writer;
 pub use crate::queue::{CloseRequest, Drift, IngestReceiver, IngestSender, Item, queue};
 pub use writer::replay_entry;
 pub use writer::{
-    ChangesReceiver, ChangesSender, ReplayStep, SharedJournal, Writer, WriterHealth, WriterOptions,
-    apply_offline, changes_channel, replay_chunk, writer_lock,
+    ChangesReceiver, ChangesSender, EventOptions, ReplayStep, SharedJournal, Writer, WriterHealth,
+    WriterOptions, apply_offline, changes_channel, replay_chunk, writer_lock,
 };

@@ -14,10 +14,13 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sqlx::Row as _;
 
 pub use super::postgres::ActionLock;
 use super::{Dialect, Result, Store, Tx, each_store};
+use crate::events::{EventType, NewEvent};
+use crate::radius::dictionary::{ERROR_CAUSE, value_name};
 
 /// The first key of every session action lock (`pg_advisory_xact_lock(int4, int4)`): "RADS" in
 /// ASCII, so that these locks never meet another application's single-key or two-key locks
@@ -187,6 +190,58 @@ where
 }
 
 impl ActionRecord {
+    /// The session event this row gives, appended in its transaction (docs/EVENTS.md):
+    /// - `coa`: `session.coa`, whatever the outcome (`outcome`, `error_cause` and
+    ///   `error_cause_name`, the `request`'s attributes, `rtt_ms`, `actor`, `method`);
+    /// - `disconnect` the NAS confirmed (`ack`, or `removed` by the RouterOS API):
+    ///   `session.disconnected` (`outcome`, `method`, `actor`, `rtt_ms`);
+    /// - anything else none: an unconfirmed disconnect changed nothing that is known, and a
+    ///   reconciliation's close gives its `session.ghost_closed` with the row it closed.
+    pub fn event(&self) -> Option<NewEvent> {
+        let (kind, data) = match (self.action.as_ref(), self.outcome.as_ref()) {
+            ("coa", _) => {
+                let name = self
+                    .error_cause
+                    .and_then(|c| u32::try_from(c).ok())
+                    .and_then(|c| value_name(ERROR_CAUSE, c));
+                let request: Value = self
+                    .request
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .unwrap_or(Value::Null);
+                let data = json!({
+                    "outcome": self.outcome,
+                    "error_cause": self.error_cause,
+                    "error_cause_name": name,
+                    "request": request,
+                    "rtt_ms": self.rtt_ms,
+                    "actor": self.actor,
+                    "method": self.method,
+                });
+                (EventType::SessionCoa, data)
+            }
+            ("disconnect", "ack" | "removed") => {
+                let data = json!({
+                    "outcome": self.outcome,
+                    "method": self.method,
+                    "actor": self.actor,
+                    "rtt_ms": self.rtt_ms,
+                });
+                (EventType::SessionDisconnected, data)
+            }
+            _ => return None,
+        };
+        Some(NewEvent {
+            kind,
+            time: self.finished_at,
+            username: self.username.clone().unwrap_or_default(),
+            nasipaddress: self.nasipaddress.clone(),
+            acctuniqueid: self.acctuniqueid.clone(),
+            radacctid: Some(self.radacctid),
+            data: data.to_string(),
+        })
+    }
+
     /// This record with `row_closed` set in its `detail` (a JSON object), and its outcome
     /// `outcome_if_unchanged` when given and the close changed nothing: what the writer learns
     /// only as it applies the close the record goes with.
@@ -212,47 +267,64 @@ impl ActionRecord {
 
 impl Tx {
     /// Appends a row to the action log in this transaction (with the row change it records),
-    /// inside a savepoint: a failing insert (a damaged or missing table) is logged and undone
-    /// without failing the transaction, since the change it records (a disconnect's close)
-    /// matters more than its log. A lost connection fails the transaction as usual.
+    /// and its session event ([`ActionRecord::event`]), inside a savepoint: a failing insert
+    /// (a damaged or missing table) is logged and undone, both of them, without failing the
+    /// transaction, since the change it records (a disconnect's close) matters more than its
+    /// log. A lost connection fails the transaction as usual.
     pub async fn record_action(&mut self, record: &ActionRecord) -> Result<()> {
-        each_store!(Tx, self, t: D => {
-            sqlx::query("SAVEPOINT radacctd_action").execute(t.conn()).await?;
-            let sql = insert_action_sql::<D>();
-            let q = bind_action!(sqlx::query(sqlx::AssertSqlSafe(sql)), record);
-            match q.fetch_one(t.conn()).await {
-                Ok(_) => {
-                    sqlx::query("RELEASE SAVEPOINT radacctd_action")
-                        .execute(t.conn())
-                        .await?;
-                }
-                Err(e) => {
-                    let e = super::StoreError::from(e);
-                    if e.is_unavailable() {
-                        return Err(e);
-                    }
-                    tracing::warn!(
-                        radacctid = record.radacctid, error = %e,
-                        "action log row not written; the close it records is"
-                    );
-                    sqlx::query("ROLLBACK TO SAVEPOINT radacctd_action")
-                        .execute(t.conn())
-                        .await?;
-                }
+        self.execute("SAVEPOINT radacctd_action").await?;
+        match self.insert_action(record).await {
+            Ok(()) => self.execute("RELEASE SAVEPOINT radacctd_action").await,
+            Err(e) if e.is_unavailable() => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    radacctid = record.radacctid, error = %e,
+                    "action log row not written; the close it records is"
+                );
+                self.execute("ROLLBACK TO SAVEPOINT radacctd_action").await
             }
-            Ok(())
-        })
+        }
+    }
+
+    /// The action row and its event.
+    async fn insert_action(&mut self, record: &ActionRecord) -> Result<()> {
+        each_store!(Tx, self, t: D => {
+            let sql = insert_action_sql::<D>();
+            bind_action!(sqlx::query(sqlx::AssertSqlSafe(sql)), record)
+                .fetch_one(t.conn())
+                .await?;
+        });
+        if let Some(event) = record.event() {
+            self.add_events(&[event]).await?;
+        }
+        Ok(())
+    }
+
+    /// A statement without parameters or results (savepoints).
+    async fn execute(&mut self, sql: &'static str) -> Result<()> {
+        each_store!(Tx, self, t => {
+            sqlx::query(sql).execute(t.conn()).await?;
+        });
+        Ok(())
     }
 }
 
 impl Store {
     /// Appends a row to the action log, without any lock (SQLite, and the fallback when the
-    /// PostgreSQL coordination failed). Returns its id.
+    /// PostgreSQL coordination failed), with its session event ([`ActionRecord::event`]) in
+    /// the same transaction. Returns its id.
     pub async fn record_action(&self, record: &ActionRecord) -> Result<i64> {
+        let event = record.event().filter(|_| self.events_enabled());
         each_store!(Store, self, s: D => {
+            let mut tx = s.pool().begin().await?;
             let sql = insert_action_sql::<D>();
             let q = bind_action!(sqlx::query(sqlx::AssertSqlSafe(sql)), record);
-            Ok(q.fetch_one(s.pool()).await?.try_get(0)?)
+            let id: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+            if let Some(event) = event {
+                D::append_events(&mut tx, &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok(id)
         })
     }
 
@@ -341,6 +413,54 @@ mod tests {
             ..record
         };
         assert_eq!(disconnect.with_row_closed(false).outcome, "ack");
+    }
+
+    #[test]
+    fn a_coa_is_an_event_whatever_its_outcome_a_disconnect_only_when_confirmed() {
+        let record = |action: &'static str, outcome: &'static str| ActionRecord {
+            radacctid: 5,
+            acctuniqueid: "k".into(),
+            username: Some("u".into()),
+            nasipaddress: "192.0.2.1".into(),
+            action: action.into(),
+            method: "api".into(),
+            outcome: outcome.into(),
+            outcome_if_unchanged: None,
+            detail: None,
+            request: Some(r#"{"Session-Timeout":60}"#.into()),
+            error_cause: Some(402),
+            actor: Some("ops".into()),
+            node: "a".into(),
+            rtt_ms: Some(9),
+            requested_at: 10,
+            finished_at: 12,
+        };
+        let coa = record("coa", "nak").event().expect("an event");
+        assert_eq!(
+            (coa.kind, coa.time, coa.radacctid),
+            (EventType::SessionCoa, 12, Some(5))
+        );
+        let data: Value = serde_json::from_str(&coa.data).expect("json");
+        assert_eq!(data["error_cause_name"], "Missing-Attribute");
+        assert_eq!(data["request"]["Session-Timeout"], 60);
+        assert_eq!(data["actor"], "ops");
+        for outcome in ["ack", "removed"] {
+            let e = record("disconnect", outcome).event().expect("an event");
+            assert_eq!(e.kind, EventType::SessionDisconnected);
+            let data: Value = serde_json::from_str(&e.data).expect("json");
+            assert_eq!(
+                data,
+                json!({"outcome": outcome, "method": "api", "actor": "ops", "rtt_ms": 9})
+            );
+        }
+        for (action, outcome) in [
+            ("disconnect", "nak"),
+            ("disconnect", "timeout"),
+            ("disconnect", "already_closed"),
+            ("reconcile", "ghost_closed"),
+        ] {
+            assert_eq!(record(action, outcome).event(), None, "{action} {outcome}");
+        }
     }
 
     #[test]

@@ -52,6 +52,47 @@ pub(super) fn pg_queue_insert(first: usize) -> String {
     )
 }
 
+/// The events CTE of the optimistic path's guarded statement (PostgreSQL), parameters from
+/// `$first` (the seven arrays of [`bind_queue_arrays`]): appends, in array order, only the
+/// events of the sessions the statement wrote. `inserted` names the CTE of its inserts (whose
+/// `RETURNING` gives `radacctid` and `acctuniqueid`): an event of a new row, which has no id
+/// yet, matches it by key and takes its id from it. `updated` selects the ids its updates
+/// wrote.
+pub(super) fn pg_guarded_events(
+    first: usize,
+    inserted: Option<&str>,
+    updated: &[String],
+) -> String {
+    let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
+    let mut written = Vec::new();
+    let (join, id) = match inserted {
+        Some(w) => {
+            written.push("i.radacctid IS NOT NULL".to_owned());
+            (
+                format!(" LEFT JOIN {w} AS i ON i.acctuniqueid = u.acctuniqueid"),
+                "COALESCE(u.radacctid, i.radacctid)",
+            )
+        }
+        None => (String::new(), "u.radacctid"),
+    };
+    if !updated.is_empty() {
+        written.push(format!("u.radacctid IN ({})", updated.join(" UNION ALL ")));
+    }
+    let written = if written.is_empty() {
+        "false".to_owned()
+    } else {
+        written.join(" OR ")
+    };
+    format!(
+        "e AS (INSERT INTO event_queue ({QUEUE_COLUMNS}) \
+         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, {id}, u.data \
+         FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
+         {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
+         radacctid, data, ord){join} WHERE {written} ORDER BY u.ord)",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    )
+}
+
 /// The seven arrays of `events`, in [`QUEUE_COLUMNS`] order.
 pub(super) type QueueArrays = (
     Vec<&'static str>,
@@ -167,43 +208,63 @@ where
     })
 }
 
-impl Tx {
-    /// Appends `events` to the outbox in this transaction, in order.
-    pub async fn add_events(&mut self, events: &[NewEvent]) -> Result<()> {
+impl super::PgStore {
+    /// Appends `events` to the queue on `conn`, in order, in one statement (the caller's
+    /// transaction).
+    pub(super) async fn append_events(
+        conn: &mut sqlx::PgConnection,
+        events: &[NewEvent],
+    ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        match self {
-            Tx::Postgres(t) => {
-                let sql = pg_queue_insert(1);
-                bind_queue_arrays(sqlx::query(sqlx::AssertSqlSafe(sql)), events)
-                    .execute(t.conn())
-                    .await?;
-            }
-            Tx::Sqlite(t) => {
-                for e in events {
-                    sqlx::query(SQLITE_QUEUE_INSERT)
-                        .bind(e.kind.name())
-                        .bind(e.time)
-                        .bind(&e.username)
-                        .bind(&e.nasipaddress)
-                        .bind(&e.acctuniqueid)
-                        .bind(e.radacctid)
-                        .bind(&e.data)
-                        .execute(t.conn())
-                        .await?;
-                }
-            }
+        let sql = pg_queue_insert(1);
+        bind_queue_arrays(sqlx::query(sqlx::AssertSqlSafe(sql)), events)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+impl super::SqliteStore {
+    /// Appends `events` to the queue on `conn`, in order (the caller's transaction).
+    pub(super) async fn append_events(
+        conn: &mut sqlx::SqliteConnection,
+        events: &[NewEvent],
+    ) -> Result<()> {
+        for e in events {
+            sqlx::query(SQLITE_QUEUE_INSERT)
+                .bind(e.kind.name())
+                .bind(e.time)
+                .bind(&e.username)
+                .bind(&e.nasipaddress)
+                .bind(&e.acctuniqueid)
+                .bind(e.radacctid)
+                .bind(&e.data)
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }
 }
 
+impl Tx {
+    /// Appends `events` to the outbox in this transaction, in order (nothing when the store
+    /// was opened without events, [`super::StoreOptions::events`]).
+    pub async fn add_events(&mut self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() || !self.events_enabled() {
+            return Ok(());
+        }
+        each_store!(Tx, self, t: D => D::append_events(t.conn(), events).await)
+    }
+}
+
 impl Store {
     /// Appends `events` to the outbox in a transaction of their own (changes that write
-    /// nothing else, such as a CoA's outcome without its action row).
+    /// nothing else, such as a CoA's outcome without its action row); nothing when the store
+    /// was opened without events.
     pub async fn add_events(&self, events: &[NewEvent]) -> Result<()> {
-        if events.is_empty() {
+        if events.is_empty() || !self.events_enabled() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
@@ -243,7 +304,10 @@ impl Store {
                 })
             }
             Store::Sqlite(s) => {
-                let mut tx = s.pool().begin().await?;
+                // IMMEDIATE: the write lock up front. A deferred transaction that read `last`
+                // fails at once (SQLITE_BUSY, no busy wait) when it then writes after another
+                // writer (the ingest writer appending to the queue) committed meanwhile.
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
                 let last: i64 = sqlx::query("SELECT last FROM event_sequence")
                     .fetch_one(&mut *tx)
                     .await?

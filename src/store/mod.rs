@@ -38,7 +38,7 @@ pub use attribution::{AuditRecord, StoredAudit};
 pub use events::{EVENTS_CHANNEL, EVENTS_SEQUENCER_LOCK, Sequenced};
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{
-    CHANGES_CHANNEL, ChangeListener, ChangeNotice, ENSURE_INDEXES_LOCK, GuardedWrite,
+    CHANGES_CHANNEL, ChangeListener, ChangeNotice, Consequences, ENSURE_INDEXES_LOCK, GuardedWrite,
     JOBS_LEADER_LOCK, LockConnection, PREPARE_LOCK, PgStore,
 };
 pub use query::{ExportStart, SessionQuery};
@@ -106,8 +106,9 @@ pub(crate) trait Dialect {
     /// api_username, api_password, api_tls, api_tls_name`.
     const NAS_ROWS: &'static str;
     /// Accounting-On/Off: closes the open rows of NAS `$1` started at or before `$2` with
-    /// cause `$3`, returning their keys.
-    const CLOSE_NAS: &'static str;
+    /// cause `$3`, returning each closed row as [`read_row`] reads [`Columns::All`] (the
+    /// `session.stopped` events carry them).
+    fn close_nas() -> &'static str;
     /// A run of job `$1` by node `$2` starts now: inserts its `job_runs` row, returning its id.
     const JOB_RUN_START: &'static str;
     /// Run `$1` ended now having done `$2` rows, with error `$3` (NULL: it succeeded).
@@ -280,6 +281,10 @@ pub struct StoreOptions {
     /// change-notification trigger puts in each notification so that the process can skip its
     /// own changes (docs/HA.md#index-coherence). `None`: notifications carry no origin.
     pub origin: Option<String>,
+    /// `events.enabled`: whether the changes the store writes on its own account (action log
+    /// rows, fair-use crossings) append their session events, and whether [`Tx::add_events`]
+    /// and [`Store::add_events`] append anything at all.
+    pub events: bool,
 }
 
 impl Default for StoreOptions {
@@ -289,6 +294,7 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(5),
             write_statement_timeout: None,
             origin: None,
+            events: true,
         }
     }
 }
@@ -458,6 +464,11 @@ impl Store {
         })
     }
 
+    /// Whether events are appended ([`StoreOptions::events`]).
+    pub fn events_enabled(&self) -> bool {
+        each_store!(Store, self, s => s.events)
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
         match self {
             Store::Postgres(s) => Ok(Tx::Postgres(s.begin().await?)),
@@ -548,17 +559,28 @@ impl Tx {
     }
 
     /// Accounting-On/Off: closes the open rows of `nas` started at or before `time`, session
-    /// time recomputed from the start, with `cause`. Returns the keys it closed.
-    pub async fn close_nas(&mut self, nas: &str, time: i64, cause: &str) -> Result<Vec<String>> {
+    /// time recomputed from the start, with `cause`. Returns the rows it closed, as closed,
+    /// by id.
+    pub async fn close_nas(&mut self, nas: &str, time: i64, cause: &str) -> Result<Vec<Row>> {
         each_store!(Tx, self, t: D => {
-            let rows = sqlx::query(D::CLOSE_NAS)
+            let rows = sqlx::query(D::close_nas())
                 .bind(nas)
                 .bind(time)
                 .bind(cause)
                 .fetch_all(t.conn())
                 .await?;
-            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+            let mut closed = rows
+                .iter()
+                .map(|r| read_row(r, Columns::All))
+                .collect::<Result<Vec<Row>>>()?;
+            closed.sort_by_key(|r| r.radacctid);
+            Ok(closed)
         })
+    }
+
+    /// Whether this transaction appends events (the store's [`StoreOptions::events`]).
+    pub fn events_enabled(&self) -> bool {
+        each_store!(Tx, self, t => t.events)
     }
 
     pub async fn commit(self) -> Result<()> {

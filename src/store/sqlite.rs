@@ -122,12 +122,9 @@ impl Dialect for SqliteStore {
     const NAS_ROWS: &'static str = "SELECT id, nasname, shortname, secret, coa_port, api_port, api_username, \
          api_password, api_tls, api_tls_name FROM nas ORDER BY id";
 
-    const CLOSE_NAS: &'static str = "UPDATE radacct SET acctstoptime = datetime(?2, 'unixepoch'), \
-         acctupdatetime = datetime(?2, 'unixepoch'), \
-         acctsessiontime = ?2 - CAST(strftime('%s', acctstarttime) AS INTEGER), \
-         acctterminatecause = ?3 \
-         WHERE acctstoptime IS NULL AND nasipaddress = ?1 AND acctstarttime <= datetime(?2, 'unixepoch') \
-         RETURNING acctuniqueid";
+    fn close_nas() -> &'static str {
+        &CLOSE_NAS_SQL
+    }
 
     const JOB_RUN_START: &'static str = "INSERT INTO job_runs (job, node, started_at) \
          VALUES (?1, ?2, strftime('%Y-%m-%d %H:%M:%f', 'now')) RETURNING id";
@@ -142,6 +139,19 @@ impl Dialect for SqliteStore {
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM radacct WHERE acctuniqueid = ?1",
+        select_list(Columns::All, SqliteStore::read_back)
+    )
+});
+
+/// Accounting-On/Off's bulk close, returning the rows it closed.
+static CLOSE_NAS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE radacct SET acctstoptime = datetime(?2, 'unixepoch'), \
+         acctupdatetime = datetime(?2, 'unixepoch'), \
+         acctsessiontime = ?2 - CAST(strftime('%s', acctstarttime) AS INTEGER), \
+         acctterminatecause = ?3 \
+         WHERE acctstoptime IS NULL AND nasipaddress = ?1 AND acctstarttime <= datetime(?2, 'unixepoch') \
+         RETURNING {}",
         select_list(Columns::All, SqliteStore::read_back)
     )
 });
@@ -208,6 +218,8 @@ fn bind_row<'q>(
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// [`StoreOptions::events`].
+    pub(super) events: bool,
 }
 
 impl SqliteStore {
@@ -223,7 +235,10 @@ impl SqliteStore {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            events: opts.events,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -240,6 +255,7 @@ impl SqliteStore {
         // upgrade (SQLITE_BUSY_SNAPSHOT) after reading.
         Ok(SqliteTx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            events: self.events,
         })
     }
 
@@ -339,6 +355,8 @@ impl SqliteStore {
 #[derive(Debug)]
 pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
+    /// [`StoreOptions::events`].
+    pub(super) events: bool,
 }
 
 impl SqliteTx {

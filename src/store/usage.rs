@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use sqlx::Row as _;
 
 use super::{Dialect, Result, Store, Tx, each_store};
+use crate::events::{EventType, NewEvent, rfc3339};
 use crate::usage::{DAY, Entry};
 
 /// The upserts that add the rows of CTE `l` (`username, hour, i, o`) to both ledger tables,
@@ -357,8 +358,11 @@ impl Store {
     }
 
     /// Records a crossing unless the subscriber already has a throttle row. Returns whether
-    /// this call inserted it (of several nodes seeing the same crossing, exactly one does).
+    /// this call inserted it (of several nodes seeing the same crossing, exactly one does);
+    /// the one that does appends its `usage.threshold_crossed` event ([`crossing_event`]) in
+    /// the same transaction.
     pub async fn claim_throttle(&self, t: &Throttle) -> Result<bool> {
+        let events = self.events_enabled();
         each_store!(Store, self, s: D => {
             let p: Vec<String> = (1..=10).map(D::param).collect();
             let sql = format!(
@@ -366,6 +370,7 @@ impl Store {
                  ON CONFLICT (username) DO NOTHING",
                 p.join(", ")
             );
+            let mut tx = s.pool().begin().await?;
             let done = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&t.username)
                 .bind(&t.policy)
@@ -377,9 +382,14 @@ impl Store {
                 .bind(&t.restore_rate)
                 .bind(t.throttled_since)
                 .bind(&t.node)
-                .execute(s.pool())
+                .execute(&mut *tx)
                 .await?;
-            Ok(done.rows_affected() == 1)
+            let claimed = done.rows_affected() == 1;
+            if claimed && events {
+                D::append_events(&mut tx, &[crossing_event(t)]).await?;
+            }
+            tx.commit().await?;
+            Ok(claimed)
         })
     }
 
@@ -443,6 +453,29 @@ impl Store {
                 .await?;
             Ok(done.rows_affected() == 1)
         })
+    }
+}
+
+/// The event of a claimed crossing: `usage.threshold_crossed` for the subscriber, at the
+/// time it was found (`policy`, the period's `period_start` and `period_end` in RFC 3339,
+/// `threshold_bytes`, `used_bytes`, the `rate` it is throttled to).
+fn crossing_event(t: &Throttle) -> NewEvent {
+    let data = serde_json::json!({
+        "policy": t.policy,
+        "period_start": rfc3339(t.period_start),
+        "period_end": rfc3339(t.period_end),
+        "threshold_bytes": t.threshold_bytes,
+        "used_bytes": t.used_bytes,
+        "rate": t.rate,
+    });
+    NewEvent {
+        kind: EventType::UsageThresholdCrossed,
+        time: t.throttled_since,
+        username: t.username.clone(),
+        nasipaddress: String::new(),
+        acctuniqueid: String::new(),
+        radacctid: None,
+        data: data.to_string(),
     }
 }
 

@@ -589,10 +589,43 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
             output: 7,
         })
         .collect();
+    // And so does each session's event: only the written row's is appended.
+    let events: Vec<radacctd::events::NewEvent> = updates
+        .iter()
+        .map(|r| {
+            radacctd::sessions::event::session_event(
+                radacctd::events::EventType::SessionInterim,
+                now() as i64,
+                r,
+                None,
+            )
+        })
+        .collect();
+    let consequences = radacctd::store::Consequences {
+        ledger: &ledger,
+        events: &events,
+    };
     let written = pg
-        .write_guarded(&mut [], &updates, &[], &[], &versions, &ledger)
+        .write_guarded(&mut [], &updates, &[], &[], &versions, consequences)
         .await
         .expect("write");
+    let interims = "SELECT acctuniqueid, radacctid FROM event_queue WHERE type = 'session.interim' \
+         UNION ALL SELECT acctuniqueid, radacctid FROM events WHERE type = 'session.interim'";
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM ({interims}) AS e"))
+            .await,
+        1,
+        "the refused row's event is not appended"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM ({interims}) AS e WHERE acctuniqueid = '{}' AND radacctid = {}",
+            b.key(),
+            rows[&b.key()].radacctid.expect("id")
+        ))
+        .await,
+        1
+    );
     assert_eq!(
         db.count("SELECT CAST(COALESCE(SUM(output_octets), 0) AS BIGINT) FROM usage_hourly")
             .await,
@@ -621,7 +654,14 @@ async fn guarded_write_refuses_rows_changed_by_another_writer() {
     let mut now_versions = versions.clone();
     now_versions.insert(b.key(), written.versions[&b.key()]);
     let checked = pg
-        .write_guarded(&mut [], &[], &[], &updates, &now_versions, &[])
+        .write_guarded(
+            &mut [],
+            &[],
+            &[],
+            &updates,
+            &now_versions,
+            Default::default(),
+        )
         .await
         .expect("check");
     assert_eq!(

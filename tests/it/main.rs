@@ -21,6 +21,7 @@ mod cluster_disconnect;
 mod codec_oracle;
 mod disconnect;
 mod disconnect_confirm;
+mod event_writes;
 mod events;
 mod freeradius_harness;
 mod freeradius_parity;

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use super::IndexChange;
+use super::events::{self, Derived, Emit};
 use super::fold::{fold_and_write, unique_keys};
 use super::optimistic::{SOURCE_READ, commit_optimistic};
+use super::{EventOptions, IndexChange};
 use crate::ingest::Item;
 use crate::radius::accounting::EventKind;
 use crate::sessions::SessionIndex;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
 
 /// What a committed write did.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub(super) struct Outcome {
     pub(super) unfinished: Vec<bool>,
     /// The subscribers whose rows were written (for the fair-use enforcer).
     pub(super) touches: Vec<crate::usage::Touch>,
+    /// Whether the commit may have appended events to the outbox (the sequencer is woken).
+    pub(super) events: bool,
 }
 
 impl Outcome {
@@ -37,6 +40,7 @@ impl Outcome {
             sources: [0; 4],
             unfinished: vec![false; items],
             touches: Vec::new(),
+            events: false,
         }
     }
 }
@@ -45,17 +49,20 @@ impl Outcome {
 /// (one guarded statement that inserts and updates, preceded by a read only for sessions the
 /// index cannot vouch for); anything else, and any batch whose optimistic write fails before
 /// it commits, takes the locked transaction path.
+/// Either way, each change's session events (`events`) are appended in its transaction.
 pub(super) async fn commit(
     store: &Store,
     index: Option<&SessionIndex>,
     items: &[Item],
     deadline: tokio::time::Instant,
+    events: EventOptions,
 ) -> Result<Outcome, StoreError> {
     let refs: Vec<&Item> = items.iter().collect();
+    let emit = Emit::now(events);
     if let Store::Postgres(pg) = store
         && !refs.iter().any(|i| is_barrier(i) || records_an_action(i))
     {
-        match commit_optimistic(pg, store, index, &refs, deadline).await {
+        match commit_optimistic(pg, store, index, &refs, deadline, emit).await {
             Ok(out) => return Ok(out),
             Err(e) if e.is_unavailable() => return Err(e),
             // A conflicting insert by another writer, a statement error: the locked path
@@ -63,7 +70,7 @@ pub(super) async fn commit(
             Err(e) => tracing::debug!(error = %e, "optimistic write failed; using a transaction"),
         }
     }
-    commit_locked(store, &refs).await
+    commit_locked(store, &refs, emit).await
 }
 
 /// [`commit`] within `timeout`, and how long it took.
@@ -72,6 +79,7 @@ pub(super) async fn timed_commit(
     index: Option<&SessionIndex>,
     items: &[Item],
     timeout: Duration,
+    events: EventOptions,
 ) -> (
     Result<Result<Outcome, StoreError>, tokio::time::error::Elapsed>,
     Duration,
@@ -80,7 +88,7 @@ pub(super) async fn timed_commit(
     let deadline = tokio::time::Instant::now() + timeout;
     let result = tokio::time::timeout_at(
         deadline + DEADLINE_GRACE,
-        commit(store, index, items, deadline),
+        commit(store, index, items, deadline, events),
     )
     .await;
     (result, started.elapsed())
@@ -103,10 +111,15 @@ pub(super) fn is_barrier(item: &Item) -> bool {
 }
 
 /// One transaction, rows locked as they are read (`FOR UPDATE`).
-pub(super) async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outcome, StoreError> {
+pub(super) async fn commit_locked(
+    store: &Store,
+    items: &[&Item],
+    emit: Emit,
+) -> Result<Outcome, StoreError> {
     let mut tx = store.begin().await?;
     let mut out = Outcome::new(items.len());
     let mut unchanged = vec![false; items.len()];
+    let mut derived = Derived::default();
     let mut run_start = 0;
     for (i, item) in items.iter().enumerate() {
         let Item::Event { event: ev, .. } = item else {
@@ -114,14 +127,31 @@ pub(super) async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outc
         };
         if matches!(ev.kind, EventKind::AccountingOn | EventKind::AccountingOff) {
             // A barrier: everything queued before it is applied first.
-            fold_and_write(&mut tx, items, run_start..i, &mut out, &mut unchanged).await?;
+            fold_and_write(
+                &mut tx,
+                items,
+                run_start..i,
+                &mut out,
+                &mut unchanged,
+                emit,
+                &mut derived,
+            )
+            .await?;
             run_start = i + 1;
             let cause = ev.terminatecause.as_deref().unwrap_or("NAS-Reboot");
             let closed = tx
                 .close_nas(&ev.nasipaddress.to_string(), ev.time, cause)
                 .await?;
-            out.changes
-                .extend(closed.into_iter().map(IndexChange::Remove));
+            if emit.options.enabled {
+                for e in events::of_nas_close(ev, cause, &closed) {
+                    derived.push(i, e);
+                }
+            }
+            out.changes.extend(
+                closed
+                    .into_iter()
+                    .map(|r| IndexChange::Remove(r.acctuniqueid)),
+            );
         }
     }
     fold_and_write(
@@ -130,18 +160,39 @@ pub(super) async fn commit_locked(store: &Store, items: &[&Item]) -> Result<Outc
         run_start..items.len(),
         &mut out,
         &mut unchanged,
+        emit,
+        &mut derived,
     )
     .await?;
-    for (i, item) in items.iter().enumerate() {
-        if let Item::Close(c) = item
-            && let Some(record) = &c.action
-        {
-            tx.record_action(&record.with_row_closed(out.closed[i]))
-                .await?;
-        }
-    }
+    out.events = append_in_order(&mut tx, items, &out.closed, &derived).await?;
     tx.commit().await?;
     out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
     out.sources[SOURCE_READ] = unique_keys(items, 0..items.len()).len() as u64;
     Ok(out)
+}
+
+/// Appends the batch's events and its closes' action log rows (each of which may append an
+/// event of its own, `Tx::record_action`) in item order. Returns whether anything may have
+/// gone to the outbox.
+async fn append_in_order(
+    tx: &mut Tx,
+    items: &[&Item],
+    closed: &[bool],
+    derived: &Derived,
+) -> Result<bool, StoreError> {
+    let mut appended = 0;
+    let mut actions = false;
+    for (i, item) in items.iter().enumerate() {
+        if let Item::Close(c) = item
+            && let Some(record) = &c.action
+        {
+            let upto = derived.up_to(i);
+            tx.add_events(&derived.events[appended..upto]).await?;
+            appended = upto;
+            tx.record_action(&record.with_row_closed(closed[i])).await?;
+            actions = true;
+        }
+    }
+    tx.add_events(&derived.events[appended..]).await?;
+    Ok(tx.events_enabled() && (actions || !derived.is_empty()))
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::WriterOptions;
 use super::commit::{Outcome, is_barrier, timed_commit};
 use crate::ingest::Item;
 use crate::sessions::SessionIndex;
@@ -60,8 +61,9 @@ impl Flights {
         store: &Store,
         index: &Arc<SessionIndex>,
         items: Vec<Item>,
-        timeout: Duration,
+        opts: &WriterOptions,
     ) {
+        let (timeout, events) = (opts.commit_timeout, opts.events);
         let keys: Vec<String> = items.iter().map(|i| i.key().to_owned()).collect();
         self.keys.extend(keys.iter().cloned());
         self.flight_keys.push_back(keys);
@@ -69,7 +71,8 @@ impl Flights {
         let store = store.clone();
         let index = index.clone();
         self.running.push_back(tokio::spawn(async move {
-            let (result, elapsed) = timed_commit(&store, Some(&index), &items, timeout).await;
+            let (result, elapsed) =
+                timed_commit(&store, Some(&index), &items, timeout, events).await;
             Landed {
                 items,
                 result,

@@ -1,10 +1,12 @@
 //! Folding a run of per-session events over their rows, in arrival order, into the rows to
-//! write and the index changes; and the locked transaction's load-fold-write step.
+//! write, the index changes, the usage and the session events; and the locked transaction's
+//! load-fold-write step.
 
 use std::collections::HashMap;
 
 use super::IndexChange;
 use super::commit::Outcome;
+use super::events::{self, Derived, Emit};
 use crate::ingest::semantics::{self, Effect};
 use crate::ingest::{CloseRequest, Item};
 use crate::sessions::{Row, RowVersion};
@@ -27,6 +29,9 @@ pub(super) struct Folded {
     pub(super) updates: Vec<Row>,
     /// The usage each changed event added (`usage::step` of the row before and after it).
     pub(super) usage: Vec<Step>,
+    /// The session events of the changes, in item order (`events::of_accounting`,
+    /// `events::of_close`); those of new rows have no `radacctid` yet.
+    pub(super) events: Derived,
 }
 
 /// Folds a run of per-session items, in order, over the rows loaded for their keys.
@@ -36,6 +41,7 @@ pub(super) fn fold(
     mut loaded: HashMap<String, Row>,
     out: &mut Outcome,
     unchanged: &mut [bool],
+    emit: Emit,
 ) -> Folded {
     let order = unique_keys(items, range.clone());
     let mut state: HashMap<&str, (bool, Option<Row>, bool)> = HashMap::with_capacity(order.len());
@@ -44,6 +50,8 @@ pub(super) fn fold(
         state.insert(k, (row.is_some(), row, false));
     }
     let mut usage = Vec::new();
+    let mut derived = Derived::default();
+    let derive = emit.options.enabled;
     for i in range {
         let item = items[i];
         let Some((_, row, dirty)) = state.get_mut(item.key()) else {
@@ -52,17 +60,31 @@ pub(super) fn fold(
         let changed = match item {
             Item::Event { event, .. } => {
                 let before = row.as_ref().map(Mark::of);
+                let was_open = row.as_ref().map(Row::is_open);
                 let changed = semantics::apply(row, event) != Effect::Unchanged;
-                // The delta comes from the row change the semantics decided, never from the
-                // packet: an event that changed nothing adds nothing.
-                if changed && let Some(s) = row.as_ref().and_then(|r| usage::step(before, r)) {
-                    usage.push(s);
+                // The delta and the event come from the row change the semantics decided,
+                // never from the packet: an event that changed nothing adds nothing.
+                if changed && let Some(r) = row.as_ref() {
+                    if let Some(s) = usage::step(before, r) {
+                        usage.push(s);
+                    }
+                    if derive
+                        && let Some(e) = events::of_accounting(event, was_open, r, emit.options)
+                    {
+                        derived.push(i, e);
+                    }
                 }
                 changed
             }
             Item::Close(c) => {
                 let closed = row.as_mut().is_some_and(|r| close_if_due(r, c));
                 out.closed[i] = closed;
+                if closed
+                    && derive
+                    && let Some(e) = row.as_ref().and_then(|r| events::of_close(c, r, emit.now))
+                {
+                    derived.push(i, e);
+                }
                 closed
             }
             Item::Reconcile(_) => false,
@@ -77,6 +99,7 @@ pub(super) fn fold(
         inserts: Vec::new(),
         updates: Vec::new(),
         usage,
+        events: derived,
     };
     for k in &order {
         if let Some((existed, Some(row), true)) = state.remove(*k) {
@@ -115,23 +138,30 @@ pub(super) fn record(folded: Folded, out: &mut Outcome, versions: &HashMap<Strin
     }
 }
 
-/// Loads (locked), folds and writes a run of per-session items inside a transaction.
+/// Loads (locked), folds and writes a run of per-session items inside a transaction. Their
+/// events, ids filled in, are added to `derived` for the caller to append (in item order with
+/// the action log rows, `commit::append_in_order`).
 pub(super) async fn fold_and_write(
     tx: &mut crate::store::Tx,
     items: &[&Item],
     range: std::ops::Range<usize>,
     out: &mut Outcome,
     unchanged: &mut [bool],
+    emit: Emit,
+    derived: &mut Derived,
 ) -> Result<(), StoreError> {
     if range.is_empty() {
         return Ok(());
     }
     let keys = unique_keys(items, range.clone());
     let loaded = tx.load(&keys).await?;
-    let mut folded = fold(items, range, loaded, out, unchanged);
+    let mut folded = fold(items, range, loaded, out, unchanged, emit);
     tx.insert(&mut folded.inserts).await?;
     tx.update(&folded.updates).await?;
     tx.add_usage(&usage::entries(&folded.usage)).await?;
+    let mut events = std::mem::take(&mut folded.events);
+    events.fill_ids(&folded.inserts);
+    derived.extend(events);
     record(folded, out, &HashMap::new());
     Ok(())
 }
@@ -160,6 +190,8 @@ pub(super) fn close_if_due(r: &mut Row, c: &CloseRequest) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::EventOptions;
+    use crate::ingest::semantics::SWEEPER_CAUSE;
     use crate::radius::accounting::{AccountingEvent, EventKind};
 
     fn event(kind: EventKind, key: &str, time: i64) -> Item {
@@ -170,6 +202,141 @@ mod tests {
             event: Box::new(ev),
             reply: None,
         }
+    }
+
+    fn emit() -> Emit {
+        Emit {
+            options: EventOptions::default(),
+            now: 9_000,
+        }
+    }
+
+    /// The row of `key` after `kind` at `time`.
+    fn loaded(key: &str, kind: EventKind, time: i64) -> Row {
+        let mut row = None;
+        let Item::Event { event: ev, .. } = event(kind, key, time) else {
+            unreachable!()
+        };
+        semantics::apply(&mut row, &ev);
+        Row {
+            radacctid: Some(time),
+            ..row.expect("row")
+        }
+    }
+
+    /// Every transition of the derivation, in one batch: what each item did to its row decides
+    /// its event, never the packet.
+    #[test]
+    fn fold_derives_each_changes_event_from_its_row_before_and_after() {
+        let (sweep, _rx) = CloseRequest::new("c".into(), None, SWEEPER_CAUSE, Some(5_000));
+        let items = [
+            event(EventKind::Start, "a", 1000),
+            // A retransmit, then a repeat of the interim with a new identifier: no change.
+            event(EventKind::Start, "a", 1000),
+            event(EventKind::InterimUpdate, "a", 1300),
+            event(EventKind::InterimUpdate, "a", 1300),
+            // A lone Stop creates a closed row.
+            event(EventKind::Stop, "b", 1500),
+            event(EventKind::Stop, "a", 1600),
+            // An interim after the Stop changes nothing.
+            event(EventKind::InterimUpdate, "a", 1700),
+            Item::Close(sweep),
+            // The session the sweeper closed was alive after all.
+            event(EventKind::InterimUpdate, "c", 2300),
+            // The NAS's Stop for a row radacctd closed (a disconnect) brings its counters.
+            event(EventKind::Stop, "d", 2400),
+            // A Stop for an open row, and the same Stop again.
+            event(EventKind::Stop, "e", 2500),
+            event(EventKind::Stop, "e", 2500),
+        ];
+        let mut disconnected = loaded("d", EventKind::Start, 1000);
+        assert!(semantics::close(&mut disconnected, 2000, "Admin-Reset"));
+        let rows = || {
+            HashMap::from([
+                ("c".to_string(), loaded("c", EventKind::InterimUpdate, 2000)),
+                ("d".to_string(), disconnected.clone()),
+                ("e".to_string(), loaded("e", EventKind::Start, 1000)),
+            ])
+        };
+        let refs: Vec<&Item> = items.iter().collect();
+        let derive = |options: EventOptions| {
+            let mut out = Outcome::new(items.len());
+            let mut unchanged = vec![false; items.len()];
+            let emit = Emit {
+                options,
+                now: 9_000,
+            };
+            let folded = fold(
+                &refs,
+                0..items.len(),
+                rows(),
+                &mut out,
+                &mut unchanged,
+                emit,
+            );
+            let Derived { at, events } = folded.events;
+            at.into_iter()
+                .zip(events)
+                .map(|(i, e)| (i, e.kind.name(), e.acctuniqueid, e.radacctid))
+                .collect::<Vec<_>>()
+        };
+        let plain = EventOptions::default();
+        assert_eq!(
+            derive(plain),
+            vec![
+                (0, "session.started", "a".into(), None),
+                (4, "session.stopped", "b".into(), None),
+                (5, "session.stopped", "a".into(), None),
+                (7, "session.ghost_closed", "c".into(), Some(2000)),
+                (8, "session.reopened", "c".into(), Some(2000)),
+                (9, "session.stopped", "d".into(), Some(1000)),
+                (10, "session.stopped", "e".into(), Some(1000)),
+            ]
+        );
+        let with_interims = derive(EventOptions {
+            interims: true,
+            ..plain
+        });
+        let interims: Vec<usize> = with_interims
+            .iter()
+            .filter(|e| e.1 == "session.interim")
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(interims, vec![2], "once: the repeat changed nothing");
+        assert_eq!(with_interims.len(), 8);
+        let off = derive(EventOptions {
+            enabled: false,
+            interims: true,
+        });
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn the_events_of_a_stop_and_a_ghost_close_carry_the_row_as_it_was_left() {
+        let (sweep, _rx) = CloseRequest::new("c".into(), None, SWEEPER_CAUSE, Some(5_000));
+        let items = [Item::Close(sweep), event(EventKind::Stop, "e", 2500)];
+        let refs: Vec<&Item> = items.iter().collect();
+        let rows = HashMap::from([
+            ("c".to_string(), loaded("c", EventKind::InterimUpdate, 2000)),
+            ("e".to_string(), loaded("e", EventKind::Start, 1000)),
+        ]);
+        let mut out = Outcome::new(items.len());
+        let mut unchanged = vec![false; items.len()];
+        let folded = fold(&refs, 0..2, rows, &mut out, &mut unchanged, emit());
+        let data: Vec<serde_json::Value> = folded
+            .events
+            .events
+            .iter()
+            .map(|e| serde_json::from_str(&e.data).expect("json"))
+            .collect();
+        assert_eq!(folded.events.events[0].time, 9_000, "decided now");
+        assert_eq!(data[0]["by"], "sweeper");
+        assert_eq!(data[0]["cause"], SWEEPER_CAUSE);
+        assert_eq!(data[0]["acctstoptime"], "1970-01-01T00:33:20Z");
+        assert_eq!(folded.events.events[1].time, 2500);
+        assert_eq!(data[1]["acctinputoctets"], 2500);
+        assert_eq!(data[1]["acctsessiontime"], 1500);
+        assert_eq!(data[1]["acctstoptime"], "1970-01-01T00:41:40Z");
     }
 
     #[test]
@@ -203,7 +370,14 @@ mod tests {
         let loaded = HashMap::from([("old".to_string(), old.expect("row"))]);
         let mut out = Outcome::new(items.len());
         let mut unchanged = vec![false; items.len()];
-        let folded = fold(&refs, 0..items.len(), loaded, &mut out, &mut unchanged);
+        let folded = fold(
+            &refs,
+            0..items.len(),
+            loaded,
+            &mut out,
+            &mut unchanged,
+            emit(),
+        );
         assert_eq!(unchanged, vec![false, false, true, false]);
         assert_eq!(folded.inserts.len(), 1);
         assert_eq!(folded.inserts[0].acctuniqueid, "new");
@@ -354,7 +528,14 @@ mod tests {
                     .collect();
                 let mut out = Outcome::new(refs.len());
                 let mut unchanged = vec![false; refs.len()];
-                let folded = fold(&refs, 0..refs.len(), loaded, &mut out, &mut unchanged);
+                let folded = fold(
+                    &refs,
+                    0..refs.len(),
+                    loaded,
+                    &mut out,
+                    &mut unchanged,
+                    super::emit(),
+                );
                 for e in usage::entries(&folded.usage) {
                     input += e.input;
                     output += e.output;

@@ -14,10 +14,12 @@
 //!
 //! The parts: [`flights`] (commits in flight and how a batch is split among them), [`commit`]
 //! (one commit with its deadline, the locked transaction path), [`optimistic`] (PostgreSQL's
-//! path without reads), [`fold`] (events folded over rows, pure), and [`spool`] (the journal:
-//! appends, the replay beside the writer, the index view of journaled changes).
+//! path without reads), [`fold`] (events folded over rows, pure), [`events`] (the session
+//! events the row changes give, pure), and [`spool`] (the journal: appends, the replay beside
+//! the writer, the index view of journaled changes).
 
 mod commit;
+mod events;
 mod flights;
 mod fold;
 mod optimistic;
@@ -53,6 +55,29 @@ pub struct WriterOptions {
     pub replay_interval: Duration,
     /// `database.radacct_fillfactor`, applied with migrations deferred from start-up.
     pub radacct_fillfactor: Option<u8>,
+    /// Which row changes append session events to the outbox.
+    pub events: EventOptions,
+}
+
+/// Which row changes the writer appends session events for (`[events]`, docs/EVENTS.md): each
+/// in the transaction (on PostgreSQL's optimistic path, the statement) that writes the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOptions {
+    /// `events.enabled`: off, the writer builds and appends none.
+    pub enabled: bool,
+    /// `events.interims`: also `session.interim`, for every Interim-Update that changed an
+    /// open row (off, those are not even built: they are most of the traffic).
+    pub interims: bool,
+}
+
+impl Default for EventOptions {
+    /// The configuration's defaults: events on, interims off.
+    fn default() -> Self {
+        EventOptions {
+            enabled: true,
+            interims: false,
+        }
+    }
 }
 
 /// What the writer tells the rest of the daemon about the database: whether commits go
@@ -350,7 +375,7 @@ impl Writer {
             vec![items]
         };
         for part in parts {
-            flights.launch(&self.store, &self.index, part, self.opts.commit_timeout);
+            flights.launch(&self.store, &self.index, part, &self.opts);
         }
     }
 
@@ -547,6 +572,11 @@ impl Writer {
         if let Some(touches) = &self.touches {
             touches.add(outcome.touches);
         }
+        if outcome.events
+            && let Some(wake) = &self.event_wake
+        {
+            wake.notify_one();
+        }
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.batch_events, part.len() as u64);
         Stats::add(&self.stats.unchanged, outcome.unchanged);
@@ -632,6 +662,7 @@ impl Writer {
                 Some(&self.index),
                 part,
                 self.opts.commit_timeout,
+                self.opts.events,
             )
             .await;
             let error = match result {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::IndexChange;
 use super::commit::{Outcome, commit_locked};
+use super::events::Emit;
 use super::fold::{fold, record, unique_keys};
 use crate::ingest::Item;
 use crate::radius::accounting::EventKind;
@@ -134,6 +135,7 @@ pub(super) async fn commit_optimistic(
     index: Option<&SessionIndex>,
     items: &[&Item],
     deadline: tokio::time::Instant,
+    emit: Emit,
 ) -> Result<Outcome, StoreError> {
     let new_without_lookup = index.is_some() && pg.key_is_unique().await?;
     let StartingRows {
@@ -153,13 +155,19 @@ pub(super) async fn commit_optimistic(
         fed: &fed,
     };
     let redo = written
-        .fold_and_write(pg, items, &mut out, &mut unchanged)
+        .fold_and_write(pg, items, &mut out, &mut unchanged, emit)
         .await?;
     if redo.is_empty() {
         out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
         return Ok(out);
     }
-    redo_under_locks(store, items, redo, &sources, out, unchanged, deadline).await
+    let redo = Redo {
+        keys: redo,
+        sources: &sources,
+        deadline,
+        emit,
+    };
+    redo.under_locks(store, items, out, unchanged).await
 }
 
 /// The rows a batch's events fold over, by session: the index's copy (with the version the
@@ -222,18 +230,19 @@ struct Guarded<'s> {
 
 impl Guarded<'_> {
     /// Folds the batch over its starting rows and writes the result in one guarded
-    /// statement. Returns the sessions to redo under locks: refused by the table (another
-    /// writer changed the row, or the key existed), or folded into a change the index-fed
-    /// update cannot write.
+    /// statement, with the usage and the events of the sessions it writes. Returns the
+    /// sessions to redo under locks: refused by the table (another writer changed the row,
+    /// or the key existed), or folded into a change the index-fed update cannot write.
     async fn fold_and_write(
         self,
         pg: &crate::store::PgStore,
         items: &[&Item],
         out: &mut Outcome,
         unchanged: &mut [bool],
+        emit: Emit,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let fed = self.fed;
-        let mut folded = fold(items, 0..items.len(), self.rows, out, unchanged);
+        let mut folded = fold(items, 0..items.len(), self.rows, out, unchanged, emit);
         let mut redo: std::collections::HashSet<String> = Default::default();
         let (mut index_fed, updates): (Vec<Row>, Vec<Row>) = std::mem::take(&mut folded.updates)
             .into_iter()
@@ -255,9 +264,16 @@ impl Guarded<'_> {
             .filter(|(k, _)| !changed.contains(k.as_str()) && !redo.contains(*k))
             .map(|(_, r)| r.clone())
             .collect();
-        // Amounts of sessions the statement does not write (refused, or redone because the
-        // index-fed update cannot write them) are left out by the statement itself.
+        // Amounts and events of sessions the statement does not write (refused, or redone
+        // because the index-fed update cannot write them) are left out by the statement
+        // itself; their redo under locks derives them again from the rows as they are.
         let ledger = usage::entries(&folded.usage);
+        let events = std::mem::take(&mut folded.events.events);
+        out.events = !events.is_empty();
+        let consequences = crate::store::Consequences {
+            ledger: &ledger,
+            events: &events,
+        };
         let written = pg
             .write_guarded(
                 &mut folded.inserts,
@@ -265,7 +281,7 @@ impl Guarded<'_> {
                 &index_fed,
                 &judged_unchanged,
                 self.versions,
-                &ledger,
+                consequences,
             )
             .await?;
         redo.extend(written.refused);
@@ -284,63 +300,81 @@ impl Guarded<'_> {
     }
 }
 
-/// Redoes the events of `redo`'s sessions in one locked transaction, after the rest of the
-/// batch has committed, within the commit's deadline. If that fails, only these events are
-/// left unfinished (unanswered; the NAS retransmits them): redoing the whole batch would apply
-/// its committed events twice.
-async fn redo_under_locks(
-    store: &Store,
-    items: &[&Item],
-    redo: std::collections::HashSet<String>,
-    sources: &HashMap<&str, Source>,
-    mut out: Outcome,
-    mut unchanged: Vec<bool>,
+/// Sessions of a batch to redo under locks after the rest of it committed.
+struct Redo<'a> {
+    keys: std::collections::HashSet<String>,
+    sources: &'a HashMap<&'a str, Source>,
     deadline: tokio::time::Instant,
-) -> Result<Outcome, StoreError> {
-    let again_at: Vec<usize> = (0..items.len())
-        .filter(|i| redo.contains(items[*i].key()))
-        .collect();
-    let again_items: Vec<&Item> = again_at.iter().map(|i| items[*i]).collect();
-    let redo_started = std::time::Instant::now();
-    let redone = match tokio::time::timeout_at(deadline, commit_locked(store, &again_items)).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Timeout(redo_started.elapsed())),
-    };
-    let again = match redone {
-        Ok(again) => again,
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                events = again_at.len(),
-                "events redone under locks failed after their batch committed; not answered"
-            );
-            for i in &again_at {
-                out.unfinished[*i] = true;
-                out.closed[*i] = false;
-                unchanged[*i] = false;
+    emit: Emit,
+}
+
+impl Redo<'_> {
+    /// Redoes the items of these sessions in one locked transaction, within the commit's
+    /// deadline: their rows, usage and events are derived again from the rows as they are
+    /// now (the guarded statement wrote none of them). If that fails, only these items are
+    /// left unfinished (unanswered; the NAS retransmits them): redoing the whole batch would
+    /// apply its committed events twice.
+    async fn under_locks(
+        self,
+        store: &Store,
+        items: &[&Item],
+        mut out: Outcome,
+        mut unchanged: Vec<bool>,
+    ) -> Result<Outcome, StoreError> {
+        let Redo {
+            keys: redo,
+            sources,
+            deadline,
+            emit,
+        } = self;
+        let again_at: Vec<usize> = (0..items.len())
+            .filter(|i| redo.contains(items[*i].key()))
+            .collect();
+        let again_items: Vec<&Item> = again_at.iter().map(|i| items[*i]).collect();
+        let redo_started = std::time::Instant::now();
+        let redone =
+            match tokio::time::timeout_at(deadline, commit_locked(store, &again_items, emit)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(redo_started.elapsed())),
+            };
+        let again = match redone {
+            Ok(again) => again,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    events = again_at.len(),
+                    "events redone under locks failed after their batch committed; not answered"
+                );
+                for i in &again_at {
+                    out.unfinished[*i] = true;
+                    out.closed[*i] = false;
+                    unchanged[*i] = false;
+                }
+                out.changes
+                    .extend(redo.into_iter().map(IndexChange::ForgetVersion));
+                out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
+                return Ok(out);
             }
-            out.changes
-                .extend(redo.into_iter().map(IndexChange::ForgetVersion));
-            out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
-            return Ok(out);
+        };
+        for key in &redo {
+            if let Some(source) = sources.get(key.as_str()) {
+                out.sources[source.metric()] -= 1;
+            }
         }
-    };
-    for key in &redo {
-        if let Some(source) = sources.get(key.as_str()) {
-            out.sources[source.metric()] -= 1;
+        out.sources[SOURCE_REDONE] += redo.len() as u64;
+        out.changes
+            .extend(redo.into_iter().map(IndexChange::ForgetVersion));
+        out.changes.extend(again.changes);
+        out.touches.extend(again.touches);
+        out.events |= again.events;
+        for (j, i) in again_at.iter().enumerate() {
+            out.closed[*i] = again.closed[j];
+            unchanged[*i] = false;
         }
+        out.unchanged = unchanged.iter().filter(|u| **u).count() as u64 + again.unchanged;
+        Ok(out)
     }
-    out.sources[SOURCE_REDONE] += redo.len() as u64;
-    out.changes
-        .extend(redo.into_iter().map(IndexChange::ForgetVersion));
-    out.changes.extend(again.changes);
-    out.touches.extend(again.touches);
-    for (j, i) in again_at.iter().enumerate() {
-        out.closed[*i] = again.closed[j];
-        unchanged[*i] = false;
-    }
-    out.unchanged = unchanged.iter().filter(|u| **u).count() as u64 + again.unchanged;
-    Ok(out)
 }
 
 /// Whether an index-fed row, folded from `before` to `after`, can be written by the

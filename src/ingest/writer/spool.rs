@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::commit::timed_commit;
 use super::fold::still_due;
-use super::{SharedJournal, Writer};
+use super::{EventOptions, SharedJournal, Writer};
 use crate::ingest::journal::{Journal, JournalEntry, JournalError};
 use crate::ingest::semantics::{self};
 use crate::ingest::{CloseRequest, IngestReceiver, Item};
@@ -223,6 +223,7 @@ impl Writer {
         let journal = self.journal.clone();
         let stats = self.stats.clone();
         let (max, timeout) = (self.opts.max_batch, self.opts.commit_timeout);
+        let events = self.opts.events;
         let fillfactor = self.opts.radacct_fillfactor;
         let migrate = self.needs_migrate;
         let mut poison_attempts = self.poison_attempts;
@@ -237,7 +238,9 @@ impl Writer {
                 if stop.is_cancelled() {
                     return ReplayRun::ended(Ok(ReplayStep::Stuck), poison_attempts, true);
                 }
-                match replay_chunk(&store, &journal, max, timeout, &mut poison_attempts).await {
+                match replay_chunk(&store, &journal, max, timeout, events, &mut poison_attempts)
+                    .await
+                {
                     Ok(ReplayStep::Replayed(n)) => Stats::add(&stats.journal_replayed, n),
                     other => return ReplayRun::ended(other, poison_attempts, true),
                 }
@@ -421,6 +424,7 @@ pub async fn replay_chunk(
     journal: &SharedJournal,
     max: usize,
     commit_timeout: Duration,
+    events: EventOptions,
     poison_attempts: &mut u32,
 ) -> Result<ReplayStep, StoreError> {
     let chunk = {
@@ -434,7 +438,10 @@ pub async fn replay_chunk(
         return Ok(ReplayStep::Drained);
     };
     let items: Vec<Item> = chunk.iter().map(|(e, _)| entry_item(e)).collect();
-    match timed_commit(store, None, &items, commit_timeout).await.0 {
+    match timed_commit(store, None, &items, commit_timeout, events)
+        .await
+        .0
+    {
         Ok(Ok(outcome)) => {
             // Entries are replayed in order: up to the first one left unfinished (its redo
             // failed after the rest committed); that one and the rest are retried later.
@@ -462,9 +469,15 @@ pub async fn replay_chunk(
     // A statement failed: go one by one up to the failing entry.
     let mut done = 0;
     for ((entry, offset), item) in chunk.iter().zip(&items) {
-        match timed_commit(store, None, std::slice::from_ref(item), commit_timeout)
-            .await
-            .0
+        match timed_commit(
+            store,
+            None,
+            std::slice::from_ref(item),
+            commit_timeout,
+            events,
+        )
+        .await
+        .0
         {
             Ok(Ok(outcome)) if outcome.unfinished.contains(&true) => {
                 return if done > 0 {
@@ -519,11 +532,18 @@ pub async fn replay_entry(
     store: &Store,
     entry: &JournalEntry,
     commit_timeout: Duration,
+    events: EventOptions,
 ) -> Result<(), StoreError> {
     let item = entry_item(entry);
-    match timed_commit(store, None, std::slice::from_ref(&item), commit_timeout)
-        .await
-        .0
+    match timed_commit(
+        store,
+        None,
+        std::slice::from_ref(&item),
+        commit_timeout,
+        events,
+    )
+    .await
+    .0
     {
         Ok(Ok(outcome)) if outcome.unfinished.contains(&true) => {
             Err(StoreError::Timeout(commit_timeout))

@@ -284,6 +284,8 @@ pub struct ActionLock {
     tx: Transaction<'static, Postgres>,
     newer: Option<StoredAction>,
     row_open: Option<bool>,
+    /// Whether the attempt's row appends its session event (`StoreOptions::events`).
+    events: bool,
 }
 
 impl ActionLock {
@@ -298,10 +300,14 @@ impl ActionLock {
         self.row_open
     }
 
-    /// Appends the attempt's row and commits: the row becomes visible as the lock is released.
+    /// Appends the attempt's row, and its session event (`ActionRecord::event`), and commits:
+    /// the row becomes visible as the lock is released.
     pub async fn finish(mut self, record: &ActionRecord) -> Result<i64> {
         let q = bind_action!(sqlx::query(INSERT_ACTION_SQL.as_str()), record);
         let id: i64 = q.fetch_one(&mut *self.tx).await?.try_get(0)?;
+        if let Some(event) = record.event().filter(|_| self.events) {
+            PgStore::append_events(&mut self.tx, &[event]).await?;
+        }
         self.tx.commit().await?;
         Ok(id)
     }
@@ -368,6 +374,7 @@ impl PgStore {
             tx,
             newer,
             row_open,
+            events: self.events,
         })
     }
 }

@@ -129,12 +129,9 @@ impl Dialect for PgStore {
     const NAS_ROWS: &'static str = "SELECT id::int8, nasname, shortname, secret, coa_port::int8, api_port::int8, \
          api_username, api_password, api_tls, api_tls_name FROM nas ORDER BY id";
 
-    const CLOSE_NAS: &'static str = "UPDATE radacct SET acctstoptime = to_timestamp($2), \
-         acctupdatetime = to_timestamp($2), \
-         acctsessiontime = $2 - floor(date_part('epoch', acctstarttime))::int8, \
-         acctterminatecause = $3 \
-         WHERE acctstoptime IS NULL AND nasipaddress = $1::inet AND acctstarttime <= to_timestamp($2) \
-         RETURNING acctuniqueid";
+    fn close_nas() -> &'static str {
+        &CLOSE_NAS_SQL
+    }
 
     const JOB_RUN_START: &'static str = "INSERT INTO job_runs (job, node, started_at) \
          VALUES ($1, $2, clock_timestamp()) RETURNING id";
@@ -156,6 +153,19 @@ static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Accounting-On/Off's bulk close, returning the rows it closed.
+static CLOSE_NAS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE radacct SET acctstoptime = to_timestamp($2), \
+         acctupdatetime = to_timestamp($2), \
+         acctsessiontime = $2 - floor(date_part('epoch', acctstarttime))::int8, \
+         acctterminatecause = $3 \
+         WHERE acctstoptime IS NULL AND nasipaddress = $1::inet AND acctstarttime <= to_timestamp($2) \
+         RETURNING {}",
+        *SELECT_LIST
+    )
+});
+
 /// The batch lookup without locks, with each row's version (`xmin`) for the guarded write.
 static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -171,9 +181,10 @@ static LOAD_VERSIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// statement is planned afresh for its parameters (`force_custom_plan`), and a part costs planning
 /// even when its arrays are empty.
 /// With [`LEDGER`], the usage ledger's upserts join the statement as CTEs too, fed only by the
-/// sessions whose rows the other parts wrote (`super::usage`).
+/// sessions whose rows the other parts wrote (`super::usage`); with [`EVENTS`], so does the
+/// outbox's append, of those sessions' events only (`super::events`).
 static WRITE_GUARDED_SQL: LazyLock<Vec<String>> =
-    LazyLock::new(|| (0..32).map(guarded_write_statement).collect());
+    LazyLock::new(|| (0..64).map(guarded_write_statement).collect());
 
 /// New rows, inserted unless another row has their key (`ON CONFLICT DO NOTHING`).
 const INSERTS: usize = 1;
@@ -187,6 +198,8 @@ const INDEX_FED: usize = 4;
 const UNCHANGED: usize = 8;
 /// Hourly usage amounts of the batch's sessions, added to the ledger for the rows written.
 const LEDGER: usize = 16;
+/// The batch's session events, appended to the outbox for the rows written.
+const EVENTS: usize = 32;
 
 fn guarded_write_statement(parts: usize) -> String {
     let mut next = 1;
@@ -222,27 +235,40 @@ fn guarded_write_statement(parts: usize) -> String {
         ));
         next += 2;
     }
-    let ledger = (parts & LEDGER != 0).then(|| {
-        // CTE names of the parts that write: inserts match the ledger by key, updates by id.
-        let mut w = 0;
-        let (mut keys, mut ids) = (Vec::new(), Vec::new());
-        for (part, _) in [(INSERTS, 0), (UPDATES, 1), (INDEX_FED, 2), (UNCHANGED, 3)] {
-            if parts & part == 0 {
-                continue;
-            }
-            match part {
-                INSERTS => keys.push(format!("SELECT acctuniqueid FROM w{w}")),
-                UPDATES | INDEX_FED => ids.push(format!("SELECT radacctid FROM w{w}")),
-                _ => {}
-            }
-            w += 1;
+    // CTE names of the parts that write: inserts match the ledger and the events by key,
+    // updates by id.
+    let mut w = 0;
+    let (mut inserted, mut keys, mut ids) = (None, Vec::new(), Vec::new());
+    for part in [INSERTS, UPDATES, INDEX_FED, UNCHANGED] {
+        if parts & part == 0 {
+            continue;
         }
-        super::usage::pg_guarded_ledger(next, &keys, &ids)
-    });
-    match (statements.len(), ledger) {
+        match part {
+            INSERTS => {
+                inserted = Some(format!("w{w}"));
+                keys.push(format!("SELECT acctuniqueid FROM w{w}"));
+            }
+            UPDATES | INDEX_FED => ids.push(format!("SELECT radacctid FROM w{w}")),
+            _ => {}
+        }
+        w += 1;
+    }
+    let mut joined = Vec::new();
+    if parts & LEDGER != 0 {
+        joined.push(super::usage::pg_guarded_ledger(next, &keys, &ids));
+        next += 6;
+    }
+    if parts & EVENTS != 0 {
+        joined.push(super::events::pg_guarded_events(
+            next,
+            inserted.as_deref(),
+            &ids,
+        ));
+    }
+    match (statements.len(), joined.is_empty()) {
         (0, _) => String::new(),
-        (1, None) => statements.remove(0),
-        (_, ledger) => {
+        (1, true) => statements.remove(0),
+        _ => {
             let ctes: Vec<String> = statements
                 .iter()
                 .enumerate()
@@ -251,9 +277,9 @@ fn guarded_write_statement(parts: usize) -> String {
             let selects: Vec<String> = (0..statements.len())
                 .map(|i| format!("SELECT * FROM w{i}"))
                 .collect();
-            let ledger = ledger.map(|l| format!(", {l}")).unwrap_or_default();
+            let joined: String = joined.iter().map(|j| format!(", {j}")).collect();
             format!(
-                "WITH {}{ledger} {}",
+                "WITH {}{joined} {}",
                 ctes.join(", "),
                 selects.join(" UNION ALL ")
             )
@@ -436,6 +462,16 @@ fn ids_and_versions(
         .unzip()
 }
 
+/// What follows from the rows a guarded write writes, added only for the sessions whose rows
+/// it actually wrote ([`PgStore::write_guarded`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Consequences<'a> {
+    /// Usage amounts for the ledger.
+    pub ledger: &'a [crate::usage::Entry],
+    /// Session events for the outbox.
+    pub events: &'a [crate::events::NewEvent],
+}
+
 /// What [`PgStore::write_guarded`] did.
 #[derive(Debug, Default)]
 pub struct GuardedWrite {
@@ -492,6 +528,8 @@ pub struct PgStore {
     /// duration (seconds when a NAS does not answer), so they have connections of their own
     /// and a mass disconnect never starves the API and the jobs of theirs.
     action_pool: PgPool,
+    /// [`StoreOptions::events`].
+    pub(super) events: bool,
 }
 
 impl PgStore {
@@ -541,6 +579,7 @@ impl PgStore {
             pool: pool_of(connect),
             write_pool: pool_of(write_connect),
             unique_key: Default::default(),
+            events: opts.events,
         })
     }
 
@@ -640,9 +679,10 @@ impl PgStore {
     /// their key exists, updates `updates` (rows read from the table) and `index_fed` (rows
     /// rebuilt from the index, see [`INDEX_HELD`]) where each row's version is still
     /// `versions[key]`, and checks that the rows `unchanged` (rebuilt from the index, nothing
-    /// to write) still have theirs; adds `ledger`'s amounts of the sessions whose rows it
-    /// wrote to the usage ledger. Returns what was refused (or found changed) and the row
-    /// versions.
+    /// to write) still have theirs; of the sessions whose rows it wrote, adds the
+    /// `consequences`' amounts to the usage ledger and appends their events to the outbox (in
+    /// order; an event without `radacctid` takes its new row's). Returns what was refused (or found changed)
+    /// and the row versions.
     pub async fn write_guarded(
         &self,
         inserts: &mut [Row],
@@ -650,8 +690,9 @@ impl PgStore {
         index_fed: &[Row],
         unchanged: &[Row],
         versions: &HashMap<String, RowVersion>,
-        ledger: &[crate::usage::Entry],
+        consequences: Consequences<'_>,
     ) -> Result<GuardedWrite> {
+        let Consequences { ledger, events } = consequences;
         let writes = !inserts.is_empty() || !updates.is_empty() || !index_fed.is_empty();
         let parts = [
             (INSERTS, !inserts.is_empty()),
@@ -659,6 +700,7 @@ impl PgStore {
             (INDEX_FED, !index_fed.is_empty()),
             (UNCHANGED, !unchanged.is_empty()),
             (LEDGER, writes && !ledger.is_empty()),
+            (EVENTS, writes && self.events && !events.is_empty()),
         ]
         .iter()
         .filter(|(_, has)| *has)
@@ -688,6 +730,9 @@ impl PgStore {
         }
         if parts & LEDGER != 0 {
             q = super::usage::bind_guarded_ledger(q, ledger);
+        }
+        if parts & EVENTS != 0 {
+            q = super::events::bind_queue_arrays(q, events);
         }
         let mut inserted: HashMap<String, i64> = HashMap::with_capacity(inserts.len());
         let mut updated: HashMap<i64, Option<RowVersion>> =
@@ -730,6 +775,7 @@ impl PgStore {
     pub(super) async fn begin(&self) -> Result<PgTx> {
         Ok(PgTx {
             tx: self.write_pool.begin().await?,
+            events: self.events,
         })
     }
 
@@ -833,6 +879,8 @@ impl PgStore {
 #[derive(Debug)]
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
+    /// [`StoreOptions::events`].
+    pub(super) events: bool,
 }
 
 impl PgTx {
@@ -896,7 +944,7 @@ mod tests {
             ("pg insert".to_owned(), INSERT_SQL.as_str()),
             ("pg update".to_owned(), UPDATE_SQL.as_str()),
             ("pg open_rows".to_owned(), PgStore::open_rows()),
-            ("pg close_nas".to_owned(), PgStore::CLOSE_NAS),
+            ("pg close_nas".to_owned(), PgStore::close_nas()),
         ];
         for (parts, sql) in WRITE_GUARDED_SQL.iter().enumerate().skip(1) {
             sent.push((format!("pg write_guarded {parts}"), sql.as_str()));

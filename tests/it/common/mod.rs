@@ -559,6 +559,7 @@ impl TestWriter {
                 commit_timeout,
                 replay_interval,
                 radacct_fillfactor: None,
+                events: Default::default(),
             },
         )
     }
