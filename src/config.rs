@@ -124,7 +124,7 @@ impl Default for EventsConfig {
             heartbeat_secs: 15,
             max_clients: 256,
             client_buffer: 10_000,
-            poll_interval_ms: 1000,
+            poll_interval_ms: 250,
             webhooks: Vec::new(),
         }
     }
