@@ -108,12 +108,15 @@ pub struct LeaderJobs {
     pub others: Vec<LeaderTask>,
 }
 
+/// What starts a [`LeaderTask`]'s tasks on a term.
+type SpawnOnTerm = Arc<dyn Fn(&Leader, &TaskTracker) + Send + Sync>;
+
 /// Leader-only work that a module above `jobs` brings: `spawn` starts its tasks on the term's
 /// tracker, and they must end when the term's [`Leader::ended`] is cancelled.
 #[derive(Clone)]
 pub struct LeaderTask {
     name: &'static str,
-    spawn: Arc<dyn Fn(&Leader, &TaskTracker) + Send + Sync>,
+    spawn: SpawnOnTerm,
 }
 
 impl LeaderTask {

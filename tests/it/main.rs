@@ -32,3 +32,4 @@ mod reliability;
 mod routers;
 mod two_nodes;
 mod usage;
+mod webhooks;

@@ -173,14 +173,14 @@ impl Client {
     /// a new connection. Delivery is at least once: a receiver that did get the first try
     /// sees the batch twice.
     async fn exchange(&mut self, post: &Post) -> Result<u16, Failure> {
-        if let Some(mut conn) = self.conn.take() {
-            if conn.ready().await.is_ok() {
-                match self.send(&mut conn, post).await {
-                    Ok(status) => return self.finish(conn, status),
-                    Err(Sent::Answered(f)) => return Err(f),
-                    Err(Sent::NoAnswer(e)) => {
-                        tracing::debug!(error = %e, "webhook: the kept connection failed; opening a new one");
-                    }
+        if let Some(mut conn) = self.conn.take()
+            && conn.ready().await.is_ok()
+        {
+            match self.send(&mut conn, post).await {
+                Ok(status) => return self.finish(conn, status),
+                Err(Sent::Answered(f)) => return Err(f),
+                Err(Sent::NoAnswer(e)) => {
+                    tracing::debug!(error = %e, "webhook: the kept connection failed; opening a new one");
                 }
             }
         }

@@ -7,9 +7,11 @@
 //! other endpoints do not wait for it.
 //!
 //! - `signature`: the signature (pure) and [`verify`], the receiver's check.
+//! - `batch`: the reading of `events` into batches (filtered by type).
 //! - `client`: the HTTP/1.1 client, one connection per endpoint.
 //! - `stats`: the per-endpoint metrics.
 
+mod batch;
 mod client;
 mod signature;
 mod stats;
@@ -20,7 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
+use self::batch::{Batch, Reader};
 pub use self::client::Failure;
 use self::client::{Client, Post};
 pub use self::signature::{
@@ -83,7 +87,8 @@ impl Webhooks {
     /// its batch is sent again by whoever delivers next.
     pub fn spawn(&self, tasks: &TaskTracker, stop: &CancellationToken) {
         for e in &self.endpoints {
-            tasks.spawn(e.clone().run(stop.clone()));
+            let span = tracing::info_span!("webhook", endpoint = e.name());
+            tasks.spawn(e.clone().run(stop.clone()).instrument(span));
         }
     }
 }
@@ -107,14 +112,6 @@ struct EndpointInner {
     store: Store,
     numbered: Numbered,
     stats: Arc<EndpointStats>,
-}
-
-/// The events of one POST, and the id through which the cursor moves once they are
-/// acknowledged (past the skipped events of other types too).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Batch {
-    events: Vec<StoredEvent>,
-    through: i64,
 }
 
 impl Endpoint {
@@ -198,13 +195,15 @@ impl Endpoint {
     /// Reads, POSTs and moves the cursor, batch after batch, until `stop`.
     async fn deliver_from(&self, mut cursor: i64, stop: &CancellationToken) {
         let stats = &self.inner.stats;
-        let mut client = self.inner.client.unconnected();
-        let mut reads = Trouble::new(self.inner.max_backoff);
+        let inner = &self.inner;
+        let mut client = inner.client.unconnected();
+        let mut reader = Reader::new(inner.types.clone(), inner.batch_size, SCAN_PAGE, cursor);
+        let mut reads = Trouble::new(inner.max_backoff);
         loop {
             // What this node knew before the read: if the read finds nothing newer, wait for
             // more than this.
             let seen = *self.inner.numbered.borrow();
-            let batch = match self.read_batch(cursor).await {
+            let batch = match reader.next(&inner.store).await {
                 Ok(b) => {
                     if reads.recovered() > 0 {
                         tracing::info!(endpoint = self.name(), "webhook: reading events again");
@@ -227,6 +226,7 @@ impl Endpoint {
                     cursor = batch.through;
                     self.save_cursor(cursor).await;
                 }
+                stats.set_pending(None);
                 if !self.wait_for_events(seen.max(cursor), stop).await {
                     return;
                 }
@@ -242,58 +242,6 @@ impl Endpoint {
             cursor = batch.through;
             self.save_cursor(cursor).await;
             stats.set_pending(None);
-        }
-    }
-
-    /// The next batch after `cursor`: up to `batch_size` events of the endpoint's types, in id
-    /// order. Events of other types are passed over (the batch's `through` moves past them);
-    /// with none to deliver the batch is empty and `through` is the last id read.
-    async fn read_batch(&self, cursor: i64) -> Result<Batch, StoreError> {
-        let inner = &self.inner;
-        let page = match inner.types.is_empty() {
-            true => inner.batch_size,
-            false => inner.batch_size.max(SCAN_PAGE),
-        };
-        let mut batch = Batch {
-            events: Vec::new(),
-            through: cursor,
-        };
-        loop {
-            let read = inner.store.events_after(batch.through, page as i64).await?;
-            let complete = read.len() < page;
-            for e in read {
-                self.note_gap(batch.through, e.id);
-                batch.through = e.id;
-                if self.wants(&e) {
-                    batch.events.push(e);
-                    if batch.events.len() == inner.batch_size {
-                        return Ok(batch);
-                    }
-                }
-            }
-            inner.stats.set_cursor(batch.through.max(cursor));
-            if complete || !batch.events.is_empty() {
-                return Ok(batch);
-            }
-        }
-    }
-
-    fn wants(&self, e: &StoredEvent) -> bool {
-        let types = &self.inner.types;
-        types.is_empty() || types.iter().any(|t| *t == e.kind)
-    }
-
-    /// Ids have no gaps; one here means retention deleted events this endpoint had not yet
-    /// been given (it was failing for longer than `events.retention_days`, or behind by more
-    /// than `events.max_events`). Said, since it is a loss.
-    fn note_gap(&self, after: i64, id: i64) {
-        if id > after + 1 {
-            tracing::warn!(
-                endpoint = self.name(),
-                first = after + 1,
-                last = id - 1,
-                "webhook: events were deleted by retention before they were delivered"
-            );
         }
     }
 
