@@ -162,7 +162,7 @@ impl Endpoint {
                 Err(e) => {
                     let wait = trouble.failed();
                     if trouble.failures == 1 {
-                        tracing::warn!(endpoint = self.name(), error = %e, "webhook: cannot read the cursor; retrying");
+                        tracing::warn!(error = %e, "webhook: cannot read the cursor; retrying");
                     }
                     if !pause(wait, stop).await {
                         return None;
@@ -185,7 +185,6 @@ impl Endpoint {
             .set_webhook_cursor(self.name(), last, crate::clock::now_secs())
             .await?;
         tracing::info!(
-            endpoint = self.name(),
             after = last,
             "webhook: a new endpoint; delivering the events numbered from now on"
         );
@@ -206,14 +205,14 @@ impl Endpoint {
             let batch = match reader.next(&inner.store).await {
                 Ok(b) => {
                     if reads.recovered() > 0 {
-                        tracing::info!(endpoint = self.name(), "webhook: reading events again");
+                        tracing::info!("webhook: reading events again");
                     }
                     b
                 }
                 Err(e) => {
                     let wait = reads.failed();
                     if reads.failures == 1 {
-                        tracing::warn!(endpoint = self.name(), error = %e, "webhook: cannot read events; retrying");
+                        tracing::warn!(error = %e, "webhook: cannot read events; retrying");
                     }
                     if !pause(wait, stop).await {
                         return;
@@ -294,7 +293,7 @@ impl Endpoint {
                     inner.stats.delivered("ok");
                     let failures = trouble.recovered();
                     if failures > 0 {
-                        tracing::info!(endpoint = self.name(), failures, events = %ids, "webhook: the endpoint accepts batches again");
+                        tracing::info!(failures, events = %ids, "webhook: the endpoint accepts batches again");
                     }
                     return true;
                 }
@@ -302,9 +301,9 @@ impl Endpoint {
                     inner.stats.delivered(f.outcome());
                     let wait = trouble.failed();
                     if trouble.failures == 1 {
-                        tracing::warn!(endpoint = self.name(), events = %ids, error = %f, retry_in = ?wait, "webhook: delivery failed; retrying the same batch until it is accepted");
+                        tracing::warn!(events = %ids, error = %f, retry_in = ?wait, "webhook: delivery failed; retrying the same batch until it is accepted");
                     } else {
-                        tracing::debug!(endpoint = self.name(), events = %ids, error = %f, failures = trouble.failures, retry_in = ?wait, "webhook: delivery failed again");
+                        tracing::debug!(events = %ids, error = %f, failures = trouble.failures, retry_in = ?wait, "webhook: delivery failed again");
                     }
                     if !pause(wait, stop).await {
                         return false;
@@ -324,7 +323,7 @@ impl Endpoint {
             .set_webhook_cursor(self.name(), cursor, crate::clock::now_secs())
             .await
         {
-            tracing::warn!(endpoint = self.name(), cursor, error = %e, "webhook: cannot record the cursor");
+            tracing::warn!(cursor, error = %e, "webhook: cannot record the cursor");
         }
     }
 }
