@@ -752,3 +752,52 @@ async fn an_https_endpoint_with_an_unreadable_ca_file_fails_start_up() {
         "{msg}"
     );
 }
+
+/// Two nodes on one PostgreSQL: only the jobs leader delivers; when it stops, the other takes
+/// over from the cursor, and the receiver gets every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_jobs_leader_delivers_and_the_next_one_resumes_from_the_cursor() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let receiver = Receiver::start(&[], Reply::Ok).await;
+    let node = |name: &str| {
+        let mut c = config(&db, vec![hook("billing", &receiver.url("http"))]);
+        c.node.name = name.into();
+        c
+    };
+    let a = TestApp::start(node("a")).await;
+    wait_for_cursor(&a.store, "billing").await;
+    let b = TestApp::start(node("b")).await;
+    append(&a.store, 0..30, 6).await;
+    wait_for_acknowledged(&receiver, 30, Duration::from_secs(20)).await;
+    let deliveries = |m: &std::collections::BTreeMap<String, f64>| {
+        value(
+            m,
+            "radacctd_webhook_deliveries_total{endpoint=\"billing\",outcome=\"ok\"}",
+        )
+    };
+    let (ma, mb) = (
+        scrape(a.metrics_addr.expect("metrics")).await,
+        scrape(b.metrics_addr.expect("metrics")).await,
+    );
+    assert!(deliveries(&ma) >= 1.0, "the leader delivers");
+    assert_eq!(deliveries(&mb), 0.0, "the follower does not");
+    a.stop().await;
+    append(&b.store, 30..60, 6).await;
+    wait_for_acknowledged(&receiver, 60, Duration::from_secs(20)).await;
+    assert_delivered_in_order(&receiver, &(1..=60).collect::<Vec<_>>());
+    let acknowledged = receiver
+        .received()
+        .iter()
+        .filter(|r| r.acknowledged)
+        .count();
+    assert_eq!(
+        receiver.received().len(),
+        acknowledged,
+        "a clean handover sends nothing twice"
+    );
+    let mb = scrape(b.metrics_addr.expect("metrics")).await;
+    assert!(deliveries(&mb) >= 1.0, "the new leader delivers");
+    b.stop().await;
+}

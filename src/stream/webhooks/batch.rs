@@ -18,6 +18,8 @@ pub struct Batch {
 /// What an endpoint has read and not yet delivered.
 #[derive(Debug)]
 pub struct Reader {
+    /// The endpoint's name, for the log.
+    endpoint: String,
     /// Event types delivered; empty: all.
     types: Vec<String>,
     batch_size: usize,
@@ -32,9 +34,16 @@ pub struct Reader {
 impl Reader {
     /// A reader starting after `cursor`. A filtered endpoint reads pages of at least `scan`
     /// events, so that one wanting a rare type moves through the others in few queries.
-    pub fn new(types: Vec<String>, batch_size: usize, scan: usize, cursor: i64) -> Reader {
+    pub fn new(
+        endpoint: &str,
+        types: Vec<String>,
+        batch_size: usize,
+        scan: usize,
+        cursor: i64,
+    ) -> Reader {
         let batch_size = batch_size.max(1);
         Reader {
+            endpoint: endpoint.to_owned(),
             page: match types.is_empty() {
                 true => batch_size,
                 false => batch_size.max(scan),
@@ -63,7 +72,7 @@ impl Reader {
     fn add(&mut self, page: Vec<StoredEvent>) -> bool {
         let full = page.len() >= self.page;
         for e in page {
-            note_gap(self.read_through, e.id);
+            self.note_gap(e.id);
             self.read_through = e.id;
             if self.wants(&e) {
                 self.ahead.push_back(e);
@@ -84,21 +93,22 @@ impl Reader {
         Batch { events, through }
     }
 
+    /// Ids have no gaps; one here means retention deleted events before they were delivered
+    /// (the endpoint was failing for longer than `events.retention_days`, or behind by more
+    /// than `events.max_events`). Said, since it is a loss.
+    fn note_gap(&self, id: i64) {
+        if id > self.read_through + 1 {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                first = self.read_through + 1,
+                last = id - 1,
+                "webhook: events were deleted by retention before they were delivered"
+            );
+        }
+    }
+
     fn wants(&self, e: &StoredEvent) -> bool {
         self.types.is_empty() || self.types.contains(&e.kind)
-    }
-}
-
-/// Ids have no gaps; one here means retention deleted events before they were delivered (the
-/// endpoint was failing for longer than `events.retention_days`, or behind by more than
-/// `events.max_events`). Said, since it is a loss.
-fn note_gap(after: i64, id: i64) {
-    if id > after + 1 {
-        tracing::warn!(
-            first = after + 1,
-            last = id - 1,
-            "webhook: events were deleted by retention before they were delivered"
-        );
     }
 }
 
@@ -126,7 +136,7 @@ mod tests {
 
     #[test]
     fn batches_pass_over_other_types_and_stop_at_their_last_event_while_more_wait() {
-        let mut r = Reader::new(vec!["nas.rebooted".into()], 2, 6, 10);
+        let mut r = Reader::new("test", vec!["nas.rebooted".into()], 2, 6, 10);
         assert_eq!(r.page, 6);
         let page = [
             (11, "nas.rebooted"),
@@ -152,7 +162,7 @@ mod tests {
 
     #[test]
     fn skipped_events_at_the_end_move_the_cursor_past_them() {
-        let mut r = Reader::new(vec!["session.stopped".into()], 10, 100, 0);
+        let mut r = Reader::new("test", vec!["session.stopped".into()], 10, 100, 0);
         let full = r.add(vec![
             event(1, "session.stopped"),
             event(2, "session.started"),
@@ -173,7 +183,7 @@ mod tests {
 
     #[test]
     fn an_unfiltered_endpoint_reads_a_batch_per_page() {
-        let mut r = Reader::new(vec![], 3, 1_000, 0);
+        let mut r = Reader::new("test", vec![], 3, 1_000, 0);
         assert_eq!(r.page, 3);
         r.add((1..4).map(|id| event(id, "session.started")).collect());
         let b = r.take();

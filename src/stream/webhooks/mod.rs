@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use self::batch::{Batch, Reader};
 pub use self::client::Failure;
@@ -87,8 +86,7 @@ impl Webhooks {
     /// its batch is sent again by whoever delivers next.
     pub fn spawn(&self, tasks: &TaskTracker, stop: &CancellationToken) {
         for e in &self.endpoints {
-            let span = tracing::info_span!("webhook", endpoint = e.name());
-            tasks.spawn(e.clone().run(stop.clone()).instrument(span));
+            tasks.spawn(e.clone().run(stop.clone()));
         }
     }
 }
@@ -162,7 +160,7 @@ impl Endpoint {
                 Err(e) => {
                     let wait = trouble.failed();
                     if trouble.failures == 1 {
-                        tracing::warn!(error = %e, "webhook: cannot read the cursor; retrying");
+                        tracing::warn!(endpoint = self.name(), error = %e, "webhook: cannot read the cursor; retrying");
                     }
                     if !pause(wait, stop).await {
                         return None;
@@ -185,6 +183,7 @@ impl Endpoint {
             .set_webhook_cursor(self.name(), last, crate::clock::now_secs())
             .await?;
         tracing::info!(
+            endpoint = self.name(),
             after = last,
             "webhook: a new endpoint; delivering the events numbered from now on"
         );
@@ -196,7 +195,13 @@ impl Endpoint {
         let stats = &self.inner.stats;
         let inner = &self.inner;
         let mut client = inner.client.unconnected();
-        let mut reader = Reader::new(inner.types.clone(), inner.batch_size, SCAN_PAGE, cursor);
+        let mut reader = Reader::new(
+            self.name(),
+            inner.types.clone(),
+            inner.batch_size,
+            SCAN_PAGE,
+            cursor,
+        );
         let mut reads = Trouble::new(inner.max_backoff);
         loop {
             // What this node knew before the read: if the read finds nothing newer, wait for
@@ -205,14 +210,14 @@ impl Endpoint {
             let batch = match reader.next(&inner.store).await {
                 Ok(b) => {
                     if reads.recovered() > 0 {
-                        tracing::info!("webhook: reading events again");
+                        tracing::info!(endpoint = self.name(), "webhook: reading events again");
                     }
                     b
                 }
                 Err(e) => {
                     let wait = reads.failed();
                     if reads.failures == 1 {
-                        tracing::warn!(error = %e, "webhook: cannot read events; retrying");
+                        tracing::warn!(endpoint = self.name(), error = %e, "webhook: cannot read events; retrying");
                     }
                     if !pause(wait, stop).await {
                         return;
@@ -293,7 +298,7 @@ impl Endpoint {
                     inner.stats.delivered("ok");
                     let failures = trouble.recovered();
                     if failures > 0 {
-                        tracing::info!(failures, events = %ids, "webhook: the endpoint accepts batches again");
+                        tracing::info!(endpoint = self.name(), failures, events = %ids, "webhook: the endpoint accepts batches again");
                     }
                     return true;
                 }
@@ -301,9 +306,9 @@ impl Endpoint {
                     inner.stats.delivered(f.outcome());
                     let wait = trouble.failed();
                     if trouble.failures == 1 {
-                        tracing::warn!(events = %ids, error = %f, retry_in = ?wait, "webhook: delivery failed; retrying the same batch until it is accepted");
+                        tracing::warn!(endpoint = self.name(), events = %ids, error = %f, retry_in = ?wait, "webhook: delivery failed; retrying the same batch until it is accepted");
                     } else {
-                        tracing::debug!(events = %ids, error = %f, failures = trouble.failures, retry_in = ?wait, "webhook: delivery failed again");
+                        tracing::debug!(endpoint = self.name(), events = %ids, error = %f, failures = trouble.failures, retry_in = ?wait, "webhook: delivery failed again");
                     }
                     if !pause(wait, stop).await {
                         return false;
@@ -323,7 +328,7 @@ impl Endpoint {
             .set_webhook_cursor(self.name(), cursor, crate::clock::now_secs())
             .await
         {
-            tracing::warn!(cursor, error = %e, "webhook: cannot record the cursor");
+            tracing::warn!(endpoint = self.name(), cursor, error = %e, "webhook: cannot record the cursor");
         }
     }
 }
