@@ -105,6 +105,8 @@ pub struct Application {
     event_wake: Arc<tokio::sync::Notify>,
     /// The last event id given, for the events stream and the webhooks.
     events_numbered: crate::stream::Numbered,
+    /// The webhooks' delivery (run by the jobs leader).
+    webhooks: crate::stream::Webhooks,
 }
 
 impl std::fmt::Debug for Application {
@@ -195,7 +197,11 @@ impl Application {
             store.clone(),
             Duration::from_millis(config.events.poll_interval_ms),
         );
+        let webhooks =
+            crate::stream::Webhooks::new(&config.events, &store, &sequencer.numbered(), &stats)
+                .map_err(anyhow::Error::msg)?;
         Ok(Application {
+            webhooks,
             event_wake: sequencer.wake_handle(),
             events_numbered: sequencer.numbered(),
             sequencer: Some(sequencer),
@@ -461,6 +467,7 @@ impl Application {
             jobs::LeaderJobs {
                 routers,
                 fair_use: Some(self.fair_use.clone()),
+                others: webhook_delivery(&self.webhooks),
             },
             tasks,
             stopping.child_token(),
@@ -529,6 +536,17 @@ impl Application {
         }
         tasks.spawn(systemd::watchdog(writer_alive, stopping.child_token()));
     }
+}
+
+/// The webhooks' delivery as a leader-only job (none without endpoints).
+fn webhook_delivery(webhooks: &crate::stream::Webhooks) -> Vec<jobs::LeaderTask> {
+    if webhooks.is_empty() {
+        return Vec::new();
+    }
+    let webhooks = webhooks.clone();
+    vec![jobs::LeaderTask::new("webhooks", move |leader, term| {
+        webhooks.spawn(term, leader.ended());
+    })]
 }
 
 /// The listening sockets, bound before anything runs (a port in use fails start-up).

@@ -180,6 +180,9 @@ pub struct WebhookConfig {
     /// The longest pause, in seconds, between retries of a failing endpoint.
     #[serde(default = "WebhookConfig::default_max_backoff_secs")]
     pub max_backoff_secs: u64,
+    /// PEM bundle of the CAs trusted for an `https` URL's certificate (read at start-up).
+    #[serde(default = "WebhookConfig::default_ca_file")]
+    pub ca_file: PathBuf,
 }
 
 impl WebhookConfig {
@@ -191,6 +194,9 @@ impl WebhookConfig {
     }
     fn default_max_backoff_secs() -> u64 {
         300
+    }
+    fn default_ca_file() -> PathBuf {
+        PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
     }
 
     pub fn validate(&self) -> Result<(), String> {

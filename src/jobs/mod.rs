@@ -80,12 +80,19 @@ pub fn start(
         if let Some(archiver) = &archiver {
             term.spawn(archiver.clone().run(leader.clone()));
         }
-        let LeaderJobs { routers, fair_use } = &leader_jobs;
+        let LeaderJobs {
+            routers,
+            fair_use,
+            others,
+        } = &leader_jobs;
         if let Some(routers) = routers {
             term.spawn(routers.clone().run(leader.clone()));
         }
         if let Some(fair_use) = fair_use {
             term.spawn(fair_use::run_resets(fair_use.clone(), leader.clone()));
+        }
+        for task in others {
+            (task.spawn)(leader, term);
         }
     }));
 }
@@ -97,6 +104,37 @@ pub struct LeaderJobs {
     pub routers: Option<RouterReconciler>,
     /// The fair-use period reset.
     pub fair_use: Option<crate::fairuse::FairUse>,
+    /// Leader-only work of the modules above this one (the webhooks' delivery).
+    pub others: Vec<LeaderTask>,
+}
+
+/// What starts a [`LeaderTask`]'s tasks on a term.
+type SpawnOnTerm = Arc<dyn Fn(&Leader, &TaskTracker) + Send + Sync>;
+
+/// Leader-only work that a module above `jobs` brings: `spawn` starts its tasks on the term's
+/// tracker, and they must end when the term's [`Leader::ended`] is cancelled.
+#[derive(Clone)]
+pub struct LeaderTask {
+    name: &'static str,
+    spawn: SpawnOnTerm,
+}
+
+impl LeaderTask {
+    pub fn new(
+        name: &'static str,
+        spawn: impl Fn(&Leader, &TaskTracker) + Send + Sync + 'static,
+    ) -> LeaderTask {
+        LeaderTask {
+            name,
+            spawn: Arc::new(spawn),
+        }
+    }
+}
+
+impl std::fmt::Debug for LeaderTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeaderTask").field(&self.name).finish()
+    }
 }
 
 /// Time until the next `at` (wall clock in `tz`) strictly after `now`.

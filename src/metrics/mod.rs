@@ -606,3 +606,12 @@ pub const COA_ROUND_TRIP: &str = "radacctd_coa_round_trip_seconds";
 pub const COA_ROUND_TRIP_BUCKET: &str = "radacctd_coa_round_trip_seconds_bucket";
 pub const COA_ROUND_TRIP_COUNT: &str = "radacctd_coa_round_trip_seconds_count";
 pub const COA_COALESCED: &str = "radacctd_coa_coalesced_total";
+
+/// Prometheus names of the webhooks' metrics (`stream::webhooks`), by `endpoint` (its configured
+/// name): POSTs by `outcome` (`ok`, `http_error`, `timeout`, `connect_error`); events numbered
+/// after the endpoint's cursor; the age of its oldest undelivered event (0 when none); its
+/// cursor. Only the node delivering (the jobs leader) reports a backlog and a lag.
+pub const WEBHOOK_DELIVERIES: &str = "radacctd_webhook_deliveries_total";
+pub const WEBHOOK_BACKLOG: &str = "radacctd_webhook_backlog_events";
+pub const WEBHOOK_LAG: &str = "radacctd_webhook_lag_seconds";
+pub const WEBHOOK_CURSOR: &str = "radacctd_webhook_cursor";

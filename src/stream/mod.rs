@@ -2,5 +2,7 @@
 //! writers appended to the outbox, and the readers of what it numbered.
 
 pub mod sequencer;
+pub mod webhooks;
 
 pub use sequencer::{Numbered, Sequencer};
+pub use webhooks::Webhooks;

@@ -33,3 +33,4 @@ mod reliability;
 mod routers;
 mod two_nodes;
 mod usage;
+mod webhooks;

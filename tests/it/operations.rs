@@ -216,6 +216,17 @@ fn exported_names() -> std::collections::BTreeSet<String> {
         config.journal.enabled = true;
         let dir = tempfile::tempdir().expect("dir");
         config.journal.path = dir.path().join("j");
+        // A webhook endpoint, for its series (nothing listens there).
+        config.events.webhooks = vec![radacctd::config::WebhookConfig {
+            name: "metrics".into(),
+            url: format!("http://127.0.0.1:{}/", free_port_tcp()),
+            secret: radacctd::config::Secret::new("a-secret-of-16-chars"),
+            types: Vec::new(),
+            batch_size: 100,
+            timeout_secs: 1,
+            max_backoff_secs: 1,
+            ca_file: "/nonexistent".into(),
+        }];
         let app = TestApp::start(config).await;
         let mut nas = Nas::new(app.radius_addr).await;
         nas.send(&Sess::new(1).start(now())).await.expect("start");
