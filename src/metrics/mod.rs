@@ -606,3 +606,16 @@ pub const COA_ROUND_TRIP: &str = "radacctd_coa_round_trip_seconds";
 pub const COA_ROUND_TRIP_BUCKET: &str = "radacctd_coa_round_trip_seconds_bucket";
 pub const COA_ROUND_TRIP_COUNT: &str = "radacctd_coa_round_trip_seconds_count";
 pub const COA_COALESCED: &str = "radacctd_coa_coalesced_total";
+
+/// Prometheus names of the session events' counters (`stream::EventStats`, docs/EVENTS.md).
+/// The last event id this node has read from the outbox and serves.
+pub const EVENTS_LAST_ID: &str = "radacctd_events_last_id";
+/// Events committed to the outbox and not yet numbered, at the sequencer's last look.
+pub const EVENTS_QUEUED: &str = "radacctd_events_queued";
+/// `GET /api/events` streams open on this node.
+pub const EVENTS_SSE_CLIENTS: &str = "radacctd_events_sse_clients";
+/// Event streams ended, by `reason`: `slow` (the client fell too far behind and was
+/// disconnected) or `closed` (the client went away, or the node stopped).
+pub const EVENTS_SSE_ENDED: &str = "radacctd_events_sse_ended_total";
+/// Events deleted by the retention job (age or count).
+pub const EVENTS_TRIMMED: &str = "radacctd_events_trimmed_total";
