@@ -19,6 +19,7 @@ both_stores!(
     bad_requests_name_the_parameter,
     resuming_from_a_trimmed_id_reports_the_loss_first,
     a_client_that_does_not_read_is_disconnected_and_counted,
+    an_idle_stream_beats_and_the_streams_per_node_are_capped,
     retention_trims_by_age_and_count,
 );
 
@@ -250,6 +251,25 @@ impl Sse {
             self.buf
                 .push_str(std::str::from_utf8(&chunk).expect("UTF-8 stream"));
         }
+    }
+
+    /// The next comment line (`: …`), skipping events; panics after [`WAIT`] without one.
+    async fn next_comment(&mut self) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    if let Some(c) = block.lines().find_map(|l| l.strip_prefix(": ")) {
+                        return c.to_owned();
+                    }
+                }
+                let chunk = self.response.chunk().await.expect("chunk").expect("more");
+                self.buf
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8 stream"));
+            }
+        })
+        .await
+        .expect("a comment in time")
     }
 
     /// Events until (and with) the one whose id is `last`.
@@ -647,6 +667,44 @@ async fn a_client_that_does_not_read_is_disconnected_and_counted(backend: Backen
     // The reader goes on.
     add(&app.store, n..n + 1).await;
     assert_eq!(reader.next().await.id(), n + 1);
+    app.stop().await;
+}
+
+async fn an_idle_stream_beats_and_the_streams_per_node_are_capped(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let mut c = events_config(&db);
+    c.events.heartbeat_secs = 1;
+    c.events.max_clients = 1;
+    let app = TestApp::start(c).await;
+    let t = viewer();
+    let mut sse = Sse::open(&app, "", &t, None).await;
+    assert_eq!(sse.next_comment().await, "heartbeat");
+    app.expect_error(
+        "/api/events",
+        Some(&t),
+        503,
+        "too many event streams, try again later",
+    )
+    .await;
+    let r = events_request(&app, "", &t, None).await;
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    // The place is given back when the client goes.
+    drop(sse);
+    drop(r);
+    let stats = EventStats::of(&app.stats);
+    assert!(
+        crate::common::eventually(|| stats.clients.load(std::sync::atomic::Ordering::Relaxed) == 0)
+            .await
+    );
+    assert_eq!(stats.ended_count(EndReason::Closed), 1);
+    add(&app.store, 0..1).await;
+    let mut sse = Sse::open(&app, "", &t, Some(0)).await;
+    assert_eq!(sse.next().await.id(), 1);
     app.stop().await;
 }
 
