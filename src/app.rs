@@ -107,6 +107,8 @@ pub struct Application {
     events_numbered: crate::stream::Numbered,
     /// The webhooks' delivery (run by the jobs leader).
     webhooks: crate::stream::Webhooks,
+    /// Tails the outbox for `GET /api/events` (its task starts with the background tasks).
+    hub: crate::stream::Hub,
 }
 
 impl std::fmt::Debug for Application {
@@ -193,15 +195,30 @@ impl Application {
             stats.node().name().to_owned(),
         )
         .map_err(anyhow::Error::msg)?;
+        let event_stats = crate::stream::EventStats::of(&stats);
         let sequencer = crate::stream::Sequencer::new(
             store.clone(),
             Duration::from_millis(config.events.poll_interval_ms),
+        )
+        .with_stats(event_stats.clone());
+        let hub = crate::stream::Hub::new(
+            store.clone(),
+            crate::stream::HubOptions::from_config(&config.events),
+            event_stats,
         );
         let webhooks =
             crate::stream::Webhooks::new(&config.events, &store, &sequencer.numbered(), &stats)
                 .map_err(anyhow::Error::msg)?;
+        // Read now, so that the stream serves from the first request; with the database down
+        // the hub's task reads it once it is back.
+        if database.is_ok()
+            && let Err(e) = hub.load().await
+        {
+            tracing::warn!(error = %e, "events outbox not readable yet");
+        }
         Ok(Application {
             webhooks,
+            hub,
             event_wake: sequencer.wake_handle(),
             events_numbered: sequencer.numbered(),
             sequencer: Some(sequencer),
@@ -437,7 +454,8 @@ impl Application {
             stop.clone(),
         )
         .context("configuring the API")?
-        .with_usage(self.policies.clone());
+        .with_usage(self.policies.clone())
+        .with_events(self.hub.clone());
         api::router(api_state, &self.config.api, stop.clone()).context("configuring the API")
     }
 
@@ -467,6 +485,11 @@ impl Application {
             jobs::LeaderJobs {
                 routers,
                 fair_use: Some(self.fair_use.clone()),
+                events: Some(jobs::EventRetention::new(
+                    self.store.clone(),
+                    &self.config.events,
+                    crate::stream::EventStats::of(&self.stats),
+                )),
                 others: webhook_delivery(&self.webhooks),
             },
             tasks,
@@ -478,6 +501,11 @@ impl Application {
         if let Some(sequencer) = self.sequencer.take() {
             tasks.spawn(sequencer.run(stopping.child_token()));
         }
+        tasks.spawn(
+            self.hub
+                .clone()
+                .run(self.events_numbered.clone(), stopping.child_token()),
+        );
         let feed = ChangeFeed::new(
             self.store.clone(),
             self.stats.node().clone(),

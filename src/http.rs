@@ -39,8 +39,24 @@ const CAP_LOG_EVERY: Duration = Duration::from_secs(60);
 /// After a failed accept (out of file descriptors), the next one waits this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Closes the connection a request came on, at once, whatever it is writing: a request
+/// extension (absent when a router is called without [`serve`]). A long response whose client
+/// stopped reading (an event stream) uses it: hyper stops asking for the body once the socket
+/// is full, so ending the body alone would leave the connection open for as long as the client
+/// likes.
+#[derive(Debug, Clone)]
+pub struct Hangup(CancellationToken);
+
+impl Hangup {
+    /// Closes the connection (the socket is dropped; what was not sent is lost).
+    pub fn now(&self) {
+        self.0.cancel();
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown`; requests see the peer as
-/// `ConnectInfo<SocketAddr>`. Dropping the returned future closes every connection.
+/// `ConnectInfo<SocketAddr>` and may close their connection through [`Hangup`]. Dropping the
+/// returned future closes every connection.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -103,9 +119,12 @@ async fn serve_connection(
     shutdown: CancellationToken,
     on_shutdown: OnShutdown,
 ) {
+    let hangup = CancellationToken::new();
+    let handle = Hangup(hangup.clone());
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(handle.clone());
             tower::ServiceExt::oneshot(router.clone(), req)
         });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -115,11 +134,15 @@ async fn serve_connection(
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
+        _ = hangup.cancelled() => return,
         _ = shutdown.cancelled() => match on_shutdown {
             OnShutdown::Close => return,
             OnShutdown::Finish => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                tokio::select! {
+                    r = connection => r,
+                    _ = hangup.cancelled() => return,
+                }
             }
         },
     };

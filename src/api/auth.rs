@@ -30,6 +30,9 @@ pub const SESSIONS_VIEW_ALL: &str = "sessions.view_all";
 /// Ask who had an address at a moment (`GET /api/attribution`), within the caller's scope;
 /// with the admin role, also read the audit of those queries (`GET /api/attribution/audit`).
 pub const SESSIONS_ATTRIBUTION: &str = "sessions.attribution";
+/// `GET /api/events`: the session events stream, within the caller's scope (`nas.rebooted`
+/// only for callers who see every session).
+pub const EVENTS_VIEW: &str = "events.view";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,6 +8,7 @@
 //! - [`params`]: query parameters; [`sessions`]: list, count, get; [`export`]: CSV;
 //!   [`actions`]: a session's action log; [`disconnect`]; [`nas`]: each NAS's health.
 //! - [`attribution`]: who had an address at a moment, and the audit of those questions.
+//! - [`events`]: the session events as Server-Sent Events (from `stream::Hub`).
 //! - [`ratelimit`], [`openapi`], [`error`].
 //!
 //! Handlers never build SQL; they call `store` with a `sessions::filter::SessionFilter`.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod coa;
 pub mod disconnect;
 pub mod error;
+pub mod events;
 pub mod export;
 pub mod nas;
 pub mod openapi;
@@ -147,6 +149,11 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/events",
+        handler: || get(events::stream),
+    },
+    Route {
+        method: "get",
         path: "/api/openapi.json",
         handler: || get(openapi_json),
     },
@@ -193,6 +200,8 @@ struct Inner {
     stats: Option<Arc<crate::metrics::Stats>>,
     /// The usage calendar (default `tz`, billing day) and the fair-use policies.
     usage: crate::usage::Policies,
+    /// The node's event hub (absent in API-only test setups: `GET /api/events` answers 503).
+    events: Option<crate::stream::Hub>,
 }
 
 /// What the API needs from the rest of the daemon.
@@ -233,6 +242,7 @@ impl ApiState {
                 stats: deps.stats,
                 usage: crate::usage::Policies::from_config(&crate::config::UsageConfig::default())
                     .map_err(anyhow::Error::msg)?,
+                events: None,
             }),
         })
     }
@@ -244,6 +254,18 @@ impl ApiState {
             inner.usage = policies;
         }
         self
+    }
+
+    /// Serves `GET /api/events` from `hub`. Call before the state is shared.
+    pub fn with_events(mut self, hub: crate::stream::Hub) -> ApiState {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.events = Some(hub);
+        }
+        self
+    }
+
+    pub(crate) fn events(&self) -> Option<&crate::stream::Hub> {
+        self.inner.events.as_ref()
     }
 
     pub(crate) fn usage(&self) -> &crate::usage::Policies {

@@ -430,7 +430,75 @@ pub fn document() -> Value {
     });
     doc["paths"]["/api/attribution"] = attribution_path();
     doc["paths"]["/api/attribution/audit"] = attribution_audit_path();
+    doc["paths"]["/api/events"] = events_path();
+    doc["components"]["schemas"]["Event"] = event_schema();
     doc
+}
+
+/// `GET /api/events` (api::events): a `text/event-stream`.
+fn events_path() -> Value {
+    use crate::api::events::{LAST_EVENT_ID, LAST_EVENT_ID_PARAM};
+    use crate::events::EventType;
+    let types: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+    let mut responses = common_errors(true);
+    responses.insert(
+        "400".into(),
+        error_response("The message names the parameter: `invalid types, unknown event type \"x\" (allowed: …)`, `invalid nas_id, must be an integer`, `invalid Last-Event-ID, must be an event id (an integer >= 0)`, `invalid Last-Event-ID, after the last event id (N)` (`invalid last_event_id, …` when the query parameter carried it)"),
+    );
+    responses.insert(
+        "403".into(),
+        error_response("`events.view denied`: the token lacks the permission"),
+    );
+    responses.insert(
+        "503".into(),
+        error_response("`event stream not ready` (the node has not read the outbox yet; `Retry-After: 5`), `too many event streams, try again later` (`events.max_clients` streams open on this node; `Retry-After: 5`), `database unavailable`"),
+    );
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "Server-Sent Events, until the client goes. Each event: `id: <id>`, `event: <type>`, `data: <Event as JSON, one line>`, then a blank line. `event: events.lost` with `data: {\"from\": a, \"to\": b}` and `id: b` says the events a to b were deleted before this stream could send them. A `: heartbeat` comment every `events.heartbeat_secs` while idle. A client more than `events.client_buffer` events behind is disconnected; it resumes with `Last-Event-ID`. docs/EVENTS.md",
+            "content": { "text/event-stream": { "schema": { "type": "string" } } }
+        }),
+    );
+    json!({
+        "get": {
+            "summary": "The session events as Server-Sent Events (permission events.view; a reseller sees its subtree's subscribers' events and no nas.rebooted)",
+            "parameters": [
+                {
+                    "name": LAST_EVENT_ID,
+                    "in": "header",
+                    "required": false,
+                    "description": "Resume after this event id (what an EventSource sends when it reconnects). Without it (and without last_event_id) the stream starts with the next event. An id older than the oldest retained starts with `events.lost`",
+                    "schema": { "type": "integer", "format": "int64", "minimum": 0 }
+                },
+                param(LAST_EVENT_ID_PARAM, "The same as the Last-Event-ID header, for clients that cannot set headers; the header wins when both are given", json!({ "type": "integer", "format": "int64", "minimum": 0 })),
+                param("types", "Only these event types, comma-separated", json!({ "type": "string", "description": format!("Comma-separated, each one of: {}", types.join(", ")) })),
+                param("nas_id", "Only events of the NAS with this `nas.id` (an id that names no NAS matches nothing)", json!({ "type": "integer", "format": "int64" })),
+            ],
+            "responses": responses
+        }
+    })
+}
+
+/// One event as the stream's `data:` (and a webhook batch) carries it
+/// (`events::StoredEvent::to_json`).
+fn event_schema() -> Value {
+    use crate::events::EventType;
+    let types: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+    json!({
+        "type": "object",
+        "required": ["id", "type", "time", "username", "nas", "radacctid", "acctuniqueid", "data"],
+        "properties": {
+            "id": { "type": "integer", "format": "int64", "description": "Monotonic without gaps, in commit order; the SSE id" },
+            "type": { "type": "string", "enum": types },
+            "time": { "type": ["string", "null"], "format": "date-time", "description": "When the change happened (RFC 3339, UTC)" },
+            "username": { "type": ["string", "null"] },
+            "nas": { "type": ["string", "null"], "description": "The NAS address" },
+            "radacctid": { "type": ["integer", "null"], "format": "int64" },
+            "acctuniqueid": { "type": ["string", "null"] },
+            "data": { "type": "object", "description": "The type's own fields (docs/EVENTS.md#types)" }
+        }
+    })
 }
 
 /// A required query parameter.

@@ -10,6 +10,7 @@
 //! through a lock of its own).
 
 pub mod archiver;
+pub mod events;
 pub mod fair_use;
 pub mod indexes;
 pub mod leader;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use archiver::{ArchiveReport, Archiver};
+pub use events::EventRetention;
 pub use leader::{Election, JobRun, Leader};
 pub use reconcile::Reconciler;
 pub use routers::{RouterReconciler, RouterReport};
@@ -44,7 +46,8 @@ use crate::store::Store;
 /// stale sweeper and the archiver, as configured, while this node ([`Stats::node`]) leads. All
 /// run on `tasks` and stop when `cancel` is cancelled, which releases their handles on the
 /// ingest queue (and the leadership). `leader_jobs` adds the reconciliation with the routers'
-/// `/ppp/active` and the fair-use reset, when configured, on the jobs leader too.
+/// `/ppp/active` and the fair-use reset, when configured, and the events' retention, on the
+/// jobs leader too.
 pub fn start(
     config: &JobsConfig,
     store: &Store,
@@ -84,12 +87,16 @@ pub fn start(
             routers,
             fair_use,
             others,
+            events,
         } = &leader_jobs;
         if let Some(routers) = routers {
             term.spawn(routers.clone().run(leader.clone()));
         }
         if let Some(fair_use) = fair_use {
             term.spawn(fair_use::run_resets(fair_use.clone(), leader.clone()));
+        }
+        if let Some(events) = events {
+            term.spawn(events.clone().run(leader.clone()));
         }
         for task in others {
             (task.spawn)(leader, term);
@@ -104,6 +111,8 @@ pub struct LeaderJobs {
     pub routers: Option<RouterReconciler>,
     /// The fair-use period reset.
     pub fair_use: Option<crate::fairuse::FairUse>,
+    /// The session events' retention.
+    pub events: Option<EventRetention>,
     /// Leader-only work of the modules above this one (the webhooks' delivery).
     pub others: Vec<LeaderTask>,
 }

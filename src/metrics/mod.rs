@@ -615,3 +615,15 @@ pub const WEBHOOK_DELIVERIES: &str = "radacctd_webhook_deliveries_total";
 pub const WEBHOOK_BACKLOG: &str = "radacctd_webhook_backlog_events";
 pub const WEBHOOK_LAG: &str = "radacctd_webhook_lag_seconds";
 pub const WEBHOOK_CURSOR: &str = "radacctd_webhook_cursor";
+/// Prometheus names of the session events' counters (`stream::EventStats`, docs/EVENTS.md).
+/// The last event id this node has read from the outbox and serves.
+pub const EVENTS_LAST_ID: &str = "radacctd_events_last_id";
+/// Events committed to the outbox and not yet numbered, at the sequencer's last look.
+pub const EVENTS_QUEUED: &str = "radacctd_events_queued";
+/// `GET /api/events` streams open on this node.
+pub const EVENTS_SSE_CLIENTS: &str = "radacctd_events_sse_clients";
+/// Event streams ended, by `reason`: `slow` (the client fell too far behind and was
+/// disconnected) or `closed` (the client went away, or the node stopped).
+pub const EVENTS_SSE_ENDED: &str = "radacctd_events_sse_ended_total";
+/// Events deleted by the retention job (age or count).
+pub const EVENTS_TRIMMED: &str = "radacctd_events_trimmed_total";

@@ -347,6 +347,15 @@ impl Store {
         }
     }
 
+    /// PostgreSQL: a connection listening on [`EVENTS_CHANNEL`], whose payloads are the last id
+    /// the sequencer of some node gave. SQLite: `None` (one process numbers its events).
+    pub async fn listen_events(&self) -> Result<Option<super::ChangeListener>> {
+        match self {
+            Store::Postgres(pg) => pg.listen_on(EVENTS_CHANNEL).await.map(Some),
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Up to `limit` numbered events after id `after`, by id.
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
         each_store!(Store, self, s: D => {

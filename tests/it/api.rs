@@ -1017,7 +1017,11 @@ async fn openapi_documents_every_served_route(backend: Backend) {
     let t = token(
         Role::Admin,
         None,
-        &[SESSIONS_VIEW, radacctd::api::auth::SESSIONS_ATTRIBUTION],
+        &[
+            SESSIONS_VIEW,
+            radacctd::api::auth::SESSIONS_ATTRIBUTION,
+            radacctd::api::auth::EVENTS_VIEW,
+        ],
     );
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {

@@ -51,8 +51,9 @@ impl ChangeNotice {
     }
 }
 
-/// A connection listening on [`CHANGES_CHANNEL`]. Created listening; once [`Self::next`] reports
-/// the connection lost, notifications may have been missed: drop it and make a new one.
+/// A connection listening on [`CHANGES_CHANNEL`] (or on the events' channel,
+/// `store::EVENTS_CHANNEL`). Created listening; once [`Self::next`] reports the connection
+/// lost, notifications may have been missed: drop it and make a new one.
 pub struct ChangeListener {
     inner: sqlx::postgres::PgListener,
 }
@@ -250,10 +251,16 @@ impl PgStore {
 
     /// Starts listening for change notifications on a connection of its own.
     pub async fn listen_changes(&self) -> Result<ChangeListener> {
+        self.listen_on(CHANGES_CHANNEL).await
+    }
+
+    /// Starts listening on `channel` on a connection of its own (the change feed's channel,
+    /// or the events sequencer's `store::EVENTS_CHANNEL`).
+    pub(crate) async fn listen_on(&self, channel: &str) -> Result<ChangeListener> {
         let mut inner = sqlx::postgres::PgListener::connect_with(&self.listen_pool).await?;
         inner.eager_reconnect(false);
         inner.ignore_pool_close_event(true);
-        inner.listen(CHANGES_CHANNEL).await?;
+        inner.listen(channel).await?;
         Ok(ChangeListener { inner })
     }
 

@@ -516,8 +516,8 @@ pub struct PgStore {
     write_pool: PgPool,
     /// Whether `radacct.acctuniqueid` has a unique index (looked up once, on first use).
     unique_key: std::sync::Arc<tokio::sync::OnceCell<bool>>,
-    /// The change listener's connection (one, outside the other pools: it is held for as
-    /// long as the listener runs).
+    /// The listeners' connections (outside the other pools: each is held for as long as its
+    /// listener runs): the change feed's, and the event hub's.
     listen_pool: PgPool,
     /// How [`LockConnection`]s connect (the pools' settings; each gets its own
     /// `application_name`).
@@ -569,7 +569,7 @@ impl PgStore {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_lazy_with(action_connect),
             listen_pool: PgPoolOptions::new()
-                .max_connections(1)
+                .max_connections(2)
                 .acquire_timeout(opts.acquire_timeout)
                 .max_lifetime(None)
                 .idle_timeout(None)

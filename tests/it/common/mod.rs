@@ -282,6 +282,8 @@ pub struct TestApp {
     pub store: Store,
     /// A sender into the writer's queue; dropped first on `stop`.
     pub ingest: radacctd::ingest::IngestSender,
+    /// The last event id this node's sequencer gave or learned.
+    pub events_numbered: radacctd::stream::Numbered,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -301,6 +303,7 @@ impl TestApp {
             index: app.index(),
             store: app.store(),
             ingest: app.ingest(),
+            events_numbered: app.events_numbered(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()

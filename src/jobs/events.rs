@@ -1,0 +1,97 @@
+//! The session events' retention (docs/EVENTS.md#retention), on the jobs leader: every minute
+//! it deletes the events numbered more than `events.retention_days` ago and those beyond the
+//! newest `events.max_events`, oldest first, in bounded batches (each its own statement), and
+//! records each run in `job_runs` as `events_retention`.
+//!
+//! Webhook cursors do not hold events back: an endpoint down for longer than the retention
+//! finds its oldest events gone (docs/EVENTS.md says how to size it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::leader::Leader;
+use crate::clock::now_secs;
+use crate::config::EventsConfig;
+use crate::store::{Store, StoreError};
+use crate::stream::EventStats;
+
+/// How often the leader trims.
+pub const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// Events deleted per statement at most.
+pub const TRIM_BATCH: i64 = 10_000;
+
+/// The retention job.
+#[derive(Debug, Clone)]
+pub struct EventRetention {
+    store: Store,
+    retention_days: u64,
+    max_events: u64,
+    stats: Arc<EventStats>,
+}
+
+impl EventRetention {
+    pub fn new(store: Store, config: &EventsConfig, stats: Arc<EventStats>) -> EventRetention {
+        EventRetention {
+            store,
+            retention_days: config.retention_days,
+            max_events: config.max_events,
+            stats,
+        }
+    }
+
+    /// One run at `now` (epoch seconds): deletes by age and by count until nothing is left to
+    /// delete. Returns how many it deleted (also when a batch fails: what went stays gone).
+    pub async fn run_once(&self, now: i64) -> Result<u64, StoreError> {
+        let (_, last) = self.store.event_bounds().await?;
+        let created_before = now.saturating_sub(
+            i64::try_from(self.retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX),
+        );
+        let id_at_most = last.saturating_sub(i64::try_from(self.max_events).unwrap_or(i64::MAX));
+        let mut trimmed = 0;
+        loop {
+            let n = self
+                .store
+                .trim_events(created_before, id_at_most, TRIM_BATCH)
+                .await?;
+            trimmed += n;
+            self.stats.trimmed.fetch_add(n, Ordering::Relaxed);
+            if n < TRIM_BATCH as u64 {
+                return Ok(trimmed);
+            }
+            // The writer and the API get the database between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Trims every [`TRIM_EVERY`] while `leader` leads.
+    pub async fn run(self, leader: Leader) {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = leader.ended().clone();
+        loop {
+            tokio::select! {
+                _ = ended.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(run) = leader.begin("events_retention").await else {
+                return;
+            };
+            let result = tokio::select! {
+                _ = ended.cancelled() => return,
+                r = self.run_once(now_secs()) => r,
+            };
+            let error = result.as_ref().err().map(|e| anyhow::anyhow!("{e}"));
+            run.finish(*result.as_ref().unwrap_or(&0), error.as_ref())
+                .await;
+            match (result, error) {
+                (Ok(n), _) if n > 0 => tracing::debug!(trimmed = n, "events trimmed"),
+                (_, Some(e)) => {
+                    tracing::warn!(error = %e, "events retention failed; retrying next minute")
+                }
+                _ => {}
+            }
+        }
+    }
+}
