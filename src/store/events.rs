@@ -9,10 +9,41 @@
 //! reader that has read up to id N has read every event up to N for good. Readers see only
 //! `events`.
 
+use std::sync::{Arc, LazyLock};
+
 use sqlx::Row as _;
+use tokio::sync::Notify;
 
 use super::{Dialect, Result, Store, Tx, each_store};
 use crate::events::{NewEvent, StoredEvent};
+
+/// A store's side of the outbox: whether it appends events at all, and the signal its commits
+/// that appended some give. Every writer of events (the ingest writer's transactions and
+/// guarded statements, the action log, the fair-use claims, a journal replay) goes through the
+/// store, so one signal here wakes the sequencer after each of them, rather than each caller
+/// having to remember to.
+#[derive(Debug, Clone)]
+pub(super) struct Outbox {
+    /// [`super::StoreOptions::events`].
+    pub(super) enabled: bool,
+    /// Shared by the store's clones and its transactions ([`Store::events_appended`]).
+    appended: Arc<Notify>,
+}
+
+impl Outbox {
+    pub(super) fn new(enabled: bool) -> Outbox {
+        Outbox {
+            enabled,
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Says that a commit appended events: the sequencer's next round starts at once (a
+    /// permit is kept when it is busy, so none is missed).
+    pub(super) fn committed(&self) {
+        self.appended.notify_one();
+    }
+}
 
 /// The advisory lock the sequencer's transaction holds (`pg_advisory_xact_lock(int8)`):
 /// "radacctE" in ASCII.
@@ -38,19 +69,28 @@ const EVENT_COLUMNS: &str =
 /// The columns the writers fill in `event_queue`, in their bind order.
 const QUEUE_COLUMNS: &str = "type, time, username, nasipaddress, acctuniqueid, radacctid, data";
 
-/// PostgreSQL: appends one array of each column (seven arrays from `$first`, in
-/// [`QUEUE_COLUMNS`] order) to the queue, in array order.
-pub(super) fn pg_queue_insert(first: usize) -> String {
+/// PostgreSQL: the queue's seven arrays from `$first` ([`bind_queue_arrays`]) as rows `u` in
+/// [`QUEUE_COLUMNS`] order, numbered by `u.ord` in array order (which the inserts keep, so
+/// the queue's `seq` follows the events' order).
+fn pg_unnest_queue(first: usize) -> String {
     let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
     format!(
-        "INSERT INTO event_queue ({QUEUE_COLUMNS}) \
-         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, u.radacctid, u.data \
-         FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
+        "unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
          {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
-         radacctid, data, ord) ORDER BY u.ord",
+         radacctid, data, ord)",
         p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     )
 }
+
+/// PostgreSQL: appends the queue's arrays (`$1`…`$7`, [`bind_queue_arrays`]) in array order.
+pub(super) static PG_QUEUE_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO event_queue ({QUEUE_COLUMNS}) \
+         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, u.radacctid, u.data \
+         FROM {} ORDER BY u.ord",
+        pg_unnest_queue(1)
+    )
+});
 
 /// The events CTE of the optimistic path's guarded statement (PostgreSQL), parameters from
 /// `$first` (the seven arrays of [`bind_queue_arrays`]): appends, in array order, only the
@@ -63,7 +103,6 @@ pub(super) fn pg_guarded_events(
     inserted: Option<&str>,
     updated: &[String],
 ) -> String {
-    let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
     let mut written = Vec::new();
     let (join, id) = match inserted {
         Some(w) => {
@@ -86,10 +125,8 @@ pub(super) fn pg_guarded_events(
     format!(
         "e AS (INSERT INTO event_queue ({QUEUE_COLUMNS}) \
          SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, {id}, u.data \
-         FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
-         {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
-         radacctid, data, ord){join} WHERE {written} ORDER BY u.ord)",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+         FROM {}{join} WHERE {written} ORDER BY u.ord)",
+        pg_unnest_queue(first)
     )
 }
 
@@ -104,7 +141,7 @@ pub(super) type QueueArrays = (
     Vec<String>,
 );
 
-/// `events` as [`pg_queue_insert`]'s arrays.
+/// `events` as the queue's arrays ([`pg_unnest_queue`]).
 pub(super) fn queue_arrays(events: &[NewEvent]) -> QueueArrays {
     (
         events.iter().map(|e| e.kind.name()).collect(),
@@ -117,7 +154,7 @@ pub(super) fn queue_arrays(events: &[NewEvent]) -> QueueArrays {
     )
 }
 
-/// Binds [`queue_arrays`] to a statement with [`pg_queue_insert`] in it.
+/// Binds [`queue_arrays`] to a statement that unnests them ([`pg_unnest_queue`]).
 pub(super) fn bind_queue_arrays<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     events: &[NewEvent],
@@ -218,8 +255,7 @@ impl super::PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let sql = pg_queue_insert(1);
-        bind_queue_arrays(sqlx::query(sqlx::AssertSqlSafe(sql)), events)
+        bind_queue_arrays(sqlx::query(PG_QUEUE_INSERT.as_str()), events)
             .execute(conn)
             .await?;
         Ok(())
@@ -250,19 +286,30 @@ impl super::SqliteStore {
 
 impl Tx {
     /// Appends `events` to the outbox in this transaction, in order (nothing when the store
-    /// was opened without events, [`super::StoreOptions::events`]).
+    /// was opened without events, [`super::StoreOptions::events`]); its commit wakes the
+    /// sequencer ([`Store::events_appended`]).
     pub async fn add_events(&mut self, events: &[NewEvent]) -> Result<()> {
         if events.is_empty() || !self.events_enabled() {
             return Ok(());
         }
-        each_store!(Tx, self, t: D => D::append_events(t.conn(), events).await)
+        each_store!(Tx, self, t: D => {
+            D::append_events(t.conn(), events).await?;
+            t.appended = true;
+            Ok(())
+        })
     }
 }
 
 impl Store {
-    /// Appends `events` to the outbox in a transaction of their own (changes that write
-    /// nothing else, such as a CoA's outcome without its action row); nothing when the store
-    /// was opened without events.
+    /// Notified after every commit that appended events to the outbox, whoever wrote them:
+    /// the sequencer's wake (`stream::Sequencer`). Other nodes' appends are not
+    /// seen here; the sequencer polls for those.
+    pub fn events_appended(&self) -> Arc<Notify> {
+        each_store!(Store, self, s => s.outbox.appended.clone())
+    }
+
+    /// Appends `events` to the outbox in a transaction of their own, for a change that
+    /// writes nothing else; nothing when the store was opened without events.
     pub async fn add_events(&self, events: &[NewEvent]) -> Result<()> {
         if events.is_empty() || !self.events_enabled() {
             return Ok(());
