@@ -27,7 +27,7 @@ use super::coa::{ChangeAttr, CoaOutcome};
 use super::stats::CoaResult;
 use super::{Disconnector, Inner, identification};
 use crate::sessions::Session;
-use crate::store::{ActionLock, ActionRecord, StoredAction};
+use crate::store::{ActionLock, ActionRecord, METHOD_NOT_SENT, StoredAction};
 
 /// The `action` of a CoA change's action log row.
 pub(super) const ACTION: &str = "coa";
@@ -423,7 +423,7 @@ fn change_record(
         username: Some(s.username.to_string()),
         nasipaddress: s.nasipaddress.to_string(),
         action: ACTION.into(),
-        method: if sent.sent { "coa" } else { "none" }.into(),
+        method: if sent.sent { "coa" } else { METHOD_NOT_SENT }.into(),
         outcome: outcome.into(),
         outcome_if_unchanged: None,
         detail: detail.map(|d| json!({ "detail": d }).to_string()),

@@ -27,6 +27,10 @@ use crate::radius::dictionary::{ERROR_CAUSE, value_name};
 /// with a different class in `pg_locks`.
 pub const ACTION_LOCK_CLASS: i32 = 0x5241_4453;
 
+/// The `method` of an action row whose request was never sent (the session was already
+/// closed, or no request could be sent).
+pub const METHOD_NOT_SENT: &str = "none";
+
 /// The second key of a session's action lock: its radacctid folded to 32 bits (the high half
 /// XORed into the low half). Two sessions whose ids fold to the same key only wait for each
 /// other's disconnect; whether another node already answered is decided by the radacctid in
@@ -191,15 +195,18 @@ where
 
 impl ActionRecord {
     /// The session event this row gives, appended in its transaction (docs/EVENTS.md):
-    /// - `coa`: `session.coa`, whatever the outcome (`outcome`, `error_cause` and
-    ///   `error_cause_name`, the `request`'s attributes, `rtt_ms`, `actor`, `method`);
+    /// - `coa` whose CoA-Request was sent: `session.coa`, whatever the NAS answered
+    ///   (`outcome` `ack`, `nak` or `timeout`, `error_cause` and `error_cause_name`, the
+    ///   `request`'s attributes, `rtt_ms`, `actor`, `method`);
     /// - `disconnect` the NAS confirmed (`ack`, or `removed` by the RouterOS API):
     ///   `session.disconnected` (`outcome`, `method`, `actor`, `rtt_ms`);
-    /// - anything else none: an unconfirmed disconnect changed nothing that is known, and a
-    ///   reconciliation's close gives its `session.ghost_closed` with the row it closed.
+    /// - anything else none: a change or disconnect never sent (method `none`: the session was
+    ///   already closed, or nothing could be sent) did nothing to the session, an unconfirmed
+    ///   disconnect changed nothing that is known, and a reconciliation's close gives its
+    ///   `session.ghost_closed` with the row it closed.
     pub fn event(&self) -> Option<NewEvent> {
         let (kind, data) = match (self.action.as_ref(), self.outcome.as_ref()) {
-            ("coa", _) => {
+            ("coa", _) if self.method != METHOD_NOT_SENT => {
                 let name = self
                     .error_cause
                     .and_then(|c| u32::try_from(c).ok())
@@ -416,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn a_coa_is_an_event_whatever_its_outcome_a_disconnect_only_when_confirmed() {
+    fn a_coa_sent_is_an_event_whatever_the_answer_a_disconnect_only_when_confirmed() {
         let record = |action: &'static str, outcome: &'static str| ActionRecord {
             radacctid: 5,
             acctuniqueid: "k".into(),
@@ -453,6 +460,17 @@ mod tests {
                 json!({"outcome": outcome, "method": "api", "actor": "ops", "rtt_ms": 9})
             );
         }
+        let not_sent = |outcome: &'static str| ActionRecord {
+            method: METHOD_NOT_SENT.into(),
+            rtt_ms: None,
+            ..record("coa", outcome)
+        };
+        assert_eq!(not_sent("already_closed").event(), None);
+        assert_eq!(not_sent("error").event(), None);
+        assert!(
+            record("coa", "timeout").event().is_some(),
+            "sent, unanswered"
+        );
         for (action, outcome) in [
             ("disconnect", "nak"),
             ("disconnect", "timeout"),

@@ -33,7 +33,9 @@ use crate::sessions::{
     Column, Columns, OwnedValue, ResellerResolver, Row, RowVersion, Session, Text,
 };
 
-pub use actions::{ACTION_LOCK_CLASS, ActionLock, ActionRecord, StoredAction, action_lock_key};
+pub use actions::{
+    ACTION_LOCK_CLASS, ActionLock, ActionRecord, METHOD_NOT_SENT, StoredAction, action_lock_key,
+};
 pub use attribution::{AuditRecord, StoredAudit};
 pub use events::{EVENTS_CHANNEL, EVENTS_SEQUENCER_LOCK, Sequenced};
 pub use jobs::{ArchivableRow, StaleRow};
