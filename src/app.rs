@@ -101,8 +101,6 @@ pub struct Application {
     touches: Arc<crate::usage::Touches>,
     /// Numbers the events the writers append (taken when the background tasks start).
     sequencer: Option<crate::stream::Sequencer>,
-    /// Woken after the writer's commits that appended events.
-    event_wake: Arc<tokio::sync::Notify>,
     /// The last event id given, for the events stream and the webhooks.
     events_numbered: crate::stream::Numbered,
     /// The webhooks' delivery (run by the jobs leader).
@@ -219,7 +217,6 @@ impl Application {
         Ok(Application {
             webhooks,
             hub,
-            event_wake: sequencer.wake_handle(),
             events_numbered: sequencer.numbered(),
             sequencer: Some(sequencer),
             policies,
@@ -410,8 +407,7 @@ impl Application {
         )
         .with_health(health.clone())
         .on_ready(self.reload.clone())
-        .with_changes(changes)
-        .with_event_wake(self.event_wake.clone());
+        .with_changes(changes);
         let writer = if self.policies.is_empty() {
             writer
         } else {

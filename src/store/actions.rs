@@ -327,10 +327,13 @@ impl Store {
             let sql = insert_action_sql::<D>();
             let q = bind_action!(sqlx::query(sqlx::AssertSqlSafe(sql)), record);
             let id: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
-            if let Some(event) = event {
-                D::append_events(&mut tx, &[event]).await?;
+            if let Some(event) = &event {
+                D::append_events(&mut tx, std::slice::from_ref(event)).await?;
             }
             tx.commit().await?;
+            if event.is_some() {
+                s.outbox.committed();
+            }
             Ok(id)
         })
     }

@@ -9,10 +9,41 @@
 //! reader that has read up to id N has read every event up to N for good. Readers see only
 //! `events`.
 
+use std::sync::Arc;
+
 use sqlx::Row as _;
+use tokio::sync::Notify;
 
 use super::{Dialect, Result, Store, Tx, each_store};
 use crate::events::{NewEvent, StoredEvent};
+
+/// A store's side of the outbox: whether it appends events at all, and the signal its commits
+/// that appended some give. Every writer of events (the ingest writer's transactions and
+/// guarded statements, the action log, the fair-use claims, a journal replay) goes through the
+/// store, so one signal here wakes the sequencer after each of them, rather than each caller
+/// having to remember to.
+#[derive(Debug, Clone)]
+pub(super) struct Outbox {
+    /// [`super::StoreOptions::events`].
+    pub(super) enabled: bool,
+    /// Shared by the store's clones and its transactions ([`Store::events_appended`]).
+    appended: Arc<Notify>,
+}
+
+impl Outbox {
+    pub(super) fn new(enabled: bool) -> Outbox {
+        Outbox {
+            enabled,
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Says that a commit appended events: the sequencer's next round starts at once (a
+    /// permit is kept when it is busy, so none is missed).
+    pub(super) fn committed(&self) {
+        self.appended.notify_one();
+    }
+}
 
 /// The advisory lock the sequencer's transaction holds (`pg_advisory_xact_lock(int8)`):
 /// "radacctE" in ASCII.
@@ -250,19 +281,30 @@ impl super::SqliteStore {
 
 impl Tx {
     /// Appends `events` to the outbox in this transaction, in order (nothing when the store
-    /// was opened without events, [`super::StoreOptions::events`]).
+    /// was opened without events, [`super::StoreOptions::events`]); its commit wakes the
+    /// sequencer ([`Store::events_appended`]).
     pub async fn add_events(&mut self, events: &[NewEvent]) -> Result<()> {
         if events.is_empty() || !self.events_enabled() {
             return Ok(());
         }
-        each_store!(Tx, self, t: D => D::append_events(t.conn(), events).await)
+        each_store!(Tx, self, t: D => {
+            D::append_events(t.conn(), events).await?;
+            t.appended = true;
+            Ok(())
+        })
     }
 }
 
 impl Store {
-    /// Appends `events` to the outbox in a transaction of their own (changes that write
-    /// nothing else, such as a CoA's outcome without its action row); nothing when the store
-    /// was opened without events.
+    /// Notified after every commit that appended events to the outbox, whoever wrote them:
+    /// the sequencer's wake (`stream::Sequencer`). Other nodes' appends are not
+    /// seen here; the sequencer polls for those.
+    pub fn events_appended(&self) -> Arc<Notify> {
+        each_store!(Store, self, s => s.outbox.appended.clone())
+    }
+
+    /// Appends `events` to the outbox in a transaction of their own, for a change that
+    /// writes nothing else; nothing when the store was opened without events.
     pub async fn add_events(&self, events: &[NewEvent]) -> Result<()> {
         if events.is_empty() || !self.events_enabled() {
             return Ok(());

@@ -468,7 +468,7 @@ impl Store {
 
     /// Whether events are appended ([`StoreOptions::events`]).
     pub fn events_enabled(&self) -> bool {
-        each_store!(Store, self, s => s.events)
+        each_store!(Store, self, s => s.outbox.enabled)
     }
 
     pub async fn begin(&self) -> Result<Tx> {
@@ -582,11 +582,20 @@ impl Tx {
 
     /// Whether this transaction appends events (the store's [`StoreOptions::events`]).
     pub fn events_enabled(&self) -> bool {
-        each_store!(Tx, self, t => t.events)
+        each_store!(Tx, self, t => t.outbox.enabled)
     }
 
+    /// Commits; a transaction that appended events then wakes the sequencer
+    /// ([`Store::events_appended`]).
     pub async fn commit(self) -> Result<()> {
-        each_store!(Tx, self, t => Ok(t.into_inner().commit().await?))
+        each_store!(Tx, self, t => {
+            let (outbox, appended) = (t.outbox.clone(), t.appended);
+            t.into_inner().commit().await?;
+            if appended {
+                outbox.committed();
+            }
+            Ok(())
+        })
     }
 
     pub async fn rollback(self) -> Result<()> {

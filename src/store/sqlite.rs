@@ -13,6 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use super::actions::ACTION_TABLE_COLUMNS;
+use super::events::Outbox;
 use super::jobs::{Engine, INDEXES};
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{Column, ColumnKind, Columns, Row, Value};
@@ -218,8 +219,8 @@ fn bind_row<'q>(
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// [`StoreOptions::events`].
-    pub(super) events: bool,
+    /// Whether events are appended, and the signal of commits that appended some.
+    pub(super) outbox: Outbox,
 }
 
 impl SqliteStore {
@@ -237,7 +238,7 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             pool,
-            events: opts.events,
+            outbox: Outbox::new(opts.events),
         })
     }
 
@@ -255,7 +256,8 @@ impl SqliteStore {
         // upgrade (SQLITE_BUSY_SNAPSHOT) after reading.
         Ok(SqliteTx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            events: self.events,
+            outbox: self.outbox.clone(),
+            appended: false,
         })
     }
 
@@ -355,8 +357,10 @@ impl SqliteStore {
 #[derive(Debug)]
 pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
-    /// [`StoreOptions::events`].
-    pub(super) events: bool,
+    /// The store's outbox.
+    pub(super) outbox: Outbox,
+    /// Whether this transaction appended events (its commit says so to the outbox).
+    pub(super) appended: bool,
 }
 
 impl SqliteTx {

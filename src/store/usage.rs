@@ -389,6 +389,9 @@ impl Store {
                 D::append_events(&mut tx, &[crossing_event(t)]).await?;
             }
             tx.commit().await?;
+            if claimed && events {
+                s.outbox.committed();
+            }
             Ok(claimed)
         })
     }

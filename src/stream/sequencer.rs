@@ -1,6 +1,7 @@
 //! The sequencer: moves committed rows of `event_queue` into `events`, numbering them
 //! (`Store::sequence_events`, which holds the cluster-wide lock on PostgreSQL). It runs on
-//! every node: woken at once after the local writer committed events, and every
+//! every node: woken at once after any local commit that appended events (the store signals
+//! them, whoever wrote: the ingest writer, the action log, the fair-use claims), and every
 //! `events.poll_interval_ms` for events another node (or a process killed after its commit)
 //! left in the queue, and to learn the ids others gave. What it learns is published as
 //! [`Numbered`]: the last id given, which the stream and the webhooks wait on.
@@ -36,10 +37,11 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
+    /// Woken by every commit of `store` that appended events (`Store::events_appended`).
     pub fn new(store: Store, poll: Duration) -> Sequencer {
         Sequencer {
+            wake: store.events_appended(),
             store,
-            wake: Arc::new(Notify::new()),
             numbered: watch::Sender::new(0),
             poll,
             stats: None,
@@ -62,7 +64,8 @@ impl Sequencer {
         }
     }
 
-    /// What the writer notifies after it committed events: the next round starts at once.
+    /// What wakes it: the store's commits that appended events notify it, and so may anyone
+    /// else who knows of new events; the next round starts at once.
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()
     }

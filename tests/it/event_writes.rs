@@ -18,6 +18,7 @@ use radacctd::radius::dictionary as d;
 use radacctd::store::{ActionRecord, Store, StoreOptions, Throttle};
 use radacctd::stream::Sequencer;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 both_stores!(
     a_sessions_packets_give_one_event_per_row_change,
@@ -27,6 +28,8 @@ both_stores!(
     the_sweepers_close_is_a_ghost_close_and_a_late_interim_reopens,
     a_coa_and_a_confirmed_disconnect_are_events_beside_their_action_rows,
     a_claimed_crossing_is_one_event,
+    every_commit_that_appends_wakes_the_sequencer,
+    the_writers_and_the_action_logs_events_are_numbered_without_a_poll,
 );
 
 /// Numbers what is queued (the application's own sequencer may have numbered some already)
@@ -398,6 +401,81 @@ async fn a_claimed_crossing_is_one_event(backend: Backend) {
     assert_eq!(coa["error_cause"], 503);
     assert_eq!(coa["error_cause_name"], "Session-Context-Not-Found");
     assert_eq!(events[1].radacctid, Some(9));
+}
+
+/// Waits until the outbox has numbered at least `n` events (the sequencer's work, seen in the
+/// database), for at most 30 s: far less than the poll the tests below configure, so only a
+/// wake can have numbered them.
+async fn wait_numbered(store: &Store, n: i64) {
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while store.event_bounds().await.expect("bounds").1 < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{n} events not numbered without a poll");
+}
+
+/// A poll far longer than any test: events are numbered only when a commit wakes the sequencer.
+const NO_POLL: Duration = Duration::from_secs(3_600);
+
+/// Whoever appends in a transaction of the store's (the action log without a lock, a fair-use
+/// claim, any `Tx`) wakes the sequencer on commit, not only the ingest writer.
+async fn every_commit_that_appends_wakes_the_sequencer(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    let stop = CancellationToken::new();
+    let sequencer = tokio::spawn(Sequencer::new(store.clone(), NO_POLL).run(stop.clone()));
+    store
+        .record_action(&coa_record(9, "ack"))
+        .await
+        .expect("action");
+    // Numbered by the sequencer's first round or by the wake: from here on, only wakes.
+    wait_numbered(&store, 1).await;
+    assert!(store.claim_throttle(&throttle("u")).await.expect("claim"));
+    wait_numbered(&store, 2).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.add_events(&[radacctd::sessions::event::session_event(
+        radacctd::events::EventType::SessionStarted,
+        1_700_000_000,
+        &radacctd::sessions::Row::default(),
+        None,
+    )])
+    .await
+    .expect("append");
+    tx.commit().await.expect("commit");
+    wait_numbered(&store, 3).await;
+    stop.cancel();
+    sequencer.await.expect("sequencer");
+}
+
+/// In the application, with no poll to fall back on: a Start (the ingest writer's commit, the
+/// guarded statement on PostgreSQL) and a CoA (its action row) are numbered at once.
+async fn the_writers_and_the_action_logs_events_are_numbered_without_a_poll(backend: Backend) {
+    let fake = FakeNas::start(common::SECRET, NasMode::Ack).await;
+    let Some(db) = db_with_nas(backend, fake.addr.port()).await else {
+        return;
+    };
+    let mut config = api_config(&db);
+    config.events.poll_interval_ms = NO_POLL.as_millis() as u64;
+    let app = TestApp::start(config).await;
+    let (_, id) = open_session(&app, 1).await;
+    wait_numbered(&app.store, 1).await;
+    let token = token_for("support-desk-7", Role::Admin, None, &[COA]);
+    let coa = app
+        .http
+        .post(app.url(&format!("/api/sessions/{id}/coa")))
+        .bearer_auth(&token)
+        .json(&json!({ "rate_limit": "10M/20M" }))
+        .send()
+        .await
+        .expect("coa");
+    assert_eq!(coa.status().as_u16(), 200);
+    wait_numbered(&app.store, 2).await;
+    app.stop().await;
 }
 
 /// docs/HA.md: two nodes on one PostgreSQL commit interims of the same sessions, at once and

@@ -27,8 +27,6 @@ pub(super) struct Outcome {
     pub(super) unfinished: Vec<bool>,
     /// The subscribers whose rows were written (for the fair-use enforcer).
     pub(super) touches: Vec<crate::usage::Touch>,
-    /// Whether the commit may have appended events to the outbox (the sequencer is woken).
-    pub(super) events: bool,
 }
 
 impl Outcome {
@@ -40,7 +38,6 @@ impl Outcome {
             sources: [0; 4],
             unfinished: vec![false; items],
             touches: Vec::new(),
-            events: false,
         }
     }
 }
@@ -164,7 +161,7 @@ pub(super) async fn commit_locked(
         &mut derived,
     )
     .await?;
-    out.events = append_in_order(&mut tx, items, &out.closed, &derived).await?;
+    append_in_order(&mut tx, items, &out.closed, &derived).await?;
     tx.commit().await?;
     out.unchanged = unchanged.iter().filter(|u| **u).count() as u64;
     out.sources[SOURCE_READ] = unique_keys(items, 0..items.len()).len() as u64;
@@ -172,16 +169,15 @@ pub(super) async fn commit_locked(
 }
 
 /// Appends the batch's events and its closes' action log rows (each of which may append an
-/// event of its own, `Tx::record_action`) in item order. Returns whether anything may have
-/// gone to the outbox.
+/// event of its own, `Tx::record_action`) in item order. The commit wakes the sequencer when
+/// any was appended (`Tx::commit`).
 async fn append_in_order(
     tx: &mut Tx,
     items: &[&Item],
     closed: &[bool],
     derived: &Derived,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let mut appended = 0;
-    let mut actions = false;
     for (i, item) in items.iter().enumerate() {
         if let Item::Close(c) = item
             && let Some(record) = &c.action
@@ -190,9 +186,7 @@ async fn append_in_order(
             tx.add_events(&derived.events[appended..upto]).await?;
             appended = upto;
             tx.record_action(&record.with_row_closed(closed[i])).await?;
-            actions = true;
         }
     }
-    tx.add_events(&derived.events[appended..]).await?;
-    Ok(tx.events_enabled() && (actions || !derived.is_empty()))
+    tx.add_events(&derived.events[appended..]).await
 }

@@ -48,10 +48,6 @@ impl Derived {
         self.events.extend(other.events);
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
     /// The events of rows inserted in this transaction take their new ids: the fold ran
     /// before the insert gave them one.
     pub(super) fn fill_ids(&mut self, inserted: &[Row]) {

@@ -146,9 +146,6 @@ pub struct Writer {
     /// Where committed row writes are reported for the fair-use enforcer (none without
     /// fair-use policies).
     touches: Option<Arc<crate::usage::Touches>>,
-    /// Notified after a commit that appended events to the outbox: the sequencer numbers them
-    /// at once (`stream::Sequencer::wake_handle`).
-    event_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Where the change feed sends its re-reads (`Reconcile::Rows`) to the writer.
@@ -206,14 +203,7 @@ impl Writer {
             refused_log: LogLimiter::default(),
             changes: None,
             touches: None,
-            event_wake: None,
         }
-    }
-
-    /// Notifies `wake` after each commit that appended events.
-    pub fn with_event_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
-        self.event_wake = Some(wake);
-        self
     }
 
     /// Reports the subscribers of every committed row write to `touches`.
@@ -571,11 +561,6 @@ impl Writer {
         self.apply_to_index(outcome.changes);
         if let Some(touches) = &self.touches {
             touches.add(outcome.touches);
-        }
-        if outcome.events
-            && let Some(wake) = &self.event_wake
-        {
-            wake.notify_one();
         }
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.batch_events, part.len() as u64);

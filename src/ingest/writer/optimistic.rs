@@ -269,7 +269,6 @@ impl Guarded<'_> {
         // itself; their redo under locks derives them again from the rows as they are.
         let ledger = usage::entries(&folded.usage);
         let events = std::mem::take(&mut folded.events.events);
-        out.events = !events.is_empty();
         let consequences = crate::store::Consequences {
             ledger: &ledger,
             events: &events,
@@ -367,7 +366,6 @@ impl Redo<'_> {
             .extend(redo.into_iter().map(IndexChange::ForgetVersion));
         out.changes.extend(again.changes);
         out.touches.extend(again.touches);
-        out.events |= again.events;
         for (j, i) in again_at.iter().enumerate() {
             out.closed[*i] = again.closed[j];
             unchanged[*i] = false;

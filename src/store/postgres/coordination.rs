@@ -14,6 +14,7 @@ use crate::store::actions::{
     ACTION_LOCK_CLASS, ActionRecord, StoredAction, action_columns, action_lock_key, bind_action,
     insert_action_sql, read_action,
 };
+use crate::store::events::Outbox;
 use crate::store::{Dialect as _, Result, StoreError, read_row, select_list};
 
 /// The channel the change-notification trigger (migration 0003) notifies on.
@@ -291,8 +292,9 @@ pub struct ActionLock {
     tx: Transaction<'static, Postgres>,
     newer: Option<StoredAction>,
     row_open: Option<bool>,
-    /// Whether the attempt's row appends its session event (`StoreOptions::events`).
-    events: bool,
+    /// Whether the attempt's row appends its session event (`StoreOptions::events`), and the
+    /// signal of the commit that did.
+    outbox: Outbox,
 }
 
 impl ActionLock {
@@ -312,10 +314,14 @@ impl ActionLock {
     pub async fn finish(mut self, record: &ActionRecord) -> Result<i64> {
         let q = bind_action!(sqlx::query(INSERT_ACTION_SQL.as_str()), record);
         let id: i64 = q.fetch_one(&mut *self.tx).await?.try_get(0)?;
-        if let Some(event) = record.event().filter(|_| self.events) {
-            PgStore::append_events(&mut self.tx, &[event]).await?;
+        let event = record.event().filter(|_| self.outbox.enabled);
+        if let Some(event) = &event {
+            PgStore::append_events(&mut self.tx, std::slice::from_ref(event)).await?;
         }
         self.tx.commit().await?;
+        if event.is_some() {
+            self.outbox.committed();
+        }
         Ok(id)
     }
 
@@ -381,7 +387,7 @@ impl PgStore {
             tx,
             newer,
             row_open,
-            events: self.events,
+            outbox: self.outbox.clone(),
         })
     }
 }

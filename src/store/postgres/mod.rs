@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
 use super::actions::ACTION_TABLE_COLUMNS;
+use super::events::Outbox;
 use super::jobs::{Engine, INDEXES, session_span};
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{
@@ -528,8 +529,8 @@ pub struct PgStore {
     /// duration (seconds when a NAS does not answer), so they have connections of their own
     /// and a mass disconnect never starves the API and the jobs of theirs.
     action_pool: PgPool,
-    /// [`StoreOptions::events`].
-    pub(super) events: bool,
+    /// Whether events are appended, and the signal of commits that appended some.
+    pub(super) outbox: Outbox,
 }
 
 impl PgStore {
@@ -579,7 +580,7 @@ impl PgStore {
             pool: pool_of(connect),
             write_pool: pool_of(write_connect),
             unique_key: Default::default(),
-            events: opts.events,
+            outbox: Outbox::new(opts.events),
         })
     }
 
@@ -700,7 +701,7 @@ impl PgStore {
             (INDEX_FED, !index_fed.is_empty()),
             (UNCHANGED, !unchanged.is_empty()),
             (LEDGER, writes && !ledger.is_empty()),
-            (EVENTS, writes && self.events && !events.is_empty()),
+            (EVENTS, writes && self.outbox.enabled && !events.is_empty()),
         ]
         .iter()
         .filter(|(_, has)| *has)
@@ -738,7 +739,12 @@ impl PgStore {
         let mut updated: HashMap<i64, Option<RowVersion>> =
             HashMap::with_capacity(updates.len() + index_fed.len());
         let mut out = GuardedWrite::default();
-        for r in &q.fetch_all(&self.write_pool).await? {
+        let rows = q.fetch_all(&self.write_pool).await?;
+        if parts & EVENTS != 0 {
+            // One statement, committed: whatever events it kept are in the queue.
+            self.outbox.committed();
+        }
+        for r in &rows {
             let part: i32 = r.try_get(0)?;
             let id: i64 = r.try_get(1)?;
             let version = RowVersion::parse(r.try_get(3)?);
@@ -775,7 +781,8 @@ impl PgStore {
     pub(super) async fn begin(&self) -> Result<PgTx> {
         Ok(PgTx {
             tx: self.write_pool.begin().await?,
-            events: self.events,
+            outbox: self.outbox.clone(),
+            appended: false,
         })
     }
 
@@ -879,8 +886,10 @@ impl PgStore {
 #[derive(Debug)]
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
-    /// [`StoreOptions::events`].
-    pub(super) events: bool,
+    /// The store's outbox.
+    pub(super) outbox: Outbox,
+    /// Whether this transaction appended events (its commit says so to the outbox).
+    pub(super) appended: bool,
 }
 
 impl PgTx {
