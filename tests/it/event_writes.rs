@@ -30,6 +30,7 @@ both_stores!(
     a_claimed_crossing_is_one_event,
     every_commit_that_appends_wakes_the_sequencer,
     the_writers_and_the_action_logs_events_are_numbered_without_a_poll,
+    a_locked_batch_gives_new_rows_events_their_ids_in_item_order,
 );
 
 /// Numbers what is queued (the application's own sequencer may have numbered some already)
@@ -476,6 +477,59 @@ async fn the_writers_and_the_action_logs_events_are_numbered_without_a_poll(back
     assert_eq!(coa.status().as_u16(), 200);
     wait_numbered(&app.store, 2).await;
     app.stop().await;
+}
+
+/// One batch with an Accounting-On in it takes the locked transaction on both stores: the
+/// events of rows it inserts (before and after the barrier) carry the ids the insert gave, and
+/// every event stands in item order, the NAS's own between the runs it separates.
+async fn a_locked_batch_gives_new_rows_events_their_ids_in_item_order(backend: Backend) {
+    use common::Queued::Packet;
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    let w = common::TestWriter::new(store);
+    let (a, b, c) = (
+        Sess::new(1),
+        Sess::new(2),
+        Sess::new(3).on_nas("192.0.2.20"),
+    );
+    let t0 = now() - 600;
+    let steps = [
+        Packet(a.start(t0)),
+        Packet(b.stop(t0 + 50, 50, 10, 20, 1)),
+        Packet(nas_onoff("192.0.2.20", d::STATUS_ACCOUNTING_ON, t0 + 60)),
+        Packet(c.start(t0 + 100)),
+        Packet(a.stop(t0 + 200, 200, 30, 40, 1)),
+    ];
+    w.run(common::queued(&steps), 64, Duration::from_secs(30))
+        .await;
+    let events = all_events(&w.store).await;
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.acctuniqueid.as_str()))
+        .collect();
+    let (ka, kb, kc) = (a.key(), b.key(), c.key());
+    assert_eq!(
+        seen,
+        vec![
+            ("session.started", ka.as_str()),
+            ("session.stopped", kb.as_str()),
+            ("nas.rebooted", ""),
+            ("session.started", kc.as_str()),
+            ("session.stopped", ka.as_str()),
+        ]
+    );
+    let rows = db.rows().await;
+    for e in events.iter().filter(|e| !e.acctuniqueid.is_empty()) {
+        let row = rows
+            .iter()
+            .find(|r| r.acctuniqueid == e.acctuniqueid)
+            .expect("row");
+        assert_eq!(e.radacctid, row.radacctid, "{e:?}");
+        assert!(e.radacctid.is_some());
+    }
 }
 
 /// docs/HA.md: two nodes on one PostgreSQL commit interims of the same sessions, at once and
