@@ -9,7 +9,7 @@
 //! reader that has read up to id N has read every event up to N for good. Readers see only
 //! `events`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sqlx::Row as _;
 use tokio::sync::Notify;
@@ -69,19 +69,28 @@ const EVENT_COLUMNS: &str =
 /// The columns the writers fill in `event_queue`, in their bind order.
 const QUEUE_COLUMNS: &str = "type, time, username, nasipaddress, acctuniqueid, radacctid, data";
 
-/// PostgreSQL: appends one array of each column (seven arrays from `$first`, in
-/// [`QUEUE_COLUMNS`] order) to the queue, in array order.
-pub(super) fn pg_queue_insert(first: usize) -> String {
+/// PostgreSQL: the queue's seven arrays from `$first` ([`bind_queue_arrays`]) as rows `u` in
+/// [`QUEUE_COLUMNS`] order, numbered by `u.ord` in array order (which the inserts keep, so
+/// the queue's `seq` follows the events' order).
+fn pg_unnest_queue(first: usize) -> String {
     let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
     format!(
-        "INSERT INTO event_queue ({QUEUE_COLUMNS}) \
-         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, u.radacctid, u.data \
-         FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
+        "unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
          {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
-         radacctid, data, ord) ORDER BY u.ord",
+         radacctid, data, ord)",
         p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     )
 }
+
+/// PostgreSQL: appends the queue's arrays (`$1`…`$7`, [`bind_queue_arrays`]) in array order.
+pub(super) static PG_QUEUE_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO event_queue ({QUEUE_COLUMNS}) \
+         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, u.radacctid, u.data \
+         FROM {} ORDER BY u.ord",
+        pg_unnest_queue(1)
+    )
+});
 
 /// The events CTE of the optimistic path's guarded statement (PostgreSQL), parameters from
 /// `$first` (the seven arrays of [`bind_queue_arrays`]): appends, in array order, only the
@@ -94,7 +103,6 @@ pub(super) fn pg_guarded_events(
     inserted: Option<&str>,
     updated: &[String],
 ) -> String {
-    let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
     let mut written = Vec::new();
     let (join, id) = match inserted {
         Some(w) => {
@@ -117,10 +125,8 @@ pub(super) fn pg_guarded_events(
     format!(
         "e AS (INSERT INTO event_queue ({QUEUE_COLUMNS}) \
          SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, {id}, u.data \
-         FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
-         {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
-         radacctid, data, ord){join} WHERE {written} ORDER BY u.ord)",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+         FROM {}{join} WHERE {written} ORDER BY u.ord)",
+        pg_unnest_queue(first)
     )
 }
 
@@ -135,7 +141,7 @@ pub(super) type QueueArrays = (
     Vec<String>,
 );
 
-/// `events` as [`pg_queue_insert`]'s arrays.
+/// `events` as the queue's arrays ([`pg_unnest_queue`]).
 pub(super) fn queue_arrays(events: &[NewEvent]) -> QueueArrays {
     (
         events.iter().map(|e| e.kind.name()).collect(),
@@ -148,7 +154,7 @@ pub(super) fn queue_arrays(events: &[NewEvent]) -> QueueArrays {
     )
 }
 
-/// Binds [`queue_arrays`] to a statement with [`pg_queue_insert`] in it.
+/// Binds [`queue_arrays`] to a statement that unnests them ([`pg_unnest_queue`]).
 pub(super) fn bind_queue_arrays<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     events: &[NewEvent],
@@ -249,8 +255,7 @@ impl super::PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let sql = pg_queue_insert(1);
-        bind_queue_arrays(sqlx::query(sqlx::AssertSqlSafe(sql)), events)
+        bind_queue_arrays(sqlx::query(PG_QUEUE_INSERT.as_str()), events)
             .execute(conn)
             .await?;
         Ok(())

@@ -958,6 +958,10 @@ mod tests {
         for (parts, sql) in WRITE_GUARDED_SQL.iter().enumerate().skip(1) {
             sent.push((format!("pg write_guarded {parts}"), sql.as_str()));
         }
+        sent.push((
+            "pg event_queue insert".to_owned(),
+            super::super::events::PG_QUEUE_INSERT.as_str(),
+        ));
         let mut text = String::new();
         for (name, sql) in sent {
             let _ = writeln!(text, "-- {name}\n{sql}");
