@@ -5,12 +5,32 @@
 
 use serde_json::{Map, Value, json};
 
-use super::EventOptions;
 use crate::events::{EventType, NewEvent};
 use crate::ingest::CloseRequest;
 use crate::radius::accounting::{AccountingEvent, EventKind};
 use crate::sessions::Row;
 use crate::sessions::event::session_event;
+
+/// Which row changes the writer appends session events for (`[events]`, docs/EVENTS.md): each
+/// in the transaction (on PostgreSQL's optimistic path, the statement) that writes the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOptions {
+    /// `events.enabled`: off, the writer builds and appends none.
+    pub enabled: bool,
+    /// `events.interims`: also `session.interim`, for every Interim-Update that changed an
+    /// open row (off, those are not even built: they are most of the traffic).
+    pub interims: bool,
+}
+
+impl Default for EventOptions {
+    /// The configuration's defaults: events on, interims off.
+    fn default() -> Self {
+        EventOptions {
+            enabled: true,
+            interims: false,
+        }
+    }
+}
 
 /// What a commit derives events for, and when radacctd itself decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

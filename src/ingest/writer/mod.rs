@@ -39,6 +39,7 @@ use crate::sessions::{ResellerResolver, Row, RowVersion, Session, SessionIndex, 
 use crate::store::{ChangedRow, Store, StoreError};
 
 use commit::{Outcome, timed_commit};
+pub use events::EventOptions;
 use flights::{Flights, Landed, MAX_FLIGHTS, PART_MIN, split_by_key, splittable};
 use spool::{LogLimiter, Replay, lock, probe};
 pub use spool::{ReplayStep, apply_offline, replay_chunk, replay_entry, writer_lock};
@@ -57,27 +58,6 @@ pub struct WriterOptions {
     pub radacct_fillfactor: Option<u8>,
     /// Which row changes append session events to the outbox.
     pub events: EventOptions,
-}
-
-/// Which row changes the writer appends session events for (`[events]`, docs/EVENTS.md): each
-/// in the transaction (on PostgreSQL's optimistic path, the statement) that writes the change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventOptions {
-    /// `events.enabled`: off, the writer builds and appends none.
-    pub enabled: bool,
-    /// `events.interims`: also `session.interim`, for every Interim-Update that changed an
-    /// open row (off, those are not even built: they are most of the traffic).
-    pub interims: bool,
-}
-
-impl Default for EventOptions {
-    /// The configuration's defaults: events on, interims off.
-    fn default() -> Self {
-        EventOptions {
-            enabled: true,
-            interims: false,
-        }
-    }
 }
 
 /// What the writer tells the rest of the daemon about the database: whether commits go
