@@ -1,8 +1,8 @@
 //! Session events (docs/EVENTS.md): what the outbox holds and how an event reads on the wire.
-//! Pure, and a leaf (`config` checks webhook types against it): the writer, the action log and the fair-use enforcer build [`NewEvent`]s, `store`
-//! writes them in the transaction of the change that caused them, and `stream` (the
-//! sequencer, the Server-Sent Events hub and the webhooks) reads them back as
-//! [`StoredEvent`]s.
+//! Pure, and a leaf (`config` checks webhook types against it): the writer, the action log
+//! and the fair-use enforcer build [`NewEvent`]s, `store` writes them in the transaction of
+//! the change that caused them, and `stream` (the sequencer, the Server-Sent Events hub and
+//! the webhooks) reads them back as [`StoredEvent`]s.
 
 use serde_json::{Value, json};
 
@@ -93,8 +93,9 @@ pub struct NewEvent {
     pub nasipaddress: String,
     /// The session's key; empty for events of no session.
     pub acctuniqueid: String,
-    /// The session's row id where known when the event is built; the optimistic write fills
-    /// it in from the row it inserts.
+    /// The session's row id where known when the event is built; for a row the same write
+    /// inserts, the write fills it in (the locked transaction after its insert, the guarded
+    /// statement from its `RETURNING`).
     pub radacctid: Option<i64>,
     /// A JSON object: the type's own fields (docs/EVENTS.md#types).
     pub data: String,

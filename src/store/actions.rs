@@ -196,7 +196,7 @@ where
 impl ActionRecord {
     /// The session event this row gives, appended in its transaction (docs/EVENTS.md):
     /// - `coa` whose CoA-Request was sent: `session.coa`, whatever the NAS answered
-    ///   (`outcome` `ack`, `nak` or `timeout`, `error_cause` and `error_cause_name`, the
+    ///   (`outcome` `ack`, `nak`, `timeout` or `error`, `error_cause` and `error_cause_name`, the
     ///   `request`'s attributes, `rtt_ms`, `actor`, `method`);
     /// - `disconnect` the NAS confirmed (`ack`, or `removed` by the RouterOS API):
     ///   `session.disconnected` (`outcome`, `method`, `actor`, `rtt_ms`);

@@ -144,8 +144,8 @@ use crate::common::api::{api_config, seed_tables, token};
 /// The stream's events arrive within this long in these tests.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The test configuration, the sequencer looking at the queue every 20 ms (events appended
-/// through the store do not wake it as the writer's commits do).
+/// The test configuration, the sequencer also looking at the queue every 20 ms (besides the
+/// wake every commit that appends gives it).
 fn events_config(db: &TestDb) -> Config {
     let mut c = api_config(db);
     c.events.poll_interval_ms = 20;
