@@ -627,3 +627,6 @@ pub const EVENTS_SSE_CLIENTS: &str = "radacctd_events_sse_clients";
 pub const EVENTS_SSE_ENDED: &str = "radacctd_events_sse_ended_total";
 /// Events deleted by the retention job (age or count).
 pub const EVENTS_TRIMMED: &str = "radacctd_events_trimmed_total";
+/// Pages of events read from the database for streams that resumed from ids the hub's memory
+/// did not hold.
+pub const EVENTS_BACKFILL_READS: &str = "radacctd_events_backfill_reads_total";

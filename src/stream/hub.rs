@@ -323,12 +323,23 @@ impl Hub {
             .store(last, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Reads and publishes every event after the last id read.
-    pub async fn catch_up(&self) -> Result<(), StoreError> {
+    /// Reads and publishes every event after the last id read. With no stream open it reads
+    /// none: it only learns the last id given (`told`, else from the database) and forgets what
+    /// memory held, so that a stream opened later resumes from the database (see [`Hub::skip`]).
+    pub async fn catch_up(&self, told: Option<i64>) -> Result<(), StoreError> {
         loop {
             let Some(after) = self.last() else {
                 return self.load().await;
             };
+            if self.streams() == 0 {
+                let given = match told {
+                    Some(id) => id,
+                    None => self.inner.store.event_bounds().await?.1,
+                };
+                if self.skip(given) {
+                    return Ok(());
+                }
+            }
             let page = self.inner.store.events_after(after, PAGE).await?;
             let n = page.len() as i64;
             self.publish(page);
@@ -337,6 +348,37 @@ impl Hub {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// How many streams are open (each holds one of `events.max_clients` places).
+    fn streams(&self) -> usize {
+        self.inner.options.max_clients - self.inner.slots.available_permits()
+    }
+
+    /// With no stream open, takes `given` as the last id read without reading the events up to
+    /// it, and empties memory (what it holds is no longer the newest events). Returns false,
+    /// changing nothing, when a stream has opened meanwhile: the events must then be read and
+    /// sent to it. Decided under the state lock, which [`Hub::subscribe`] takes only after its
+    /// place: a stream either counts here or subscribes after the new last id, with whatever
+    /// it asks for before it read from the database.
+    fn skip(&self, given: i64) -> bool {
+        let last = {
+            let mut state = self.state();
+            if self.streams() > 0 {
+                return false;
+            }
+            let Some(last) = state.last else {
+                return false;
+            };
+            if given <= last {
+                return true;
+            }
+            state.ring = Ring::new(self.inner.options.buffer);
+            state.last = Some(given);
+            given
+        };
+        self.announce(last);
+        true
     }
 
     /// A stream's start: its place among `events.max_clients`, the live channel, and what to
@@ -409,6 +451,10 @@ impl Hub {
     ) -> Result<Vec<Arc<HubEvent>>, StoreError> {
         let _turn = self.inner.backfills.acquire().await;
         let page = self.inner.store.events_after(after, limit).await?;
+        self.inner
+            .stats
+            .backfill_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(page
             .into_iter()
             .map(|e| Arc::new(HubEvent::new(e)))
@@ -423,9 +469,10 @@ impl Hub {
         let mut listen = Listen::default();
         let mut failing = false;
         let mut numbered_alive = true;
+        let mut told = None;
         loop {
             listen.connect(&self.inner.store).await;
-            match self.catch_up().await {
+            match self.catch_up(told).await {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("event hub: the outbox can be read again");
@@ -440,7 +487,7 @@ impl Hub {
             let fallback = tokio::time::Instant::now() + self.inner.options.poll;
             // Wakes that bring nothing new (this node's own notifications, mostly) read
             // nothing.
-            loop {
+            told = loop {
                 let told = tokio::select! {
                     _ = cancel.cancelled() => return,
                     changed = numbered.changed(), if numbered_alive => match changed {
@@ -459,9 +506,9 @@ impl Hub {
                 let known = self.last();
                 match (told, known) {
                     (Some(id), Some(last)) if id <= last => continue,
-                    _ => break,
+                    _ => break told,
                 }
-            }
+            };
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::metrics::{
-    Collect, EVENTS_LAST_ID, EVENTS_QUEUED, EVENTS_SSE_CLIENTS, EVENTS_SSE_ENDED, EVENTS_TRIMMED,
-    Exposition, Stats, label,
+    Collect, EVENTS_BACKFILL_READS, EVENTS_LAST_ID, EVENTS_QUEUED, EVENTS_SSE_CLIENTS,
+    EVENTS_SSE_ENDED, EVENTS_TRIMMED, Exposition, Stats, label,
 };
 
 /// Why an event stream ended (the `reason` label).
@@ -42,6 +42,8 @@ pub struct EventStats {
     ended: [AtomicU64; EndReason::ALL.len()],
     /// Events the retention job deleted.
     pub trimmed: AtomicU64,
+    /// Pages read from the database for streams' backfills.
+    pub backfill_reads: AtomicU64,
 }
 
 impl EventStats {
@@ -85,5 +87,10 @@ impl Collect for EventStats {
             );
         }
         out.counter(EVENTS_TRIMMED, vec![], self.trimmed.load(Ordering::Relaxed));
+        out.counter(
+            EVENTS_BACKFILL_READS,
+            vec![],
+            self.backfill_reads.load(Ordering::Relaxed),
+        );
     }
 }

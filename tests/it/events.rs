@@ -15,6 +15,7 @@ both_stores!(
     a_client_receives_every_event_in_id_order,
     resuming_misses_nothing_and_repeats_nothing,
     resuming_from_the_database_when_memory_no_longer_holds_the_events,
+    resuming_after_no_stream_was_open_reads_the_database,
     each_caller_sees_its_scope_and_its_filters,
     bad_requests_name_the_parameter,
     resuming_from_a_trimmed_id_reports_the_loss_first,
@@ -360,8 +361,18 @@ async fn a_client_receives_every_event_in_id_order(backend: Backend) {
 
 /// Reads `n` events, disconnects, lets `more` be appended, resumes with the last id read:
 /// the rest arrives once, in order, then live events.
-async fn resume_case(app: &TestApp, resume_with_param: bool) {
+/// A stream reads 20 events and goes; 300 more are appended; a second resumes after 20. With
+/// `watcher`, another stream stays open throughout, so the hub goes on reading the events into
+/// memory; without, no stream is open while they are appended, so the hub reads none of them
+/// and the resume is served from the database. `from_database`: whether the resume must have
+/// read the database (else memory served it).
+async fn resume_case(app: &TestApp, resume_with_param: bool, watcher: bool, from_database: bool) {
     let t = viewer();
+    let watcher = if watcher {
+        Some(Sse::open(app, "", &t, None).await)
+    } else {
+        None
+    };
     let mut first = Sse::open(app, "", &t, None).await;
     append(&app.store, 0..20, 10).await;
     let got = first.until(20).await;
@@ -376,6 +387,14 @@ async fn resume_case(app: &TestApp, resume_with_param: bool) {
         Sse::open(app, "", &t, Some(20)).await
     };
     let mut got = second.until(320).await;
+    let reads = EventStats::of(&app.stats)
+        .backfill_reads
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        reads > 0,
+        from_database,
+        "the resume read {reads} page(s) from the database"
+    );
     // And on, live, in batches it keeps up with.
     for start in (320..380).step_by(10) {
         append(&app.store, start..start + 10, 10).await;
@@ -383,15 +402,19 @@ async fn resume_case(app: &TestApp, resume_with_param: bool) {
     }
     assert_eq!(ids(&got), (21..=380).collect::<Vec<i64>>());
     assert!(got.iter().all(|f| f.event == "session.started"));
+    // (Behind a memory of 50 the watcher, never read meanwhile, may have been ended as slow.)
+    if let Some(mut w) = watcher.filter(|_| !from_database) {
+        assert_eq!(ids(&w.until(380).await), (1..=380).collect::<Vec<i64>>());
+    }
 }
 
 async fn resuming_misses_nothing_and_repeats_nothing(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    // The hub's memory holds every event of the run.
+    // The hub's memory holds every event of the run: a stream stays open throughout.
     let app = TestApp::start(events_config(&db)).await;
-    resume_case(&app, false).await;
+    resume_case(&app, false, true, false).await;
     app.stop().await;
 }
 
@@ -403,7 +426,18 @@ async fn resuming_from_the_database_when_memory_no_longer_holds_the_events(backe
     let mut c = events_config(&db);
     c.events.client_buffer = 50;
     let app = TestApp::start(c).await;
-    resume_case(&app, true).await;
+    resume_case(&app, true, true, true).await;
+    app.stop().await;
+}
+
+async fn resuming_after_no_stream_was_open_reads_the_database(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    // No stream is open while the 300 are appended: the hub only learns the last id, and the
+    // resume reads them from the database however large its memory.
+    let app = TestApp::start(events_config(&db)).await;
+    resume_case(&app, false, false, true).await;
     app.stop().await;
 }
 
