@@ -1,23 +1,26 @@
 //! The session events a change of a radacct row gives (docs/EVENTS.md): built from the row as
 //! the change left it.
 
-use serde_json::{Map, Value, json};
+use std::fmt;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use super::Row;
-use crate::events::{EventType, NewEvent, rfc3339};
+use crate::events::{EventType, NewEvent};
 
 /// An event about the session whose row is now `row`, with the row's fields as its data
-/// (see [`session_data`]) plus `extra`.
+/// (see [`SessionData`]) plus `extra`.
 pub fn session_event(
     kind: EventType,
     time: i64,
     row: &Row,
-    extra: Option<Map<String, Value>>,
+    extra: Option<&Map<String, Value>>,
 ) -> NewEvent {
-    let mut data = session_data(row);
-    if let Some(extra) = extra {
-        data.extend(extra);
-    }
+    let data = SessionData::new(row, extra);
+    // Serializing plain strings, numbers and an already valid map cannot fail.
+    let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned());
     NewEvent {
         kind,
         time,
@@ -25,52 +28,184 @@ pub fn session_event(
         nasipaddress: row.nasipaddress.clone(),
         acctuniqueid: row.acctuniqueid.clone(),
         radacctid: row.radacctid,
-        data: Value::Object(data).to_string(),
+        data,
     }
 }
 
 /// The session fields an event about a session carries, from its row as the change left it:
-/// identification, addresses, start/stop, counters (octets with gigawords folded in) and cause.
-pub fn session_data(row: &Row) -> Map<String, Value> {
-    let text = |t: Option<&str>| t.filter(|s| !s.is_empty()).map(str::to_owned);
-    let mut m = Map::new();
-    m.insert("acctsessionid".into(), json!(row.acctsessionid));
-    m.insert(
-        "framedipaddress".into(),
-        json!(text(row.framedipaddress.as_deref())),
-    );
-    m.insert(
-        "callingstationid".into(),
-        json!(text(row.callingstationid.as_deref())),
-    );
-    m.insert("nasportid".into(), json!(text(row.nasportid.as_deref())));
-    for (name, v) in [
-        ("framedipv6address", &row.framedipv6address),
-        ("framedipv6prefix", &row.framedipv6prefix),
-        ("delegatedipv6prefix", &row.delegatedipv6prefix),
-    ] {
-        if let Some(v) = text(v.as_deref()) {
-            m.insert(name.into(), json!(v));
+/// identification, addresses (the IPv6 ones only when the row has them), start/stop, counters
+/// (octets with gigawords folded in) and cause; empty text is `null`, times are RFC 3339 UTC.
+/// Borrowed from the row and written straight into the event's JSON: events are built on the
+/// writer's path, once per session start and stop.
+#[derive(Serialize)]
+struct SessionData<'a> {
+    acctsessionid: &'a str,
+    framedipaddress: Option<&'a str>,
+    callingstationid: Option<&'a str>,
+    nasportid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    framedipv6address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    framedipv6prefix: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegatedipv6prefix: Option<&'a str>,
+    acctstarttime: Option<Rfc3339>,
+    acctupdatetime: Option<Rfc3339>,
+    acctstoptime: Option<Rfc3339>,
+    acctsessiontime: Option<i64>,
+    acctinputoctets: Option<i64>,
+    acctoutputoctets: Option<i64>,
+    acctterminatecause: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> SessionData<'a> {
+    fn new(row: &'a Row, extra: Option<&'a Map<String, Value>>) -> Self {
+        let text = |t: &'a Option<String>| t.as_deref().filter(|s| !s.is_empty());
+        SessionData {
+            acctsessionid: &row.acctsessionid,
+            framedipaddress: text(&row.framedipaddress),
+            callingstationid: text(&row.callingstationid),
+            nasportid: text(&row.nasportid),
+            framedipv6address: text(&row.framedipv6address),
+            framedipv6prefix: text(&row.framedipv6prefix),
+            delegatedipv6prefix: text(&row.delegatedipv6prefix),
+            acctstarttime: row.acctstarttime.and_then(Rfc3339::at),
+            acctupdatetime: row.acctupdatetime.and_then(Rfc3339::at),
+            acctstoptime: row.acctstoptime.and_then(Rfc3339::at),
+            acctsessiontime: row.acctsessiontime,
+            acctinputoctets: row.acctinputoctets,
+            acctoutputoctets: row.acctoutputoctets,
+            acctterminatecause: text(&row.acctterminatecause),
+            extra,
         }
     }
-    m.insert(
-        "acctstarttime".into(),
-        json!(row.acctstarttime.and_then(rfc3339)),
-    );
-    m.insert(
-        "acctupdatetime".into(),
-        json!(row.acctupdatetime.and_then(rfc3339)),
-    );
-    m.insert(
-        "acctstoptime".into(),
-        json!(row.acctstoptime.and_then(rfc3339)),
-    );
-    m.insert("acctsessiontime".into(), json!(row.acctsessiontime));
-    m.insert("acctinputoctets".into(), json!(row.acctinputoctets));
-    m.insert("acctoutputoctets".into(), json!(row.acctoutputoctets));
-    m.insert(
-        "acctterminatecause".into(),
-        json!(text(row.acctterminatecause.as_deref())),
-    );
-    m
+}
+
+/// A time as [`crate::events::rfc3339`] writes it (`2026-12-07T11:48:30Z`), written without
+/// an intermediate string.
+struct Rfc3339(DateTime<Utc>);
+
+impl Rfc3339 {
+    fn at(secs: i64) -> Option<Rfc3339> {
+        DateTime::from_timestamp(secs, 0)
+            .filter(|d| (0..=9999).contains(&d.year()))
+            .map(Rfc3339)
+    }
+}
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        )
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::events::rfc3339;
+
+    fn full_row() -> Row {
+        Row {
+            radacctid: Some(7),
+            acctsessionid: "8a3f\"0001".into(),
+            acctuniqueid: "k".into(),
+            username: Some("u".into()),
+            nasipaddress: "192.0.2.1".into(),
+            nasportid: Some(String::new()),
+            framedipaddress: Some("10.64.0.1".into()),
+            callingstationid: Some("AA:BB:CC:DD:EE:FF".into()),
+            framedipv6prefix: Some("2001:db8:1::/64".into()),
+            delegatedipv6prefix: Some(String::new()),
+            acctstarttime: Some(1_796_644_110),
+            acctupdatetime: Some(1_796_644_410),
+            acctstoptime: None,
+            acctsessiontime: Some(300),
+            acctinputoctets: Some(5_000_000_000),
+            acctoutputoctets: Some(12),
+            acctterminatecause: None,
+            ..Row::default()
+        }
+    }
+
+    fn data(e: &NewEvent) -> Value {
+        serde_json::from_str(&e.data).expect("json")
+    }
+
+    #[test]
+    fn a_session_event_carries_the_row_as_the_change_left_it() {
+        let e = session_event(EventType::SessionStarted, 9, &full_row(), None);
+        assert_eq!(
+            (e.username.as_str(), e.acctuniqueid.as_str(), e.radacctid),
+            ("u", "k", Some(7))
+        );
+        assert_eq!(
+            data(&e),
+            json!({
+                "acctsessionid": "8a3f\"0001",
+                "framedipaddress": "10.64.0.1",
+                "callingstationid": "AA:BB:CC:DD:EE:FF",
+                "nasportid": null,
+                "framedipv6prefix": "2001:db8:1::/64",
+                "acctstarttime": "2026-12-07T11:48:30Z",
+                "acctupdatetime": "2026-12-07T11:53:30Z",
+                "acctstoptime": null,
+                "acctsessiontime": 300,
+                "acctinputoctets": 5_000_000_000_i64,
+                "acctoutputoctets": 12,
+                "acctterminatecause": null,
+            })
+        );
+    }
+
+    #[test]
+    fn extra_fields_follow_the_sessions_fields() {
+        let mut extra = Map::new();
+        extra.insert("cause".into(), json!("Lost-Carrier"));
+        extra.insert("detail".into(), json!({"evidence": "absent"}));
+        let e = session_event(EventType::SessionGhostClosed, 9, &full_row(), Some(&extra));
+        let d = data(&e);
+        assert_eq!(d["cause"], "Lost-Carrier");
+        assert_eq!(d["detail"]["evidence"], "absent");
+        assert_eq!(d["acctsessionid"], "8a3f\"0001");
+    }
+
+    #[test]
+    fn times_are_written_as_the_events_rfc3339() {
+        for t in [
+            0,
+            59,
+            951_782_400,
+            1_796_644_110,
+            4_102_444_799,
+            253_402_300_799,
+        ] {
+            assert_eq!(
+                Rfc3339::at(t).map(|r| r.to_string()),
+                rfc3339(t),
+                "epoch {t}"
+            );
+        }
+        assert!(Rfc3339::at(253_402_300_800).is_none(), "year 10000");
+        assert!(Rfc3339::at(i64::MAX).is_none());
+    }
 }

@@ -148,7 +148,7 @@ pub(super) fn of_close(c: &CloseRequest, row: &Row, now: i64) -> Option<NewEvent
         EventType::SessionGhostClosed,
         time,
         row,
-        Some(extra),
+        Some(&extra),
     ))
 }
 
