@@ -39,6 +39,15 @@ fn main() -> ExitCode {
             .push(radacctd::app::quickstart_client());
     }
     if let Command::CheckConfig = cli.command {
+        for hook in &config.events.webhooks {
+            if let Err(e) = radacctd::stream::webhooks::check(hook) {
+                eprintln!(
+                    "radacctd: invalid configuration: events.webhooks {:?}: {e}",
+                    hook.name
+                );
+                return ExitCode::from(2);
+            }
+        }
         radacctd::outln!("configuration OK");
         radacctd::outln!("{config:#?}");
         return ExitCode::SUCCESS;

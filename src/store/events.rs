@@ -208,8 +208,9 @@ fn trim_sql<D: Dialect>() -> String {
 fn set_cursor_sql<D: Dialect>() -> String {
     format!(
         "INSERT INTO webhook_cursors (endpoint, last_id, updated) VALUES ({}, {}, {}) \
-         ON CONFLICT (endpoint) DO UPDATE SET last_id = excluded.last_id, \
-         updated = excluded.updated",
+         ON CONFLICT (endpoint) DO UPDATE SET last_id = CASE \
+         WHEN excluded.last_id > webhook_cursors.last_id THEN excluded.last_id \
+         ELSE webhook_cursors.last_id END, updated = excluded.updated",
         D::param(1),
         D::param(2),
         D::param(3)
@@ -475,7 +476,9 @@ impl Store {
         })
     }
 
-    /// Records that `endpoint` acknowledged every event up to `last_id` (at `now`).
+    /// Records that `endpoint` acknowledged every event up to `last_id` (at `now`). The cursor
+    /// only moves forward: a former jobs leader's acknowledgement that lands after the new
+    /// leader's (of an older batch, sent before it knew it no longer leads) keeps the newer one.
     pub async fn set_webhook_cursor(&self, endpoint: &str, last_id: i64, now: i64) -> Result<()> {
         each_store!(Store, self, s: D => {
             sqlx::query(sqlx::AssertSqlSafe(set_cursor_sql::<D>()))

@@ -129,6 +129,15 @@ async fn trimming_and_webhook_cursors(backend: Backend) {
         store.webhook_cursor("billing").await.expect("cursor"),
         Some(150)
     );
+    // A late acknowledgement of an older batch (a former leader's) keeps the newer cursor.
+    store
+        .set_webhook_cursor("billing", 145, 7)
+        .await
+        .expect("set");
+    assert_eq!(
+        store.webhook_cursor("billing").await.expect("cursor"),
+        Some(150)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

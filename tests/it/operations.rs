@@ -562,6 +562,55 @@ fn check_config_into_a_closed_pipe_exits_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
 
+/// `check-config` checks what start-up would: an `https` webhook whose CA bundle cannot be
+/// read is refused, naming the endpoint and the file; the same endpoint with a readable bundle
+/// (or over `http`) passes.
+#[test]
+fn check_config_reads_each_https_webhooks_ca_bundle() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("missing-ca.pem");
+    let check = |url: &str, ca_file: &std::path::Path| {
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[events.webhooks]]\nname = \"billing\"\nurl = \"{url}\"\n\
+                 secret = \"0123456789abcdef0123\"\nca_file = \"{}\"\n",
+                ca_file.display()
+            ),
+        )
+        .expect("config");
+        std::process::Command::new(env!("CARGO_BIN_EXE_radacctd"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env_remove("RADACCTD_CONFIG")
+            .output()
+            .expect("runs")
+    };
+    let refused = check("https://billing.example/hook", &missing);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"billing\""), "{stderr}");
+    assert!(stderr.contains("missing-ca.pem"), "{stderr}");
+
+    let bundle = dir.path().join("ca.pem");
+    let ca = rcgen::generate_simple_self_signed(vec!["billing.example".to_owned()])
+        .expect("certificate");
+    std::fs::write(&bundle, ca.cert.pem()).expect("bundle");
+    for (url, ca_file) in [
+        ("https://billing.example/hook", bundle.as_path()),
+        ("http://127.0.0.1:9/hook", missing.as_path()),
+    ] {
+        let out = check(url, ca_file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{url}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("configuration OK"),
+            "{url}"
+        );
+    }
+}
+
 /// Without a config file, `serve` generates the API secret beside the SQLite file (0600) and
 /// `radacctd token` signs with the same one, found without flags; a restart reuses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

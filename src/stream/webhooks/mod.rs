@@ -112,6 +112,15 @@ struct EndpointInner {
     stats: Arc<EndpointStats>,
 }
 
+/// What start-up checks of an endpoint beyond its configuration's syntax: that its secret keys
+/// HMAC-SHA256 and, for an `https` URL, that its CA bundle reads. `radacctd check-config` runs it
+/// so that a configuration it accepts does not then fail at start-up.
+pub fn check(config: &WebhookConfig) -> Result<(), String> {
+    Signer::new(config.secret.expose().as_bytes())
+        .ok_or_else(|| "the secret cannot key HMAC-SHA256".to_owned())?;
+    Client::new(config).map(|_| ())
+}
+
 impl Endpoint {
     fn new(
         config: &WebhookConfig,
