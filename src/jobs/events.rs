@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::leader::Leader;
+use super::Schedule;
+use super::leader::{Leader, OnCut, Ran};
 use crate::clock::now_secs;
 use crate::config::EventsConfig;
 use crate::store::{Store, StoreError};
@@ -67,31 +68,23 @@ impl EventRetention {
 
     /// Trims every [`TRIM_EVERY`] while `leader` leads.
     pub async fn run(self, leader: Leader) {
-        let mut tick = tokio::time::interval(TRIM_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ended = leader.ended().clone();
-        loop {
-            tokio::select! {
-                _ = ended.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Some(run) = leader.begin("events_retention").await else {
-                return;
-            };
-            let result = tokio::select! {
-                _ = ended.cancelled() => return,
-                r = self.run_once(now_secs()) => r,
-            };
-            let error = result.as_ref().err().map(|e| anyhow::anyhow!("{e}"));
-            run.finish(*result.as_ref().unwrap_or(&0), error.as_ref())
-                .await;
-            match (result, error) {
-                (Ok(n), _) if n > 0 => tracing::debug!(trimmed = n, "events trimmed"),
-                (_, Some(e)) => {
-                    tracing::warn!(error = %e, "events retention failed; retrying next minute")
-                }
-                _ => {}
-            }
-        }
+        leader
+            .run_scheduled(
+                "events_retention",
+                Schedule::Every(TRIM_EVERY),
+                OnCut::LeaveOpen,
+                || async {
+                    let result = self.run_once(now_secs()).await;
+                    Ran::of(result.map_err(|e| anyhow::anyhow!("{e}")), |n| *n)
+                },
+                |ran| match ran.error {
+                    Some(e) => {
+                        tracing::warn!(error = %e, "events retention failed; retrying next minute")
+                    }
+                    None if ran.rows > 0 => tracing::debug!(trimmed = ran.rows, "events trimmed"),
+                    None => {}
+                },
+            )
+            .await;
     }
 }
