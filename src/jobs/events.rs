@@ -7,15 +7,15 @@
 //! finds its oldest events gone (docs/EVENTS.md says how to size it).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Schedule;
 use super::leader::{Leader, OnCut, Ran};
 use crate::clock::now_secs;
 use crate::config::EventsConfig;
+use crate::metrics::{Collect, EVENTS_TRIMMED, Exposition, Stats};
 use crate::store::{Store, StoreError};
-use crate::stream::EventStats;
 
 /// How often the leader trims.
 pub const TRIM_EVERY: Duration = Duration::from_secs(60);
@@ -23,17 +23,38 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Events deleted per statement at most.
 pub const TRIM_BATCH: i64 = 10_000;
 
+/// The retention job's counter (docs/EVENTS.md#metrics), registered with the application's
+/// [`Stats`] and copied into `/metrics` at each scrape.
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    /// Events the retention job deleted.
+    pub trimmed: AtomicU64,
+}
+
+impl RetentionStats {
+    /// The counter in `stats` (registered on first use).
+    pub fn of(stats: &Stats) -> Arc<RetentionStats> {
+        stats.component("events_retention", RetentionStats::default)
+    }
+}
+
+impl Collect for RetentionStats {
+    fn collect(&self, out: &Exposition<'_>) {
+        out.counter(EVENTS_TRIMMED, vec![], self.trimmed.load(Ordering::Relaxed));
+    }
+}
+
 /// The retention job.
 #[derive(Debug, Clone)]
 pub struct EventRetention {
     store: Store,
     retention_days: u64,
     max_events: u64,
-    stats: Arc<EventStats>,
+    stats: Arc<RetentionStats>,
 }
 
 impl EventRetention {
-    pub fn new(store: Store, config: &EventsConfig, stats: Arc<EventStats>) -> EventRetention {
+    pub fn new(store: Store, config: &EventsConfig, stats: Arc<RetentionStats>) -> EventRetention {
         EventRetention {
             store,
             retention_days: config.retention_days,

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use archiver::{ArchiveReport, Archiver};
-pub use events::EventRetention;
+pub use events::{EventRetention, RetentionStats};
 pub use leader::{Election, JobRun, Leader, OnCut, Ran};
 pub use reconcile::Reconciler;
 pub use routers::{RouterReconciler, RouterReport};
@@ -254,12 +254,13 @@ impl JobStats {
         })
     }
 
-    /// Registers the counters of every job, so that `/metrics` shows them before a first run
-    /// (and when a job is disabled).
+    /// Registers the counters of every job (and the events' retention's), so that `/metrics`
+    /// shows them before a first run (and when a job is disabled).
     pub fn register_all(stats: &Stats) {
         for job in ["sweeper", "archiver", "reconcile"] {
             JobStats::of(stats, job);
         }
+        RetentionStats::of(stats);
     }
 }
 
