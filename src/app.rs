@@ -484,7 +484,7 @@ impl Application {
                 events: Some(jobs::EventRetention::new(
                     self.store.clone(),
                     &self.config.events,
-                    crate::stream::EventStats::of(&self.stats),
+                    jobs::RetentionStats::of(&self.stats),
                 )),
                 others: webhook_delivery(&self.webhooks),
             },

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::leader::Leader;
-use super::{JobStats, JobsConfig, until_next};
+use super::leader::{Leader, OnCut, Ran};
+use super::{JobStats, JobsConfig, Schedule};
 use crate::clock::now_secs;
 use crate::metrics::Stats;
 use crate::store::{ArchivableRow, Store};
@@ -114,40 +114,30 @@ impl Archiver {
     }
 
     /// Runs daily at the configured time for as long as `leader`'s term lasts, each run
-    /// confirmed and recorded in `job_runs` ([`Leader::begin`]).
+    /// confirmed and recorded in `job_runs` ([`Leader::run_scheduled`]).
     pub async fn run(self, leader: Leader) {
         let (Ok(at), Ok(tz)) = (self.config.archive_time(), self.config.time_zone()) else {
             tracing::error!("archiver schedule is invalid; archiver not running");
             return;
         };
-        let ended = leader.ended().clone();
-        loop {
-            let wait = until_next(chrono::Utc::now(), at, tz);
-            tokio::select! {
-                _ = ended.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            let Some(run) = leader.begin("archiver").await else {
-                return;
-            };
-            let result = tokio::select! {
-                _ = ended.cancelled() => Err(anyhow::anyhow!("stopped: the jobs leadership ended or the daemon stops")),
-                r = self.run_once() => r,
-            };
-            run.finish(
-                result.as_ref().map_or(0, |r| r.moved),
-                result.as_ref().err(),
+        let ended = leader.ended();
+        leader
+            .run_scheduled(
+                "archiver",
+                Schedule::Daily(at, tz),
+                OnCut::RecordStopped,
+                || async { Ran::of(self.run_once().await, |r| r.moved) },
+                |ran| {
+                    if let Some(e) = ran.error
+                        && !ended.is_cancelled()
+                    {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "archiver run failed; retrying tomorrow"
+                        );
+                    }
+                },
             )
             .await;
-            if let Err(e) = result {
-                if ended.is_cancelled() {
-                    return;
-                }
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "archiver run failed; retrying tomorrow"
-                );
-            }
-        }
     }
 }

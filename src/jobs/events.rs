@@ -7,14 +7,15 @@
 //! finds its oldest events gone (docs/EVENTS.md says how to size it).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::leader::Leader;
+use super::Schedule;
+use super::leader::{Leader, OnCut, Ran};
 use crate::clock::now_secs;
 use crate::config::EventsConfig;
+use crate::metrics::{Collect, EVENTS_TRIMMED, Exposition, Stats};
 use crate::store::{Store, StoreError};
-use crate::stream::EventStats;
 
 /// How often the leader trims.
 pub const TRIM_EVERY: Duration = Duration::from_secs(60);
@@ -22,17 +23,38 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Events deleted per statement at most.
 pub const TRIM_BATCH: i64 = 10_000;
 
+/// The retention job's counter (docs/EVENTS.md#metrics), registered with the application's
+/// [`Stats`] and copied into `/metrics` at each scrape.
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    /// Events the retention job deleted.
+    pub trimmed: AtomicU64,
+}
+
+impl RetentionStats {
+    /// The counter in `stats` (registered on first use).
+    pub fn of(stats: &Stats) -> Arc<RetentionStats> {
+        stats.component("events_retention", RetentionStats::default)
+    }
+}
+
+impl Collect for RetentionStats {
+    fn collect(&self, out: &Exposition<'_>) {
+        out.counter(EVENTS_TRIMMED, vec![], self.trimmed.load(Ordering::Relaxed));
+    }
+}
+
 /// The retention job.
 #[derive(Debug, Clone)]
 pub struct EventRetention {
     store: Store,
     retention_days: u64,
     max_events: u64,
-    stats: Arc<EventStats>,
+    stats: Arc<RetentionStats>,
 }
 
 impl EventRetention {
-    pub fn new(store: Store, config: &EventsConfig, stats: Arc<EventStats>) -> EventRetention {
+    pub fn new(store: Store, config: &EventsConfig, stats: Arc<RetentionStats>) -> EventRetention {
         EventRetention {
             store,
             retention_days: config.retention_days,
@@ -67,31 +89,23 @@ impl EventRetention {
 
     /// Trims every [`TRIM_EVERY`] while `leader` leads.
     pub async fn run(self, leader: Leader) {
-        let mut tick = tokio::time::interval(TRIM_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ended = leader.ended().clone();
-        loop {
-            tokio::select! {
-                _ = ended.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Some(run) = leader.begin("events_retention").await else {
-                return;
-            };
-            let result = tokio::select! {
-                _ = ended.cancelled() => return,
-                r = self.run_once(now_secs()) => r,
-            };
-            let error = result.as_ref().err().map(|e| anyhow::anyhow!("{e}"));
-            run.finish(*result.as_ref().unwrap_or(&0), error.as_ref())
-                .await;
-            match (result, error) {
-                (Ok(n), _) if n > 0 => tracing::debug!(trimmed = n, "events trimmed"),
-                (_, Some(e)) => {
-                    tracing::warn!(error = %e, "events retention failed; retrying next minute")
-                }
-                _ => {}
-            }
-        }
+        leader
+            .run_scheduled(
+                "events_retention",
+                Schedule::Every(TRIM_EVERY),
+                OnCut::LeaveOpen,
+                || async {
+                    let result = self.run_once(now_secs()).await;
+                    Ran::of(result.map_err(|e| anyhow::anyhow!("{e}")), |n| *n)
+                },
+                |ran| match ran.error {
+                    Some(e) => {
+                        tracing::warn!(error = %e, "events retention failed; retrying next minute")
+                    }
+                    None if ran.rows > 0 => tracing::debug!(trimmed = ran.rows, "events trimmed"),
+                    None => {}
+                },
+            )
+            .await;
     }
 }

@@ -30,6 +30,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Schedule;
 use crate::node::Node;
 pub use crate::store::JOBS_LEADER_LOCK;
 use crate::store::{LockConnection, Store};
@@ -204,6 +205,88 @@ impl JobRun {
                 id,
                 "completing the job run in job_runs timed out"
             ),
+        }
+    }
+}
+
+/// What the record of a run says when the end of its term cuts the run short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCut {
+    /// Completed as a failure: no rows, [`STOPPED`] as the error.
+    RecordStopped,
+    /// Left as begun, not completed.
+    LeaveOpen,
+}
+
+/// The failure recorded for a run that the end of its term cut short ([`OnCut::RecordStopped`]).
+pub const STOPPED: &str = "stopped: the jobs leadership ended or the daemon stops";
+
+/// What one run of a scheduled job did, for its record in `job_runs` and its log line.
+#[derive(Debug, Default)]
+pub struct Ran {
+    /// The rows it closed, moved or deleted.
+    pub rows: u64,
+    /// Why it failed, when it did (a run may fail after some of its work: `rows` counts that).
+    pub error: Option<anyhow::Error>,
+}
+
+impl Ran {
+    /// The run that returned `result`: a success counts `rows` of its report, a failure none.
+    pub fn of<T>(result: anyhow::Result<T>, rows: impl FnOnce(&T) -> u64) -> Ran {
+        match result {
+            Ok(report) => Ran {
+                rows: rows(&report),
+                error: None,
+            },
+            Err(e) => Ran {
+                rows: 0,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+impl Leader {
+    /// Runs `job` at the times of `schedule` for as long as this term lasts, each run
+    /// confirmed and recorded in `job_runs` ([`Leader::begin`]): `run` makes one run, and
+    /// `report` logs it once its record is complete. A run that the end of the term cuts short
+    /// is dropped, and its record completed as `on_cut` says.
+    pub async fn run_scheduled<Fut>(
+        &self,
+        job: &'static str,
+        schedule: Schedule,
+        on_cut: OnCut,
+        mut run: impl FnMut() -> Fut,
+        mut report: impl FnMut(Ran),
+    ) where
+        Fut: Future<Output = Ran>,
+    {
+        let mut ticks = schedule.start();
+        let ended = self.ended();
+        loop {
+            tokio::select! {
+                _ = ended.cancelled() => return,
+                _ = ticks.next() => {}
+            }
+            let Some(record) = self.begin(job).await else {
+                return;
+            };
+            let ran = tokio::select! {
+                _ = ended.cancelled() => None,
+                ran = run() => Some(ran),
+            };
+            let Some(ran) = ran else {
+                if on_cut == OnCut::RecordStopped {
+                    record.finish(0, Some(&anyhow::anyhow!(STOPPED))).await;
+                }
+                return;
+            };
+            record.finish(ran.rows, ran.error.as_ref()).await;
+            report(ran);
+            // The term ended during the run: there is no next one.
+            if ended.is_cancelled() {
+                return;
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Housekeeping jobs (docs/ARCHITECTURE.md#jobs): the stale sweeper with the online-flag sync,
 //! the archiver, the index reconciliation, and EnsureIndexes. Each job has `run_once` (one
 //! step, what tests and the CLI call) and `run` (the cancellable loop; all waiting through
-//! `tokio::time`). A failing run is logged and retried at the next interval; it never stops the
+//! `tokio::time`; the leader-only jobs' loop is [`Leader::run_scheduled`]). A failing run is logged and retried at the next interval; it never stops the
 //! daemon.
 //!
 //! With several nodes on one PostgreSQL, the sweeper and the archiver run only on the jobs
@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use archiver::{ArchiveReport, Archiver};
-pub use events::EventRetention;
-pub use leader::{Election, JobRun, Leader};
+pub use events::{EventRetention, RetentionStats};
+pub use leader::{Election, JobRun, Leader, OnCut, Ran};
 pub use reconcile::Reconciler;
 pub use routers::{RouterReconciler, RouterReport};
 pub use sweeper::{SweepReport, Sweeper};
@@ -146,6 +146,58 @@ impl std::fmt::Debug for LeaderTask {
     }
 }
 
+/// When a leader-only job runs ([`Leader::run_scheduled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every interval, the first run at once.
+    Every(Duration),
+    /// Every interval, the first run one interval after the term starts.
+    EveryAfterOne(Duration),
+    /// Daily at a wall-clock time in a time zone ([`until_next`]).
+    Daily(NaiveTime, JobTimeZone),
+}
+
+impl Schedule {
+    /// The times of this schedule, from now.
+    fn start(self) -> Ticks {
+        let interval = |mut tick: tokio::time::Interval| {
+            // A run longer than the interval delays the next one; missed runs are not caught up.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Ticks::Interval(tick)
+        };
+        match self {
+            Schedule::Every(every) => interval(tokio::time::interval(every)),
+            Schedule::EveryAfterOne(every) => interval(tokio::time::interval_at(
+                tokio::time::Instant::now() + every,
+                every,
+            )),
+            Schedule::Daily(at, tz) => Ticks::Daily(at, tz),
+        }
+    }
+}
+
+/// A [`Schedule`] under way.
+enum Ticks {
+    /// Every interval.
+    Interval(tokio::time::Interval),
+    /// Daily at a wall-clock time.
+    Daily(NaiveTime, JobTimeZone),
+}
+
+impl Ticks {
+    /// Waits until the next run is due.
+    async fn next(&mut self) {
+        match self {
+            Ticks::Interval(tick) => {
+                tick.tick().await;
+            }
+            Ticks::Daily(at, tz) => {
+                tokio::time::sleep(until_next(Utc::now(), *at, *tz)).await;
+            }
+        }
+    }
+}
+
 /// Time until the next `at` (wall clock in `tz`) strictly after `now`.
 pub fn until_next(now: DateTime<Utc>, at: NaiveTime, tz: JobTimeZone) -> std::time::Duration {
     fn next<Tz: TimeZone>(now: DateTime<Utc>, at: NaiveTime, tz: &Tz) -> DateTime<Utc> {
@@ -202,12 +254,13 @@ impl JobStats {
         })
     }
 
-    /// Registers the counters of every job, so that `/metrics` shows them before a first run
-    /// (and when a job is disabled).
+    /// Registers the counters of every job (and the events' retention's), so that `/metrics`
+    /// shows them before a first run (and when a job is disabled).
     pub fn register_all(stats: &Stats) {
         for job in ["sweeper", "archiver", "reconcile"] {
             JobStats::of(stats, job);
         }
+        RetentionStats::of(stats);
     }
 }
 
@@ -240,6 +293,17 @@ mod tests {
         DateTime::parse_from_rfc3339(s)
             .expect("time")
             .with_timezone(&Utc)
+    }
+
+    #[tokio::test]
+    async fn an_interval_schedule_runs_first_at_once_or_one_interval_in() {
+        let hour = Duration::from_secs(3600);
+        let soon = Duration::from_millis(50);
+        let mut at_once = Schedule::Every(hour).start();
+        assert!(tokio::time::timeout(soon, at_once.next()).await.is_ok());
+        assert!(tokio::time::timeout(soon, at_once.next()).await.is_err());
+        let mut later = Schedule::EveryAfterOne(hour).start();
+        assert!(tokio::time::timeout(soon, later.next()).await.is_err());
     }
 
     #[test]

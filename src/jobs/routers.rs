@@ -25,8 +25,8 @@ use anyhow::{Context as _, anyhow};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::JobStats;
-use super::leader::Leader;
+use super::leader::{Leader, OnCut, Ran};
+use super::{JobStats, Schedule};
 use crate::clock::now_secs;
 use crate::config::{ReconcileConfig, ZombiePolicy};
 use crate::disconnect::mikrotik::{self, ApiError, PppSession};
@@ -338,45 +338,39 @@ impl RouterReconciler {
     }
 
     /// Reconciles every `reconcile.interval_secs` for as long as `leader`'s term lasts, each
-    /// run confirmed and recorded in `job_runs` ([`Leader::begin`]).
+    /// run confirmed and recorded in `job_runs` ([`Leader::run_scheduled`]).
     pub async fn run(self, leader: Leader) {
         let every = Duration::from_secs(self.config.interval_secs.max(1));
         // The first run one interval after start-up: sessions open across a restart get their
         // interims (and the index its rebuild) first.
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ended = leader.ended().clone();
-        loop {
-            tokio::select! {
-                _ = ended.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Some(run) = leader.begin("reconcile").await else {
-                return;
-            };
-            let results = tokio::select! {
-                _ = ended.cancelled() => None,
-                r = self.run_once(false) => Some(r),
-            };
-            let Some(results) = results else {
-                let stopped = anyhow!("stopped: the jobs leadership ended or the daemon stops");
-                run.finish(0, Some(&stopped)).await;
-                return;
-            };
-            let closed = results
-                .iter()
-                .filter_map(|(_, r)| r.as_ref().ok())
-                .map(|r| r.ghosts_closed)
-                .sum();
-            let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-            let error = (failed > 0).then(|| {
-                anyhow!(
-                    "{failed} of {} router(s) gave no complete answer",
-                    results.len()
-                )
-            });
-            run.finish(closed, error.as_ref()).await;
-        }
+        leader
+            .run_scheduled(
+                "reconcile",
+                Schedule::EveryAfterOne(every),
+                OnCut::RecordStopped,
+                || async {
+                    let results = self.run_once(false).await;
+                    let closed = results
+                        .iter()
+                        .filter_map(|(_, r)| r.as_ref().ok())
+                        .map(|r| r.ghosts_closed)
+                        .sum();
+                    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                    let error = (failed > 0).then(|| {
+                        anyhow!(
+                            "{failed} of {} router(s) gave no complete answer",
+                            results.len()
+                        )
+                    });
+                    Ran {
+                        rows: closed,
+                        error,
+                    }
+                },
+                // Each router's failure is logged where it happens.
+                |_| {},
+            )
+            .await;
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::leader::Leader;
-use super::{JobStats, JobsConfig};
+use super::leader::{Leader, OnCut, Ran};
+use super::{JobStats, JobsConfig, Schedule};
 use crate::clock::now_secs;
 use crate::ingest::semantics::SWEEPER_CAUSE;
 use crate::metrics::Stats;
@@ -129,41 +129,30 @@ impl Sweeper {
     }
 
     /// Sweeps every `sweep_interval_secs` for as long as `leader`'s term lasts, each run
-    /// confirmed and recorded in `job_runs` ([`Leader::begin`]).
+    /// confirmed and recorded in `job_runs` ([`Leader::run_scheduled`]).
     pub async fn run(self, leader: Leader) {
         let every = Duration::from_secs(self.config.sweep_interval_secs.max(1));
+        let ended = leader.ended();
         // The first sweep comes one interval after start-up (or a takeover): the NASes get a
         // chance to send interims for sessions that were open while no one swept.
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ended = leader.ended().clone();
-        loop {
-            tokio::select! {
-                _ = ended.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Some(run) = leader.begin("sweeper").await else {
-                return;
-            };
-            // Cancellation mid-sweep is fine: each close is its own committed request.
-            let result = tokio::select! {
-                _ = ended.cancelled() => Err(anyhow::anyhow!("stopped: the jobs leadership ended or the daemon stops")),
-                r = self.run_once() => r,
-            };
-            run.finish(
-                result.as_ref().map_or(0, |r| r.closed),
-                result.as_ref().err(),
+        // Cancellation mid-sweep is fine: each close is its own committed request.
+        leader
+            .run_scheduled(
+                "sweeper",
+                Schedule::EveryAfterOne(every),
+                OnCut::RecordStopped,
+                || async { Ran::of(self.run_once().await, |r| r.closed) },
+                |ran| {
+                    if let Some(e) = ran.error
+                        && !ended.is_cancelled()
+                    {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "stale sweep failed; retrying next interval"
+                        );
+                    }
+                },
             )
             .await;
-            if let Err(e) = result {
-                if ended.is_cancelled() {
-                    return;
-                }
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "stale sweep failed; retrying next interval"
-                );
-            }
-        }
     }
 }

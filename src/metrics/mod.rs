@@ -615,7 +615,8 @@ pub const WEBHOOK_DELIVERIES: &str = "radacctd_webhook_deliveries_total";
 pub const WEBHOOK_BACKLOG: &str = "radacctd_webhook_backlog_events";
 pub const WEBHOOK_LAG: &str = "radacctd_webhook_lag_seconds";
 pub const WEBHOOK_CURSOR: &str = "radacctd_webhook_cursor";
-/// Prometheus names of the session events' counters (`stream::EventStats`, docs/EVENTS.md).
+/// Prometheus names of the session events' counters (`stream::EventStats`, and
+/// `jobs::events::RetentionStats` for the events trimmed; docs/EVENTS.md).
 /// The last event id this node has read from the outbox and serves.
 pub const EVENTS_LAST_ID: &str = "radacctd_events_last_id";
 /// Events committed to the outbox and not yet numbered, at the sequencer's last look.

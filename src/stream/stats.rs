@@ -1,13 +1,13 @@
 //! The session events' counters (docs/EVENTS.md#metrics): one set per application, shared by
-//! the sequencer, the hub, the streams and the retention job, and copied into `/metrics` at
-//! each scrape. Only atomics: nothing here waits.
+//! the sequencer, the hub and the streams, and copied into `/metrics` at each scrape (the
+//! retention job counts in `jobs::events::RetentionStats`). Only atomics: nothing here waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::metrics::{
     Collect, EVENTS_BACKFILL_READS, EVENTS_LAST_ID, EVENTS_QUEUED, EVENTS_SSE_CLIENTS,
-    EVENTS_SSE_ENDED, EVENTS_TRIMMED, Exposition, Stats, label,
+    EVENTS_SSE_ENDED, Exposition, Stats, label,
 };
 
 /// Why an event stream ended (the `reason` label).
@@ -40,8 +40,6 @@ pub struct EventStats {
     /// Streams open now.
     pub clients: AtomicU64,
     ended: [AtomicU64; EndReason::ALL.len()],
-    /// Events the retention job deleted.
-    pub trimmed: AtomicU64,
     /// Pages read from the database for streams' backfills.
     pub backfill_reads: AtomicU64,
 }
@@ -86,7 +84,6 @@ impl Collect for EventStats {
                 self.ended_count(r),
             );
         }
-        out.counter(EVENTS_TRIMMED, vec![], self.trimmed.load(Ordering::Relaxed));
         out.counter(
             EVENTS_BACKFILL_READS,
             vec![],

@@ -707,6 +707,8 @@ async fn a_client_that_does_not_read_is_disconnected_and_counted(backend: Backen
         "{text}"
     );
     assert!(text.contains("radacctd_events_sse_clients 1"), "{text}");
+    // The retention's counter is there too, under the same name.
+    assert!(text.contains("radacctd_events_trimmed_total "), "{text}");
     // The reader goes on.
     add(&app.store, n..n + 1).await;
     assert_eq!(reader.next().await.id(), n + 1);
@@ -809,7 +811,7 @@ async fn retention_trims_by_age_and_count(backend: Backend) {
         .expect("round");
     add(&store, 100..150).await;
     store.sequence_events(1_000, now).await.expect("round");
-    let stats = std::sync::Arc::new(EventStats::default());
+    let stats = std::sync::Arc::new(radacctd::jobs::RetentionStats::default());
     let config = radacctd::config::EventsConfig {
         retention_days: 1,
         max_events: 30,
