@@ -1,8 +1,8 @@
 //! Housekeeping jobs (docs/ARCHITECTURE.md#jobs): the stale sweeper with the online-flag sync,
 //! the archiver, the index reconciliation, and EnsureIndexes. Each job has `run_once` (one
 //! step, what tests and the CLI call) and `run` (the cancellable loop; all waiting through
-//! `tokio::time`; the leader-only jobs' loop is [`Leader::run_scheduled`]). A failing run is logged and retried at the next interval; it never stops the
-//! daemon.
+//! `tokio::time`; the leader-only jobs' loop is [`Leader::run_scheduled`]). A failing run is
+//! logged and retried at the next interval; it never stops the daemon.
 //!
 //! With several nodes on one PostgreSQL, the sweeper and the archiver run only on the jobs
 //! leader ([`leader`]), and each of their runs is recorded in the `job_runs` table; every node
