@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use radacctd::store::Store;
 use support::{
-    InProcessApi, api_bench_config, env_u64, open_migrated, rss_bytes, with_pg_database,
+    InProcessApi, api_bench_config, env_u64, open_migrated, rss_bytes, run_on_both_stores,
 };
 
 const T0: i64 = 1_778_572_800;
@@ -159,19 +159,5 @@ fn main() {
         eprintln!("api benchmark: run it with `cargo bench --bench api`");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-        if let Err(e) = run("SQLite", sqlite, false).await {
-            eprintln!("SQLite run failed: {e:#}");
-        }
-        let name = format!("radacctd_bench_api_{}", std::process::id());
-        if let Err(e) = with_pg_database(&name, |url| run("PostgreSQL", url, true)).await {
-            eprintln!("PostgreSQL run failed: {e:#}");
-        }
-    });
+    run_on_both_stores("api", false, run);
 }

@@ -28,16 +28,12 @@ use anyhow::{Context as _, bail};
 use radacctd::api::auth::{Claims, Role, SigningKey, issue_token};
 use radacctd::config::{ApiConfig, Secret};
 use radacctd::events::{EventType, NewEvent};
-use radacctd::store::{Store, StoreOptions};
-use support::{TICKS_PER_SEC, postgres_ticks, proc_ticks, rss_bytes, with_pg_database};
+use support::{
+    StoreKind, TICKS_PER_SEC, open_store, parse_flags, postgres_ticks, proc_ticks, rss_bytes,
+    with_pg_database,
+};
 
 const JWT_SECRET: &str = "events-bench-jwt-secret-0123456789abcdef-0123456789";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoreKind {
-    Postgres,
-    Sqlite,
-}
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -61,40 +57,18 @@ fn parse_args() -> anyhow::Result<Args> {
         store: StoreKind::Postgres,
         poll_ms: 10,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> anyhow::Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value\nusage: {USAGE}"))
-        };
-        match flag.as_str() {
-            "--bench" => {}
-            "--clients" => a.clients = value("--clients")?.parse()?,
-            "--rate" => a.rate = value("--rate")?.replace('_', "").parse()?,
-            "--seconds" => a.seconds = value("--seconds")?.parse()?,
-            "--batch" => a.batch = value("--batch")?.parse()?,
-            "--poll-ms" => a.poll_ms = value("--poll-ms")?.parse()?,
-            "--store" => {
-                a.store = match value("--store")?.as_str() {
-                    "pg" | "postgres" | "postgresql" => StoreKind::Postgres,
-                    "sqlite" => StoreKind::Sqlite,
-                    other => bail!("--store {other}: pg or sqlite"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other if !other.starts_with('-') => {}
-            other => bail!("unknown argument {other}\nusage: {USAGE}"),
+    parse_flags(USAGE, |flag, value| {
+        match flag {
+            "--clients" => a.clients = value()?.parse()?,
+            "--rate" => a.rate = value()?.replace('_', "").parse()?,
+            "--seconds" => a.seconds = value()?.parse()?,
+            "--batch" => a.batch = value()?.parse()?,
+            "--poll-ms" => a.poll_ms = value()?.parse()?,
+            "--store" => a.store = StoreKind::parse(&value()?)?,
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     anyhow::ensure!(
         a.clients >= 1 && a.rate >= 1 && a.seconds >= 1 && a.batch >= 1 && a.poll_ms >= 1,
         "every number must be at least 1"
@@ -339,15 +313,7 @@ async fn measure(args: &Args, url: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let store = Store::open(
-        url,
-        &StoreOptions {
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(10),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let store = open_store(url, Duration::from_secs(10)).await?;
     let total = args.rate * args.seconds;
     let clock = Arc::new(Clock::new(total as usize));
     let listening = (args.store == StoreKind::Postgres).then(|| {

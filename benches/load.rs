@@ -37,19 +37,14 @@ use radacctd::app::Application;
 use radacctd::config::{ClientConfig, Config, Secret};
 use sqlx::Connection as _;
 use support::{
-    TICKS_PER_SEC, admin_url, pg_admin, pg_url_with_db, postgres_ticks, proc_ticks, rss_bytes,
+    StoreKind, TICKS_PER_SEC, admin_url, parse_flags, pg_admin, pg_url_with_db, postgres_ticks,
+    proc_ticks, rss_bytes,
 };
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "testing123";
 const JWT_SECRET: &str = "load-bench-jwt-secret-0123456789abcdef-0123456789";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoreKind {
-    Postgres,
-    Sqlite,
-}
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -76,50 +71,24 @@ fn parse_args() -> anyhow::Result<Args> {
         api_interval: Duration::from_millis(10),
         bench_bin: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> anyhow::Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value\nusage: {USAGE}"))
-        };
-        match flag.as_str() {
-            // `cargo bench` passes --bench to every benchmark binary.
-            "--bench" => {}
-            "--sessions" => a.sessions = value("--sessions")?.replace('_', "").parse()?,
+    parse_flags(USAGE, |flag, value| {
+        match flag {
+            "--sessions" => a.sessions = value()?.replace('_', "").parse()?,
             "--windows" | "--window" => {
-                a.windows = value("--windows")?
+                a.windows = value()?
                     .split(',')
                     .map(|w| w.trim().parse::<usize>())
                     .collect::<Result<_, _>>()?;
             }
-            "--store" => {
-                a.store = match value("--store")?.as_str() {
-                    "pg" | "postgres" | "postgresql" => StoreKind::Postgres,
-                    "sqlite" => StoreKind::Sqlite,
-                    other => bail!("--store {other}: pg or sqlite"),
-                }
-            }
-            "--steady" => a.steady = value("--steady")?.parse()?,
-            "--steady-window" => a.steady_window = value("--steady-window")?.parse()?,
-            "--api-interval-ms" => {
-                a.api_interval = Duration::from_millis(value("--api-interval-ms")?.parse()?)
-            }
-            "--bench-bin" => a.bench_bin = Some(PathBuf::from(value("--bench-bin")?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            // A name filter (`cargo bench -- load`) selects this benchmark; nothing to filter.
-            other if !other.starts_with('-') => {}
-            other => bail!("unknown argument {other}\nusage: {USAGE}"),
+            "--store" => a.store = StoreKind::parse(&value()?)?,
+            "--steady" => a.steady = value()?.parse()?,
+            "--steady-window" => a.steady_window = value()?.parse()?,
+            "--api-interval-ms" => a.api_interval = Duration::from_millis(value()?.parse()?),
+            "--bench-bin" => a.bench_bin = Some(PathBuf::from(value()?)),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     anyhow::ensure!(a.sessions >= 1, "--sessions must be at least 1");
     anyhow::ensure!(
         !a.windows.is_empty() && a.windows.iter().all(|&w| w >= 1),

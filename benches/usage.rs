@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use radacctd::config::{FairUsePolicy, PeriodKind};
 use radacctd::store::Store;
-use support::{InProcessApi, api_bench_config, env_u64, open_migrated, with_pg_database};
+use support::{InProcessApi, api_bench_config, env_u64, open_migrated, run_on_both_stores};
 
 /// 2026-11-01T00:00:00Z.
 const MONTH: i64 = 1_793_491_200;
@@ -201,21 +201,6 @@ fn main() {
         eprintln!("usage benchmark: run it with `cargo bench --bench usage`");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-        if std::env::var("USAGE_BENCH_SKIP_SQLITE").is_err()
-            && let Err(e) = run("SQLite", sqlite, false).await
-        {
-            eprintln!("SQLite run failed: {e:#}");
-        }
-        let name = format!("radacctd_bench_usage_{}", std::process::id());
-        if let Err(e) = with_pg_database(&name, |url| run("PostgreSQL", url, true)).await {
-            eprintln!("PostgreSQL run failed: {e:#}");
-        }
-    });
+    let skip_sqlite = std::env::var("USAGE_BENCH_SKIP_SQLITE").is_ok();
+    run_on_both_stores("usage", skip_sqlite, run);
 }

@@ -30,6 +30,65 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Command lines.
+
+/// The store a benchmark runs on (`--store pg|sqlite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+impl StoreKind {
+    /// The value of `--store`.
+    pub fn parse(value: &str) -> anyhow::Result<StoreKind> {
+        match value {
+            "pg" | "postgres" | "postgresql" => Ok(StoreKind::Postgres),
+            "sqlite" => Ok(StoreKind::Sqlite),
+            other => anyhow::bail!("--store {other}: pg or sqlite"),
+        }
+    }
+}
+
+/// Reads the command line's `--flag value` and `--flag=value` arguments: `flag(name, value)`
+/// takes the benchmark's own (calling `value()` for the value) and returns whether it knew the
+/// flag. `--bench` (which `cargo bench` passes to every benchmark binary) and name filters
+/// (`cargo bench -- load`: nothing to filter) are passed over; `-h`/`--help` prints `usage`
+/// and exits; anything else is an error.
+pub fn parse_flags(
+    usage: &str,
+    mut flag: impl FnMut(&str, &mut dyn FnMut() -> anyhow::Result<String>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .with_context(|| format!("{name} needs a value\nusage: {usage}"))
+        };
+        match name.as_str() {
+            "--bench" => {}
+            "-h" | "--help" => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            other if !other.starts_with('-') => {}
+            other => {
+                if !flag(other, &mut value)? {
+                    anyhow::bail!("unknown argument {other}\nusage: {usage}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL.
 
 /// The PostgreSQL admin URL runs create their databases from: `RADACCTD_BENCH_DATABASE_URL`,
@@ -85,19 +144,49 @@ where
     result
 }
 
-/// A store on `url` for seeding (two connections, a generous acquire timeout), migrated.
-pub async fn open_migrated(url: &str) -> anyhow::Result<Store> {
-    let store = Store::open(
+/// A store of the benchmark's own on `url`, beside the daemon's: two connections.
+pub async fn open_store(url: &str, acquire_timeout: Duration) -> anyhow::Result<Store> {
+    Ok(Store::open(
         url,
         &StoreOptions {
             max_connections: 2,
-            acquire_timeout: Duration::from_secs(30),
+            acquire_timeout,
             ..Default::default()
         },
     )
-    .await?;
+    .await?)
+}
+
+/// A store on `url` for seeding (a generous acquire timeout), migrated.
+pub async fn open_migrated(url: &str) -> anyhow::Result<Store> {
+    let store = open_store(url, Duration::from_secs(30)).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Runs `run(label, url, pg)` on a temporary SQLite file (unless `skip_sqlite`) and then, on a
+/// database `radacctd_bench_<name>_<pid>`, on PostgreSQL, in a runtime of its own; a run that
+/// fails is reported and the next one still runs.
+pub fn run_on_both_stores<F, Fut>(name: &str, skip_sqlite: bool, run: F)
+where
+    F: Fn(&'static str, String, bool) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+        if !skip_sqlite && let Err(e) = run("SQLite", sqlite, false).await {
+            eprintln!("SQLite run failed: {e:#}");
+        }
+        let db = format!("radacctd_bench_{name}_{}", std::process::id());
+        if let Err(e) = with_pg_database(&db, |url| run("PostgreSQL", url, true)).await {
+            eprintln!("PostgreSQL run failed: {e:#}");
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
