@@ -6,38 +6,20 @@
 //!
 //! `cargo bench --bench api` (release). Knobs: `API_BENCH_ACTIVE` (25000),
 //! `API_BENCH_EXPORT_ROWS` (500000), `API_BENCH_REQUESTS` (2000 per endpoint),
-//! `RADACCTD_TEST_DATABASE_URL` (PostgreSQL admin URL, as the tests use).
+//! `RADACCTD_BENCH_DATABASE_URL` or `RADACCTD_TEST_DATABASE_URL` (PostgreSQL admin URL, as the
+//! tests use).
 
-use std::time::{Duration, Instant};
+#[allow(dead_code)]
+mod support;
 
-use radacctd::api::auth::{Claims, Role, SESSIONS_VIEW, SigningKey, issue_token};
-use radacctd::app::Application;
-use radacctd::clock::now_secs;
-use radacctd::config::{Config, Secret};
-use radacctd::store::{Store, StoreOptions};
-use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
 
-const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
+use radacctd::store::Store;
+use support::{
+    InProcessApi, api_bench_config, env_u64, open_migrated, rss_bytes, run_on_both_stores,
+};
+
 const T0: i64 = 1_778_572_800;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
 
 fn seed_sql(pg: bool, active: u64, closed: u64) -> String {
     if pg {
@@ -71,16 +53,7 @@ fn seed_sql(pg: bool, active: u64, closed: u64) -> String {
 }
 
 async fn seed(url: &str, pg: bool, active: u64, closed: u64) -> anyhow::Result<()> {
-    let store = Store::open(
-        url,
-        &StoreOptions {
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .await?;
-    store.migrate().await?;
+    let store = open_migrated(url).await?;
     let sql = sqlx::AssertSqlSafe(seed_sql(pg, active, closed));
     match &store {
         Store::Postgres(s) => {
@@ -95,38 +68,6 @@ async fn seed(url: &str, pg: bool, active: u64, closed: u64) -> anyhow::Result<(
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-async fn measure(client: &reqwest::Client, url: &str, token: &str, n: u64) -> (f64, f64) {
-    for _ in 0..n.min(50) {
-        let r = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(r.status().as_u16(), 200, "{url}");
-        let _ = r.bytes().await;
-    }
-    let mut times = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let t = Instant::now();
-        let r = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
-        let _ = r.bytes().await.expect("body");
-        times.push(t.elapsed());
-    }
-    times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99))
-}
-
 async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
     let active = env_u64("API_BENCH_ACTIVE", 25_000);
     let closed = env_u64("API_BENCH_EXPORT_ROWS", 500_000);
@@ -138,33 +79,10 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let mut config = Config::default();
-    config.database.url = Secret::new(url);
-    config.radius.listen = "127.0.0.1:0".parse()?;
-    config.api.listen = "127.0.0.1:0".parse()?;
-    config.api.jwt_secret = Secret::new(SECRET);
-    config.api.rate_limit_burst = 10_000_000;
+    let mut config = api_bench_config(url)?;
     config.api.export_max_rows = closed.max(1);
-    config.journal.enabled = false;
-    config.metrics.enabled = false;
-    // Seeded rows are old: the sweeper and archiver would close or move them mid-run.
-    config.jobs.sweep_enabled = false;
-    config.jobs.archive_enabled = false;
-    let app = Application::build(config.clone()).await?;
-    let base = format!("http://{}", app.api_addr());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let token = issue_token(
-        &config.api,
-        &Claims {
-            sub: None,
-            exp: now_secs() as u64 + 3600,
-            role: Role::Admin,
-            reseller_id: None,
-            permissions: vec![SESSIONS_VIEW.into()],
-        },
-        SigningKey::ConfiguredSecret,
-    )?;
+    let app = InProcessApi::start(config).await?;
+    let (base, token) = (&app.base, &app.token);
     let client = reqwest::Client::new();
     let get_id = active / 2;
     println!("\n{label}: {active} active sessions, {requests} sequential requests each (ms)");
@@ -198,16 +116,16 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
         } else {
             requests
         };
-        let (p50, p99) = measure(&client, &format!("{base}{path}"), &token, n).await;
+        let (p50, p99) = app.measure(&client, 50, n, |_| path.clone()).await;
         println!("{name:<60} {p50:>8.3} {p99:>8.3}");
     }
 
     if closed > 0 {
-        let rss0 = rss_bytes();
+        let rss0 = rss_bytes("self");
         let t = Instant::now();
         let mut r = client
             .get(format!("{base}/api/sessions/export?status=closed"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await?;
         anyhow::ensure!(r.status().is_success(), "export: {}", r.status());
@@ -216,10 +134,10 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
             bytes += chunk.len() as u64;
             lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
             if lines % 50_000 < 500 {
-                peak = peak.max(rss_bytes());
+                peak = peak.max(rss_bytes("self"));
             }
         }
-        peak = peak.max(rss_bytes());
+        peak = peak.max(rss_bytes("self"));
         let secs = t.elapsed().as_secs_f64();
         println!(
             "export {} closed rows: {:.2} s, {:.0} rows/s, {:.1} MiB CSV, RSS growth {:.1} MiB (process peak {:.0} MiB)",
@@ -231,9 +149,7 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
             peak as f64 / f64::from(1 << 20),
         );
     }
-    shutdown.cancel();
-    task.await??;
-    Ok(())
+    app.stop().await
 }
 
 fn main() {
@@ -243,41 +159,5 @@ fn main() {
         eprintln!("api benchmark: run it with `cargo bench --bench api`");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-        if let Err(e) = run("SQLite", sqlite, false).await {
-            eprintln!("SQLite run failed: {e:#}");
-        }
-        let admin = std::env::var("RADACCTD_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
-            eprintln!("PostgreSQL not reachable at {admin}: skipped");
-            return;
-        };
-        let name = format!("radacctd_bench_api_{}", std::process::id());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let url = match admin.rsplit_once('/') {
-            Some((base, rest)) => match rest.split_once('?') {
-                Some((_, q)) => format!("{base}/{name}?{q}"),
-                None => format!("{base}/{name}"),
-            },
-            None => admin.clone(),
-        };
-        if let Err(e) = run("PostgreSQL", url, true).await {
-            eprintln!("PostgreSQL run failed: {e:#}");
-        }
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    });
+    run_on_both_stores("api", false, run);
 }

@@ -16,6 +16,9 @@
 //! `RADACCTD_TEST_DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/postgres`; a database
 //! `radacctd_events_<pid>` is created for the run and dropped afterwards.
 
+#[allow(dead_code)]
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,16 +28,12 @@ use anyhow::{Context as _, bail};
 use radacctd::api::auth::{Claims, Role, SigningKey, issue_token};
 use radacctd::config::{ApiConfig, Secret};
 use radacctd::events::{EventType, NewEvent};
-use radacctd::store::{Store, StoreOptions};
-use sqlx::Connection as _;
+use support::{
+    StoreKind, TICKS_PER_SEC, open_store, parse_flags, postgres_ticks, proc_ticks, rss_bytes,
+    with_pg_database,
+};
 
 const JWT_SECRET: &str = "events-bench-jwt-secret-0123456789abcdef-0123456789";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoreKind {
-    Postgres,
-    Sqlite,
-}
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -58,40 +57,18 @@ fn parse_args() -> anyhow::Result<Args> {
         store: StoreKind::Postgres,
         poll_ms: 10,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> anyhow::Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value\nusage: {USAGE}"))
-        };
-        match flag.as_str() {
-            "--bench" => {}
-            "--clients" => a.clients = value("--clients")?.parse()?,
-            "--rate" => a.rate = value("--rate")?.replace('_', "").parse()?,
-            "--seconds" => a.seconds = value("--seconds")?.parse()?,
-            "--batch" => a.batch = value("--batch")?.parse()?,
-            "--poll-ms" => a.poll_ms = value("--poll-ms")?.parse()?,
-            "--store" => {
-                a.store = match value("--store")?.as_str() {
-                    "pg" | "postgres" | "postgresql" => StoreKind::Postgres,
-                    "sqlite" => StoreKind::Sqlite,
-                    other => bail!("--store {other}: pg or sqlite"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other if !other.starts_with('-') => {}
-            other => bail!("unknown argument {other}\nusage: {USAGE}"),
+    parse_flags(USAGE, |flag, value| {
+        match flag {
+            "--clients" => a.clients = value()?.parse()?,
+            "--rate" => a.rate = value()?.replace('_', "").parse()?,
+            "--seconds" => a.seconds = value()?.parse()?,
+            "--batch" => a.batch = value()?.parse()?,
+            "--poll-ms" => a.poll_ms = value()?.parse()?,
+            "--store" => a.store = StoreKind::parse(&value()?)?,
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     anyhow::ensure!(
         a.clients >= 1 && a.rate >= 1 && a.seconds >= 1 && a.batch >= 1 && a.poll_ms >= 1,
         "every number must be at least 1"
@@ -113,43 +90,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The database and the daemon.
-
-fn admin_url() -> String {
-    std::env::var("RADACCTD_BENCH_DATABASE_URL")
-        .or_else(|_| std::env::var("RADACCTD_TEST_DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Replaces the database name of a PostgreSQL URL (keeps any `?host=` parameter).
-fn pg_url_with_db(admin: &str, db: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| i + scheme_end);
-    let mut url = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
-}
-
-async fn pg_admin(sql: String) -> anyhow::Result<()> {
-    let admin = admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {admin}"))?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await?;
-    let _ = conn.close().await;
-    Ok(())
-}
+// The daemon.
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -198,51 +139,6 @@ fn token() -> anyhow::Result<String> {
         permissions: vec![radacctd::api::auth::EVENTS_VIEW.into()],
     };
     issue_token(&config, &claims, SigningKey::ConfiguredSecret)
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU and memory from /proc (USER_HZ is 100 on Linux).
-
-const TICKS_PER_SEC: f64 = 100.0;
-
-/// utime+stime of a /proc/<pid>/stat, in ticks.
-fn proc_ticks(stat_path: &Path) -> u64 {
-    let Ok(s) = std::fs::read_to_string(stat_path) else {
-        return 0;
-    };
-    let Some(rest) = s.rfind(')').and_then(|i| s.get(i + 2..)) else {
-        return 0;
-    };
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let get = |field: usize| f.get(field - 3).copied().unwrap_or(0);
-    get(14) + get(15)
-}
-
-/// CPU ticks of every process named `postgres` on the machine.
-fn postgres_ticks() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(|e| proc_ticks(&e.path().join("stat")))
-        .sum()
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,19 +283,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prefix("radacctd-events-")
         .tempdir()?;
     let pg_name = format!("radacctd_events_{}", std::process::id());
-    let url = match args.store {
-        StoreKind::Sqlite => format!("sqlite://{}", dir.path().join("radacctd.db").display()),
-        StoreKind::Postgres => {
-            pg_admin(format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")).await?;
-            pg_admin(format!("CREATE DATABASE {pg_name}")).await?;
-            pg_url_with_db(&admin_url(), &pg_name)
+    match args.store {
+        StoreKind::Sqlite => {
+            let url = format!("sqlite://{}", dir.path().join("radacctd.db").display());
+            measure(&args, &url).await
         }
-    };
-    let result = measure(&args, &url).await;
-    if args.store == StoreKind::Postgres {
-        let _ = pg_admin(format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")).await;
+        StoreKind::Postgres => {
+            with_pg_database(&pg_name, |url| async move { measure(&args, &url).await }).await
+        }
     }
-    result
 }
 
 async fn measure(args: &Args, url: &str) -> anyhow::Result<()> {
@@ -421,15 +313,7 @@ async fn measure(args: &Args, url: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let store = Store::open(
-        url,
-        &StoreOptions {
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(10),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let store = open_store(url, Duration::from_secs(10)).await?;
     let total = args.rate * args.seconds;
     let clock = Arc::new(Clock::new(total as usize));
     let listening = (args.store == StoreKind::Postgres).then(|| {
@@ -463,9 +347,9 @@ async fn measure(args: &Args, url: &str) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_daemon = proc_ticks(Path::new(&format!("/proc/{pid}/stat")));
+    let cpu_daemon = proc_ticks(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |t| t.0);
     let cpu_pg = postgres_ticks();
-    let cpu_bench = proc_ticks(Path::new("/proc/self/stat"));
+    let cpu_bench = proc_ticks(Path::new("/proc/self/stat")).map_or(0, |t| t.0);
     let started = Instant::now();
     // The appends: `batch` events per commit, `rate / batch` commits a second.
     let every = Duration::from_secs_f64(args.batch as f64 / args.rate as f64);
@@ -497,11 +381,14 @@ async fn measure(args: &Args, url: &str) -> anyhow::Result<()> {
     let cpu = |a: u64, b: u64| b.saturating_sub(a) as f64 / TICKS_PER_SEC;
     let daemon_cpu = cpu(
         cpu_daemon,
-        proc_ticks(Path::new(&format!("/proc/{pid}/stat"))),
+        proc_ticks(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |t| t.0),
     );
     let pg_cpu = cpu(cpu_pg, postgres_ticks());
-    let bench_cpu = cpu(cpu_bench, proc_ticks(Path::new("/proc/self/stat")));
-    let rss = rss_mib(pid);
+    let bench_cpu = cpu(
+        cpu_bench,
+        proc_ticks(Path::new("/proc/self/stat")).map_or(0, |t| t.0),
+    );
+    let rss = rss_bytes(&pid.to_string()) as f64 / f64::from(1 << 20);
     let _ = daemon.start_kill();
     if let Some(l) = listening {
         l.abort();

@@ -23,6 +23,9 @@
 //! The load generator is the `radacctd-bench` binary of this package, which Cargo builds for
 //! benchmarks (`CARGO_BIN_EXE_radacctd-bench`); `--bench-bin PATH` overrides it.
 
+#[allow(dead_code)]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -33,17 +36,15 @@ use anyhow::{Context as _, bail};
 use radacctd::app::Application;
 use radacctd::config::{ClientConfig, Config, Secret};
 use sqlx::Connection as _;
+use support::{
+    StoreKind, TICKS_PER_SEC, admin_url, parse_flags, pg_admin, pg_url_with_db, postgres_ticks,
+    proc_ticks, rss_bytes,
+};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "testing123";
 const JWT_SECRET: &str = "load-bench-jwt-secret-0123456789abcdef-0123456789";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoreKind {
-    Postgres,
-    Sqlite,
-}
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -70,50 +71,24 @@ fn parse_args() -> anyhow::Result<Args> {
         api_interval: Duration::from_millis(10),
         bench_bin: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> anyhow::Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value\nusage: {USAGE}"))
-        };
-        match flag.as_str() {
-            // `cargo bench` passes --bench to every benchmark binary.
-            "--bench" => {}
-            "--sessions" => a.sessions = value("--sessions")?.replace('_', "").parse()?,
+    parse_flags(USAGE, |flag, value| {
+        match flag {
+            "--sessions" => a.sessions = value()?.replace('_', "").parse()?,
             "--windows" | "--window" => {
-                a.windows = value("--windows")?
+                a.windows = value()?
                     .split(',')
                     .map(|w| w.trim().parse::<usize>())
                     .collect::<Result<_, _>>()?;
             }
-            "--store" => {
-                a.store = match value("--store")?.as_str() {
-                    "pg" | "postgres" | "postgresql" => StoreKind::Postgres,
-                    "sqlite" => StoreKind::Sqlite,
-                    other => bail!("--store {other}: pg or sqlite"),
-                }
-            }
-            "--steady" => a.steady = value("--steady")?.parse()?,
-            "--steady-window" => a.steady_window = value("--steady-window")?.parse()?,
-            "--api-interval-ms" => {
-                a.api_interval = Duration::from_millis(value("--api-interval-ms")?.parse()?)
-            }
-            "--bench-bin" => a.bench_bin = Some(PathBuf::from(value("--bench-bin")?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            // A name filter (`cargo bench -- load`) selects this benchmark; nothing to filter.
-            other if !other.starts_with('-') => {}
-            other => bail!("unknown argument {other}\nusage: {USAGE}"),
+            "--store" => a.store = StoreKind::parse(&value()?)?,
+            "--steady" => a.steady = value()?.parse()?,
+            "--steady-window" => a.steady_window = value()?.parse()?,
+            "--api-interval-ms" => a.api_interval = Duration::from_millis(value()?.parse()?),
+            "--bench-bin" => a.bench_bin = Some(PathBuf::from(value()?)),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     anyhow::ensure!(a.sessions >= 1, "--sessions must be at least 1");
     anyhow::ensure!(
         !a.windows.is_empty() && a.windows.iter().all(|&w| w >= 1),
@@ -140,41 +115,6 @@ fn main() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // CPU accounting from /proc (USER_HZ is 100 on Linux).
 
-const TICKS_PER_SEC: f64 = 100.0;
-
-/// utime+stime and cutime+cstime of a /proc/<pid>/stat, in ticks.
-fn proc_ticks(stat_path: &Path) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(stat_path).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = s.get(s.rfind(')')? + 2..)?;
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // rest[0] is field 3 (state); utime is field 14.
-    let get = |field: usize| f.get(field - 3).copied().unwrap_or(0);
-    Some((get(14) + get(15), get(16) + get(17)))
-}
-
-/// CPU ticks of every process named `postgres` on the machine.
-fn postgres_ticks() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
-        })
-        .filter_map(|e| proc_ticks(&e.path().join("stat")).map(|t| t.0))
-        .sum()
-}
-
 /// Busy ticks of all CPUs together (user, nice, system, irq, softirq, steal).
 fn machine_busy_ticks() -> u64 {
     std::fs::read_to_string("/proc/stat")
@@ -200,17 +140,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -265,30 +194,6 @@ fn cpu_between(a: CpuSample, b: CpuSample) -> Cpu {
 // ---------------------------------------------------------------------------------------------
 // Databases.
 
-fn admin_url() -> String {
-    std::env::var("RADACCTD_BENCH_DATABASE_URL")
-        .or_else(|_| std::env::var("RADACCTD_TEST_DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Replaces the database name of a PostgreSQL URL (keeps any `?host=` parameter).
-fn pg_url_with_db(admin: &str, db: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| i + scheme_end);
-    let mut url = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
-}
-
 /// A fresh database for one run; PostgreSQL ones are dropped by [`BenchDb::drop_now`].
 #[derive(Debug)]
 struct BenchDb {
@@ -309,22 +214,11 @@ impl BenchDb {
                 dir,
             }),
             StoreKind::Postgres => {
-                let admin = admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .with_context(|| format!("connecting to PostgreSQL at {admin}"))?;
                 let name = format!("radacctd_load_{}_{n}", std::process::id());
-                for sql in [
-                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                    format!("CREATE DATABASE {name}"),
-                ] {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await?;
-                }
-                let _ = conn.close().await;
+                pg_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+                pg_admin(format!("CREATE DATABASE {name}")).await?;
                 Ok(BenchDb {
-                    url: pg_url_with_db(&admin, &name),
+                    url: pg_url_with_db(&admin_url(), &name),
                     pg_name: Some(name),
                     dir,
                 })
@@ -333,14 +227,8 @@ impl BenchDb {
     }
 
     async fn drop_now(self) {
-        if let Some(name) = &self.pg_name
-            && let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await
-        {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await;
+        if let Some(name) = &self.pg_name {
+            let _ = pg_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
         }
     }
 }
@@ -809,7 +697,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
         let result = run_bench(&bin, daemon.radius, &db.url, &extra, Some(signals)).await;
         let api = api_task.await?;
-        let rss_after = rss_bytes();
+        let rss_after = rss_bytes("self");
         daemon.stop().await?;
         db.drop_now().await;
         let (api, open_after) = api?;

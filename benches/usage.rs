@@ -6,31 +6,23 @@
 //! The ledger is seeded with `USAGE_BENCH_SUBSCRIBERS` subscribers (100000), each with the
 //! last `USAGE_BENCH_HOURS` hours (48) of November 2026, and every `USAGE_BENCH_FULL_EVERY`th
 //! (100) with the whole month: the requests ask for those. `USAGE_BENCH_REQUESTS` (1000)
-//! sequential requests per line; `RADACCTD_TEST_DATABASE_URL` (PostgreSQL admin URL).
+//! sequential requests per line; `RADACCTD_BENCH_DATABASE_URL` or `RADACCTD_TEST_DATABASE_URL`
+//! (PostgreSQL admin URL).
 //!
 //! `cargo bench --bench usage` (release).
 
-use std::time::{Duration, Instant};
+#[allow(dead_code)]
+mod support;
 
-use radacctd::api::auth::{Claims, Role, SESSIONS_VIEW, SigningKey, issue_token};
-use radacctd::app::Application;
-use radacctd::clock::now_secs;
-use radacctd::config::{Config, FairUsePolicy, PeriodKind, Secret};
-use radacctd::store::{Store, StoreOptions};
-use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
 
-const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
+use radacctd::config::{FairUsePolicy, PeriodKind};
+use radacctd::store::Store;
+use support::{InProcessApi, api_bench_config, env_u64, open_migrated, run_on_both_stores};
+
 /// 2026-11-01T00:00:00Z.
 const MONTH: i64 = 1_793_491_200;
 const HOURS_IN_MONTH: u64 = 720;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The seed: every subscriber's last `hours` hours of the month, the whole month for every
 /// `full_every`th, then the daily sums. Rows are inserted hour by hour, all subscribers of an
@@ -106,16 +98,7 @@ async fn seed(
     hours: u64,
     full_every: u64,
 ) -> anyhow::Result<u64> {
-    let store = Store::open(
-        url,
-        &StoreOptions {
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .await?;
-    store.migrate().await?;
+    let store = open_migrated(url).await?;
     for sql in seed_sql(pg, subscribers, hours, full_every) {
         let sql = sqlx::AssertSqlSafe(sql);
         match &store {
@@ -146,46 +129,6 @@ async fn seed(
 /// The path of request `i` of a line.
 type PathOf = Box<dyn Fn(u64) -> String>;
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-/// p50 and p99 of `n` sequential requests, the path of request `i` from `path(i)`.
-async fn measure(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    n: u64,
-    path: impl Fn(u64) -> String,
-) -> (f64, f64) {
-    for i in 0..n.min(20) {
-        let r = client
-            .get(format!("{base}{}", path(i)))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(r.status().as_u16(), 200, "{}", path(i));
-        let _ = r.bytes().await;
-    }
-    let mut times = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let url = format!("{base}{}", path(i));
-        let t = Instant::now();
-        let r = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
-        let _ = r.bytes().await.expect("body");
-        times.push(t.elapsed());
-    }
-    times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99))
-}
-
 async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
     let subscribers = env_u64("USAGE_BENCH_SUBSCRIBERS", 100_000);
     let hours = env_u64("USAGE_BENCH_HOURS", 48).clamp(1, HOURS_IN_MONTH);
@@ -198,16 +141,7 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let mut config = Config::default();
-    config.database.url = Secret::new(url);
-    config.radius.listen = "127.0.0.1:0".parse()?;
-    config.api.listen = "127.0.0.1:0".parse()?;
-    config.api.jwt_secret = Secret::new(SECRET);
-    config.api.rate_limit_burst = 10_000_000;
-    config.journal.enabled = false;
-    config.metrics.enabled = false;
-    config.jobs.sweep_enabled = false;
-    config.jobs.archive_enabled = false;
+    let mut config = api_bench_config(url)?;
     // A policy, so each answer also looks the subscriber's fair-use state up.
     config.usage.policies = vec![FairUsePolicy {
         name: "home".into(),
@@ -217,21 +151,7 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
         rate: "2M/2M".into(),
         restore_rate: "100M/100M".into(),
     }];
-    let app = Application::build(config.clone()).await?;
-    let base = format!("http://{}", app.api_addr());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let token = issue_token(
-        &config.api,
-        &Claims {
-            sub: None,
-            exp: now_secs() as u64 + 3600,
-            role: Role::Admin,
-            reseller_id: None,
-            permissions: vec![SESSIONS_VIEW.into()],
-        },
-        SigningKey::ConfiguredSecret,
-    )?;
+    let app = InProcessApi::start(config).await?;
     let client = reqwest::Client::new();
     let full = (subscribers / full_every).max(1);
     // Spread over the subscribers with a whole month (a stride coprime with most counts).
@@ -268,12 +188,10 @@ async fn run(label: &str, url: String, pg: bool) -> anyhow::Result<()> {
         ),
     ];
     for (name, path, n) in lines {
-        let (p50, p99) = measure(&client, &base, &token, n, path).await;
+        let (p50, p99) = app.measure(&client, 20, n, path).await;
         println!("{name:<64} {p50:>8.3} {p99:>8.3}");
     }
-    shutdown.cancel();
-    task.await??;
-    Ok(())
+    app.stop().await
 }
 
 fn main() {
@@ -283,43 +201,6 @@ fn main() {
         eprintln!("usage benchmark: run it with `cargo bench --bench usage`");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-        if std::env::var("USAGE_BENCH_SKIP_SQLITE").is_err()
-            && let Err(e) = run("SQLite", sqlite, false).await
-        {
-            eprintln!("SQLite run failed: {e:#}");
-        }
-        let admin = std::env::var("RADACCTD_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
-            eprintln!("PostgreSQL not reachable at {admin}: skipped");
-            return;
-        };
-        let name = format!("radacctd_bench_usage_{}", std::process::id());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let url = match admin.rsplit_once('/') {
-            Some((base, rest)) => match rest.split_once('?') {
-                Some((_, q)) => format!("{base}/{name}?{q}"),
-                None => format!("{base}/{name}"),
-            },
-            None => admin.clone(),
-        };
-        if let Err(e) = run("PostgreSQL", url, true).await {
-            eprintln!("PostgreSQL run failed: {e:#}");
-        }
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    });
+    let skip_sqlite = std::env::var("USAGE_BENCH_SKIP_SQLITE").is_ok();
+    run_on_both_stores("usage", skip_sqlite, run);
 }

@@ -1144,7 +1144,6 @@ mod index_matches_database {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
     use radacctd::sessions::Row;
     use radacctd::sessions::filter::{
         NasMatch, Order, Page, Scope, Search, SessionFilter, Sort, SortKey, Status, select_page,
@@ -1153,7 +1152,7 @@ mod index_matches_database {
     use radacctd::store::{SessionQuery, Store};
 
     use crate::common::api::{Seed, T0, seed_on, seed_tables};
-    use crate::common::{Backend, TestDb};
+    use crate::common::{self, Backend, TestDb};
 
     const USERS: [&str; 8] = [
         "alice", "Alice", "BOB", "bob-x", "ÉMILE", "émile", "carol", "",
@@ -1341,11 +1340,7 @@ mod index_matches_database {
     }
 
     fn run(backend: Backend) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = common::runtime();
         let Some(db) = rt.block_on(TestDb::new(backend)) else {
             return;
         };
@@ -1357,11 +1352,7 @@ mod index_matches_database {
         ));
         let store = rt.block_on(db.open_store());
         let owners: HashMap<&str, i64> = OWNERS.into_iter().collect();
-        let mut runner = TestRunner::new(Config {
-            cases: 40,
-            failure_persistence: None,
-            ..Config::default()
-        });
+        let mut runner = common::property_runner(40);
         let ipv6_hits = AtomicUsize::new(0);
         let strategy = (
             proptest::collection::vec(gen_row(), 0..24),
@@ -1449,15 +1440,7 @@ mod index_matches_database {
         rt.block_on(store.close());
     }
 
-    #[test]
-    fn sqlite() {
-        run(Backend::Sqlite);
-    }
-
-    #[test]
-    fn postgres() {
-        run(Backend::Postgres);
-    }
+    crate::both_stores_sync!(run);
 }
 
 /// The API alone over `db`, with its index not ready, as while the database was unreachable

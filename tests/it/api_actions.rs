@@ -3,11 +3,10 @@
 //! scope and errors of `GET /api/sessions/{radacctid}`.
 
 use crate::api_disconnect::db_with_nas;
-use crate::common::api::{api_config, token, token_for};
+use crate::common::api::{api_config, archive_session, token, token_for};
 use crate::common::fake_nas::{FakeNas, NasMode};
-use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now};
+use crate::common::{self, Backend, Sess, TestApp, TestDb, now, open_session};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
-use radacctd::jobs::Archiver;
 use serde_json::{Value, json};
 
 const DISCONNECT: &str = "subscribers.disconnect";
@@ -23,18 +22,6 @@ async fn app(db: &TestDb) -> TestApp {
     let mut config = api_config(db);
     config.node.name = "host1".into();
     TestApp::start(config).await
-}
-
-/// Opens session `n` on the NAS 127.0.0.1; its radacctid.
-async fn open_session(app: &TestApp, n: u32) -> i64 {
-    let mut nas = Nas::new(app.radius_addr).await;
-    let s = Sess::new(n).on_nas("127.0.0.1");
-    nas.send(&s.start(now() - 60)).await.expect("start");
-    app.index
-        .get(&s.key())
-        .expect("open")
-        .radacctid
-        .expect("id")
 }
 
 async fn disconnect(app: &TestApp, id: i64, token: &str) -> (u16, Value) {
@@ -73,7 +60,7 @@ async fn actions_list_the_disconnects_of_a_session_oldest_first(backend: Backend
         return;
     };
     let app = app(&db).await;
-    let id = open_session(&app, 1).await;
+    let (_, id) = open_session(&app, 1).await;
     let viewer = token(Role::Admin, None, &[SESSIONS_VIEW]);
     assert!(actions(&app, id, &viewer).await.is_empty(), "nothing yet");
 
@@ -156,7 +143,7 @@ async fn a_refusal_is_listed_with_its_error_cause_by_name(backend: Backend) {
         return;
     };
     let app = app(&db).await;
-    let id = open_session(&app, 2).await;
+    let (_, id) = open_session(&app, 2).await;
     let (st, _) = disconnect(&app, id, &token(Role::Admin, None, &[DISCONNECT])).await;
     assert_eq!(st, 503);
     let rows = actions(&app, id, &token(Role::Admin, None, &[SESSIONS_VIEW])).await;
@@ -194,7 +181,7 @@ async fn actions_have_the_permission_scope_and_errors_of_the_session(backend: Ba
     ))
     .await;
     let app = app(&db).await;
-    let id = open_session(&app, 3).await;
+    let (_, id) = open_session(&app, 3).await;
     let path = format!("/api/sessions/{id}/actions");
     let owner = token(Role::Reseller, Some(6), &[SESSIONS_VIEW]);
     let outsider = token(Role::Reseller, Some(5), &[SESSIONS_VIEW]);
@@ -237,17 +224,7 @@ async fn actions_have_the_permission_scope_and_errors_of_the_session(backend: Ba
 
     // Archived: GET /api/sessions/{id} does not search the archive, so neither does this;
     // the rows themselves moved with the session.
-    db.exec(&format!(
-        "UPDATE radacct SET acctstarttime = '2000-01-01 00:00:00', \
-         acctstoptime = '2000-01-02 00:00:00' WHERE radacctid = {id}"
-    ))
-    .await;
-    let mut jobs = api_config(&db).jobs;
-    jobs.archive_after_days = 1;
-    let report = Archiver::new(app.store.clone(), jobs, app.stats.clone())
-        .run_once()
-        .await
-        .expect("archive");
+    let report = archive_session(&db, &app, id).await;
     assert_eq!(report.moved, 1);
     for base in [format!("/api/sessions/{id}"), path.clone()] {
         app.expect_error(&base, Some(&admin), 404, "session not found")

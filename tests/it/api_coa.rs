@@ -6,12 +6,12 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::api_disconnect::{db_with_nas, open_session};
+use crate::api_disconnect::{db_with_nas, freeradius_nas_and_db};
 use crate::cluster_disconnect::{HeldLock, learn, node};
 use crate::common::api::{api_config, token_for};
 use crate::common::fake_nas::{self, FakeNas, NasMode, Received};
-use crate::common::freeradius::{FreeRadiusNas, NasAnswer, freeradius_nas_unavailable_reason};
-use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
+use crate::common::freeradius::NasAnswer;
+use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, open_session, scrape, value};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::config::Config;
 use radacctd::radius::dictionary as d;
@@ -1041,17 +1041,7 @@ async fn two_nodes_change_one_session(change_a: &str, change_b: &str) {
 // --- a real FreeRADIUS as the NAS ------------------------------------------------------------
 
 async fn real_freeradius_as_the_nas_acks_and_logs_what_was_sent(backend: Backend) {
-    if !common::require(
-        freeradius_nas_unavailable_reason().is_none(),
-        "freeradius (Debian freeradius, freeradius-config)",
-    ) {
-        return;
-    }
-    let fr = tokio::task::spawn_blocking(|| FreeRadiusNas::start(common::SECRET))
-        .await
-        .expect("join")
-        .expect("FreeRADIUS starts as a NAS");
-    let Some(db) = db_with_nas(backend, fr.coa_addr.port()).await else {
+    let Some((fr, db)) = freeradius_nas_and_db(backend, NasAnswer::Ack).await else {
         return;
     };
     let app = TestApp::start(coa_config(&db)).await;
@@ -1095,19 +1085,7 @@ async fn real_freeradius_as_the_nas_acks_and_logs_what_was_sent(backend: Backend
 }
 
 async fn real_freeradius_nak_is_422_with_its_error_cause(backend: Backend) {
-    if !common::require(
-        freeradius_nas_unavailable_reason().is_none(),
-        "freeradius (Debian freeradius, freeradius-config)",
-    ) {
-        return;
-    }
-    let fr = tokio::task::spawn_blocking(|| {
-        FreeRadiusNas::start_answering(common::SECRET, NasAnswer::Nak(503))
-    })
-    .await
-    .expect("join")
-    .expect("FreeRADIUS starts as a refusing NAS");
-    let Some(db) = db_with_nas(backend, fr.coa_addr.port()).await else {
+    let Some((fr, db)) = freeradius_nas_and_db(backend, NasAnswer::Nak(503)).await else {
         return;
     };
     let app = TestApp::start(coa_config(&db)).await;

@@ -4,7 +4,8 @@
 
 use crate::common::api::{api_config, token};
 use crate::common::fake_nas::{FakeNas, NasMode};
-use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
+use crate::common::freeradius::{FreeRadiusNas, NasAnswer, freeradius_nas_unavailable_reason};
+use crate::common::{self, Backend, Nas, TestApp, TestDb, now, open_session, scrape, value};
 use radacctd::api::auth::{Role, SESSIONS_VIEW};
 use radacctd::store::Store;
 use serde_json::Value;
@@ -33,6 +34,28 @@ pub(crate) async fn db_with_nas(backend: Backend, coa_port: u16) -> Option<TestD
     Some(db)
 }
 
+/// A private FreeRADIUS playing the NAS 127.0.0.1 (the test secret, answering as `answer` says)
+/// and a database with that NAS row; `None`, and the test skips, where FreeRADIUS is not
+/// installed or the store is not available.
+pub(crate) async fn freeradius_nas_and_db(
+    backend: Backend,
+    answer: NasAnswer,
+) -> Option<(FreeRadiusNas, TestDb)> {
+    if !common::require(
+        freeradius_nas_unavailable_reason().is_none(),
+        "freeradius (Debian freeradius, freeradius-config)",
+    ) {
+        return None;
+    }
+    let fr =
+        tokio::task::spawn_blocking(move || FreeRadiusNas::start_answering(common::SECRET, answer))
+            .await
+            .expect("join")
+            .expect("FreeRADIUS starts as a NAS");
+    let db = db_with_nas(backend, fr.coa_addr.port()).await?;
+    Some((fr, db))
+}
+
 async fn post(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = app.http.post(format!("http://{}{path}", app.api_addr));
     if let Some(t) = token {
@@ -41,20 +64,6 @@ async fn post(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     let r = req.send().await.expect("request");
     let status = r.status().as_u16();
     (status, r.json().await.expect("JSON body"))
-}
-
-/// Opens session `n` on the NAS 127.0.0.1 by a real Accounting-Request; its key and radacctid.
-pub(crate) async fn open_session(app: &TestApp, n: u32) -> (Sess, i64) {
-    let mut nas = Nas::new(app.radius_addr).await;
-    let s = Sess::new(n).on_nas("127.0.0.1");
-    nas.send(&s.start(now() - 60)).await.expect("start");
-    let id = app
-        .index
-        .get(&s.key())
-        .expect("open")
-        .radacctid
-        .expect("id");
-    (s, id)
 }
 
 async fn disconnect_over_http_follows_the_seed(backend: Backend) {
@@ -227,18 +236,7 @@ async fn already_closed_answered_by_the_api_is_counted(backend: Backend) {
 }
 
 async fn real_freeradius_as_the_nas_acks_the_disconnect_request(backend: Backend) {
-    use crate::common::freeradius::{FreeRadiusNas, freeradius_nas_unavailable_reason};
-    if !common::require(
-        freeradius_nas_unavailable_reason().is_none(),
-        "freeradius (Debian freeradius, freeradius-config)",
-    ) {
-        return;
-    }
-    let fr = tokio::task::spawn_blocking(|| FreeRadiusNas::start(common::SECRET))
-        .await
-        .expect("join")
-        .expect("FreeRADIUS starts as a NAS");
-    let Some(db) = db_with_nas(backend, fr.coa_addr.port()).await else {
+    let Some((fr, db)) = freeradius_nas_and_db(backend, NasAnswer::Ack).await else {
         return;
     };
     let app = TestApp::start(api_config(&db)).await;

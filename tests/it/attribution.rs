@@ -695,7 +695,6 @@ mod attribution_follows_the_rules {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
     use radacctd::sessions::Row;
     use radacctd::sessions::attribution::{
         AttributionQuery, Location, Target, Window, matched_column,
@@ -704,7 +703,7 @@ mod attribution_follows_the_rules {
 
     use super::{archive, held};
     use crate::common::api::{Seed, T0, seed_on, seed_tables};
-    use crate::common::{Backend, TestDb};
+    use crate::common::{self, Backend, TestDb};
 
     const USERS: [&str; 3] = ["alice", "bob", "carol"];
     const OWNERS: [(&str, i64); 2] = [("alice", 1), ("bob", 2)];
@@ -853,22 +852,14 @@ mod attribution_follows_the_rules {
     }
 
     fn run(backend: Backend) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = common::runtime();
         let Some(db) = rt.block_on(TestDb::new(backend)) else {
             return;
         };
         rt.block_on(seed_tables(&db, &[(1, None), (2, None)], &OWNERS, &[]));
         let store = rt.block_on(db.open_store());
         let owners: HashMap<&str, i64> = OWNERS.into_iter().collect();
-        let mut runner = TestRunner::new(Config {
-            cases: 40,
-            failure_persistence: None,
-            ..Config::default()
-        });
+        let mut runner = common::property_runner(40);
         let strategy = (
             proptest::collection::vec(gen_held(), 0..16),
             proptest::collection::vec(gen_query(), 1..8),
@@ -927,13 +918,5 @@ mod attribution_follows_the_rules {
         rt.block_on(store.close());
     }
 
-    #[test]
-    fn sqlite() {
-        run(Backend::Sqlite);
-    }
-
-    #[test]
-    fn postgres() {
-        run(Backend::Postgres);
-    }
+    crate::both_stores_sync!(run);
 }

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use crate::api_disconnect::db_with_nas;
-use crate::common::api::{api_config, token};
+use crate::common::api::{api_config, archive_session, token};
 use crate::common::fake_nas::{FakeNas, NasMode};
-use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, now, scrape, value};
+use crate::common::{self, Backend, TestApp, TestDb, open_session, scrape, value};
 use radacctd::api::auth::Role;
-use radacctd::jobs::Archiver;
 use radacctd::queue::{Item, Reconcile};
 use radacctd::store::{ACTION_LOCK_CLASS, Store, StoredAction, action_lock_key};
 use serde_json::Value;
@@ -43,7 +42,7 @@ async fn disconnects_waiting_on_a_silent_nas_leave_the_api_its_connections() {
     let app = TestApp::start(config).await;
     let mut ids = Vec::new();
     for n in 1..=4 {
-        ids.push(open_session(&app, n).await);
+        ids.push(open_session(&app, n).await.1);
     }
     // More disconnects than the pool has connections, each waiting seconds on a silent NAS.
     let calls: Vec<_> = ids
@@ -109,18 +108,6 @@ async fn post(app: &TestApp, path: &str) -> (u16, Value) {
         .expect("request");
     let status = r.status().as_u16();
     (status, r.json().await.expect("JSON body"))
-}
-
-/// Opens session `n` through `app`'s RADIUS port; its radacctid.
-async fn open_session(app: &TestApp, n: u32) -> i64 {
-    let mut nas = Nas::new(app.radius_addr).await;
-    let s = Sess::new(n).on_nas("127.0.0.1");
-    nas.send(&s.start(now() - 60)).await.expect("start");
-    app.index
-        .get(&s.key())
-        .expect("open")
-        .radacctid
-        .expect("id")
 }
 
 /// Makes `app`'s index hold `radacctid`, written by another node: a full reconciliation with
@@ -209,7 +196,7 @@ async fn two_nodes_one_request(mode: NasMode) {
     };
     let a = node(&db, "node-a").await;
     let b = node(&db, "node-b").await;
-    let id = open_session(&a, 1).await;
+    let (_, id) = open_session(&a, 1).await;
     learn(&b, id).await;
     let path = format!("/api/sessions/{id}/disconnect");
 
@@ -317,7 +304,7 @@ async fn coordination_failure_still_disconnects() {
         return;
     };
     let a = node(&db, "node-a").await;
-    let id = open_session(&a, 2).await;
+    let (_, id) = open_session(&a, 2).await;
     // Coordination reads the action log first: without the table it fails, and the
     // disconnect goes ahead from this node alone.
     db.exec("DROP TABLE session_actions").await;
@@ -334,8 +321,8 @@ async fn action_log_rows_go_with_archived_sessions(backend: Backend) {
         return;
     };
     let a = node(&db, "solo").await;
-    let gone = open_session(&a, 3).await;
-    let kept = open_session(&a, 4).await;
+    let (_, gone) = open_session(&a, 3).await;
+    let (_, kept) = open_session(&a, 4).await;
     for id in [gone, kept] {
         let (st, body) = post(&a, &format!("/api/sessions/{id}/disconnect")).await;
         assert_eq!((st, body["method"].as_str()), (200, Some("coa")), "{body}");
@@ -348,17 +335,7 @@ async fn action_log_rows_go_with_archived_sessions(backend: Backend) {
     let before = actions(&a.store, gone).await;
     // One session stopped long ago: the archiver moves it, and its log rows go along, to
     // session_actions_archive.
-    db.exec(&format!(
-        "UPDATE radacct SET acctstarttime = '2000-01-01 00:00:00', \
-         acctstoptime = '2000-01-02 00:00:00' WHERE radacctid = {gone}"
-    ))
-    .await;
-    let mut jobs = api_config(&db).jobs;
-    jobs.archive_after_days = 1;
-    let report = Archiver::new(a.store.clone(), jobs, a.stats.clone())
-        .run_once()
-        .await
-        .expect("archive");
+    let report = archive_session(&db, &a, gone).await;
     assert_eq!(report.moved, 1);
     let db = &db;
     let in_table = |table: &str, id: i64| {

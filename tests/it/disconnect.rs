@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::fake_nas::{self, FakeNas, NasMode};
 use crate::common::fake_routeros::{Active, FakeRouterOs, RosConfig};
-use crate::common::{self, Backend, Nas, SECRET, Sess, TestApp, TestDb, now, test_config};
+use crate::common::{self, Backend, Nas, SECRET, Sess, TestApp, TestDb, new_ca, now, test_config};
 use radacctd::disconnect::mikrotik::{ApiConnection, ApiError, disconnect_ppp};
 use radacctd::disconnect::{
     ApiCredentials, ApiOutcome, ApiTimeouts, ApiTransport, CoaClient, CoaConfig, CoaIgnoreReason,
@@ -1034,20 +1034,6 @@ struct Pki {
     other_ca_file: std::path::PathBuf,
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key_der: Vec<u8>,
-}
-
-fn new_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("CA key"))
-        .expect("CA certificate")
 }
 
 fn pki() -> Pki {

@@ -6,10 +6,13 @@
 
 use std::time::Duration;
 
-use crate::api_disconnect::{db_with_nas, open_session};
+use crate::api_disconnect::db_with_nas;
 use crate::common::api::{api_config, token_for};
 use crate::common::fake_nas::{FakeNas, NasMode};
-use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, nas_onoff, now, test_config};
+use crate::common::{
+    self, Backend, Nas, Sess, TestApp, TestDb, interims_on_two_nodes, nas_onoff, now, open_session,
+    rows_redone, test_config,
+};
 use radacctd::api::auth::Role;
 use radacctd::config::Config;
 use radacctd::events::StoredEvent;
@@ -560,30 +563,7 @@ async fn two_nodes_committing_one_sessions_give_one_event_per_row_write() {
     let b = TestApp::start(node("b")).await;
     let sessions: Vec<Sess> = (20..30).map(Sess::new).collect();
     let t0 = now() - 7200;
-    let mut to_a = Nas::new(a.radius_addr).await;
-    for s in &sessions {
-        to_a.send(&s.start(t0)).await.expect("start");
-    }
-    let mut tasks = Vec::new();
-    for (n, addr) in [a.radius_addr, b.radius_addr].into_iter().enumerate() {
-        let sessions = sessions.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut nas = Nas::new(addr).await;
-            for step in 1..=12u32 {
-                for s in &sessions {
-                    if (step + n as u32).is_multiple_of(2) {
-                        tokio::task::yield_now().await;
-                    }
-                    let t = t0 + step * 300;
-                    let bytes = u64::from(step) * 1_000_003;
-                    nas.send(&s.interim(t, step * 300, bytes, bytes / 2)).await;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("sender");
-    }
+    interims_on_two_nodes(a.radius_addr, b.radius_addr, &sessions, t0).await;
     let events = all_events(&a.store).await;
     for s in &sessions {
         let key = s.key();
@@ -616,11 +596,10 @@ async fn two_nodes_committing_one_sessions_give_one_event_per_row_write() {
             row.acctinputoctets.expect("octets")
         );
     }
-    let redone: u64 = [&a, &b]
-        .iter()
-        .map(|n| n.stats.row_sources[3].load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
-    assert!(redone > 0, "no write was refused and redone");
+    assert!(
+        rows_redone(&[&a, &b]) > 0,
+        "no write was refused and redone"
+    );
     a.stop().await;
     b.stop().await;
 }

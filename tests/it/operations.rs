@@ -205,12 +205,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 /// Every series name a running daemon exposes (histograms with their `_bucket`, `_sum`,
 /// `_count` series), from a scrape of a real instance after a little traffic.
 fn exported_names() -> std::collections::BTreeSet<String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    common::runtime().block_on(async {
         let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
         let mut config = test_config(&db);
         config.journal.enabled = true;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::api_disconnect::db_with_nas;
 use crate::common::api::{admin, api_config, reseller, token};
 use crate::common::fake_nas::{COA_REQUEST, FakeNas, NasMode, Received};
-use crate::common::{self, Backend, Nas, Sess, TestApp, TestDb, eventually, now};
+use crate::common::{
+    self, Backend, Nas, Sess, TestApp, TestDb, eventually, interims_on_two_nodes, now, rows_redone,
+};
 use radacctd::api::auth::Role;
 use radacctd::config::{Config, FairUsePolicy, PeriodKind};
 use radacctd::radius::dictionary as d;
@@ -41,44 +43,18 @@ async fn two_nodes_committing_one_sessions_interims_count_each_change_once() {
     let b = TestApp::start(node("b")).await;
     let sessions: Vec<Sess> = (20..30).map(Sess::new).collect();
     let t0 = now() - 7200;
-    let mut to_a = Nas::new(a.radius_addr).await;
-    for s in &sessions {
-        to_a.send(&s.start(t0)).await.expect("start");
-    }
-    let mut tasks = Vec::new();
-    for (n, addr) in [a.radius_addr, b.radius_addr].into_iter().enumerate() {
-        let sessions = sessions.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut nas = Nas::new(addr).await;
-            for step in 1..=12u32 {
-                for s in &sessions {
-                    // Both nodes get every interim (a NAS failing over, retrying the other),
-                    // and the node that sends first alternates.
-                    if (step + n as u32).is_multiple_of(2) {
-                        tokio::task::yield_now().await;
-                    }
-                    let t = t0 + step * 300;
-                    let bytes = u64::from(step) * 1_000_003;
-                    nas.send(&s.interim(t, step * 300, bytes, bytes / 2)).await;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("sender");
-    }
+    interims_on_two_nodes(a.radius_addr, b.radius_addr, &sessions, t0).await;
     let rows = db.rows().await;
     let input: i64 = rows.iter().map(|r| r.acctinputoctets.unwrap_or(0)).sum();
     let output: i64 = rows.iter().map(|r| r.acctoutputoctets.unwrap_or(0)).sum();
     assert_eq!(input, 10 * 12 * 1_000_003);
     assert_eq!(ledger_sums(&db).await, (input, output, input, output));
     // The case under test happened: writes refused because the other node changed the row,
-    // redone under locks (`metrics::ROW_SOURCES`: index, new, read, redone).
-    let redone: u64 = [&a, &b]
-        .iter()
-        .map(|n| n.stats.row_sources[3].load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
-    assert!(redone > 0, "no write was refused and redone");
+    // redone under locks.
+    assert!(
+        rows_redone(&[&a, &b]) > 0,
+        "no write was refused and redone"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::common::{
-    Backend, TestApp, TestDb, daemon, free_port_tcp, free_port_udp, scrape, signal, test_config,
-    value, wait_until,
+    Backend, TestApp, TestDb, daemon, free_port_tcp, free_port_udp, new_ca, scrape, signal,
+    test_config, value, wait_until,
 };
 
 both_stores!(
@@ -658,20 +658,6 @@ async fn a_delivered_request_verifies_and_a_tampered_or_replayed_one_does_not() 
 struct Pki {
     dir: tempfile::TempDir,
     acceptor: TlsAcceptor,
-}
-
-fn new_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key"))
-        .expect("CA certificate")
 }
 
 fn pki() -> Pki {

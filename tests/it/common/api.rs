@@ -340,3 +340,23 @@ pub async fn seed_closed_bulk(db: &TestDb, user: &str, n: u64) {
     };
     db.exec(&sql).await;
 }
+
+/// Moves session `radacctid` to the archive: its row is backdated to 2000 (stopped a day after
+/// it started) and the archiver, keeping a day, runs once. Its report.
+pub async fn archive_session(
+    db: &TestDb,
+    app: &TestApp,
+    radacctid: i64,
+) -> radacctd::jobs::ArchiveReport {
+    db.exec(&format!(
+        "UPDATE radacct SET acctstarttime = '2000-01-01 00:00:00', \
+         acctstoptime = '2000-01-02 00:00:00' WHERE radacctid = {radacctid}"
+    ))
+    .await;
+    let mut jobs = api_config(db).jobs;
+    jobs.archive_after_days = 1;
+    radacctd::jobs::Archiver::new(app.store.clone(), jobs, app.stats.clone())
+        .run_once()
+        .await
+        .expect("archive")
+}

@@ -714,6 +714,96 @@ pub async fn eventually(f: impl FnMut() -> bool) -> bool {
     wait_until(Duration::from_secs(5), f).await
 }
 
+/// Opens `sessions` on node `a`, then has both nodes (`a` and `b`) receive 12 interims of each,
+/// at once and alternately: each node gets every interim (a NAS failing over, retrying the
+/// other), and the node that sends first alternates. The interims start 5 minutes after `t0`
+/// and are 5 minutes apart; interim `step` carries `step × 1,000,003` input octets and half
+/// that output.
+pub async fn interims_on_two_nodes(a: SocketAddr, b: SocketAddr, sessions: &[Sess], t0: u32) {
+    let mut to_a = Nas::new(a).await;
+    for s in sessions {
+        to_a.send(&s.start(t0)).await.expect("start");
+    }
+    let mut tasks = Vec::new();
+    for (n, addr) in [a, b].into_iter().enumerate() {
+        let sessions = sessions.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut nas = Nas::new(addr).await;
+            for step in 1..=12u32 {
+                for s in &sessions {
+                    if (step + n as u32).is_multiple_of(2) {
+                        tokio::task::yield_now().await;
+                    }
+                    let t = t0 + step * 300;
+                    let bytes = u64::from(step) * 1_000_003;
+                    nas.send(&s.interim(t, step * 300, bytes, bytes / 2)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+}
+
+/// How many row writes these nodes had refused (another node had changed the row) and redid
+/// under locks (`metrics::ROW_SOURCES`: index, new, read, redone).
+pub fn rows_redone(nodes: &[&TestApp]) -> u64 {
+    nodes
+        .iter()
+        .map(|n| n.stats.row_sources[3].load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Opens session `n` on the NAS 127.0.0.1 by a real Accounting-Request to `app`; the session
+/// and its radacctid.
+pub async fn open_session(app: &TestApp, n: u32) -> (Sess, i64) {
+    let mut nas = Nas::new(app.radius_addr).await;
+    let s = Sess::new(n).on_nas("127.0.0.1");
+    nas.send(&s.start(now() - 60)).await.expect("start");
+    let id = app
+        .index
+        .get(&s.key())
+        .expect("open")
+        .radacctid
+        .expect("id");
+    (s, id)
+}
+
+/// A self-signed CA named `name`, to sign test certificates with.
+pub fn new_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("CA key"))
+        .expect("CA certificate")
+}
+
+/// The runtime of a synchronous test that drives the application (a property test's cases):
+/// multi-threaded with two workers, as `#[tokio::test]`s here run.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A property-test runner for `cases` cases, persisting no failures to files.
+pub fn property_runner(cases: u32) -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })
+}
+
 /// Runs a test body once per store.
 #[macro_export]
 macro_rules! both_stores {
@@ -730,6 +820,23 @@ macro_rules! both_stores {
                 }
             }
         )*
+    };
+}
+
+/// Runs a synchronous test body, `fn run(backend: Backend)` in the calling module, once per
+/// store: tests `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! both_stores_sync {
+    ($run:ident) => {
+        #[test]
+        fn sqlite() {
+            $run($crate::common::Backend::Sqlite);
+        }
+
+        #[test]
+        fn postgres() {
+            $run($crate::common::Backend::Postgres);
+        }
     };
 }
 
