@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 use serde_json::{Value, json};
@@ -44,9 +43,7 @@ impl Serialize for SessionJson {
 }
 
 /// RFC 3339 in UTC with `Z`, whole seconds.
-pub fn rfc3339(t: i64) -> Option<String> {
-    DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
-}
+pub use crate::clock::rfc3339;
 
 impl ApiState {
     /// The caller's scope plus the request's filters.

@@ -102,10 +102,7 @@ pub struct NewEvent {
 }
 
 /// RFC 3339 in UTC with `Z`, whole seconds.
-pub fn rfc3339(t: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-}
+pub use crate::clock::rfc3339;
 
 /// An event as the outbox holds it once numbered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,7 +83,7 @@ impl<'a> SessionData<'a> {
     }
 }
 
-/// A time as [`crate::events::rfc3339`] writes it (`2026-12-07T11:48:30Z`), written without
+/// A time as [`crate::clock::rfc3339`] writes it (`2026-12-07T11:48:30Z`), written without
 /// an intermediate string.
 struct Rfc3339(DateTime<Utc>);
 
@@ -122,7 +122,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::rfc3339;
+    use crate::clock::rfc3339;
 
     fn full_row() -> Row {
         Row {
