@@ -116,9 +116,14 @@ struct EndpointInner {
 /// HMAC-SHA256 and, for an `https` URL, that its CA bundle reads. `radacctd check-config` runs it
 /// so that a configuration it accepts does not then fail at start-up.
 pub fn check(config: &WebhookConfig) -> Result<(), String> {
-    Signer::new(config.secret.expose().as_bytes())
+    signer_and_client(config).map(|_| ())
+}
+
+/// The endpoint's signer and client, as start-up builds them (and [`check`] tries).
+fn signer_and_client(config: &WebhookConfig) -> Result<(Signer, Client), String> {
+    let signer = Signer::new(config.secret.expose().as_bytes())
         .ok_or_else(|| "the secret cannot key HMAC-SHA256".to_owned())?;
-    Client::new(config).map(|_| ())
+    Ok((signer, Client::new(config)?))
 }
 
 impl Endpoint {
@@ -128,8 +133,7 @@ impl Endpoint {
         numbered: Numbered,
         stats: Arc<EndpointStats>,
     ) -> Result<Endpoint, String> {
-        let signer = Signer::new(config.secret.expose().as_bytes())
-            .ok_or_else(|| "the secret cannot key HMAC-SHA256".to_owned())?;
+        let (signer, client) = signer_and_client(config)?;
         Ok(Endpoint {
             inner: Arc::new(EndpointInner {
                 name: config.name.clone(),
@@ -137,7 +141,7 @@ impl Endpoint {
                 batch_size: config.batch_size.max(1),
                 max_backoff: Duration::from_secs(config.max_backoff_secs.max(1)),
                 signer,
-                client: Client::new(config)?,
+                client,
                 store,
                 numbered,
                 stats,
