@@ -1,13 +1,11 @@
 //! The session events a change of a radacct row gives (docs/EVENTS.md): built from the row as
 //! the change left it.
 
-use std::fmt;
-
-use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Row;
+use crate::clock::Rfc3339;
 use crate::events::{EventType, NewEvent};
 
 /// An event about the session whose row is now `row`, with the row's fields as its data
@@ -83,46 +81,11 @@ impl<'a> SessionData<'a> {
     }
 }
 
-/// A time as [`crate::clock::rfc3339`] writes it (`2026-12-07T11:48:30Z`), written without
-/// an intermediate string.
-struct Rfc3339(DateTime<Utc>);
-
-impl Rfc3339 {
-    fn at(secs: i64) -> Option<Rfc3339> {
-        DateTime::from_timestamp(secs, 0)
-            .filter(|d| (0..=9999).contains(&d.year()))
-            .map(Rfc3339)
-    }
-}
-
-impl fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = &self.0;
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            d.year(),
-            d.month(),
-            d.day(),
-            d.hour(),
-            d.minute(),
-            d.second()
-        )
-    }
-}
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::clock::rfc3339;
 
     fn full_row() -> Row {
         Row {
@@ -187,25 +150,5 @@ mod tests {
         assert_eq!(d["cause"], "Lost-Carrier");
         assert_eq!(d["detail"]["evidence"], "absent");
         assert_eq!(d["acctsessionid"], "8a3f\"0001");
-    }
-
-    #[test]
-    fn times_are_written_as_the_events_rfc3339() {
-        for t in [
-            0,
-            59,
-            951_782_400,
-            1_796_644_110,
-            4_102_444_799,
-            253_402_300_799,
-        ] {
-            assert_eq!(
-                Rfc3339::at(t).map(|r| r.to_string()),
-                rfc3339(t),
-                "epoch {t}"
-            );
-        }
-        assert!(Rfc3339::at(253_402_300_800).is_none(), "year 10000");
-        assert!(Rfc3339::at(i64::MAX).is_none());
     }
 }
