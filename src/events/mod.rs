@@ -104,6 +104,83 @@ pub struct NewEvent {
 /// RFC 3339 in UTC with `Z`, whole seconds.
 pub use crate::clock::rfc3339;
 
+/// The most events one outbox batch holds: a write with more appends several batches. Readers
+/// rely on it to find the batch holding an id by a bounded index range.
+pub const BATCH_MAX: usize = 1_000;
+
+/// How an event is stored in the outbox (docs/EVENTS.md#storage): a batch's `lines` hold one
+/// line per event, in order, separated by `\n`, each a JSON array
+/// `[type, time, username, nasipaddress, acctuniqueid, radacctid, data]`. A line is written as a
+/// head (up to and including the comma before `radacctid`) and a tail (from the comma after it),
+/// so that PostgreSQL's guarded statement can put in the id of a row it inserts itself.
+pub mod line {
+    use serde_json::value::RawValue;
+
+    use super::{NewEvent, StoredEvent};
+
+    /// `event`'s line up to `radacctid`: `["type",time,"username","nas","key",`.
+    pub fn head(event: &NewEvent) -> String {
+        // A five-element array with its closing bracket turned into the comma before the id.
+        let mut s = serde_json::to_string(&(
+            event.kind.name(),
+            event.time,
+            &event.username,
+            &event.nasipaddress,
+            &event.acctuniqueid,
+        ))
+        .expect("strings and integers serialize");
+        s.pop();
+        s.push(',');
+        s
+    }
+
+    /// `event`'s line after `radacctid`: `,data]`.
+    pub fn tail(event: &NewEvent) -> String {
+        let mut s = String::with_capacity(event.data.len() + 2);
+        s.push(',');
+        s.push_str(&event.data);
+        s.push(']');
+        s
+    }
+
+    /// `event`'s whole line (its own `radacctid`).
+    pub fn whole(event: &NewEvent) -> String {
+        let mut s = head(event);
+        match event.radacctid {
+            Some(id) => s.push_str(&id.to_string()),
+            None => s.push_str("null"),
+        }
+        s.push_str(&tail(event));
+        s
+    }
+
+    /// A line read back: the event numbered `id`, numbered at `created`.
+    pub fn parse(line: &str, id: i64, created: i64) -> Result<StoredEvent, serde_json::Error> {
+        type Fields<'a> = (
+            String,
+            i64,
+            String,
+            String,
+            String,
+            Option<i64>,
+            &'a RawValue,
+        );
+        let (kind, time, username, nasipaddress, acctuniqueid, radacctid, data): Fields<'_> =
+            serde_json::from_str(line)?;
+        Ok(StoredEvent {
+            id,
+            kind,
+            time,
+            username,
+            nasipaddress,
+            acctuniqueid,
+            radacctid,
+            data: data.get().to_owned(),
+            created,
+        })
+    }
+}
+
 /// An event as the outbox holds it once numbered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -179,5 +256,64 @@ mod tests {
         assert_eq!(v["nas"], "10.0.0.1");
         assert_eq!(v["radacctid"], 42);
         assert_eq!(v["data"]["acctinputoctets"], 5);
+    }
+
+    fn new_event(username: &str, radacctid: Option<i64>) -> NewEvent {
+        NewEvent {
+            kind: EventType::SessionStopped,
+            time: 1_700_000_000,
+            username: username.into(),
+            nasipaddress: "10.0.0.1".into(),
+            acctuniqueid: "k\"1".into(),
+            radacctid,
+            data: r#"{"acctinputoctets":5,"cause":"User-Request"}"#.into(),
+        }
+    }
+
+    #[test]
+    fn a_line_reads_back_as_the_event_it_was_written_from() {
+        for (user, id) in [
+            ("alice", Some(42)),
+            ("bob\n\t\u{1}é\\", None),
+            ("", Some(-1)),
+        ] {
+            let e = new_event(user, id);
+            let line = line::whole(&e);
+            assert!(!line.contains('\n'), "one line: {line}");
+            let back = line::parse(&line, 9, 1_700_000_005).unwrap();
+            assert_eq!(
+                back,
+                StoredEvent {
+                    id: 9,
+                    kind: e.kind.name().to_owned(),
+                    time: e.time,
+                    username: e.username.clone(),
+                    nasipaddress: e.nasipaddress.clone(),
+                    acctuniqueid: e.acctuniqueid.clone(),
+                    radacctid: id,
+                    data: e.data.clone(),
+                    created: 1_700_000_005,
+                }
+            );
+            // The head and the tail around the id are the whole line.
+            let id_text = id.map_or("null".to_owned(), |n| n.to_string());
+            assert_eq!(
+                format!("{}{id_text}{}", line::head(&e), line::tail(&e)),
+                line
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_event_is_an_error() {
+        for bad in [
+            "",
+            "[]",
+            "[\"a\",1,\"u\",\"n\",\"k\",null]",
+            "{\"type\":1}",
+            "[\"a\",\"x\",\"u\",\"n\",\"k\",null,{}]",
+        ] {
+            assert!(line::parse(bad, 1, 1).is_err(), "{bad}");
+        }
     }
 }

@@ -20,8 +20,8 @@ use crate::store::{Store, StoreError};
 /// How often the leader trims.
 pub const TRIM_EVERY: Duration = Duration::from_secs(60);
 
-/// Events deleted per statement at most.
-pub const TRIM_BATCH: i64 = 10_000;
+/// Outbox batches deleted per statement at most (each holds up to `events::BATCH_MAX` events).
+pub const TRIM_BATCH: i64 = 1_000;
 
 /// The retention job's counter (docs/EVENTS.md#metrics), registered with the application's
 /// [`Stats`] and copied into `/metrics` at each scrape.
@@ -73,13 +73,13 @@ impl EventRetention {
         let id_at_most = last.saturating_sub(i64::try_from(self.max_events).unwrap_or(i64::MAX));
         let mut trimmed = 0;
         loop {
-            let n = self
+            let (batches, n) = self
                 .store
                 .trim_events(created_before, id_at_most, TRIM_BATCH)
                 .await?;
             trimmed += n;
             self.stats.trimmed.fetch_add(n, Ordering::Relaxed);
-            if n < TRIM_BATCH as u64 {
+            if batches < TRIM_BATCH as u64 {
                 return Ok(trimmed);
             }
             // The writer and the API get the database between batches.

@@ -14,8 +14,8 @@ use std::sync::{Arc, LazyLock};
 use sqlx::Row as _;
 use tokio::sync::Notify;
 
-use super::{Dialect, Result, Store, Tx, each_store};
-use crate::events::{NewEvent, StoredEvent};
+use super::{Dialect, Result, Store, StoreError, Tx, each_store};
+use crate::events::{BATCH_MAX, NewEvent, StoredEvent, line};
 
 /// A store's side of the outbox: whether it appends events at all, and the signal its commits
 /// that appended some give. Every writer of events (the ingest writer's transactions and
@@ -56,44 +56,50 @@ pub const EVENTS_CHANNEL: &str = "radacctd_events";
 /// What one round of the sequencer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sequenced {
+    /// Batches numbered in this round.
+    pub batches: u64,
     /// Events numbered in this round.
     pub moved: u64,
     /// The last id given so far (this round's or an earlier one's).
     pub last_id: i64,
 }
 
-/// The columns of an event as `events` holds them, for [`read_event`].
-const EVENT_COLUMNS: &str =
-    "id, type, time, username, nasipaddress, acctuniqueid, radacctid, data, created";
+/// The columns of a numbered batch, for [`read_batch`].
+const BATCH_COLUMNS: &str = "first_id, count, created, lines";
 
-/// The columns the writers fill in `event_queue`, in their bind order.
-const QUEUE_COLUMNS: &str = "type, time, username, nasipaddress, acctuniqueid, radacctid, data";
-
-/// PostgreSQL: the queue's seven arrays from `$first` ([`bind_queue_arrays`]) as rows `u` in
-/// [`QUEUE_COLUMNS`] order, numbered by `u.ord` in array order (which the inserts keep, so
-/// the queue's `seq` follows the events' order).
+/// PostgreSQL: the events' four arrays from `$first` ([`bind_queue_arrays`]) as rows `u`
+/// (`acctuniqueid`, `radacctid`, the line's `head` and `tail`), numbered by `u.ord` in array
+/// order.
 fn pg_unnest_queue(first: usize) -> String {
-    let p: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
     format!(
-        "unnest({}::text[], {}::int8[], {}::text[], {}::text[], {}::text[], {}::int8[], \
-         {}::text[]) WITH ORDINALITY AS u(type, time, username, nasipaddress, acctuniqueid, \
-         radacctid, data, ord)",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+        "unnest(${}::text[], ${}::int8[], ${}::text[], ${}::text[]) WITH ORDINALITY \
+         AS u(acctuniqueid, radacctid, head, tail, ord)",
+        first,
+        first + 1,
+        first + 2,
+        first + 3
     )
 }
 
-/// PostgreSQL: appends the queue's arrays (`$1`…`$7`, [`bind_queue_arrays`]) in array order.
-pub(super) static PG_QUEUE_INSERT: LazyLock<String> = LazyLock::new(|| {
+/// PostgreSQL: the batches of the events of rows `u` that pass `filter`, with the id `id`:
+/// their lines in array order, [`BATCH_MAX`] at most per batch, appended in that order.
+fn pg_append_batches(first: usize, id: &str, from: &str, filter: &str) -> String {
     format!(
-        "INSERT INTO event_queue ({QUEUE_COLUMNS}) \
-         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, u.radacctid, u.data \
-         FROM {} ORDER BY u.ord",
-        pg_unnest_queue(1)
+        "INSERT INTO event_batches (count, lines) \
+         SELECT count(*), string_agg(u.head || COALESCE(({id})::text, 'null') || u.tail, \
+         E'\\n' ORDER BY u.ord) \
+         FROM {}{from} WHERE {filter} GROUP BY (u.ord - 1) / {BATCH_MAX} \
+         ORDER BY (u.ord - 1) / {BATCH_MAX}",
+        pg_unnest_queue(first)
     )
-});
+}
+
+/// PostgreSQL: appends the events' arrays (`$1`…`$4`, [`bind_queue_arrays`]) in array order.
+pub(super) static PG_QUEUE_INSERT: LazyLock<String> =
+    LazyLock::new(|| pg_append_batches(1, "u.radacctid", "", "true"));
 
 /// The events CTE of the optimistic path's guarded statement (PostgreSQL), parameters from
-/// `$first` (the seven arrays of [`bind_queue_arrays`]): appends, in array order, only the
+/// `$first` (the four arrays of [`bind_queue_arrays`]): appends, in array order, only the
 /// events of the sessions the statement wrote. `inserted` names the CTE of its inserts (whose
 /// `RETURNING` gives `radacctid` and `acctuniqueid`): an event of a new row, which has no id
 /// yet, matches it by key and takes its id from it. `updated` selects the ids its updates
@@ -122,35 +128,20 @@ pub(super) fn pg_guarded_events(
     } else {
         written.join(" OR ")
     };
-    format!(
-        "e AS (INSERT INTO event_queue ({QUEUE_COLUMNS}) \
-         SELECT u.type, u.time, u.username, u.nasipaddress, u.acctuniqueid, {id}, u.data \
-         FROM {}{join} WHERE {written} ORDER BY u.ord)",
-        pg_unnest_queue(first)
-    )
+    format!("e AS ({})", pg_append_batches(first, id, &join, &written))
 }
 
-/// The seven arrays of `events`, in [`QUEUE_COLUMNS`] order.
-pub(super) type QueueArrays = (
-    Vec<&'static str>,
-    Vec<i64>,
-    Vec<String>,
-    Vec<String>,
-    Vec<String>,
-    Vec<Option<i64>>,
-    Vec<String>,
-);
+/// The four arrays of `events`: keys, ids, and the heads and tails of their lines
+/// ([`line`]).
+pub(super) type QueueArrays = (Vec<String>, Vec<Option<i64>>, Vec<String>, Vec<String>);
 
 /// `events` as the queue's arrays ([`pg_unnest_queue`]).
 pub(super) fn queue_arrays(events: &[NewEvent]) -> QueueArrays {
     (
-        events.iter().map(|e| e.kind.name()).collect(),
-        events.iter().map(|e| e.time).collect(),
-        events.iter().map(|e| e.username.clone()).collect(),
-        events.iter().map(|e| e.nasipaddress.clone()).collect(),
         events.iter().map(|e| e.acctuniqueid.clone()).collect(),
         events.iter().map(|e| e.radacctid).collect(),
-        events.iter().map(|e| e.data.clone()).collect(),
+        events.iter().map(line::head).collect(),
+        events.iter().map(line::tail).collect(),
     )
 }
 
@@ -159,46 +150,44 @@ pub(super) fn bind_queue_arrays<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     events: &[NewEvent],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let (t, time, user, nas, key, id, data) = queue_arrays(events);
-    q.bind(t)
-        .bind(time)
-        .bind(user)
-        .bind(nas)
-        .bind(key)
-        .bind(id)
-        .bind(data)
+    let (key, id, head, tail) = queue_arrays(events);
+    q.bind(key).bind(id).bind(head).bind(tail)
 }
 
-const SQLITE_QUEUE_INSERT: &str = "INSERT INTO event_queue (type, time, username, nasipaddress, \
-     acctuniqueid, radacctid, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const SQLITE_QUEUE_INSERT: &str = "INSERT INTO event_batches (count, lines) VALUES (?1, ?2)";
 
-/// PostgreSQL's round of the sequencer, after the lock (`$1`: at most this many, `$2`: now).
+/// PostgreSQL's round of the sequencer, after the lock (`$1`: at most this many batches, `$2`:
+/// now): numbers the oldest unnumbered batches in `seq` order where they lie.
 const PG_SEQUENCE: &str = "WITH s AS (SELECT last FROM event_sequence), \
-     q AS (SELECT seq, type, time, username, nasipaddress, acctuniqueid, radacctid, data, \
-       row_number() OVER (ORDER BY seq) AS n FROM event_queue ORDER BY seq LIMIT $1), \
-     d AS (DELETE FROM event_queue WHERE seq IN (SELECT seq FROM q)), \
-     i AS (INSERT INTO events (id, type, time, username, nasipaddress, acctuniqueid, \
-       radacctid, data, created) \
-       SELECT s.last + q.n, q.type, q.time, q.username, q.nasipaddress, q.acctuniqueid, \
-       q.radacctid, q.data, $2 FROM q, s ORDER BY q.n), \
-     c AS (SELECT count(*) AS moved FROM q), \
+     q AS (SELECT seq, count, sum(count) OVER (ORDER BY seq) AS upto \
+       FROM (SELECT seq, count FROM event_batches WHERE first_id IS NULL ORDER BY seq LIMIT $1) \
+       AS w), \
+     n AS (UPDATE event_batches AS b SET first_id = s.last + q.upto - q.count + 1, created = $2 \
+       FROM q, s WHERE b.seq = q.seq), \
+     c AS (SELECT count(*) AS batches, COALESCE(sum(count), 0)::int8 AS moved FROM q), \
      u AS (UPDATE event_sequence SET last = last + (SELECT moved FROM c) \
        WHERE (SELECT moved FROM c) > 0) \
-     SELECT (SELECT moved FROM c), (SELECT last FROM s) + (SELECT moved FROM c)";
+     SELECT (SELECT batches FROM c), (SELECT moved FROM c), (SELECT last FROM s) + \
+     (SELECT moved FROM c)";
 
-/// The shared statements, in each dialect.
-fn events_after_sql<D: Dialect>() -> String {
+/// The numbered batches that hold ids `$1 + 1` … `$1 + $2`, by id: a batch holding `$1 + 1`
+/// starts after `$1 + 1 - BATCH_MAX`, which bounds the index range read.
+fn batches_after_sql<D: Dialect>() -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE id > {} ORDER BY id LIMIT {}",
-        D::param(1),
-        D::param(2)
+        "SELECT {BATCH_COLUMNS} FROM event_batches WHERE first_id > {a} - {BATCH_MAX} \
+         AND first_id <= {a} + {l} AND first_id + count > {a} + 1 ORDER BY first_id",
+        a = D::param(1),
+        l = D::param(2),
     )
 }
 
+/// Deletes up to `$3` of the oldest numbered batches that were numbered before `$1` or whose
+/// events all have ids of at most `$2`, returning their counts.
 fn trim_sql<D: Dialect>() -> String {
     format!(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created < {} OR id <= {} \
-         ORDER BY id LIMIT {})",
+        "DELETE FROM event_batches WHERE seq IN (SELECT seq FROM event_batches \
+         WHERE first_id IS NOT NULL AND (created < {} OR first_id + count - 1 <= {}) \
+         ORDER BY first_id LIMIT {}) RETURNING CAST(count AS BIGINT)",
         D::param(1),
         D::param(2),
         D::param(3)
@@ -224,26 +213,36 @@ fn cursor_sql<D: Dialect>() -> String {
     )
 }
 
-/// Reads a row selected with [`EVENT_COLUMNS`].
-fn read_event<'r, R>(r: &'r R) -> Result<StoredEvent>
+/// Appends the events of a batch selected with [`BATCH_COLUMNS`] whose ids are in
+/// `after + 1 ..= upto` to `out`, in id order.
+fn read_batch<'r, R>(r: &'r R, after: i64, upto: i64, out: &mut Vec<StoredEvent>) -> Result<()>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    Ok(StoredEvent {
-        id: r.try_get(0)?,
-        kind: r.try_get(1)?,
-        time: r.try_get(2)?,
-        username: r.try_get(3)?,
-        nasipaddress: r.try_get(4)?,
-        acctuniqueid: r.try_get(5)?,
-        radacctid: r.try_get(6)?,
-        data: r.try_get(7)?,
-        created: r.try_get(8)?,
-    })
+    let first: i64 = r.try_get(0)?;
+    let count: i32 = r.try_get(1)?;
+    let created: i64 = r.try_get(2)?;
+    let lines: &str = r.try_get(3)?;
+    let mut n = 0;
+    for (id, text) in (first..).zip(lines.split('\n')) {
+        n += 1;
+        if id <= after || id > upto {
+            continue;
+        }
+        let event = line::parse(text, id, created)
+            .map_err(|e| StoreError::Corrupt(format!("event {id} (batch from {first}): {e}")))?;
+        out.push(event);
+    }
+    if n != count {
+        return Err(StoreError::Corrupt(format!(
+            "the event batch from {first} holds {n} lines for a count of {count}"
+        )));
+    }
+    Ok(())
 }
 
 impl super::PgStore {
@@ -264,20 +263,17 @@ impl super::PgStore {
 }
 
 impl super::SqliteStore {
-    /// Appends `events` to the queue on `conn`, in order (the caller's transaction).
+    /// Appends `events` to the queue on `conn`, in order, in batches of [`BATCH_MAX`] at most
+    /// (the caller's transaction).
     pub(super) async fn append_events(
         conn: &mut sqlx::SqliteConnection,
         events: &[NewEvent],
     ) -> Result<()> {
-        for e in events {
+        for batch in events.chunks(BATCH_MAX) {
+            let lines: Vec<String> = batch.iter().map(line::whole).collect();
             sqlx::query(SQLITE_QUEUE_INSERT)
-                .bind(e.kind.name())
-                .bind(e.time)
-                .bind(&e.username)
-                .bind(&e.nasipaddress)
-                .bind(&e.acctuniqueid)
-                .bind(e.radacctid)
-                .bind(&e.data)
+                .bind(batch.len() as i64)
+                .bind(lines.join("\n"))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -341,7 +337,8 @@ impl Store {
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                let (moved, last_id): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+                let (batches, moved, last_id): (i64, i64, i64) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
                 if moved > 0 {
                     sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(EVENTS_CHANNEL)
@@ -351,6 +348,7 @@ impl Store {
                 }
                 tx.commit().await?;
                 Ok(Sequenced {
+                    batches: batches as u64,
                     moved: moved as u64,
                     last_id,
                 })
@@ -364,36 +362,36 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?
                     .try_get(0)?;
-                let moved = sqlx::query(
-                    "INSERT INTO events (id, type, time, username, nasipaddress, acctuniqueid, \
-                     radacctid, data, created) \
-                     SELECT ?1 + row_number() OVER (ORDER BY seq), type, time, username, \
-                     nasipaddress, acctuniqueid, radacctid, data, ?3 \
-                     FROM (SELECT * FROM event_queue ORDER BY seq LIMIT ?2) ORDER BY seq",
+                let queued: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT seq, count FROM event_batches WHERE first_id IS NULL \
+                     ORDER BY seq LIMIT ?1",
                 )
-                .bind(last)
                 .bind(max)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as i64;
-                if moved > 0 {
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut given = last;
+                for (seq, count) in &queued {
                     sqlx::query(
-                        "DELETE FROM event_queue WHERE seq IN \
-                         (SELECT seq FROM event_queue ORDER BY seq LIMIT ?1)",
+                        "UPDATE event_batches SET first_id = ?1, created = ?2 WHERE seq = ?3",
                     )
-                    .bind(moved)
+                    .bind(given + 1)
+                    .bind(now)
+                    .bind(seq)
                     .execute(&mut *tx)
                     .await?;
+                    given += count;
+                }
+                if given > last {
                     sqlx::query("UPDATE event_sequence SET last = ?1")
-                        .bind(last + moved)
+                        .bind(given)
                         .execute(&mut *tx)
                         .await?;
                 }
                 tx.commit().await?;
                 Ok(Sequenced {
-                    moved: moved as u64,
-                    last_id: last + moved,
+                    batches: queued.len() as u64,
+                    moved: (given - last) as u64,
+                    last_id: given,
                 })
             }
         }
@@ -408,22 +406,49 @@ impl Store {
         }
     }
 
-    /// Up to `limit` numbered events after id `after`, by id.
+    /// Up to `limit` numbered events after id `after`, by id. When `after` is older than
+    /// what is retained, they start at the oldest retained.
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
-        each_store!(Store, self, s: D => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(events_after_sql::<D>()))
+        let mut after = after;
+        loop {
+            let upto = after.saturating_add(limit);
+            let mut out = Vec::new();
+            each_store!(Store, self, s: D => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(batches_after_sql::<D>()))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await?;
+                for r in &rows {
+                    read_batch(r, after, upto, &mut out)?;
+                }
+            });
+            if !out.is_empty() || limit <= 0 {
+                return Ok(out);
+            }
+            // Nothing in the range: either nothing is numbered after `after` yet, or `after`
+            // lies before the oldest retained batch (trimmed), which is where reading resumes.
+            let next: Option<i64> = each_store!(Store, self, s: D => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT min(first_id) FROM event_batches WHERE first_id > {}",
+                    D::param(1)
+                )))
                 .bind(after)
-                .bind(limit)
-                .fetch_all(s.pool())
-                .await?;
-            rows.iter().map(read_event).collect()
-        })
+                    .fetch_one(s.pool())
+                    .await?
+                    .try_get(0)?
+            });
+            match next {
+                Some(first) if first > after + 1 => after = first - 1,
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// The oldest id still retained (`None`: none is) and the last id given.
     pub async fn event_bounds(&self) -> Result<(Option<i64>, i64)> {
         each_store!(Store, self, s => {
-            let oldest: Option<i64> = sqlx::query("SELECT min(id) FROM events")
+            let oldest: Option<i64> = sqlx::query("SELECT min(first_id) FROM event_batches")
                 .fetch_one(s.pool())
                 .await?
                 .try_get(0)?;
@@ -438,29 +463,34 @@ impl Store {
     /// How many events wait in the queue to be numbered.
     pub async fn queued_events(&self) -> Result<i64> {
         each_store!(Store, self, s => {
-            Ok(sqlx::query("SELECT count(*) FROM event_queue")
-                .fetch_one(s.pool())
-                .await?
-                .try_get(0)?)
+            Ok(sqlx::query(
+                "SELECT CAST(COALESCE(sum(count), 0) AS BIGINT) FROM event_batches \
+                 WHERE first_id IS NULL",
+            )
+            .fetch_one(s.pool())
+            .await?
+            .try_get(0)?)
         })
     }
 
-    /// Deletes up to `limit` of the oldest events that were numbered before `created_before`
-    /// (epoch seconds) or whose id is at most `id_at_most`. Returns how many.
+    /// Deletes up to `limit` of the oldest numbered batches that were numbered before
+    /// `created_before` (epoch seconds) or whose events all have ids of at most `id_at_most`
+    /// (a batch goes whole: by count, up to [`BATCH_MAX`]` - 1` more events than asked may
+    /// stay). Returns how many batches and how many events.
     pub async fn trim_events(
         &self,
         created_before: i64,
         id_at_most: i64,
         limit: i64,
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         each_store!(Store, self, s: D => {
-            Ok(sqlx::query(sqlx::AssertSqlSafe(trim_sql::<D>()))
+            let counts: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(trim_sql::<D>()))
                 .bind(created_before)
                 .bind(id_at_most)
                 .bind(limit)
-                .execute(s.pool())
-                .await?
-                .rows_affected())
+                .fetch_all(s.pool())
+                .await?;
+            Ok((counts.len() as u64, counts.iter().sum::<i64>() as u64))
         })
     }
 

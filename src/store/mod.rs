@@ -188,6 +188,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Config(String),
+    /// What the database holds cannot be read (an outbox batch whose lines do not parse).
+    #[error("unreadable data in the database: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

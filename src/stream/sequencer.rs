@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
-/// Queue rows numbered per round at most (one transaction each).
-pub const ROUND: i64 = 5_000;
+/// Batches numbered per round at most (one transaction each).
+pub const ROUND: i64 = 1_000;
 
 /// How long a woken sequencer waits before its round, so that the commits of a burst are
 /// numbered together: one sequencer transaction (and its WAL flush) per this interval at most
@@ -89,7 +89,7 @@ impl Sequencer {
                 }
                 newer
             });
-            if s.moved < ROUND as u64 {
+            if s.batches < ROUND as u64 {
                 return Ok(s.last_id);
             }
         }

@@ -12,6 +12,7 @@ use radacctd::stream::Sequencer;
 both_stores!(
     the_sequencer_numbers_committed_events_in_order_without_gaps,
     trimming_and_webhook_cursors,
+    the_per_event_outbox_carries_over_into_batches,
     a_client_receives_every_event_in_id_order,
     resuming_misses_nothing_and_repeats_nothing,
     resuming_from_the_database_when_memory_no_longer_holds_the_events,
@@ -57,6 +58,11 @@ async fn the_sequencer_numbers_committed_events_in_order_without_gaps(backend: B
     tx.rollback().await.expect("rollback");
     add(&store, 3..6_000).await;
     assert_eq!(store.queued_events().await.expect("queued"), 5_997 + 3);
+    // One batch per write, split at BATCH_MAX: 3, then 1,000 × 5 + 997.
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM event_batches").await,
+        1 + (5_997 + 999) / radacctd::events::BATCH_MAX as i64
+    );
     assert_eq!(seq.drain().await.expect("drain"), 6_000);
     assert!(numbered.has_changed().expect("sender alive"));
     assert_eq!(*numbered.borrow_and_update(), 6_000);
@@ -103,19 +109,47 @@ async fn trimming_and_webhook_cursors(backend: Backend) {
     };
     let store = db.open_store().await;
     store.migrate().await.expect("migrate");
-    add(&store, 0..100).await;
+    append(&store, 0..100, 10).await;
     store.sequence_events(1_000, 1_000).await.expect("round");
-    add(&store, 100..150).await;
+    append(&store, 100..150, 10).await;
     store.sequence_events(1_000, 2_000).await.expect("round");
-    // By age: the first 100 were numbered at 1,000.
-    assert_eq!(store.trim_events(1_500, 0, 30).await.expect("trim"), 30);
-    assert_eq!(store.trim_events(1_500, 0, 1_000).await.expect("trim"), 70);
-    // By count: keep the newest 20 (ids 131..150).
-    assert_eq!(store.trim_events(0, 130, 1_000).await.expect("trim"), 30);
+    // By age, whole batches: the first 100 were numbered at 1,000.
+    assert_eq!(store.trim_events(1_500, 0, 3).await.expect("trim"), (3, 30));
+    assert_eq!(
+        store.trim_events(1_500, 0, 1_000).await.expect("trim"),
+        (7, 70)
+    );
+    // By count: a batch goes only when all of its ids are at most the bound, so bounds of
+    // 125 and 130 both keep the newest 20 (ids 131..150), the batch 121..130 going at 130.
+    assert_eq!(
+        store.trim_events(0, 125, 1_000).await.expect("trim"),
+        (2, 20)
+    );
+    assert_eq!(
+        store.trim_events(0, 130, 1_000).await.expect("trim"),
+        (1, 10)
+    );
     assert_eq!(
         store.event_bounds().await.expect("bounds"),
         (Some(131), 150)
     );
+    // A reader from before what is retained starts at the oldest retained, also mid-batch.
+    let ids = |page: Vec<radacctd::events::StoredEvent>| -> Vec<i64> {
+        page.iter().map(|e| e.id).collect()
+    };
+    assert_eq!(
+        ids(store.events_after(0, 3).await.expect("read")),
+        vec![131, 132, 133]
+    );
+    assert_eq!(
+        ids(store.events_after(133, 9).await.expect("read")),
+        (134..=142).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ids(store.events_after(148, 100).await.expect("read")),
+        vec![149, 150]
+    );
+    assert!(store.events_after(150, 100).await.expect("read").is_empty());
     assert_eq!(store.webhook_cursor("billing").await.expect("cursor"), None);
     store
         .set_webhook_cursor("billing", 140, 5)
@@ -138,6 +172,119 @@ async fn trimming_and_webhook_cursors(backend: Backend) {
         store.webhook_cursor("billing").await.expect("cursor"),
         Some(150)
     );
+}
+
+/// A database migrated before the outbox held batches (migration 0009: one row per event in
+/// `events` and `event_queue`) keeps its events: numbered ones keep their ids, queued ones are
+/// numbered next.
+async fn the_per_event_outbox_carries_over_into_batches(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    match backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+            sqlx::migrate!("./migrations/postgres")
+                .run_to(9, &pool)
+                .await
+                .expect("migrate to 0009");
+            pool.close().await;
+        }
+        Backend::Sqlite => {
+            let options =
+                <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.url)
+                    .expect("url")
+                    .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("connect");
+            sqlx::migrate!("./migrations/sqlite")
+                .run_to(9, &pool)
+                .await
+                .expect("migrate to 0009");
+            pool.close().await;
+        }
+    }
+    db.exec(
+        r#"INSERT INTO events (id, type, time, username, nasipaddress, acctuniqueid, radacctid,
+             data, created)
+           VALUES (1, 'session.started', 1700000000, 'alice', '10.0.0.1', 'k1', 7, '{"n":1}',
+             1700000005),
+           (2, 'nas.rebooted', 1700000001, '', '10.0.0.1', '', NULL, '{"closed":3}', 1700000006);
+           UPDATE event_sequence SET last = 2;
+           INSERT INTO event_queue (type, time, username, nasipaddress, acctuniqueid, radacctid,
+             data)
+           VALUES ('session.stopped', 1700000002, 'bob "b"', '10.0.0.2', 'k2', 8,
+             '{"cause":"User-Request","octets":[1,2]}');"#,
+    )
+    .await;
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate to batches");
+    assert_eq!(store.event_bounds().await.expect("bounds"), (Some(1), 2));
+    assert_eq!(store.queued_events().await.expect("queued"), 1);
+    let seq = Sequencer::new(store.clone(), Duration::from_secs(1));
+    assert_eq!(seq.drain().await.expect("drain"), 3);
+    let all = store.events_after(0, 10).await.expect("read");
+    let stored = |id, kind: &str, time, user: &str, nas: &str, key: &str, row, data: &str| {
+        radacctd::events::StoredEvent {
+            id,
+            kind: kind.into(),
+            time,
+            username: user.into(),
+            nasipaddress: nas.into(),
+            acctuniqueid: key.into(),
+            radacctid: row,
+            data: data.into(),
+            created: 0,
+        }
+    };
+    let expected = [
+        stored(
+            1,
+            "session.started",
+            1_700_000_000,
+            "alice",
+            "10.0.0.1",
+            "k1",
+            Some(7),
+            r#"{"n":1}"#,
+        ),
+        stored(
+            2,
+            "nas.rebooted",
+            1_700_000_001,
+            "",
+            "10.0.0.1",
+            "",
+            None,
+            r#"{"closed":3}"#,
+        ),
+        stored(
+            3,
+            "session.stopped",
+            1_700_000_002,
+            r#"bob "b""#,
+            "10.0.0.2",
+            "k2",
+            Some(8),
+            r#"{"cause":"User-Request","octets":[1,2]}"#,
+        ),
+    ];
+    assert_eq!(all.len(), 3);
+    for (got, want) in all.iter().zip(expected) {
+        assert_eq!(
+            radacctd::events::StoredEvent {
+                created: 0,
+                ..got.clone()
+            },
+            want
+        );
+    }
+    assert_eq!(
+        (all[0].created, all[1].created),
+        (1_700_000_005, 1_700_000_006)
+    );
+    store.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -592,12 +739,15 @@ async fn resuming_from_a_trimmed_id_reports_the_loss_first(backend: Backend) {
     let mut c = events_config(&db);
     c.events.client_buffer = 20;
     let app = TestApp::start(c).await;
-    append(&app.store, 0..100, 50).await;
+    append(&app.store, 0..100, 10).await;
     hub_read(&app, 100).await;
     let t = viewer();
     let _ = Sse::open(&app, "", &t, Some(0)).await.until(100).await;
     // 1 to 40 are gone.
-    assert_eq!(app.store.trim_events(0, 40, 1_000).await.expect("trim"), 40);
+    assert_eq!(
+        app.store.trim_events(0, 40, 1_000).await.expect("trim"),
+        (4, 40)
+    );
     let mut sse = Sse::open(&app, "", &t, Some(10)).await;
     let lost = sse.next().await;
     assert_eq!((lost.event.as_str(), lost.id()), ("events.lost", 40));
@@ -612,7 +762,7 @@ async fn resuming_from_a_trimmed_id_reports_the_loss_first(backend: Backend) {
     // holds the newest 20; memory would answer a resume from 80 on).
     assert_eq!(
         app.store.trim_events(0, 100, 1_000).await.expect("trim"),
-        60
+        (6, 60)
     );
     let mut sse = Sse::open(&app, "", &t, Some(70)).await;
     let lost = sse.next().await;
@@ -804,12 +954,12 @@ async fn retention_trims_by_age_and_count(backend: Backend) {
     store.migrate().await.expect("migrate");
     let now = 1_800_000_000;
     // 100 numbered two days ago, 50 now.
-    add(&store, 0..100).await;
+    append(&store, 0..100, 10).await;
     store
         .sequence_events(1_000, now - 2 * 86_400)
         .await
         .expect("round");
-    add(&store, 100..150).await;
+    append(&store, 100..150, 10).await;
     store.sequence_events(1_000, now).await.expect("round");
     let stats = std::sync::Arc::new(radacctd::jobs::RetentionStats::default());
     let config = radacctd::config::EventsConfig {

@@ -693,7 +693,7 @@ mod tests {
             sent.push((format!("pg write_guarded {parts}"), sql.as_str()));
         }
         sent.push((
-            "pg event_queue insert".to_owned(),
+            "pg event_batches insert".to_owned(),
             super::super::events::PG_QUEUE_INSERT.as_str(),
         ));
         let mut text = String::new();
