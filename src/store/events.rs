@@ -1,13 +1,13 @@
-//! The session events outbox (`event_queue`, `events`, `event_sequence`, `webhook_cursors`;
-//! migrations `0009_events.sql`, docs/EVENTS.md).
+//! The session events outbox (`event_batches`, `event_sequence`, `webhook_cursors`; migrations
+//! `0009_events.sql` and `0010_event_batches.sql`, docs/EVENTS.md).
 //!
-//! Writers append to `event_queue` in the transaction (on PostgreSQL's optimistic path: the
-//! statement) of the change that caused the event. [`Store::sequence_events`] moves committed
-//! queue rows into `events`, numbering them from `event_sequence.last + 1` in queue order, in
-//! one transaction that holds [`EVENTS_SEQUENCER_LOCK`] (PostgreSQL) until it commits: of
-//! several nodes one numbers at a time, so ids are given in commit order and without gaps, and a
-//! reader that has read up to id N has read every event up to N for good. Readers see only
-//! `events`.
+//! Writers append a batch of event lines ([`line`], at most [`BATCH_MAX`] per batch) in the
+//! transaction (on PostgreSQL's optimistic path: the statement) of the change that caused the
+//! events. [`Store::sequence_events`] numbers committed batches where they lie, in `seq`
+//! order, from `event_sequence.last + 1`, in one transaction that holds
+//! [`EVENTS_SEQUENCER_LOCK`] (PostgreSQL) until it commits: of several nodes one numbers at a
+//! time, so ids are given in commit order and without gaps, and a reader that has read up to id
+//! N has read every event up to N for good. Readers see numbered batches only.
 
 use std::sync::{Arc, LazyLock};
 
@@ -316,8 +316,8 @@ impl Store {
         tx.commit().await
     }
 
-    /// One round of the sequencer: numbers up to `max` committed queue rows, oldest first,
-    /// and moves them into `events` (created = `now`). On PostgreSQL the transaction holds
+    /// One round of the sequencer: numbers up to `max` committed batches of the queue, oldest
+    /// first, where they lie (created = `now`). On PostgreSQL the transaction holds
     /// [`EVENTS_SEQUENCER_LOCK`] and, when it numbered any, notifies [`EVENTS_CHANNEL`] on
     /// commit. SQLite has one writer at a time, which serializes rounds by itself.
     pub async fn sequence_events(&self, max: i64, now: i64) -> Result<Sequenced> {
