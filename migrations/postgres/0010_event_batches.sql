@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS event_batches (
 	-- name, time epoch seconds, data the JSON object of the type's fields (docs/EVENTS.md#types).
 	lines		text NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS event_batches_first_id_idx ON event_batches (first_id);
+-- Numbered batches only: an unnumbered batch costs its write no entry here.
+CREATE UNIQUE INDEX IF NOT EXISTS event_batches_first_id_idx ON event_batches (first_id)
+	WHERE first_id IS NOT NULL;
 -- The queue: the batches the sequencer has yet to number.
 CREATE INDEX IF NOT EXISTS event_batches_queue_idx ON event_batches (seq) WHERE first_id IS NULL;
 

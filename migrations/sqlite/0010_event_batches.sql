@@ -6,7 +6,8 @@ CREATE TABLE IF NOT EXISTS event_batches (
 	created		INTEGER,
 	lines		TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS event_batches_first_id_idx ON event_batches (first_id);
+CREATE UNIQUE INDEX IF NOT EXISTS event_batches_first_id_idx ON event_batches (first_id)
+	WHERE first_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS event_batches_queue_idx ON event_batches (seq) WHERE first_id IS NULL;
 
 INSERT INTO event_batches (count, first_id, created, lines)
