@@ -5,8 +5,10 @@
 //! (RFC 2865 §3, RFC 2866 §2). Nothing here writes to the database or answers before commit.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, RwLock};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +17,7 @@ use super::accounting::{self, EventKind, Parsed};
 use super::clients::ClientTable;
 use super::codec::{Code, Packet};
 use super::dictionary as d;
+use super::mmsg;
 use super::reply::{Reply, Responder, Seen};
 use crate::clock::now_secs;
 use crate::metrics::{DropReason, PacketType, Stats};
@@ -80,22 +83,35 @@ impl Listener {
         self
     }
 
-    /// Receives until cancelled. Dropping `self` at the end releases the queue sender, which
-    /// lets the writer drain and stop.
+    /// Receives until cancelled, up to [`mmsg::RECV_BATCH`] datagrams per system call.
+    /// Dropping `self` at the end releases the queue sender, which lets the writer drain and
+    /// stop.
     pub async fn run(self, cancel: CancellationToken) -> std::io::Result<()> {
-        // Larger than any RADIUS packet, so an oversized datagram is seen whole and rejected.
-        let mut buf = vec![0u8; 65_536];
+        let fd = self.socket.as_raw_fd();
+        let mut buffers = mmsg::RecvBuffers::default();
         loop {
-            let (len, peer) = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    // ICMP errors from earlier sends surface here on some systems; not fatal.
-                    Err(e) if is_transient(&e) => continue,
-                    Err(e) => return Err(e),
-                },
-            };
-            self.handle(&buf[..len], peer);
+                r = self.socket.readable() => r?,
+            }
+            match self
+                .socket
+                .try_io(Interest::READABLE, || mmsg::recv_batch(fd, &mut buffers))
+            {
+                Ok(_) => {}
+                // Readiness was stale (cleared by try_io) or ICMP errors from earlier sends
+                // surfaced here; neither is fatal.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            for (datagram, peer) in buffers.datagrams() {
+                match peer {
+                    Some(peer) => self.handle(datagram, peer),
+                    None => self.stats.dropped(DropReason::Malformed),
+                }
+            }
+            // A flood never starves the runtime's other tasks on this worker.
+            tokio::task::consume_budget().await;
         }
     }
 
