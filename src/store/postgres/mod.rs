@@ -283,7 +283,7 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| update_statement(1, false
 /// Binds one array per write column, in table order.
 fn bind_columns<'q>(
     q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    rows: &[Row],
+    rows: &'q [Row],
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     bind_some_columns(q, rows, Columns::Write.iter())
 }
@@ -292,7 +292,7 @@ fn bind_columns<'q>(
 /// occur: each column's kind matches its field, checked where the columns are declared.)
 fn bind_some_columns<'q, 'c>(
     mut q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    rows: &[Row],
+    rows: &'q [Row],
     columns: impl IntoIterator<Item = &'c Column>,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     for c in columns {
@@ -306,10 +306,11 @@ fn bind_some_columns<'q, 'c>(
                 .collect();
             q = q.bind(col);
         } else {
-            let col: Vec<Option<String>> = rows
+            // Borrowed: the text is copied once, into the statement's arguments.
+            let col: Vec<Option<&'q str>> = rows
                 .iter()
                 .map(|r| match c.get(r) {
-                    Value::Text(v) => v.map(str::to_owned),
+                    Value::Text(v) => v,
                     Value::Int(_) => None,
                 })
                 .collect();
