@@ -2,8 +2,8 @@
 # Reproducible load run: a fresh database, the release daemon, radacctd-bench against it, and
 # where the CPU went (daemon / PostgreSQL / load generator / everything else on the machine).
 #
-#   benches/run-load.sh [--store pg|sqlite] [--fillfactor F] [--out DIR] [--keep] [--no-build]
-#                       [-- BENCH-ARGS...]
+#   benches/run-load.sh [--store pg|sqlite] [--freeradius-schema] [--fillfactor F] [--sql FILE]
+#                       [--out DIR] [--keep] [--no-build] [-- BENCH-ARGS...]
 #   benches/run-load.sh --memory N [--store pg|sqlite] [--out DIR] [--keep] [--no-build]
 #
 # BENCH-ARGS go to radacctd-bench unchanged (default: --sessions 25000 --window 64); --target,
@@ -26,13 +26,19 @@
 # client 127.0.0.1 / testing123), listeners on free loopback ports, the journal in the temporary
 # directory; any RADACCTD__SECTION__KEY in the environment is passed through (for example
 # RADACCTD__RADIUS__MAX_BATCH=256). --fillfactor F (PostgreSQL): `radacctd migrate` first, then
-# ALTER TABLE radacct SET (fillfactor = F) before the daemon starts.
+# ALTER TABLE radacct SET (fillfactor = F) before the daemon starts. --freeradius-schema
+# (PostgreSQL): the database starts with the tables of FreeRADIUS's own schema.sql (package
+# freeradius), as on a RADIUS host where FreeRADIUS was set up first; radacctd migrates around
+# them. --sql FILE (PostgreSQL):
+# likewise, `radacctd migrate` first, then FILE run with psql (for example, with
+# RADACCTD__JOBS__ENSURE_INDEXES=false, to build only some of the indexes and see what each costs).
 #
 # Output: the bench table, the verification line, then
 #   cpu: wall W s; radacctd D s (x% of a core), postgres P s (this database's backends + WAL
 #   writer, checkpointer, background writer; all postgres processes: A s), bench B s, rest R s
 #   writer: batches, mean events per batch, mean commit time (from the daemon's /metrics), and
 #           sessions by where the writer took their rows from (index, new, read, redone)
+#   radacct: updates, and how many were HOT (PostgreSQL; read once the daemon has stopped)
 # and the load average before and after. Everything is also written to DIR (default
 # target/benchruns/<timestamp>-<store>): daemon.log, bench.out, summary.json.
 set -euo pipefail
@@ -44,6 +50,8 @@ keep=0
 build=1
 memory=
 fillfactor=
+sql_file=
+fr_schema=
 while [ $# -gt 0 ]; do
     case "$1" in
         --store) store=$2; shift 2 ;;
@@ -52,6 +60,8 @@ while [ $# -gt 0 ]; do
         --out=*) out=${1#--out=}; shift ;;
         --memory) memory=$2; shift 2 ;;
         --fillfactor) fillfactor=$2; shift 2 ;;
+        --sql) sql_file=$2; shift 2 ;;
+        --freeradius-schema) fr_schema=/etc/freeradius/3.0/mods-config/sql/main/postgresql/schema.sql; shift ;;
         --memory=*) memory=${1#--memory=}; shift ;;
         --keep) keep=1; shift ;;
         --no-build) build=0; shift ;;
@@ -96,10 +106,16 @@ if [ "$store" = pg ]; then
 else
     url=sqlite://$tmp/bench.db
 fi
-if [ -n "$fillfactor" ]; then
-    [ "$store" = pg ] || { echo "run-load.sh: --fillfactor is for PostgreSQL" >&2; exit 2; }
+if [ -n "$fr_schema" ]; then
+    [ "$store" = pg ] || { echo "run-load.sh: --freeradius-schema is for PostgreSQL" >&2; exit 2; }
+    [ -r "$fr_schema" ] || { echo "run-load.sh: $fr_schema not found (apt-get install freeradius)" >&2; exit 2; }
+    psql "$url" -qX -v ON_ERROR_STOP=1 -f "$fr_schema" >/dev/null
+fi
+if [ -n "$fillfactor$sql_file" ]; then
+    [ "$store" = pg ] || { echo "run-load.sh: --fillfactor and --sql are for PostgreSQL" >&2; exit 2; }
     RADACCTD__DATABASE__URL=$url RADACCTD__LOG__FORMAT=json "$daemon_bin" migrate >"$out/migrate.log" 2>&1
-    psql "$url" -qXc "ALTER TABLE radacct SET (fillfactor = $fillfactor)" >/dev/null
+    [ -z "$fillfactor" ] || psql "$url" -qXc "ALTER TABLE radacct SET (fillfactor = $fillfactor)" >/dev/null
+    [ -z "$sql_file" ] || psql "$url" -qX -v ON_ERROR_STOP=1 -f "$sql_file" >/dev/null
 fi
 metrics=127.0.0.1:$(free_port tcp)
 extra_env=()
@@ -230,9 +246,18 @@ writer=$(awk -v s0="${bs0:-0}" -v s1="${bs1:-0}" -v c0="${bc0:-0}" -v c1="${bc1:
     printf "writer: %d batches (%d of them committed in pairs), %.1f events per batch, %.2f ms per batch in the store (%.0f%% of the wall time)\n",
         n, p1 - p0, (s1 - s0) / n, 1000 * (d1 - d0) / n, 100 * (d1 - d0) / (t1 - t0)
 }')
+hot=
+if [ "$store" = pg ]; then
+    # The daemon's backends report their table statistics when they end.
+    stop_daemon
+    sleep 1
+    hot=$(psql "$url" -qXAt -F ' ' -c "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+        WHERE relname = 'radacct'" | awk '{printf "radacct: %d updates, %d of them HOT (no index entries)", $1, $2}')
+fi
 {
     echo "$summary"
     echo "$writer"
+    [ -z "$hot" ] || echo "$hot"
     echo "writer: sessions by where their row came from (radacctd_write_sessions_total since start):$sources"
     echo "load average before: $load0; after: $load1 ($(nproc) CPUs)"
     [ "$rc" = 0 ] || echo "radacctd-bench exit code $rc"
