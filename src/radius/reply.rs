@@ -282,3 +282,55 @@ impl Responder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(peer: &str, identifier: u8, authenticator: [u8; 16]) -> Reply {
+        Reply {
+            peer: peer.parse().expect("address"),
+            identifier,
+            authenticator,
+            secret: Arc::from(&b"s"[..]),
+            proxy_state: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_cache_key_tells_apart_everything_a_retransmission_keeps() {
+        let base = reply("192.0.2.1:1812", 7, [1; 16]);
+        assert_eq!(base.key(), reply("192.0.2.1:1812", 7, [1; 16]).key());
+        let others = [
+            reply("192.0.2.2:1812", 7, [1; 16]),
+            reply("192.0.2.1:1813", 7, [1; 16]),
+            reply("192.0.2.1:1812", 8, [1; 16]),
+            reply("192.0.2.1:1812", 7, [2; 16]),
+            // The same address in IPv4-mapped form on an IPv6 socket is another peer.
+            reply("[::ffff:192.0.2.1]:1812", 7, [1; 16]),
+            reply("[fe80::1%2]:1812", 7, [1; 16]),
+        ];
+        for other in &others {
+            assert_ne!(base.key(), other.key(), "{other:?}");
+        }
+        assert_ne!(others[5].key(), reply("[fe80::1%3]:1812", 7, [1; 16]).key());
+    }
+
+    #[tokio::test]
+    async fn a_request_is_new_then_in_flight_then_answered_with_its_bytes() {
+        let cache = ReplyCache::new(Duration::from_secs(30));
+        let r = reply("[2001:db8::1]:3799", 1, [9; 16]);
+        assert_eq!(cache.begin(&r), Seen::New);
+        assert_eq!(cache.begin(&r), Seen::InFlight);
+        let bytes: Arc<[u8]> = Arc::from(&b"answer"[..]);
+        cache.answered(&r, bytes.clone());
+        assert_eq!(cache.begin(&r), Seen::Answered(bytes));
+        assert_eq!(
+            cache.begin(&reply("[2001:db8::1]:3799", 2, [9; 16])),
+            Seen::New
+        );
+        cache.forget(&r);
+        assert_eq!(cache.begin(&r), Seen::New);
+        assert_eq!(cache.len(), 2);
+    }
+}
