@@ -67,9 +67,11 @@ pub struct DatabaseConfig {
     pub acquire_timeout_secs: u64,
     /// Run pending migrations when `serve` starts.
     pub migrate_on_start: bool,
-    /// PostgreSQL: the `fillfactor` radacct gets when migrations run (`None`: left as it is).
-    /// Below 100, pages keep room for the new row version of an Interim-Update, which can then
-    /// be a HOT update (no index entries written).
+    /// PostgreSQL: the `fillfactor` radacct gets when migrations run. `None`:
+    /// `store::DEFAULT_RADACCT_FILLFACTOR` (60) if the table has no fillfactor of its own, else
+    /// left as it is (docs/ARCHITECTURE.md#radacct-fillfactor). Below 100, pages keep room for
+    /// the new row version of an Interim-Update, which can then be a HOT update (no index
+    /// entries written).
     pub radacct_fillfactor: Option<u8>,
 }
 

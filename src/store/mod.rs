@@ -40,8 +40,8 @@ pub use attribution::{AuditRecord, StoredAudit};
 pub use events::{EVENTS_CHANNEL, EVENTS_SEQUENCER_LOCK, Sequenced};
 pub use jobs::{ArchivableRow, StaleRow};
 pub use postgres::{
-    CHANGES_CHANNEL, ChangeListener, ChangeNotice, Consequences, ENSURE_INDEXES_LOCK, GuardedWrite,
-    JOBS_LEADER_LOCK, LockConnection, PREPARE_LOCK, PgStore,
+    CHANGES_CHANNEL, ChangeListener, ChangeNotice, Consequences, DEFAULT_RADACCT_FILLFACTOR,
+    ENSURE_INDEXES_LOCK, GuardedWrite, JOBS_LEADER_LOCK, LockConnection, PREPARE_LOCK, PgStore,
 };
 pub use query::{ExportStart, SessionQuery};
 pub use sqlite::SqliteStore;
@@ -354,18 +354,22 @@ impl Store {
     /// under an advisory lock, so that nodes starting together migrate one after the other.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Store::Postgres(s) => s.prepare(None).await.map(|_| ()),
+            Store::Postgres(s) => s.prepare(postgres::Fillfactor::Leave).await.map(|_| ()),
             Store::Sqlite(s) => s.migrate().await,
         }
     }
 
     /// Pending migrations, then the configured `radacct` fillfactor (PostgreSQL only; ignored
-    /// with a warning on SQLite). What `serve` runs at start-up, or later, once the database
+    /// with a warning on SQLite; unset: [`DEFAULT_RADACCT_FILLFACTOR`] for a table without a
+    /// fillfactor of its own). What `serve` runs at start-up, or later, once the database
     /// is back, when it was down at start-up. On PostgreSQL both run under one advisory lock
     /// ([`PREPARE_LOCK`]): two nodes preparing at once take turns.
     pub async fn prepare(&self, radacct_fillfactor: Option<u8>) -> Result<()> {
         let changed = match self {
-            Store::Postgres(s) => s.prepare(radacct_fillfactor).await?,
+            Store::Postgres(s) => {
+                s.prepare(postgres::Fillfactor::Configured(radacct_fillfactor))
+                    .await?
+            }
             Store::Sqlite(s) => {
                 s.migrate().await?;
                 if radacct_fillfactor.is_some() {
@@ -373,10 +377,10 @@ impl Store {
                         "database.radacct_fillfactor only applies to PostgreSQL; ignored"
                     );
                 }
-                false
+                None
             }
         };
-        if let (true, Some(ff)) = (changed, radacct_fillfactor) {
+        if let Some(ff) = changed {
             tracing::info!(fillfactor = ff, "radacct fillfactor set");
         }
         Ok(())

@@ -781,6 +781,74 @@ async fn configured_fillfactor_is_set_on_radacct() {
     }
 }
 
+/// radacct's fillfactor as the table's options have it.
+async fn radacct_options(store: &radacctd::store::Store) -> Option<Vec<String>> {
+    let radacctd::store::Store::Postgres(pg) = store else {
+        unreachable!("a PostgreSQL test")
+    };
+    sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'radacct'::regclass")
+        .fetch_one(pg.pool())
+        .await
+        .expect("reloptions")
+}
+
+/// Unset, `database.radacct_fillfactor` gives radacct the default (60) when the table has no
+/// fillfactor of its own, leaves one the operator set, and, for a role that may not alter the
+/// table (not its owner), leaves the table as it is without failing start-up; a configured
+/// value that cannot be set is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unset_fillfactor_defaults_to_60_unless_the_table_has_its_own() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    assert_eq!(radacct_options(&store).await, None, "migrations alone");
+    store.prepare(None).await.expect("prepare");
+    assert_eq!(
+        radacct_options(&store).await,
+        Some(vec![format!(
+            "fillfactor={}",
+            radacctd::store::DEFAULT_RADACCT_FILLFACTOR
+        )])
+    );
+    db.exec("ALTER TABLE radacct SET (fillfactor = 90)").await;
+    store.prepare(None).await.expect("prepare");
+    assert_eq!(
+        radacct_options(&store).await,
+        Some(vec!["fillfactor=90".to_owned()]),
+        "the operator's own value stays"
+    );
+    db.exec("ALTER TABLE radacct RESET (fillfactor)").await;
+
+    // The same database as a role that does not own radacct (set for every connection through
+    // the startup options, so no password or pg_hba.conf entry is needed for it).
+    let role = format!("{}_nonowner", db.pg_name.as_deref().expect("PostgreSQL"));
+    db.exec(&format!(
+        "CREATE ROLE {role} NOLOGIN; GRANT USAGE, CREATE ON SCHEMA public TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    ))
+    .await;
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options=-c%20role%3D{role}", db.url);
+    let other = crate::common::open_store(&url, 2, Duration::from_secs(5)).await;
+    other
+        .prepare(None)
+        .await
+        .expect("a role that may not alter radacct still starts");
+    assert_eq!(radacct_options(&store).await, None, "left as it is");
+    let err = other
+        .prepare(Some(70))
+        .await
+        .expect_err("a configured fillfactor it may not set");
+    assert!(err.to_string().contains("owner"), "{err}");
+    other.close().await;
+    store.close().await;
+    db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await;
+}
+
 /// Batches of at most 100 events: Starts of sessions 0–99, Starts of 100–199 (no session in
 /// common: committed while the first is still in flight, on PostgreSQL), then Interim-Updates
 /// and Stops of all 200, whose batches hold sessions that may still be in flight (they wait).
