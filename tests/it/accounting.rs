@@ -849,6 +849,30 @@ async fn unset_fillfactor_defaults_to_60_unless_the_table_has_its_own() {
         .await;
 }
 
+/// The writer's connections keep generic plans for its guarded statements, with sequential
+/// scans priced out; its transactions (the locked path) and the other pools plan afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_writers_guarded_statements_keep_generic_plans() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    let radacctd::store::Store::Postgres(pg) = &store else {
+        unreachable!("a PostgreSQL test")
+    };
+    assert_eq!(
+        pg.writer_planning().await.expect("settings"),
+        ["auto", "off", "force_custom_plan", "on"]
+    );
+    let other: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
+        .fetch_one(pg.pool())
+        .await
+        .expect("setting");
+    assert_eq!(other, "force_custom_plan");
+    store.close().await;
+}
+
 /// Batches of at most 100 events: Starts of sessions 0–99, Starts of 100–199 (no session in
 /// common: committed while the first is still in flight, on PostgreSQL), then Interim-Updates
 /// and Stops of all 200, whose batches hold sessions that may still be in flight (they wait).

@@ -269,6 +269,7 @@ impl PgStore {
     /// whether each is open. Ids without a row are absent.
     pub async fn rows_by_ids(&self, ids: &[i64]) -> Result<Vec<(Row, Option<RowVersion>, bool)>> {
         let rows = sqlx::query(ROWS_BY_ID_SQL.as_str())
+            .persistent(false)
             .bind(ids)
             .fetch_all(&self.write_pool)
             .await?;

@@ -424,7 +424,7 @@ impl PgStore {
         // Custom plans for every execution: sqlx prepares statements, and a generic plan
         // cached while radacct was small (or never analyzed) keeps a sequential scan for the
         // batch lookup `acctuniqueid = ANY($1)` for the life of the connection (measured: 4x
-        // slower interims). Planning these statements is cheap next to executing them.
+        // slower interims). The writer's connections are the exception (`write_connect`).
         let mut connect = sqlx::postgres::PgConnectOptions::from_str(url)?
             .application_name("radacctd")
             .options([("plan_cache_mode", "force_custom_plan")]);
@@ -437,15 +437,24 @@ impl PgStore {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_lazy_with(connect)
         };
+        // The writer's guarded statements (`guarded.rs`) take longer to plan than a small batch
+        // takes to run, so their connections keep generic plans (`auto`: after five custom
+        // ones, as long as the generic one is no costlier), with sequential scans priced out:
+        // every statement of the writer finds its rows by a key, and a generic plan made while
+        // radacct was empty must not scan it once it is large (PostgreSQL also plans again
+        // after each ANALYZE). Its transactions (the locked path) and key lookups are planned
+        // afresh as elsewhere (`PgStore::begin`, `persistent(false)`).
+        let connect_writer = connect
+            .clone()
+            .options([("plan_cache_mode", "auto"), ("enable_seqscan", "off")]);
         let write_connect = match opts.write_statement_timeout {
             Some(t) => {
                 let ms = t.as_millis().max(1).to_string();
-                connect
-                    .clone()
+                connect_writer
                     .application_name("radacctd writer")
                     .options([("statement_timeout", ms.as_str()), ("lock_timeout", &ms)])
             }
-            None => connect.clone().application_name("radacctd writer"),
+            None => connect_writer.application_name("radacctd writer"),
         };
         let listen_connect = connect.clone().application_name("radacctd listener");
         let action_connect = connect.clone().application_name("radacctd disconnect");
@@ -482,6 +491,24 @@ impl PgStore {
     /// The pool, for code in this module's siblings that needs raw access (tests, jobs).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// How the writer's statements are planned: `plan_cache_mode` and `enable_seqscan` on a
+    /// connection of its pool, then within one of its transactions (see [`PgStore::open`]).
+    pub async fn writer_planning(&self) -> Result<[String; 4]> {
+        const SHOW: &str = "SELECT current_setting('plan_cache_mode'), \
+                            current_setting('enable_seqscan')";
+        let (mode, seqscan): (String, String) = sqlx::query_as(SHOW)
+            .persistent(false)
+            .fetch_one(&self.write_pool)
+            .await?;
+        let mut tx = self.begin().await?;
+        let (tx_mode, tx_seqscan): (String, String) = sqlx::query_as(SHOW)
+            .persistent(false)
+            .fetch_one(&mut *tx.tx)
+            .await?;
+        tx.tx.rollback().await?;
+        Ok([mode, seqscan, tx_mode, tx_seqscan])
     }
 
     /// Pending migrations, then `radacct`'s fillfactor when given, on a connection of their own
@@ -552,6 +579,7 @@ impl PgStore {
         keys: &[&str],
     ) -> Result<(HashMap<String, Row>, HashMap<String, RowVersion>)> {
         let rows = sqlx::query(LOAD_VERSIONS_SQL.as_str())
+            .persistent(false)
             .bind(keys)
             .fetch_all(&self.write_pool)
             .await?;
@@ -568,8 +596,15 @@ impl PgStore {
     }
 
     pub(super) async fn begin(&self) -> Result<PgTx> {
+        let mut tx = self.write_pool.begin().await?;
+        // The locked path's statements, unlike the guarded ones, plan afresh (see `open`).
+        sqlx::raw_sql(
+            "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = on",
+        )
+        .execute(&mut *tx)
+        .await?;
         Ok(PgTx {
-            tx: self.write_pool.begin().await?,
+            tx,
             outbox: self.outbox.clone(),
             appended: false,
         })
