@@ -18,12 +18,16 @@ pg_admin_url() {
 # url_with_db URL DB: postgres://user@host:port/db?params with the database replaced.
 url_with_db() { printf '%s\n' "$1" | sed -E "s#^(postgres(ql)?://[^/?]*)(/[^?]*)?#\\1/$2#"; }
 
-# free_port tcp|udp: a port nobody on 127.0.0.1 listens on now.
+# free_port tcp|udp: a port nobody on 127.0.0.1 listens on now, below the kernel's ephemeral
+# range, so that no listener bound to port 0 (a daemon's API) or client socket takes it before
+# the daemon binds it.
 free_port() {
-    local p flags=-Hltn
+    local p flags=-Hltn low
     [ "$1" = udp ] && flags=-Hlun
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 10001 ] || low=32768
     while :; do
-        p=$(shuf -i 20000-59999 -n 1)
+        p=$(shuf -i "10000-$((low - 1))" -n 1)
         ss "$flags" "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
     done
 }
