@@ -838,6 +838,11 @@ async fn unset_fillfactor_defaults_to_60_unless_the_table_has_its_own() {
         .await
         .expect("a role that may not alter radacct still starts");
     assert_eq!(radacct_options(&store).await, None, "left as it is");
+    other
+        .prepare(Some(100))
+        .await
+        .expect("100, what the warning suggests, is what the table has already");
+    assert_eq!(radacct_options(&store).await, None);
     let err = other
         .prepare(Some(70))
         .await

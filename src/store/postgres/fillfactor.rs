@@ -43,13 +43,27 @@ async fn alter_radacct_fillfactor(conn: &mut PgConnection, fillfactor: u8) -> sq
     Ok(())
 }
 
-/// Sets `radacct`'s fillfactor on `conn` when it differs; returns whether it changed.
+/// What `fillfactor` asks for, on `conn` (the migrations' connection): returns the fillfactor
+/// set, if it changed.
+pub(super) async fn apply(conn: &mut PgConnection, fillfactor: Fillfactor) -> Result<Option<u8>> {
+    Ok(match fillfactor {
+        Fillfactor::Leave => None,
+        Fillfactor::Configured(Some(ff)) => set_radacct_fillfactor(conn, ff).await?.then_some(ff),
+        Fillfactor::Configured(None) => default_radacct_fillfactor(conn)
+            .await?
+            .then_some(DEFAULT_RADACCT_FILLFACTOR),
+    })
+}
+
+/// Sets `radacct`'s fillfactor on `conn` when it differs; returns whether it changed. A table
+/// without a fillfactor of its own has PostgreSQL's 100 already.
 pub(super) async fn set_radacct_fillfactor(
     conn: &mut PgConnection,
     fillfactor: u8,
 ) -> Result<bool> {
     let current = radacct_fillfactor(conn).await?;
-    if current.as_deref() == Some(fillfactor.to_string().as_str()) {
+    let current = current.as_deref().unwrap_or("100");
+    if current == fillfactor.to_string() {
         return Ok(false);
     }
     alter_radacct_fillfactor(conn, fillfactor).await?;
@@ -60,7 +74,7 @@ pub(super) async fn set_radacct_fillfactor(
 /// operator gave it is left as it is. A role that may not alter the table (it is not the
 /// owner, as when FreeRADIUS's role created it) gets a warning naming the statement to run,
 /// and radacctd runs on with the table as it is. Returns whether it changed.
-pub(super) async fn default_radacct_fillfactor(conn: &mut PgConnection) -> Result<bool> {
+async fn default_radacct_fillfactor(conn: &mut PgConnection) -> Result<bool> {
     if radacct_fillfactor(conn).await?.is_some() {
         return Ok(false);
     }

@@ -25,7 +25,6 @@ pub use coordination::{
 };
 pub use fillfactor::DEFAULT_RADACCT_FILLFACTOR;
 pub(super) use fillfactor::Fillfactor;
-use fillfactor::{default_radacct_fillfactor, set_radacct_fillfactor};
 pub use guarded::{Consequences, GuardedWrite};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -458,15 +457,7 @@ impl PgStore {
             // `run` takes an `Acquire`, whose future is not `Send` for a borrowed connection;
             // `run_direct` is what it calls, with the migrator's own locking as configured.
             MIGRATOR.run_direct(None, &mut lock.conn, false).await?;
-            Ok(match fillfactor {
-                Fillfactor::Leave => None,
-                Fillfactor::Configured(Some(ff)) => set_radacct_fillfactor(&mut lock.conn, ff)
-                    .await?
-                    .then_some(ff),
-                Fillfactor::Configured(None) => default_radacct_fillfactor(&mut lock.conn)
-                    .await?
-                    .then_some(DEFAULT_RADACCT_FILLFACTOR),
-            })
+            fillfactor::apply(&mut lock.conn, fillfactor).await
         }
         .await;
         lock.close().await;
@@ -475,7 +466,7 @@ impl PgStore {
 
     pub(super) async fn set_radacct_fillfactor(&self, fillfactor: u8) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        set_radacct_fillfactor(&mut conn, fillfactor).await
+        fillfactor::set_radacct_fillfactor(&mut conn, fillfactor).await
     }
 
     /// Whether `radacct.acctuniqueid` has a valid, non-deferrable unique index (FreeRADIUS's
