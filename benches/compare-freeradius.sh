@@ -74,7 +74,6 @@ done
 extra_args=("$@")
 
 # --- FreeRADIUS packages -------------------------------------------------------------------
-FR_CONF=/etc/freeradius/3.0
 FR_BIN=/usr/sbin/freeradius
 need_pkgs=()
 [ -x "$FR_BIN" ] && [ -f "$FR_CONF/radiusd.conf" ] || need_pkgs+=(freeradius)
@@ -363,7 +362,7 @@ for window in ${windows//,/ }; do
     done
     fr_url=$(url_with_db "$admin" "$fr_db")
     rad_url=$(url_with_db "$admin" "$rad_db")
-    psql "$fr_url" -qX -v ON_ERROR_STOP=1 -f "$FR_CONF/mods-config/sql/main/postgresql/schema.sql" >/dev/null
+    psql "$fr_url" -qX -v ON_ERROR_STOP=1 -f "$FR_PG_SCHEMA" >/dev/null
     if [ -n "$fillfactor" ] || [ "$notify" = 0 ]; then
         RADACCTD__DATABASE__URL=$rad_url RADACCTD__LOG__FORMAT=json "$daemon_bin" migrate >/dev/null 2>&1
     fi

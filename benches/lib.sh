@@ -1,11 +1,14 @@
 # Shared by the benchmark scripts (run-load.sh, compare-freeradius.sh, pg-floor.sh): sourced,
-# not run. Defines functions only, plus `repo` (the repository root) and `target_dir` (cargo's
-# target directory, absolute), and changes to the repository root.
+# not run. Defines functions only, plus `repo` (the repository root), `target_dir` (cargo's
+# target directory, absolute) and where the Debian FreeRADIUS package keeps its configuration
+# (`FR_CONF`) and PostgreSQL schema (`FR_PG_SCHEMA`), and changes to the repository root.
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
+FR_CONF=/etc/freeradius/3.0
+FR_PG_SCHEMA=$FR_CONF/mods-config/sql/main/postgresql/schema.sql
 
 # usage SCRIPT: prints the comment block at the top of SCRIPT (after the #! line).
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1"; }

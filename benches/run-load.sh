@@ -61,7 +61,7 @@ while [ $# -gt 0 ]; do
         --memory) memory=$2; shift 2 ;;
         --fillfactor) fillfactor=$2; shift 2 ;;
         --sql) sql_file=$2; shift 2 ;;
-        --freeradius-schema) fr_schema=/etc/freeradius/3.0/mods-config/sql/main/postgresql/schema.sql; shift ;;
+        --freeradius-schema) fr_schema=$FR_PG_SCHEMA; shift ;;
         --memory=*) memory=${1#--memory=}; shift ;;
         --keep) keep=1; shift ;;
         --no-build) build=0; shift ;;
