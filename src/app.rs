@@ -5,6 +5,7 @@
 //! [`startup`] holds the start-up steps, [`reload`] what keeps clients and caches current, and
 //! [`stages`] the shutdown order; this file wires them.
 
+mod ingest_runtime;
 mod quickstart;
 mod reload;
 mod stages;
@@ -19,6 +20,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::ingest_runtime::IngestRuntime;
 use self::reload::{Reloader, configured_clients, housekeeping};
 use self::stages::Stage;
 use self::startup::{is_permanent, load_index, open_journal, prepare_database};
@@ -68,7 +70,8 @@ pub struct Application {
     index: Arc<SessionIndex>,
     stats: Arc<Stats>,
     clients: SharedClients,
-    radius_socket: Arc<tokio::net::UdpSocket>,
+    /// Taken when the listener starts, on the ingest runtime.
+    radius_socket: Option<std::net::UdpSocket>,
     radius_addr: SocketAddr,
     cache: Arc<ReplyCache>,
     resolver: Arc<dyn ResellerResolver>,
@@ -240,7 +243,7 @@ impl Application {
             index,
             stats,
             clients,
-            radius_socket: Arc::new(sockets.radius),
+            radius_socket: Some(sockets.radius),
             radius_addr: sockets.radius_addr,
             resolver,
             scope,
@@ -307,8 +310,9 @@ impl Application {
         let failure = running.wait(&shutdown).await;
         tracing::info!("shutting down: draining accepted accounting");
         systemd::notify(&[NotifyState::Stopping]);
-        running.stop().await;
+        let ingest = running.stop().await;
         store.close().await;
+        drop(ingest);
         match failure {
             Some(e) => Err(e),
             None => {
@@ -338,28 +342,44 @@ impl Application {
             .api_listener
             .take()
             .context("the API listener is already serving")?;
+        // The listener, the writer and the sender: on a thread of their own by default.
+        let ingest = IngestRuntime::start(self.config.radius.ingest_thread)?;
+        let radius_socket = ingest
+            .udp_socket(
+                self.radius_socket
+                    .take()
+                    .context("the accounting listener is already running")?,
+            )
+            .context("registering the accounting socket")?;
         // Responses leave from a task of their own, off the writer's path; it ends after the
         // writer and the listener (the responder's holders), having sent everything.
-        let (responder, sender_task) = Responder::with_sender(
-            self.radius_socket.clone(),
-            self.cache.clone(),
-            self.stats.clone(),
+        let (responder, sender_task) = {
+            let _on = ingest.handle().enter();
+            Responder::with_sender(
+                radius_socket.clone(),
+                self.cache.clone(),
+                self.stats.clone(),
+            )
+        };
+        stages.sender.tasks.spawn_on(
+            async move {
+                let _ = sender_task.await;
+            },
+            ingest.handle(),
         );
-        stages.sender.tasks.spawn(async move {
-            let _ = sender_task.await;
-        });
         let writer_alive = Arc::new(AtomicBool::new(true));
         // The change feed's re-reads, which the writer takes ahead of its queue.
         let (changes_tx, changes_rx) = ingest::changes_channel();
         let writer = self.spawn_writer(
             &stages.writer,
+            ingest.handle(),
             &responder,
             &writer_health,
             &writer_alive,
             changes_rx,
         );
         let listener = Listener::new(
-            self.radius_socket.clone(),
+            radius_socket,
             self.clients.clone(),
             responder,
             self.ingest_tx.clone(),
@@ -370,7 +390,7 @@ impl Application {
         let listener = stages
             .listener
             .tasks
-            .spawn(listener.run(stages.listener.stop.clone()));
+            .spawn_on(listener.run(stages.listener.stop.clone()), ingest.handle());
         self.spawn_background(&stages, writer_alive, changes_tx);
         let (config, stop) = (self.config.api.clone(), stages.api.stop.clone());
         let api = stages
@@ -385,13 +405,15 @@ impl Application {
             listener,
             writer,
             api,
+            ingest,
         })
     }
 
-    /// The ingest writer, on `stage`; `alive` turns false when it ends.
+    /// The ingest writer, on `stage` and `runtime`; `alive` turns false when it ends.
     fn spawn_writer(
         &mut self,
         stage: &Stage,
+        runtime: &tokio::runtime::Handle,
         responder: &Responder,
         health: &Arc<WriterHealth>,
         alive: &Arc<AtomicBool>,
@@ -418,12 +440,15 @@ impl Application {
             None => writer,
         };
         let (rx, alive) = (self.ingest_rx.take(), alive.clone());
-        stage.tasks.spawn(async move {
-            if let Some(rx) = rx {
-                writer.run(rx).await;
-            }
-            alive.store(false, Ordering::Relaxed);
-        })
+        stage.tasks.spawn_on(
+            async move {
+                if let Some(rx) = rx {
+                    writer.run(rx).await;
+                }
+                alive.store(false, Ordering::Relaxed);
+            },
+            runtime,
+        )
     }
 
     /// The HTTP API's router; `stop` also ends exports in progress and the rate limiter's
@@ -575,7 +600,7 @@ fn webhook_delivery(webhooks: &crate::stream::Webhooks) -> Vec<jobs::LeaderTask>
 
 /// The listening sockets, bound before anything runs (a port in use fails start-up).
 struct Sockets {
-    radius: tokio::net::UdpSocket,
+    radius: std::net::UdpSocket,
     radius_addr: SocketAddr,
     api: tokio::net::TcpListener,
     api_addr: SocketAddr,
@@ -645,6 +670,8 @@ struct Running {
     listener: JoinHandle<std::io::Result<()>>,
     writer: JoinHandle<()>,
     api: JoinHandle<std::io::Result<()>>,
+    /// Where the listener, the writer and the sender run.
+    ingest: IngestRuntime,
 }
 
 /// How long API requests in flight may take to finish at shutdown.
@@ -676,9 +703,16 @@ impl Running {
     }
 
     /// Stops stage by stage: listener → API → jobs, refreshers and /metrics → writer →
-    /// sender. Everything accepted is committed and answered before this returns.
-    async fn stop(self) {
-        let Running { stages, api, .. } = self;
+    /// sender. Everything accepted is committed and answered before this returns. The ingest
+    /// runtime is returned to be dropped once the store is closed: the writer's connections
+    /// are registered with it.
+    async fn stop(self) -> IngestRuntime {
+        let Running {
+            stages,
+            api,
+            ingest,
+            ..
+        } = self;
         stages.stopping.cancel();
         stages.listener.stop().await;
         if !stages.api.stop_within(API_GRACE).await {
@@ -689,6 +723,7 @@ impl Running {
         stages.background.stop().await;
         stages.writer.stop().await;
         stages.sender.stop().await;
+        ingest
     }
 }
 

@@ -94,6 +94,9 @@ pub struct RadiusConfig {
     pub max_clock_skew_secs: u64,
     /// How often the `nas` table is re-read for clients.
     pub nas_reload_secs: u64,
+    /// The listener, the writer and the response sender on one thread of their own (`true`),
+    /// or on the main runtime's threads with the API and the jobs (docs/ARCHITECTURE.md#tasks).
+    pub ingest_thread: bool,
     /// Clients besides the `nas` table rows.
     pub clients: Vec<ClientConfig>,
 }
@@ -203,6 +206,7 @@ impl Default for RadiusConfig {
             dedup_window_secs: 30,
             max_clock_skew_secs: 86_400,
             nas_reload_secs: 60,
+            ingest_thread: true,
             clients: Vec::new(),
         }
     }

@@ -28,8 +28,9 @@ use crate::sessions::SessionIndex;
 /// The client table, swapped whole when clients are reloaded.
 pub type SharedClients = Arc<RwLock<Arc<ClientTable>>>;
 
-/// Binds the accounting socket with a large receive buffer (bursts overflow the default).
-pub fn bind(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+/// Binds the accounting socket with a large receive buffer (bursts overflow the default). It is
+/// non-blocking, for `tokio::net::UdpSocket::from_std` on the runtime that will serve it.
+pub fn bind(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(recv_buffer_bytes) {
@@ -37,7 +38,7 @@ pub fn bind(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<UdpSo
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// The accounting listener.

@@ -1346,9 +1346,23 @@ async fn rows_written_from_the_index_equal_rows_written_after_reading() {
 /// answers. A lock on radacct holds the writer so that shutdown begins with events queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_commits_and_answers_everything_accepted() {
-    let Some((db, app, mut nas)) = setup(Backend::Postgres).await else {
+    shutdown_drains(true).await;
+}
+
+/// The same with the ingest tasks on the main runtime (`radius.ingest_thread = false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_with_the_ingest_path_on_the_main_runtime() {
+    shutdown_drains(false).await;
+}
+
+async fn shutdown_drains(ingest_thread: bool) {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
+    let mut config = test_config(&db);
+    config.radius.ingest_thread = ingest_thread;
+    let app = TestApp::start(config).await;
+    let mut nas = Nas::new(app.radius_addr).await;
     let locker = db.open_store().await;
     let radacctd::store::Store::Postgres(pg) = &locker else {
         unreachable!("a PostgreSQL test")
