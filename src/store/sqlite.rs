@@ -14,7 +14,7 @@ use sqlx::{Row as _, Sqlite, Transaction};
 
 use super::actions::ACTION_TABLE_COLUMNS;
 use super::events::Outbox;
-use super::jobs::{Engine, INDEXES};
+use super::jobs::{Engine, INDEXES, RETIRED_INDEXES};
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{Column, ColumnKind, Columns, Row, Value};
 
@@ -328,17 +328,12 @@ impl SqliteStore {
         Ok(deleted)
     }
 
-    /// Creates the missing [`INDEXES`]; returns their names.
+    /// Creates the missing [`INDEXES`], then drops the [`RETIRED_INDEXES`] they replace;
+    /// returns the names of those it created.
     pub(super) async fn ensure_indexes(&self) -> Result<Vec<String>> {
         let mut created = Vec::new();
         for ix in INDEXES.iter().filter(|ix| ix.on_engine(Engine::Sqlite)) {
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1",
-            )
-            .bind(ix.name)
-            .fetch_optional(&self.pool)
-            .await?;
-            if exists.is_some() {
+            if self.has_index(ix.name).await? {
                 continue;
             }
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -349,7 +344,24 @@ impl SqliteStore {
             .await?;
             created.push(ix.name.to_owned());
         }
+        for name in RETIRED_INDEXES {
+            if self.has_index(name).await? {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {name}")))
+                    .execute(&self.pool)
+                    .await?;
+                tracing::info!(index = name, "dropped an index radacctd no longer uses");
+            }
+        }
         Ok(created)
+    }
+
+    async fn has_index(&self, name: &str) -> Result<bool> {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(exists.is_some())
     }
 }
 

@@ -15,6 +15,7 @@ both_stores!(
     interrupted_archive_batch_leaves_both_tables_consistent,
     dry_runs_change_nothing,
     ensure_indexes_creates_what_is_missing_once,
+    ensure_indexes_drops_the_indexes_it_replaced,
 );
 
 fn jobs() -> JobsConfig {
@@ -533,6 +534,91 @@ async fn dry_runs_change_nothing(backend: Backend) {
     app.stop().await;
 }
 
+/// A database where an earlier version built the two user-name indexes: EnsureIndexes builds
+/// the one that replaces them, then drops them, and leaves an index of the operator's alone.
+/// The new index serves the online-flag sync's probe of a user's open rows.
+async fn ensure_indexes_drops_the_indexes_it_replaced(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.open_store().await;
+    store.migrate().await.expect("migrate");
+    db.exec(
+        "CREATE INDEX radacct_open_username_idx ON radacct (username) WHERE acctstoptime IS NULL; \
+         CREATE INDEX radacct_username_idx ON radacct (username); \
+         CREATE INDEX operators_username_idx ON radacct (username, nasipaddress)",
+    )
+    .await;
+    let index_count = |name: &str| {
+        let sql = match backend {
+            Backend::Postgres => {
+                format!("SELECT count(*) FROM pg_indexes WHERE indexname = '{name}'")
+            }
+            Backend::Sqlite => {
+                format!(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '{name}'"
+                )
+            }
+        };
+        let db = &db;
+        async move { db.count(&sql).await }
+    };
+    let created = store.ensure_indexes().await.expect("ensure");
+    assert!(
+        created.iter().any(|c| c == "radacct_username_stop_idx"),
+        "{created:?}"
+    );
+    assert_eq!(index_count("radacct_username_stop_idx").await, 1);
+    assert_eq!(index_count("radacct_open_username_idx").await, 0, "retired");
+    assert_eq!(index_count("radacct_username_idx").await, 0, "retired");
+    assert_eq!(
+        index_count("operators_username_idx").await,
+        1,
+        "not radacctd's"
+    );
+    // Nothing left to do the second time.
+    assert_eq!(
+        store.ensure_indexes().await.expect("again"),
+        Vec::<String>::new()
+    );
+    if let radacctd::store::Store::Postgres(pg) = &store {
+        let mut tx = pg.pool().begin().await.expect("begin");
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .expect("set");
+        sqlx::query("DROP INDEX operators_username_idx")
+            .execute(&mut *tx)
+            .await
+            .expect("drop");
+        // 20,000 sessions of 2,000 users, a tenth of them open: the planner's choice means
+        // something only on a table of some size.
+        sqlx::raw_sql(
+            "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+             acctstarttime, acctstoptime) \
+             SELECT 's' || i, 'u' || i, 'user' || (i % 2000), '192.0.2.1', \
+             now() - interval '1 day', CASE WHEN i % 10 = 0 THEN NULL ELSE now() END \
+             FROM generate_series(1, 20000) i; ANALYZE radacct",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("rows");
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN SELECT 1 FROM radacct WHERE username = 'user7' AND acctstoptime IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .expect("explain");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("radacct_username_stop_idx") && plan.contains("Index Cond"),
+            "{plan}"
+        );
+        tx.rollback().await.expect("rollback");
+    }
+    store.close().await;
+}
+
 async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -551,10 +637,9 @@ async fn ensure_indexes_creates_what_is_missing_once(backend: Backend) {
     }
     let created = store.ensure_indexes().await.expect("ensure");
     for ix in [
-        "radacct_open_username_idx",
+        "radacct_username_stop_idx",
         "radacct_stop_idx",
         "radacct_nas_start_idx",
-        "radacct_username_idx",
     ] {
         assert!(created.iter().any(|c| c == ix), "{ix} created: {created:?}");
     }

@@ -289,14 +289,13 @@ async fn a_single_sqlite_node_always_leads_and_records_its_sweeps() {
 }
 
 /// The indexes EnsureIndexes keeps (`store::jobs::INDEXES`).
-const INDEXES: [&str; 15] = [
+const INDEXES: [&str; 14] = [
     "radacct_active_session_idx",
     "radacct_bulk_close",
     "radacct_start_user_idx",
-    "radacct_open_username_idx",
+    "radacct_username_stop_idx",
     "radacct_stop_idx",
     "radacct_nas_start_idx",
-    "radacct_username_idx",
     "radacct_framedipaddress_gist",
     "radacct_framedipv6address_gist",
     "radacct_framedipv6prefix_gist",

@@ -256,7 +256,7 @@ async fn start_up_with_the_database_down_answers_into_the_journal() {
         indexes = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE i.indisvalid AND c.relname IN ('radacct_active_session_idx', \
-             'radacct_bulk_close', 'radacct_start_user_idx', 'radacct_open_username_idx', \
+             'radacct_bulk_close', 'radacct_start_user_idx', 'radacct_username_stop_idx', \
              'radacct_stop_idx')",
         )
         .fetch_one(&mut c)

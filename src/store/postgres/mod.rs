@@ -11,13 +11,14 @@ use sqlx::{Postgres, Row as _, Transaction};
 
 use super::actions::ACTION_TABLE_COLUMNS;
 use super::events::Outbox;
-use super::jobs::{Engine, INDEXES, session_span};
+use super::jobs::session_span;
 use super::{Dialect, Result, StoreError, StoreOptions, read_row, select_list};
 use crate::sessions::{Column, ColumnKind, Columns, Row, RowVersion, Value};
 
 mod coordination;
 mod fillfactor;
 mod guarded;
+mod indexes;
 
 pub use coordination::{
     ActionLock, CHANGES_CHANNEL, ChangeListener, ChangeNotice, ENSURE_INDEXES_LOCK,
@@ -566,67 +567,6 @@ impl PgStore {
             .await?
             .rows_affected();
         Ok(n)
-    }
-
-    /// Creates the missing [`INDEXES`] `CONCURRENTLY` (a live FreeRADIUS database keeps
-    /// writing), rebuilding any left INVALID by an interrupted build; returns their names. Runs
-    /// holding [`ENSURE_INDEXES_LOCK`]: an index another node is building is INVALID until it is
-    /// done, and must not be taken for the remains of an interrupted build.
-    pub(super) async fn ensure_indexes(&self) -> Result<Vec<String>> {
-        let mut lock = self
-            .wait_for_lock(
-                ENSURE_INDEXES_LOCK,
-                "radacctd ensure-indexes",
-                "EnsureIndexes",
-            )
-            .await?;
-        let result = Self::build_indexes(&mut lock.conn).await;
-        lock.close().await;
-        result
-    }
-
-    /// The work of [`Self::ensure_indexes`], on the connection holding its lock.
-    async fn build_indexes(conn: &mut PgConnection) -> Result<Vec<String>> {
-        let mut created = Vec::new();
-        for ix in INDEXES.iter().filter(|ix| ix.on_engine(Engine::Postgres)) {
-            // A FreeRADIUS database radacctd has not migrated has no radacct_archive yet; its
-            // indexes come with the EnsureIndexes after the migration.
-            let table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-                .bind(ix.table())
-                .fetch_one(&mut *conn)
-                .await?;
-            if table.is_none() {
-                tracing::debug!(index = ix.name, table = ix.table(), "no such table yet");
-                continue;
-            }
-            let valid: Option<bool> = sqlx::query_scalar(
-                "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
-            )
-            .bind(ix.name)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match valid {
-                Some(true) => continue,
-                Some(false) => {
-                    tracing::warn!(index = ix.name, "index is INVALID; rebuilding it");
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP INDEX CONCURRENTLY IF EXISTS {}",
-                        ix.name
-                    )))
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                None => {}
-            }
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}",
-                ix.name, ix.on
-            )))
-            .execute(&mut *conn)
-            .await?;
-            created.push(ix.name.to_owned());
-        }
-        Ok(created)
     }
 }
 
