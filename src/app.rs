@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::ingest_runtime::IngestRuntime;
+use self::ingest_runtime::{BusyMeter, IngestRuntime};
 use self::reload::{Reloader, configured_clients, housekeeping};
 use self::stages::Stage;
 use self::startup::{is_permanent, load_index, open_journal, prepare_database};
@@ -391,7 +391,7 @@ impl Application {
             .listener
             .tasks
             .spawn_on(listener.run(stages.listener.stop.clone()), ingest.handle());
-        self.spawn_background(&stages, writer_alive, changes_tx);
+        self.spawn_background(&stages, writer_alive, changes_tx, ingest.busy_meter());
         let (config, stop) = (self.config.api.clone(), stages.api.stop.clone());
         let api = stages
             .api
@@ -487,6 +487,7 @@ impl Application {
         stages: &Stages,
         writer_alive: Arc<AtomicBool>,
         changes: ChangesSender,
+        ingest: Option<BusyMeter>,
     ) {
         let (tasks, stopping) = (&stages.background.tasks, &stages.stopping);
         let routers = self.config.reconcile.enabled.then(|| {
@@ -571,6 +572,7 @@ impl Application {
                 journal: self.journal.clone(),
                 store: self.store.clone(),
                 index_rebuild: self.index_rebuild,
+                ingest,
             };
             let limits = HttpLimits {
                 max_connections: self.config.metrics.max_connections,
@@ -734,6 +736,8 @@ struct AppLive {
     journal: Option<ingest::SharedJournal>,
     store: Store,
     index_rebuild: Duration,
+    /// The ingest thread, when it has a runtime of its own.
+    ingest: Option<BusyMeter>,
 }
 
 impl LiveSource for AppLive {
@@ -761,6 +765,7 @@ impl LiveSource for AppLive {
             journal,
             pool: self.store.pool_stats(),
             index_rebuild: self.index_rebuild,
+            ingest_busy: self.ingest.as_ref().map(BusyMeter::busy),
         }
     }
 }

@@ -47,6 +47,11 @@ impl IngestRuntime {
         &self.handle
     }
 
+    /// The ingest thread's figures, when it has a runtime of its own.
+    pub(super) fn busy_meter(&self) -> Option<BusyMeter> {
+        self.own.as_ref().map(|_| BusyMeter(self.handle.clone()))
+    }
+
     /// The accounting socket, registered with this runtime's I/O driver: its readiness wakes
     /// the listener and the sender on their own thread.
     pub(super) fn udp_socket(
@@ -55,6 +60,20 @@ impl IngestRuntime {
     ) -> std::io::Result<Arc<tokio::net::UdpSocket>> {
         let _on = self.handle.enter();
         tokio::net::UdpSocket::from_std(socket).map(Arc::new)
+    }
+}
+
+/// Reads how long the ingest thread has spent running tasks (`/metrics`:
+/// `radacctd_ingest_thread_busy_seconds`; its rate is the share of the thread in use).
+#[derive(Debug, Clone)]
+pub(super) struct BusyMeter(Handle);
+
+impl BusyMeter {
+    pub(super) fn busy(&self) -> std::time::Duration {
+        let metrics = self.0.metrics();
+        (0..metrics.num_workers())
+            .map(|w| metrics.worker_total_busy_duration(w))
+            .sum()
     }
 }
 
@@ -106,6 +125,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, (b"ping".to_vec(), Some(THREAD_NAME.to_owned())));
+        // Its busy time grows with the work done on it.
+        let meter = ingest.busy_meter().expect("a runtime of its own");
+        let before = meter.busy();
+        ingest
+            .handle()
+            .spawn(async {
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+            })
+            .await
+            .unwrap();
+        let grew = meter.busy() - before;
+        assert!(grew >= std::time::Duration::from_millis(25), "{grew:?}");
         // Dropping it inside async code does not panic.
         drop(ingest);
     }
@@ -122,5 +156,9 @@ mod tests {
         // A current-thread test runtime: the task runs on the test's own thread.
         assert_eq!(on, here);
         assert_ne!(on.as_deref(), Some(THREAD_NAME));
+        assert!(
+            ingest.busy_meter().is_none(),
+            "no thread of its own to meter"
+        );
     }
 }

@@ -147,6 +147,9 @@ pub const QUEUE_DEPTH: &str = "radacctd_ingest_queue_depth";
 pub const ACTIVE_SESSIONS: &str = "radacctd_active_sessions";
 pub const ACTIVE_SESSIONS_BY_NAS: &str = "radacctd_active_sessions_by_nas";
 pub const INDEX_REBUILD: &str = "radacctd_index_rebuild_duration_seconds";
+/// Seconds the ingest thread has spent running tasks since start-up (rises by at most one per
+/// second: its rate is the share of the thread in use).
+pub const INGEST_THREAD_BUSY: &str = "radacctd_ingest_thread_busy_seconds";
 pub const INDEX_DRIFT: &str = "radacctd_index_drift_total";
 pub const JOURNAL_ENTRIES: &str = "radacctd_journal_entries";
 pub const JOURNAL_BYTES: &str = "radacctd_journal_bytes";
@@ -227,6 +230,9 @@ pub struct Live {
     /// (connections open, of which idle).
     pub pool: (u32, u32),
     pub index_rebuild: Duration,
+    /// How long the ingest thread has run tasks, when it has a thread of its own
+    /// (`radius.ingest_thread`).
+    pub ingest_busy: Option<Duration>,
 }
 
 /// The journal at scrape time.
@@ -572,6 +578,10 @@ impl Stats {
             .set(f64::from(open.saturating_sub(idle)));
         self.gauge(INDEX_REBUILD, vec![])
             .set(live.index_rebuild.as_secs_f64());
+        if let Some(busy) = live.ingest_busy {
+            self.gauge(INGEST_THREAD_BUSY, vec![])
+                .set(busy.as_secs_f64());
+        }
         self.gauge(
             BUILD_INFO,
             vec![

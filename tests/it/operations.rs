@@ -117,6 +117,9 @@ async fn metrics_count_exactly_what_was_sent() {
         1.0
     );
     assert!(m.contains_key("radacctd_index_rebuild_duration_seconds"));
+    // The packets were received, written and answered on the ingest thread.
+    let busy = value(&m, "radacctd_ingest_thread_busy_seconds");
+    assert!(busy > 0.0 && busy < 60.0, "ingest thread busy {busy} s");
     assert!(m.contains_key("radacctd_db_pool_connections{state=\"idle\"}"));
     assert!(m.contains_key("radacctd_job_last_success_timestamp_seconds{job=\"sweeper\"}"));
     assert!(m.contains_key("radacctd_job_rows_total{job=\"archiver\"}"));
