@@ -38,6 +38,8 @@
 #   writer, checkpointer, background writer; all postgres processes: A s), bench B s, rest R s
 #   writer: batches, mean events per batch, mean commit time (from the daemon's /metrics), and
 #           sessions by where the writer took their rows from (index, new, read, redone)
+#   ingest thread: how long it ran tasks during the run (radacctd_ingest_thread_busy_seconds:
+#           wall-clock time while busy, so time spent waiting for a CPU counts too)
 #   radacct: updates, and how many were HOT (PostgreSQL; read once the daemon has stopped)
 # and the load average before and after. Everything is also written to DIR (default
 # target/benchruns/<timestamp>-<store>): daemon.log, bench.out, summary.json.
@@ -204,6 +206,7 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 bs0=$(metric radacctd_write_batch_size_sum); bc0=$(metric radacctd_write_batch_size_count)
 pb0=$(metric radacctd_write_batches_paired_total)
 cs0=$(metric radacctd_commit_duration_seconds_sum)
+ib0=$(metric radacctd_ingest_thread_busy_seconds)
 b0=$(busy); d0=$(ticks "$dpid"); a0=$(all_pg); t0=$(date +%s.%N)
 
 cmd=("$bench_bin" --target "$addr" "${bench_args[@]}" --verify-db "$url" --json "$out/summary.json")
@@ -216,6 +219,12 @@ t1=$(date +%s.%N); b1=$(busy); d1=$(ticks "$dpid"); a1=$(all_pg)
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 bs1=$(metric radacctd_write_batch_size_sum); bc1=$(metric radacctd_write_batch_size_count)
 pb1=$(metric radacctd_write_batches_paired_total)
+ib1=$(metric radacctd_ingest_thread_busy_seconds)
+ingest=""
+if [ -n "$ib1" ]; then
+    ingest=$(awk -v i0="${ib0:-0}" -v i1="$ib1" -v t0="$t0" -v t1="$t1" 'BEGIN {
+        printf "ingest thread: busy %.2f s (%.0f%% of the wall time)", i1 - i0, 100 * (i1 - i0) / (t1 - t0) }')
+fi
 sources=""
 for src in index new read redone; do
     sources="$sources $src $(metric "radacctd_write_sessions_total{source=\"$src\"}")"
@@ -257,6 +266,7 @@ fi
 {
     echo "$summary"
     echo "$writer"
+    [ -z "$ingest" ] || echo "$ingest"
     [ -z "$hot" ] || echo "$hot"
     echo "writer: sessions by where their row came from (radacctd_write_sessions_total since start):$sources"
     echo "load average before: $load0; after: $load1 ($(nproc) CPUs)"

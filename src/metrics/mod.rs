@@ -147,8 +147,8 @@ pub const QUEUE_DEPTH: &str = "radacctd_ingest_queue_depth";
 pub const ACTIVE_SESSIONS: &str = "radacctd_active_sessions";
 pub const ACTIVE_SESSIONS_BY_NAS: &str = "radacctd_active_sessions_by_nas";
 pub const INDEX_REBUILD: &str = "radacctd_index_rebuild_duration_seconds";
-/// Seconds the ingest thread has spent running tasks since start-up (rises by at most one per
-/// second: its rate is the share of the thread in use).
+/// Seconds the ingest thread has spent running tasks since start-up, wall-clock (time it waited
+/// for a CPU while busy counts too): its rate is the share of the thread in use.
 pub const INGEST_THREAD_BUSY: &str = "radacctd_ingest_thread_busy_seconds";
 pub const INDEX_DRIFT: &str = "radacctd_index_drift_total";
 pub const JOURNAL_ENTRIES: &str = "radacctd_journal_entries";
