@@ -2,10 +2,12 @@
 //! → shutdown. The only module that knows every other one. Tests and benches build the same
 //! `Application` on port 0.
 //!
-//! [`startup`] holds the start-up steps, [`reload`] what keeps clients and caches current, and
-//! [`stages`] the shutdown order; this file wires them.
+//! [`startup`] holds the start-up steps, [`reload`] what keeps clients and caches current,
+//! [`ingest_runtime`] where the listener, the writer and the sender run, [`live`] what
+//! `/metrics` reads at a scrape, and [`stages`] the shutdown order; this file wires them.
 
 mod ingest_runtime;
+mod live;
 mod quickstart;
 mod reload;
 mod stages;
@@ -21,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::ingest_runtime::{BusyMeter, IngestRuntime};
+use self::live::AppLive;
 use self::reload::{Reloader, configured_clients, housekeeping};
 use self::stages::Stage;
 use self::startup::{is_permanent, load_index, open_journal, prepare_database};
@@ -32,8 +35,8 @@ use crate::http::HttpLimits;
 use crate::ingest::changes::ChangeFeed;
 use crate::ingest::{self, ChangesReceiver, ChangesSender, Writer, WriterHealth, WriterOptions};
 use crate::jobs::{self, JobStats};
-use crate::metrics::server::{LiveSource, MetricsSource};
-use crate::metrics::{Live, LiveJournal, Stats};
+use crate::metrics::Stats;
+use crate::metrics::server::MetricsSource;
 use crate::net::ClientAddr;
 use crate::node::Node;
 use crate::queue::{self, IngestReceiver, IngestSender};
@@ -726,47 +729,6 @@ impl Running {
         stages.writer.stop().await;
         stages.sender.stop().await;
         ingest
-    }
-}
-
-/// What `/metrics` reads from the application at scrape time.
-struct AppLive {
-    index: Arc<SessionIndex>,
-    queue: IngestSender,
-    journal: Option<ingest::SharedJournal>,
-    store: Store,
-    index_rebuild: Duration,
-    /// The ingest thread, when it has a runtime of its own.
-    ingest: Option<BusyMeter>,
-}
-
-impl LiveSource for AppLive {
-    fn live(&self) -> Live {
-        let counts = self.index.counts();
-        let mut by_nas: Vec<(String, i64)> = counts.per_nas.into_iter().collect();
-        by_nas.sort();
-        let journal = self.journal.as_ref().map(|j| {
-            let mut j = ingest::writer_lock(j);
-            let health = j.health();
-            LiveJournal {
-                entries: j.pending(),
-                bytes: j.bytes(),
-                oldest_age: j.oldest_age(crate::clock::now_secs()),
-                corrupt_regions: health.corrupt_regions,
-                corrupt_bytes: health.corrupt_bytes,
-                rejected: health.rejected,
-                rejected_entries: health.rejected_entries,
-            }
-        });
-        Live {
-            active_sessions: counts.total,
-            active_by_nas: by_nas,
-            queue_depth: self.queue.max_capacity() - self.queue.capacity(),
-            journal,
-            pool: self.store.pool_stats(),
-            index_rebuild: self.index_rebuild,
-            ingest_busy: self.ingest.as_ref().map(BusyMeter::busy),
-        }
     }
 }
 
