@@ -64,7 +64,9 @@ impl IngestRuntime {
 }
 
 /// Reads how long the ingest thread has spent running tasks (`/metrics`:
-/// `radacctd_ingest_thread_busy_seconds`; its rate is the share of the thread in use).
+/// `radacctd_ingest_thread_busy_seconds`; its rate is the share of the thread in use). The
+/// worker publishes it when it parks and every few dozen tasks, so it lags the thread by less
+/// than that.
 #[derive(Debug, Clone)]
 pub(super) struct BusyMeter(Handle);
 
@@ -138,7 +140,15 @@ mod tests {
             })
             .await
             .unwrap();
-        let grew = meter.busy() - before;
+        // The worker publishes its figures when it parks (or every few dozen tasks): poll.
+        let mut grew = std::time::Duration::ZERO;
+        for _ in 0..500 {
+            grew = meter.busy() - before;
+            if grew >= std::time::Duration::from_millis(25) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert!(grew >= std::time::Duration::from_millis(25), "{grew:?}");
         // Dropping it inside async code does not panic.
         drop(ingest);
