@@ -128,6 +128,9 @@ pub struct Writer {
     touches: Option<Arc<crate::usage::Touches>>,
 }
 
+/// How many open sessions [`Writer::reconcile`] compares between two yields.
+const RECONCILE_YIELD_EVERY: usize = 1024;
+
 /// Where the change feed sends its re-reads (`Reconcile::Rows`) to the writer.
 pub type ChangesSender = tokio::sync::mpsc::Sender<Reconcile>;
 /// The writer's end of [`ChangesSender`].
@@ -565,7 +568,8 @@ impl Writer {
         self.answer_all(&done, &closed);
     }
 
-    /// Makes the index equal the open rows in SQL; returns the differences it fixed.
+    /// Makes the index equal the open rows in SQL; returns the differences it fixed. Yields
+    /// every [`RECONCILE_YIELD_EVERY`] sessions it compares.
     async fn reconcile(&self) -> Result<Drift, StoreError> {
         let mut open: HashMap<Text, Session> = HashMap::new();
         self.store
@@ -584,7 +588,14 @@ impl Writer {
             self.index.remove(&key);
             drift.removed += 1;
         }
-        for (key, session) in open {
+        for (n, (key, session)) in open.into_iter().enumerate() {
+            // The writer shares its thread with the listener (`radius.ingest_thread`): over
+            // hundreds of thousands of open sessions this loop is long, and the socket must
+            // still be read meanwhile. The index only changes here and in commits, which wait
+            // for this to end.
+            if n % RECONCILE_YIELD_EVERY == RECONCILE_YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
             match self.index.get(&key) {
                 Some(known) if known == session => {}
                 // The same values under another version (another writer rewrote the row
