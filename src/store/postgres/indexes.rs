@@ -23,10 +23,12 @@ impl PgStore {
                 "EnsureIndexes",
             )
             .await?;
-        let result = match Self::build_indexes(&mut lock.conn).await {
-            Ok(created) => retire_indexes(&mut lock.conn).await.map(|()| created),
-            Err(e) => Err(e),
-        };
+        let result = async {
+            let created = Self::build_indexes(&mut lock.conn).await?;
+            retire_indexes(&mut lock.conn).await?;
+            Ok(created)
+        }
+        .await;
         lock.close().await;
         result
     }
@@ -37,11 +39,7 @@ impl PgStore {
         for ix in INDEXES.iter().filter(|ix| ix.on_engine(Engine::Postgres)) {
             // A FreeRADIUS database radacctd has not migrated has no radacct_archive yet; its
             // indexes come with the EnsureIndexes after the migration.
-            let table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-                .bind(ix.table())
-                .fetch_one(&mut *conn)
-                .await?;
-            if table.is_none() {
+            if !relation_exists(conn, ix.table()).await? {
                 tracing::debug!(index = ix.name, table = ix.table(), "no such table yet");
                 continue;
             }
@@ -80,11 +78,7 @@ impl PgStore {
 /// so what replaces them is there.
 async fn retire_indexes(conn: &mut PgConnection) -> Result<()> {
     for name in RETIRED_INDEXES {
-        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await?;
-        if exists.is_none() {
+        if !relation_exists(conn, name).await? {
             continue;
         }
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -95,4 +89,13 @@ async fn retire_indexes(conn: &mut PgConnection) -> Result<()> {
         tracing::info!(index = name, "dropped an index radacctd no longer uses");
     }
     Ok(())
+}
+
+/// Whether a table or an index of this name exists (on the search path).
+async fn relation_exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
+    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(found.is_some())
 }
