@@ -293,7 +293,10 @@ async fn the_usage_api_checks_parameters_permission_and_scope(backend: Backend) 
     .await;
     let app = TestApp::start(config(&db)).await;
     let mut nas = Nas::new(app.radius_addr).await;
-    let t0 = now() - 600;
+    // Ten minutes ago, but within today (UTC): just after midnight the sessions start at
+    // midnight instead, so that `period=today` below holds all their traffic. (Their
+    // Interim-Updates may then be a few minutes ahead of the clock, well within the skew.)
+    let t0 = (now() - 600).max(now() - now() % 86_400 + 1);
     for (s, bytes) in [(&mine, 100u64), (&theirs, 900)] {
         nas.send(&s.start(t0)).await.expect("start");
         nas.send(&s.interim(t0 + 300, 300, bytes, 0))
