@@ -293,10 +293,8 @@ async fn the_usage_api_checks_parameters_permission_and_scope(backend: Backend) 
     .await;
     let app = TestApp::start(config(&db)).await;
     let mut nas = Nas::new(app.radius_addr).await;
-    // Ten minutes ago, but within today (UTC): just after midnight the sessions start at
-    // midnight instead, so that `period=today` below holds all their traffic. (Their
-    // Interim-Updates may then be a few minutes ahead of the clock, well within the skew.)
-    let t0 = (now() - 600).max(now() - now() % 86_400 + 1);
+    // Within today, so that `period=today` below holds all their traffic.
+    let t0 = common::within_today(600);
     for (s, bytes) in [(&mine, 100u64), (&theirs, 900)] {
         nas.send(&s.start(t0)).await.expect("start");
         nas.send(&s.interim(t0 + 300, 300, bytes, 0))
@@ -444,7 +442,8 @@ async fn crossing_a_threshold_throttles_each_open_session_once_and_the_reset_res
     let a = Sess::new(7).on_nas("127.0.0.1");
     let mut b = Sess::new(8).on_nas("127.0.0.1");
     b.user = a.user.clone();
-    let t0 = now() - 120;
+    // Within today: the policy's period is the day.
+    let t0 = common::within_today(120);
     for s in [&a, &b] {
         nas.send(&s.start(t0)).await.expect("start");
     }
@@ -572,7 +571,8 @@ async fn a_throttling_coa_the_nas_did_not_answer_is_sent_again_on_the_next_inter
     let app = TestApp::start(fair_use_config(&db)).await;
     let mut nas = Nas::new(app.radius_addr).await;
     let s = Sess::new(10).on_nas("127.0.0.1");
-    let t0 = now() - 120;
+    // Within today: the policy's period is the day.
+    let t0 = common::within_today(120);
     nas.send(&s.start(t0)).await.expect("start");
     nas.send(&s.interim(t0 + 60, 60, 20_000, 0))
         .await

@@ -695,6 +695,14 @@ pub fn now() -> u32 {
         .unwrap_or(0)
 }
 
+/// `secs` seconds ago, but not before today's first second (UTC): traffic a test sends from
+/// there to now falls within today, also when it runs just after midnight (usage by `today`,
+/// fair-use by the day). The test configurations allow the later timestamps this can give.
+pub fn within_today(secs: u32) -> u32 {
+    let now = now();
+    (now - secs).max(now - now % 86_400 + 1)
+}
+
 /// Polls `f` every 10 ms until it holds or `limit` has passed; returns whether it held.
 pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
