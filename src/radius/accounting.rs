@@ -219,17 +219,27 @@ pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
         h.update(b",");
         h.update(session);
         h.update(b",");
-        h.update(nas.to_string().as_bytes());
+        let _ = write!(Hashed(&mut h), "{nas}");
         h.update(b",");
         h.update(packet.attr(d::NAS_IDENTIFIER).unwrap_or_default());
         h.update(b",");
         h.update(packet.attr(d::NAS_PORT_ID).unwrap_or_default());
         h.update(b",");
         if let Some(port) = packet.attr_u32(d::NAS_PORT) {
-            h.update(port.to_string().as_bytes());
+            let _ = write!(Hashed(&mut h), "{port}");
         }
     }
     hex(&h.finalize())
+}
+
+/// Text written into a digest as it is formatted, without a string in between.
+struct Hashed<'a>(&'a mut Md5);
+
+impl std::fmt::Write for Hashed<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// `ai:` followed by 32 hex digits (case-insensitive) at the start of Class.
@@ -264,9 +274,11 @@ fn interface_id(v: &[u8]) -> Option<String> {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }
