@@ -46,25 +46,40 @@ impl Rfc3339 {
     }
 }
 
+impl Rfc3339 {
+    /// The 20 ASCII bytes, each field's digits put in place (the events write two or three
+    /// of these per session start and stop, on the writer's path).
+    fn bytes(&self) -> [u8; 20] {
+        fn put(b: &mut [u8], mut v: u32) {
+            for d in b.iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        let d = &self.0;
+        let mut b = *b"0000-00-00T00:00:00Z";
+        // 0 to 9999 (`Rfc3339::at`).
+        put(&mut b[0..4], d.year().unsigned_abs());
+        put(&mut b[5..7], d.month());
+        put(&mut b[8..10], d.day());
+        put(&mut b[11..13], d.hour());
+        put(&mut b[14..16], d.minute());
+        put(&mut b[17..19], d.second());
+        b
+    }
+}
+
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = &self.0;
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            d.year(),
-            d.month(),
-            d.day(),
-            d.hour(),
-            d.minute(),
-            d.second()
-        )
+        let b = self.bytes();
+        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
     }
 }
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let b = self.bytes();
+        s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -88,6 +103,18 @@ mod tests {
                 "epoch {t}"
             );
         }
+        // Every field's digits, across the whole range (years 0 to 9999).
+        let first = -62_167_219_200; // 0000-01-01T00:00:00Z
+        for t in (first..=253_402_300_799).step_by(3_000_017).chain([first]) {
+            let r = Rfc3339::at(t).expect("in range");
+            assert_eq!(Some(r.to_string()), rfc3339(t), "epoch {t}");
+            assert_eq!(
+                serde_json::to_string(&r).ok(),
+                rfc3339(t).map(|s| format!("\"{s}\"")),
+                "epoch {t}"
+            );
+        }
+        assert!(Rfc3339::at(first - 1).is_none(), "year -1");
         assert!(Rfc3339::at(253_402_300_800).is_none(), "year 10000");
         assert!(Rfc3339::at(i64::MAX).is_none());
     }
