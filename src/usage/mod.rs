@@ -144,7 +144,8 @@ pub struct Entry {
 /// hour added together), sorted by user name and hour so that concurrent writers take the
 /// bucket rows' locks in one order.
 pub fn entries(steps: &[Step]) -> Vec<Entry> {
-    let mut by: HashMap<(&str, i64), Entry> = HashMap::new();
+    let mut by: foldhash::HashMap<(&str, i64), Entry> =
+        foldhash::HashMapExt::with_capacity(steps.len());
     for s in steps {
         let inputs = split_hours(s.from, s.to, s.input);
         let outputs = split_hours(s.from, s.to, s.output);

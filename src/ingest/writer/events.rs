@@ -74,7 +74,7 @@ impl Derived {
         if inserted.is_empty() {
             return;
         }
-        let ids: std::collections::HashMap<&str, i64> = inserted
+        let ids: foldhash::HashMap<&str, i64> = inserted
             .iter()
             .filter_map(|r| Some((r.acctuniqueid.as_str(), r.radacctid?)))
             .collect();

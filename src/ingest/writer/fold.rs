@@ -2,7 +2,7 @@
 //! write, the index changes, the usage and the session events; and the locked transaction's
 //! load-fold-write step.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::IndexChange;
 use super::commit::Outcome;
@@ -15,7 +15,7 @@ use crate::usage::{self, Mark, Step, Touch};
 
 /// The keys of a run of items, in first-seen order (so writes are deterministic).
 pub(super) fn unique_keys<'a>(items: &[&'a Item], range: std::ops::Range<usize>) -> Vec<&'a str> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::with_capacity(range.len());
     items[range]
         .iter()
         .map(|i| i.key())
@@ -154,7 +154,7 @@ pub(super) async fn fold_and_write(
         return Ok(());
     }
     let keys = unique_keys(items, range.clone());
-    let loaded = tx.load(&keys).await?;
+    let loaded = tx.load(&keys).await?.into_iter().collect();
     let mut folded = fold(items, range, loaded, out, unchanged, emit);
     tx.insert(&mut folded.inserts).await?;
     tx.update(&folded.updates).await?;
@@ -252,7 +252,7 @@ mod tests {
         let mut disconnected = loaded("d", EventKind::Start, 1000);
         assert!(semantics::close(&mut disconnected, 2000, "Admin-Reset"));
         let rows = || {
-            HashMap::from([
+            HashMap::from_iter([
                 ("c".to_string(), loaded("c", EventKind::InterimUpdate, 2000)),
                 ("d".to_string(), disconnected.clone()),
                 ("e".to_string(), loaded("e", EventKind::Start, 1000)),
@@ -316,7 +316,7 @@ mod tests {
         let (sweep, _rx) = CloseRequest::new("c".into(), None, SWEEPER_CAUSE, Some(5_000));
         let items = [Item::Close(sweep), event(EventKind::Stop, "e", 2500)];
         let refs: Vec<&Item> = items.iter().collect();
-        let rows = HashMap::from([
+        let rows = HashMap::from_iter([
             ("c".to_string(), loaded("c", EventKind::InterimUpdate, 2000)),
             ("e".to_string(), loaded("e", EventKind::Start, 1000)),
         ]);
@@ -367,7 +367,7 @@ mod tests {
             unreachable!()
         };
         semantics::apply(&mut old, &start);
-        let loaded = HashMap::from([("old".to_string(), old.expect("row"))]);
+        let loaded = HashMap::from_iter([("old".to_string(), old.expect("row"))]);
         let mut out = Outcome::new(items.len());
         let mut unchanged = vec![false; items.len()];
         let folded = fold(

@@ -2,7 +2,7 @@
 //! the row radacctd last wrote, new sessions inserted directly, one guarded statement; rows
 //! another writer changed are redone under locks.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::IndexChange;
 use super::commit::{Outcome, commit_locked};
@@ -194,7 +194,7 @@ async fn starting_rows<'a>(
     } = sources(items, index, new_without_lookup);
     let mut rows: HashMap<String, Row> = HashMap::with_capacity(keys.len());
     let mut versions: HashMap<String, RowVersion> = HashMap::with_capacity(keys.len());
-    let mut fed: HashMap<String, Row> = HashMap::new();
+    let mut fed: HashMap<String, Row> = HashMap::with_capacity(fed_sessions.len());
     for (k, session) in fed_sessions {
         let row = session.to_row();
         if let Some(v) = session.row_version {
@@ -240,10 +240,10 @@ impl Guarded<'_> {
         out: &mut Outcome,
         unchanged: &mut [bool],
         emit: Emit,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    ) -> Result<HashSet<String>, StoreError> {
         let fed = self.fed;
         let mut folded = fold(items, 0..items.len(), self.rows, out, unchanged, emit);
-        let mut redo: std::collections::HashSet<String> = Default::default();
+        let mut redo: HashSet<String> = Default::default();
         let (mut index_fed, updates): (Vec<Row>, Vec<Row>) = std::mem::take(&mut folded.updates)
             .into_iter()
             .partition(|r| fed.contains_key(&r.acctuniqueid));
@@ -257,8 +257,7 @@ impl Guarded<'_> {
         // An index-fed session whose items changed nothing was judged on the index's copy, which
         // is right only while the row still has its version: the same statement checks that, and
         // a session whose row changed is redone under locks like a refused write.
-        let changed: std::collections::HashSet<&str> =
-            index_fed.iter().map(|r| r.acctuniqueid.as_str()).collect();
+        let changed: HashSet<&str> = index_fed.iter().map(|r| r.acctuniqueid.as_str()).collect();
         let judged_unchanged: Vec<Row> = fed
             .iter()
             .filter(|(k, _)| !changed.contains(k.as_str()) && !redo.contains(*k))
@@ -301,7 +300,7 @@ impl Guarded<'_> {
 
 /// Sessions of a batch to redo under locks after the rest of it committed.
 struct Redo<'a> {
-    keys: std::collections::HashSet<String>,
+    keys: HashSet<String>,
     sources: &'a HashMap<&'a str, Source>,
     deadline: tokio::time::Instant,
     emit: Emit,

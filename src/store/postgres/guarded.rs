@@ -5,7 +5,8 @@
 //! (docs/reference/postgres-writes.md). The parts a batch has choose one of the statements
 //! built here once.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet};
+use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
 use sqlx::Row as _;
@@ -146,9 +147,9 @@ static INDEX_FED_COLUMNS: LazyLock<Vec<&'static Column>> = LazyLock::new(|| {
 
 /// The ids and the versions (in `xmin::text` form) of rows to update with a guard, as bound
 /// arrays.
-fn ids_and_versions(
+fn ids_and_versions<S: BuildHasher>(
     rows: &[Row],
-    versions: &HashMap<String, RowVersion>,
+    versions: &std::collections::HashMap<String, RowVersion, S>,
 ) -> (Vec<Option<i64>>, Vec<Option<String>>) {
     rows.iter()
         .map(|r| {
@@ -173,7 +174,7 @@ pub struct Consequences<'a> {
 pub struct GuardedWrite {
     /// Keys not written: an update whose row another writer changed since its version, an
     /// insert whose key another row already has. Their events must be redone under locks.
-    pub refused: std::collections::HashSet<String>,
+    pub refused: HashSet<String>,
     /// The new version of every row written, by key.
     pub versions: HashMap<String, RowVersion>,
 }
@@ -187,13 +188,13 @@ impl PgStore {
     /// `consequences`' amounts to the usage ledger and appends their events to the outbox (in
     /// order; an event without `radacctid` takes its new row's). Returns what was refused (or
     /// found changed) and the row versions.
-    pub async fn write_guarded(
+    pub async fn write_guarded<S: BuildHasher>(
         &self,
         inserts: &mut [Row],
         updates: &[Row],
         index_fed: &[Row],
         unchanged: &[Row],
-        versions: &HashMap<String, RowVersion>,
+        versions: &std::collections::HashMap<String, RowVersion, S>,
         consequences: Consequences<'_>,
     ) -> Result<GuardedWrite> {
         let Consequences { ledger, events } = consequences;
