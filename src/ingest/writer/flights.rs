@@ -70,7 +70,9 @@ impl Flights {
         let overlapped = !self.running.is_empty();
         let store = store.clone();
         let index = index.clone();
-        self.running.push_back(tokio::spawn(async move {
+        // Boxed: the commit's state machine is large, and the task would otherwise copy all
+        // of it at every move (spawning, and each change of the task's stage).
+        self.running.push_back(tokio::spawn(Box::pin(async move {
             let (result, elapsed) =
                 timed_commit(&store, Some(&index), &items, timeout, events).await;
             Landed {
@@ -79,7 +81,7 @@ impl Flights {
                 elapsed,
                 overlapped,
             }
-        }));
+        })));
     }
 
     /// The oldest commit in flight, once it ended (`None` when nothing is in flight); its
