@@ -210,6 +210,7 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
 pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
     let session = packet.attr(d::ACCT_SESSION_ID).unwrap_or_default();
     let mut h = Md5::new();
+    let mut digits = [0u8; 10];
     if let Some(auth_id) = packet.attr(d::CLASS).and_then(class_auth_id) {
         h.update(auth_id);
         h.update(b",");
@@ -219,17 +220,44 @@ pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
         h.update(b",");
         h.update(session);
         h.update(b",");
-        let _ = write!(Hashed(&mut h), "{nas}");
+        match nas {
+            IpAddr::V4(a) => {
+                for (i, octet) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        h.update(b".");
+                    }
+                    h.update(decimal(u32::from(octet), &mut digits));
+                }
+            }
+            IpAddr::V6(_) => {
+                let _ = write!(Hashed(&mut h), "{nas}");
+            }
+        }
         h.update(b",");
         h.update(packet.attr(d::NAS_IDENTIFIER).unwrap_or_default());
         h.update(b",");
         h.update(packet.attr(d::NAS_PORT_ID).unwrap_or_default());
         h.update(b",");
         if let Some(port) = packet.attr_u32(d::NAS_PORT) {
-            let _ = write!(Hashed(&mut h), "{port}");
+            h.update(decimal(port, &mut digits));
         }
     }
     hex(&h.finalize())
+}
+
+/// `v` in decimal (as `{v}` formats it), written at the end of `buf`.
+fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut start = buf.len();
+    // Ten digits at most (u32::MAX is 4294967295), so `start` stays in the buffer.
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        start -= 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[start..]
 }
 
 /// Text written into a digest as it is formatted, without a string in between.
@@ -336,6 +364,24 @@ mod tests {
         let mut b = PacketBuilder::new(Code::AccountingRequest, 1);
         build(&mut b);
         b.encode_request(SECRET).expect("encodes")
+    }
+
+    #[test]
+    fn decimal_writes_what_display_writes() {
+        let mut buf = [0u8; 10];
+        for v in [
+            0,
+            7,
+            10,
+            255,
+            4_095,
+            65_535,
+            1_000_000,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            assert_eq!(decimal(v, &mut buf), v.to_string().as_bytes(), "{v}");
+        }
     }
 
     fn md5_hex(s: &str) -> String {
