@@ -14,9 +14,42 @@ use std::str::FromStr;
 /// that a row reads back as it was written and a term matches on both databases alike.
 pub fn ip_text(addr: IpAddr) -> String {
     match addr {
-        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V4(a) => ipv4_text(a),
         IpAddr::V6(a) => ipv6_text(a),
     }
+}
+
+/// An IPv4 address in dotted decimal, as `Display` writes it, without `fmt` (the listener
+/// writes one or two per packet).
+pub fn ipv4_text(addr: Ipv4Addr) -> String {
+    let mut s = String::with_capacity(15);
+    let mut digits = [0u8; 10];
+    for (i, octet) in addr.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        s.extend(
+            decimal(u32::from(octet), &mut digits)
+                .iter()
+                .map(|&d| char::from(d)),
+        );
+    }
+    s
+}
+
+/// `v` in decimal (as `{v}` formats it), written at the end of `buf`.
+pub fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut start = buf.len();
+    // Ten digits at most (u32::MAX is 4294967295), so `start` stays in the buffer.
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        start -= 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[start..]
 }
 
 /// [`ip_text`] of an IPv6 address.
@@ -223,6 +256,32 @@ impl<T> AddrTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_text_and_decimal_write_what_display_writes() {
+        let mut buf = [0u8; 10];
+        for v in [
+            0,
+            7,
+            10,
+            255,
+            4_095,
+            65_535,
+            1_000_000,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            assert_eq!(decimal(v, &mut buf), v.to_string().as_bytes(), "{v}");
+        }
+        for v in (0..=u32::MAX)
+            .step_by(65_521)
+            .chain([u32::MAX, 0x0a00_0001])
+        {
+            let a = Ipv4Addr::from(v);
+            assert_eq!(ipv4_text(a), a.to_string());
+            assert_eq!(ip_text(IpAddr::V4(a)), a.to_string());
+        }
+    }
 
     fn block(s: &str) -> ClientAddr {
         s.parse().expect(s)

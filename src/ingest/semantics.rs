@@ -4,6 +4,9 @@
 //! Pure: the writer loads the rows of a batch, folds every event through [`apply`] in arrival
 //! order, and writes only the rows that changed. The same code serves both stores.
 
+use std::net::IpAddr;
+
+use crate::net::ipv4_text;
 use crate::radius::accounting::{AccountingEvent, EventKind};
 use crate::sessions::Row;
 
@@ -88,7 +91,10 @@ fn new_row(ev: &AccountingEvent) -> Row {
         acctuniqueid: ev.acctuniqueid.clone(),
         username: Some(ev.username.clone()),
         realm: None,
-        nasipaddress: ev.nasipaddress.to_string(),
+        nasipaddress: match ev.nasipaddress {
+            IpAddr::V4(a) => ipv4_text(a),
+            a => a.to_string(),
+        },
         nasportid: ev.nasportid.clone(),
         nasporttype: Some(ev.nasporttype.clone()),
         acctstarttime: Some(t),

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 
 use super::codec::Packet;
 use super::dictionary as d;
-use crate::net::ipv6_text;
+use crate::net::{decimal, ipv4_text, ipv6_text};
 
 /// What an Acct-Status-Type asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -180,9 +180,7 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
         callingstationid: string_attr(packet, d::CALLING_STATION_ID),
         servicetype: enum_text(packet, d::SERVICE_TYPE),
         framedprotocol: enum_text(packet, d::FRAMED_PROTOCOL),
-        framedipaddress: packet
-            .attr_ipv4(d::FRAMED_IP_ADDRESS)
-            .map(|a| a.to_string()),
+        framedipaddress: packet.attr_ipv4(d::FRAMED_IP_ADDRESS).map(ipv4_text),
         framedipv6address: packet.attr_ipv6(d::FRAMED_IPV6_ADDRESS).map(ipv6_text),
         framedipv6prefix: packet
             .attr_ipv6_prefix(d::FRAMED_IPV6_PREFIX)
@@ -243,21 +241,6 @@ pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
         }
     }
     hex(&h.finalize())
-}
-
-/// `v` in decimal (as `{v}` formats it), written at the end of `buf`.
-fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut start = buf.len();
-    // Ten digits at most (u32::MAX is 4294967295), so `start` stays in the buffer.
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        start -= 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[start..]
 }
 
 /// Text written into a digest as it is formatted, without a string in between.
@@ -364,24 +347,6 @@ mod tests {
         let mut b = PacketBuilder::new(Code::AccountingRequest, 1);
         build(&mut b);
         b.encode_request(SECRET).expect("encodes")
-    }
-
-    #[test]
-    fn decimal_writes_what_display_writes() {
-        let mut buf = [0u8; 10];
-        for v in [
-            0,
-            7,
-            10,
-            255,
-            4_095,
-            65_535,
-            1_000_000,
-            u32::MAX - 1,
-            u32::MAX,
-        ] {
-            assert_eq!(decimal(v, &mut buf), v.to_string().as_bytes(), "{v}");
-        }
     }
 
     fn md5_hex(s: &str) -> String {
