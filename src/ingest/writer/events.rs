@@ -58,6 +58,13 @@ pub(super) struct Derived {
 }
 
 impl Derived {
+    pub(super) fn with_capacity(n: usize) -> Derived {
+        Derived {
+            at: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+        }
+    }
+
     pub(super) fn push(&mut self, item: usize, event: NewEvent) {
         self.at.push(item);
         self.events.push(event);

@@ -49,9 +49,9 @@ pub(super) fn fold(
         let row = loaded.remove(*k);
         state.insert(k, (row.is_some(), row, false));
     }
-    let mut usage = Vec::new();
-    let mut derived = Derived::default();
+    let mut usage = Vec::with_capacity(range.len());
     let derive = emit.options.enabled;
+    let mut derived = Derived::with_capacity(if derive { range.len() } else { 0 });
     for i in range {
         let item = items[i];
         let Some((_, row, dirty)) = state.get_mut(item.key()) else {
@@ -95,9 +95,19 @@ pub(super) fn fold(
             unchanged[i] = true;
         }
     }
+    let (mut new, mut existing) = (0, 0);
+    for (existed, row, dirty) in state.values() {
+        if row.is_some() && *dirty {
+            if *existed {
+                existing += 1;
+            } else {
+                new += 1;
+            }
+        }
+    }
     let mut folded = Folded {
-        inserts: Vec::new(),
-        updates: Vec::new(),
+        inserts: Vec::with_capacity(new),
+        updates: Vec::with_capacity(existing),
         usage,
         events: derived,
     };
