@@ -182,12 +182,20 @@ impl std::iter::FusedIterator for Attributes<'_> {}
 /// Checks that `list` is exactly a sequence of `Type(1) Length(1 ≥ 2) Value` entries.
 #[inline]
 fn attribute_list_is_valid(list: &[u8]) -> bool {
+    walk_attributes(list, |_, _| {})
+}
+
+/// Walks `list` as [`attribute_list_is_valid`] checks it, calling `each` with the offset and
+/// the type of every entry; whether the list is valid.
+#[inline]
+fn walk_attributes(list: &[u8], mut each: impl FnMut(usize, u8)) -> bool {
     let mut rest = list;
-    while let [_, len, ..] = *rest {
+    while let [typ, len, ..] = *rest {
         let len = usize::from(len);
         if len < 2 {
             return false;
         }
+        each(list.len() - rest.len(), typ);
         match rest.get(len..) {
             Some(r) => rest = r,
             None => return false,
@@ -253,20 +261,14 @@ impl FirstOf {
     /// The positions in a valid attribute list (`None`: not a valid list, RFC 2865 §5).
     fn of(list: &[u8]) -> Option<FirstOf> {
         let mut first = [0u16; 256];
-        let mut rest = list;
-        while let [typ, len, ..] = *rest {
-            let len = usize::from(len);
-            if len < 2 {
-                return None;
-            }
+        let valid = walk_attributes(list, |at, typ| {
             let slot = &mut first[usize::from(typ)];
             if *slot == 0 {
                 // A packet is at most 4096 octets, so the position fits.
-                *slot = u16::try_from(list.len() - rest.len() + 1).unwrap_or(0);
+                *slot = u16::try_from(at + 1).unwrap_or(0);
             }
-            rest = rest.get(len..)?;
-        }
-        rest.is_empty().then_some(FirstOf(first))
+        });
+        valid.then_some(FirstOf(first))
     }
 }
 
