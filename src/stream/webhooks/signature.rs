@@ -12,6 +12,8 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::radius::accounting::hex;
+
 /// Unix seconds when the request was signed (the text that was signed).
 pub const TIMESTAMP_HEADER: &str = "x-radacctd-timestamp";
 /// `v1=<64 lowercase hex digits>`.
@@ -146,17 +148,6 @@ fn parse_signatures(header: &str) -> Result<Vec<[u8; 32]>, VerifyError> {
         return Err(VerifyError::MalformedSignature);
     }
     Ok(found)
-}
-
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    s
 }
 
 /// 64 hex digits (either case) as 32 bytes.
