@@ -208,7 +208,6 @@ pub fn parse(packet: &Packet<'_>, source: IpAddr, received_at: i64, max_clock_sk
 pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
     let session = packet.attr(d::ACCT_SESSION_ID).unwrap_or_default();
     let mut h = Md5::new();
-    let mut digits = [0u8; 10];
     if let Some(auth_id) = packet.attr(d::CLASS).and_then(class_auth_id) {
         h.update(auth_id);
         h.update(b",");
@@ -219,17 +218,8 @@ pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
         h.update(session);
         h.update(b",");
         match nas {
-            IpAddr::V4(a) => {
-                for (i, octet) in a.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        h.update(b".");
-                    }
-                    h.update(decimal(u32::from(octet), &mut digits));
-                }
-            }
-            IpAddr::V6(_) => {
-                let _ = write!(Hashed(&mut h), "{nas}");
-            }
+            IpAddr::V4(a) => h.update(ipv4_text(a).as_bytes()),
+            IpAddr::V6(_) => h.update(nas.to_string().as_bytes()),
         }
         h.update(b",");
         h.update(packet.attr(d::NAS_IDENTIFIER).unwrap_or_default());
@@ -237,20 +227,10 @@ pub fn acct_unique_id(packet: &Packet<'_>, nas: IpAddr) -> String {
         h.update(packet.attr(d::NAS_PORT_ID).unwrap_or_default());
         h.update(b",");
         if let Some(port) = packet.attr_u32(d::NAS_PORT) {
-            h.update(decimal(port, &mut digits));
+            h.update(decimal(port, &mut [0; 10]));
         }
     }
     hex(&h.finalize())
-}
-
-/// Text written into a digest as it is formatted, without a string in between.
-struct Hashed<'a>(&'a mut Md5);
-
-impl std::fmt::Write for Hashed<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.update(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// `ai:` followed by 32 hex digits (case-insensitive) at the start of Class.
